@@ -1,15 +1,90 @@
 /* clair.h - CLAIR preference pairs (Contrastive Learning from AI Revisions), single-file header.
  *
- * (The tutorial-style documentation of this header is written at the top of the file; see the
- * sections below for each part's contract.)
+ * A stb-style header: declarations always, the implementation in the one file that defines
+ * CLAIR_IMPLEMENTATION. C99 and C++11 clean. libcurl only in the request part.
  *
- * Incantation, in exactly one C or C++ file:
+ * ==== The method (D'Oosterlinck et al. 2024, "Anchored Preference Optimization and Contrastive
+ * ==== Revisions", section 3) =================================================================
+ *
+ * A preference pair should differ only where it matters. CLAIR builds such pairs from the model
+ * you want to train (the "target"):
+ *
+ *   1. The target answers a prompt. That answer is the REJECTED response.
+ *   2. A stronger model (the "reviser") is asked to revise that answer MINIMALLY: make it more
+ *      correct, clearer and more engaging, copy every part it does not correct, and never say
+ *      that it is a revision. It reasons first and gives the revised answer after a marker.
+ *   3. The revision is the CHOSEN response.
+ *
+ * The paper measures how minimal pairs are with token-level Jaccard similarity (higher = more
+ * minimal) and character-level Levenshtein distance (lower = more minimal). This header gives
+ * you each step:
+ *
+ *   prompt   clair_request_body / clair_prompt_messages   (task, answer) -> chat request
+ *   request  clair_http_run                                many requests in flight, retried
+ *   parse    clair_parse_reply                             reply -> (rationale, revision)
+ *   measure  clair_metrics_compute, clair_diff_tokens      how far apart are chosen/rejected
+ *   filter   clair_filter_check                            keep, or drop with a reason code
+ *   JSON     clair_json_parse / clair_json_write           the one JSON of the whole project
+ *
+ * The `clair` tool (clair.c) strings them together: `clair revise` turns a JSONL file of
+ * {"prompt", "response"} into TRL preference records {"prompt", "chosen", "rejected"}.
+ *
+ * ==== Incantation ==========================================================================
+ *
+ * In exactly one C or C++ file:
  *     #define CLAIR_IMPLEMENTATION
  *     #include "clair.h"
- * Options (define before the include):
+ * and link with -lcurl (or define CLAIR_NO_CURL too, see below). Everywhere else include the
+ * header alone. Options (define before the include):
  *     CLAIR_STATIC    all functions static (private to the including file)
- *     CLAIR_NO_CURL   compile out the HTTP request part (no libcurl needed)
- *     CLAIR_MALLOC / CLAIR_REALLOC / CLAIR_FREE   allocator
+ *     CLAIR_NO_CURL   compile out the request part (clair_http_run): no libcurl needed
+ *     CLAIR_MALLOC / CLAIR_REALLOC / CLAIR_FREE   your allocator (define all three)
+ *
+ * ==== A whole pair, by hand ===================================================================
+ *
+ *     clair_buf body = {0};
+ *     clair_request_body(&body, "gpt-4o", 0.7, 4096, NULL, prompt, strlen(prompt), answer, strlen(answer));
+ *     ... POST body.data to {base_url}/chat/completions, parse the reply with clair_json_parse,
+ *     ... take the text with clair_chat_content (clair_http_run does all of this for many pairs)
+ *     clair_reply r;
+ *     if (clair_parse_reply(text, len, clair_template_default()->marker, &r) == CLAIR_PARSE_OK) {
+ *         clair_metrics m;
+ *         clair_metrics_compute(r.revision, r.revision_len, answer, strlen(answer), &m);
+ *         clair_filter f = clair_filter_default();
+ *         clair_verdict v = clair_filter_check(&f, r.revision, r.revision_len, answer, strlen(answer), &m);
+ *         printf("%s jaccard %.3f levenshtein %lld\n", clair_verdict_name(v), m.jaccard, m.levenshtein);
+ *     }
+ *
+ * ==== Each part's contract (details at each declaration) =====================================
+ *
+ * Text. Every string is UTF-8 bytes plus a length; nothing needs a NUL. Metrics work on Unicode
+ *   code points; invalid bytes count as one symbol each (Python's surrogateescape), so any input
+ *   has a defined result and valid text gives exactly Python's numbers. "Whitespace" is
+ *   Python's str.isspace() set.
+ * Metrics. levenshtein: unit-cost character edit distance on code points (= rapidfuzz's
+ *   Levenshtein.distance). edit_ratio = levenshtein / max(len_a, len_b) in code points
+ *   (= rapidfuzz's normalized_distance). jaccard: |A & B| / |A | B| over the SETS of
+ *   whitespace-separated tokens (= len(set(a.split()) & set(b.split())) / len(... | ...); the
+ *   paper says "token-level" without naming a tokenizer, and whitespace splitting needs no
+ *   model). Diff: a shortest token edit script, tokens being runs of whitespace or of other
+ *   characters, rendered as [-deleted-]{+inserted+}.
+ * Filter. Drops, in this order: empty revision, revision identical to the answer (ends
+ *   trimmed), edit ratio above the maximum, Jaccard below the minimum, length ratio outside the
+ *   bounds. Each drop has a stable reason code (clair_verdict_name).
+ * Prompt. Our wording of the paper's instructions; replace it with your own clair_template
+ *   ({prompt} and {answer} are filled in; the marker tells the parser what to look for).
+ * Parse. Finds the first marker (yours, or the two forms the paper's reference code parses).
+ *   No marker is an error (CLAIR_PARSE_NO_MARKER), never a silent skip.
+ * Request. POSTs to an OpenAI-compatible /chat/completions with up to `concurrency` requests in
+ *   flight, a per-attempt timeout, exponential backoff with jitter on 408/409/425/429/5xx,
+ *   timeouts and connection errors, honouring Retry-After. TLS verification stays on. The API
+ *   key goes only into the Authorization header: it is never printed, logged or written.
+ * JSON. Strict RFC 8259 reader (invalid UTF-8, lone surrogates, bad escapes, control characters,
+ *   leading zeros, trailing commas/garbage and over-deep nesting are errors with line and column)
+ *   and a compact writer. Numbers are parsed with strtod and printed with printf: keep the C
+ *   locale's LC_NUMERIC (the default) in programs that use them.
+ * Errors. Library functions never exit or print (except clair_http_run's optional retry lines);
+ *   they return a status. Out of memory gives -1 / a NULL result, never a crash.
  */
 #ifndef CLAIR_H
 #define CLAIR_H
@@ -17,7 +92,11 @@
 #include <stddef.h>
 
 #ifdef CLAIR_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define CLAIR_DEF static __attribute__((unused))   /* no warning for the parts a file does not use */
+#else
 #define CLAIR_DEF static
+#endif
 #else
 #define CLAIR_DEF extern
 #endif
@@ -86,6 +165,188 @@ CLAIR_DEF void clair_json_write(clair_buf *b, const clair_json *v);
 /* Validates UTF-8 (no overlongs, no surrogates, <= U+10FFFF). Returns the byte offset of the
  * first invalid sequence, or len if all valid. */
 CLAIR_DEF size_t clair_utf8_check(const char *s, size_t len);
+
+
+/* ============================================================================================
+ * Text: UTF-8 decoding and the whitespace rule shared by every metric
+ * ========================================================================================== */
+
+/* Decodes s[0..n) into code points; out must have room for n entries. Returns the count.
+ * Invalid bytes decode one by one to 0xDC00 + byte (Python's "surrogateescape"), so every input
+ * has a defined metric and valid UTF-8 matches Python `str` exactly. */
+CLAIR_DEF size_t clair_utf8_decode(const char *s, size_t n, unsigned *out);
+/* 1 if code point c is whitespace by Python's str.isspace() (the rule of str.split()). */
+CLAIR_DEF int clair_is_space(unsigned c);
+
+/* ============================================================================================
+ * Metrics: how minimal is the contrast between two answers?
+ * ========================================================================================== */
+
+/* Character Levenshtein distance (unit insert/delete/substitute) over Unicode code points, the
+ * same number as rapidfuzz.distance.Levenshtein.distance(a, b) on Python strings. Bit-parallel
+ * (Myers 1999 with Hyyro's blocks): O(ceil(m/64) * n) words after stripping the common prefix
+ * and suffix. Returns -1 only if memory runs out. */
+CLAIR_DEF long long clair_levenshtein(const char *a, size_t na, const char *b, size_t nb);
+CLAIR_DEF long long clair_levenshtein_u32(const unsigned *a, size_t na, const unsigned *b, size_t nb);
+
+/* Token-level Jaccard similarity |A & B| / |A | B| of the two SETS of whitespace-separated
+ * tokens (Python: set(a.split()), set(b.split())). Two texts without tokens give 1.
+ * Returns -1 only if memory runs out. */
+CLAIR_DEF double clair_jaccard(const char *a, size_t na, const char *b, size_t nb);
+
+/* Token edit script. Tokens are maximal runs of whitespace or of non-whitespace, so the script
+ * covers every byte and renders the texts exactly. The script is a shortest one (Myers' O(ND)
+ * algorithm in linear space): n_del + n_ins = |A| + |B| - 2 LCS(A, B) tokens. Within each run of
+ * changes deletions come first. Spans are byte offsets into the two texts. */
+typedef enum { CLAIR_EDIT_EQUAL, CLAIR_EDIT_DELETE, CLAIR_EDIT_INSERT } clair_edit_op;
+typedef struct { clair_edit_op op; size_t a_off, a_len, b_off, b_len; } clair_edit;
+typedef struct {
+    clair_edit *ops; size_t n;      /* the script, in text order */
+    size_t tokens_a, tokens_b;      /* token counts of the two texts */
+    size_t n_del, n_ins;            /* deleted tokens of a, inserted tokens of b */
+} clair_diff;
+CLAIR_DEF int clair_diff_tokens(const char *a, size_t na, const char *b, size_t nb, clair_diff *d);
+CLAIR_DEF void clair_diff_free(clair_diff *d);
+/* Appends the script for a person: equal text as is, [-deleted-] and {+inserted+}. */
+CLAIR_DEF void clair_diff_render(clair_buf *out, const char *a, const char *b, const clair_diff *d);
+
+/* Everything at once for a (chosen, rejected) pair. */
+typedef struct {
+    long long levenshtein;          /* code-point edit distance */
+    size_t chars_a, chars_b;        /* lengths in code points */
+    double edit_ratio;              /* levenshtein / max(chars_a, chars_b); 0 if both empty */
+    double jaccard;                 /* token-set Jaccard (see clair_jaccard) */
+    size_t token_edits;             /* n_del + n_ins of the token edit script */
+    size_t tokens_a, tokens_b;      /* whitespace-or-word run counts (the diff's tokens) */
+} clair_metrics;
+CLAIR_DEF int clair_metrics_compute(const char *a, size_t na, const char *b, size_t nb, clair_metrics *m);
+
+/* ============================================================================================
+ * Filter: keep a pair only if the revision is a real, minimal revision
+ * ========================================================================================== */
+
+typedef struct {
+    double max_edit_ratio;          /* drop if edit_ratio > this */
+    double min_jaccard;             /* drop if jaccard < this */
+    double min_length_ratio;        /* drop if chars(chosen) / chars(rejected) < this */
+    double max_length_ratio;        /* drop if chars(chosen) / chars(rejected) > this */
+} clair_filter;                     /* a field <= 0 switches its check off ({0} keeps every real revision) */
+
+typedef enum {
+    CLAIR_KEEP = 0,
+    CLAIR_DROP_EMPTY,               /* "empty_revision": nothing after the marker */
+    CLAIR_DROP_IDENTICAL,           /* "identical": revision equals the answer (ends trimmed) */
+    CLAIR_DROP_EDIT_RATIO,          /* "edit_ratio": too many characters changed */
+    CLAIR_DROP_JACCARD,             /* "jaccard": too few words shared */
+    CLAIR_DROP_LENGTH_RATIO         /* "length_ratio": revision much shorter or longer */
+} clair_verdict;
+
+/* The defaults of the `clair` tool: 0.6, 0.25, 0.5, 2.0 (docs/design.md says why). */
+CLAIR_DEF clair_filter clair_filter_default(void);
+CLAIR_DEF clair_verdict clair_filter_check(const clair_filter *f, const char *chosen, size_t nc,
+                                           const char *rejected, size_t nr, const clair_metrics *m);
+CLAIR_DEF const char *clair_verdict_name(clair_verdict v);
+
+/* ============================================================================================
+ * Prompt: the reviser's instructions and the chat messages for one (task, answer) pair
+ * ========================================================================================== */
+
+typedef struct {
+    const char *system;             /* system message (may be NULL: none) */
+    const char *user;               /* user message; "{prompt}" and "{answer}" are replaced */
+    const char *marker;             /* the line the reviser puts before its revision */
+} clair_template;
+
+CLAIR_DEF const clair_template *clair_template_default(void);
+/* Appends the messages as a JSON array [{"role":"system",...},{"role":"user",...}]. */
+CLAIR_DEF void clair_prompt_messages(clair_buf *out, const clair_template *t, const char *prompt,
+                                     size_t np, const char *answer, size_t na);
+/* Appends a whole /chat/completions request body. max_tokens <= 0 leaves it out. */
+CLAIR_DEF void clair_request_body(clair_buf *out, const char *model, double temperature, int max_tokens,
+                                  const clair_template *t, const char *prompt, size_t np,
+                                  const char *answer, size_t na);
+
+/* ============================================================================================
+ * Parse: split a reviser's reply into rationale and revision
+ * ========================================================================================== */
+
+typedef enum { CLAIR_PARSE_OK = 0, CLAIR_PARSE_NO_MARKER, CLAIR_PARSE_EMPTY } clair_parse_status;
+typedef struct {
+    const char *rationale; size_t rationale_len;   /* spans into the reply, ends trimmed */
+    const char *revision; size_t revision_len;
+    size_t marker_off;                             /* byte offset of the marker found */
+} clair_reply;
+/* Finds the first marker in the reply: `marker` (may be NULL) or one of the paper's reference
+ * forms, "{corrected_student_solution}" and "Corrected Student Solution:". A phrase marker counts
+ * at the start of a line, in any letter case, decorated or not (## heading, **bold**, *italic*,
+ * with or without a colon, the colon inside or outside the bold); without a colon the line must
+ * end after it. A leading reasoning heading ("Reasoning:", "{teacher_reasoning}", ...) is cut
+ * from the rationale. */
+CLAIR_DEF clair_parse_status clair_parse_reply(const char *reply, size_t n, const char *marker, clair_reply *out);
+CLAIR_DEF const char *clair_parse_status_name(clair_parse_status s);   /* "ok", "no_marker", "empty_revision" */
+
+/* Extracts choices[0].message.content of a /chat/completions reply into *content (a view into
+ * the tree). 0 on success, -1 with a reason in err. */
+CLAIR_DEF int clair_chat_content(const clair_json *reply, const char **content, size_t *len, char *err, size_t errsz);
+
+#ifndef CLAIR_NO_CURL
+/* ============================================================================================
+ * Request: many /chat/completions calls in flight at once (libcurl multi)
+ * ========================================================================================== */
+
+typedef enum {
+    CLAIR_REQ_OK = 0,
+    CLAIR_REQ_HTTP,          /* a non-2xx status (final: not retryable, or retries used up) */
+    CLAIR_REQ_TIMEOUT,       /* the per-attempt timeout expired */
+    CLAIR_REQ_CONNECTION,    /* could not connect / connection dropped / nothing received */
+    CLAIR_REQ_BAD_REPLY,     /* 2xx with a body that is not a chat completion */
+    CLAIR_REQ_TLS,           /* certificate or TLS failure (never retried) */
+    CLAIR_REQ_OTHER          /* anything else libcurl reports */
+} clair_req_error;
+
+typedef struct {
+    /* Set by the next() callback: */
+    char *body; size_t body_len;    /* request body; the engine frees it with CLAIR_FREE */
+    void *user;                     /* yours */
+    /* Set by the engine before done(): */
+    clair_req_error error;
+    long status;                    /* last HTTP status (0: no reply) */
+    int attempts;                   /* attempts made (1 = no retry) */
+    char message[256];              /* what went wrong, for a person (never holds the key) */
+    char *reply; size_t reply_len;  /* raw body of the last reply (NUL-terminated) */
+    const char *content; size_t content_len;   /* OK: the assistant's text (inside reply_json) */
+    clair_json reply_json;          /* OK: the parsed reply */
+} clair_job;
+
+typedef struct {
+    const char *url;                /* full URL, e.g. "http://127.0.0.1:8080/v1/chat/completions" */
+    const char *api_key;            /* sent as "Authorization: Bearer ..."; NULL: no header */
+    int concurrency;                /* requests in flight (default 8) */
+    double timeout_s;               /* per attempt, whole transfer (default 600) */
+    double connect_timeout_s;       /* default 30 */
+    int max_attempts;               /* default 6 (1 = no retries) */
+    double backoff_s;               /* first retry waits about this (default 1); doubles */
+    double backoff_max_s;           /* cap of the doubling (default 60) */
+    double retry_after_max_s;       /* cap on a server's Retry-After (default 300) */
+    unsigned long long seed;        /* jitter RNG seed (0: from the clock) */
+    volatile int *stop;             /* if set and *stop becomes nonzero: no new requests,
+                                       in-flight ones abandoned (done() not called for them) */
+    void (*tick)(void *ctx);        /* called about twice a second (may be NULL) */
+    int verbose_retries;            /* 1: one stderr line per retry */
+} clair_http_opts;
+
+/* next(ctx, job): fill job->body (and job->user); return 1, or 0 when there is no more work.
+ * done(ctx, job): one call per job, with its final outcome; the engine frees the job after.
+ * Returns 0, or -1 (with err) if libcurl could not be set up. */
+typedef int (*clair_next_fn)(void *ctx, clair_job *job);
+typedef void (*clair_done_fn)(void *ctx, clair_job *job);
+CLAIR_DEF int clair_http_run(const clair_http_opts *o, clair_next_fn next, clair_done_fn done,
+                             void *ctx, char *err, size_t errsz);
+CLAIR_DEF const char *clair_req_error_name(clair_req_error e);
+/* Retry wait for attempt k (1-based) that just failed: min(max, base * 2^(k-1)) scaled by a
+ * uniform factor in [0.5, 1) ("equal jitter"); a Retry-After (>= 0) replaces it (capped). */
+CLAIR_DEF double clair_backoff_s(const clair_http_opts *o, int attempt, double retry_after_s, unsigned long long *rng);
+#endif /* CLAIR_NO_CURL */
 
 #ifdef __cplusplus
 }
@@ -563,6 +824,891 @@ CLAIR_DEF void clair_json_write(clair_buf *b, const clair_json *v) {
         break;
     }
 }
+
+/* ============================================================================================
+ * Text
+ * ========================================================================================== */
+
+CLAIR_DEF size_t clair_utf8_decode(const char *s, size_t n, unsigned *out) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, k = 0;
+    while (i < n) {
+        unsigned c = u[i];
+        if (c < 0x80) { out[k++] = c; i++; continue; }
+        size_t len = clair__utf8_seq(u + i, n - i);
+        if (!len) { out[k++] = 0xDC00 + c; i++; continue; }   /* surrogateescape */
+        if (len == 2) c = ((c & 0x1Fu) << 6) | (u[i + 1] & 0x3Fu);
+        else if (len == 3) c = ((c & 0x0Fu) << 12) | ((u[i + 1] & 0x3Fu) << 6) | (u[i + 2] & 0x3Fu);
+        else c = ((c & 0x07u) << 18) | ((u[i + 1] & 0x3Fu) << 12) | ((u[i + 2] & 0x3Fu) << 6) | (u[i + 3] & 0x3Fu);
+        out[k++] = c;
+        i += len;
+    }
+    return k;
+}
+
+CLAIR_DEF int clair_is_space(unsigned c) {
+    if (c < 0x80) return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20);
+    return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
+           c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+/* The code point at s[i] (or the escaped byte) and its byte length. */
+static unsigned clair__cp_at(const char *s, size_t n, size_t i, size_t *len) {
+    unsigned c;
+    if ((unsigned char)s[i] < 0x80) { *len = 1; return (unsigned char)s[i]; }
+    *len = clair__utf8_seq((const unsigned char *)s + i, n - i);
+    if (!*len) { *len = 1; return 0xDC00 + (unsigned char)s[i]; }
+    clair_utf8_decode(s + i, *len, &c);
+    return c;
+}
+
+/* A token: bytes [off, off+len) of its text, a 64-bit hash (FNV-1a), and whether it is space. */
+typedef struct { size_t off, len; unsigned long long hash; int space; } clair__tok;
+
+/* Splits s into tokens. words_only: only the non-space runs (str.split()); otherwise the runs of
+ * space too. Returns the count (tokens in *out, malloc'd), or (size_t)-1 out of memory. */
+static size_t clair__tokenize(const char *s, size_t n, int words_only, clair__tok **out) {
+    size_t cap = 16, cnt = 0, i = 0;
+    clair__tok *t = (clair__tok *)CLAIR_MALLOC(cap * sizeof *t);
+    if (!t) return (size_t)-1;
+    while (i < n) {
+        size_t st = i, len;
+        int sp = clair_is_space(clair__cp_at(s, n, i, &len));
+        i += len;
+        while (i < n) {
+            size_t l2;
+            if (clair_is_space(clair__cp_at(s, n, i, &l2)) != sp) break;
+            i += l2;
+        }
+        if (words_only && sp) continue;
+        if (cnt == cap) {
+            clair__tok *nt = (clair__tok *)CLAIR_REALLOC(t, 2 * cap * sizeof *t);
+            if (!nt) { CLAIR_FREE(t); return (size_t)-1; }
+            t = nt; cap *= 2;
+        }
+        unsigned long long h = 1469598103934665603ULL;
+        size_t k;
+        for (k = st; k < i; k++) { h ^= (unsigned char)s[k]; h *= 1099511628211ULL; }
+        t[cnt].off = st; t[cnt].len = i - st; t[cnt].hash = h; t[cnt].space = sp;
+        cnt++;
+    }
+    *out = t;
+    return cnt;
+}
+
+/* ============================================================================================
+ * Levenshtein, bit-parallel
+ *
+ * Myers (1999) keeps one column of the DP matrix as two bit vectors of vertical deltas (+1, -1;
+ * zero otherwise) over the pattern's rows and advances a whole column per text character with a
+ * handful of word operations. Patterns longer than 64 are cut into 64-row blocks; a block passes
+ * the horizontal delta of its last row to the next block (Myers' advanceBlock). The distance is
+ * tracked at the last row: it starts at m and moves by the last block's horizontal delta.
+ * ========================================================================================== */
+
+typedef unsigned long long clair__u64;
+
+CLAIR_DEF long long clair_levenshtein_u32(const unsigned *a, size_t na, const unsigned *b, size_t nb) {
+    /* common prefix and suffix never change the distance */
+    while (na && nb && a[0] == b[0]) { a++; b++; na--; nb--; }
+    while (na && nb && a[na - 1] == b[nb - 1]) { na--; nb--; }
+    if (na > nb) { const unsigned *t = a; a = b; b = t; size_t tn = na; na = nb; nb = tn; }
+    if (na == 0) return (long long)nb;
+    /* a is the pattern (the shorter). Map its distinct code points to rows of Peq. */
+    size_t m = na, n = nb, words = (m + 63) / 64, cap = 16, i, j, w, nuniq = 0;
+    while (cap < 2 * m) cap *= 2;
+    unsigned *hkey = (unsigned *)CLAIR_MALLOC(cap * sizeof *hkey);
+    long *hval = (long *)CLAIR_MALLOC(cap * sizeof *hval);
+    long *row = (long *)CLAIR_MALLOC(m * sizeof *row);
+    clair__u64 *peq = NULL, *P = NULL, *M = NULL;
+    long long dist = -1;
+    if (!hkey || !hval || !row) goto done;
+    for (i = 0; i < cap; i++) hval[i] = -1;
+    for (i = 0; i < m; i++) {
+        size_t h = (size_t)((a[i] * 2654435761u) & (cap - 1));
+        while (hval[h] >= 0 && hkey[h] != a[i]) h = (h + 1) & (cap - 1);
+        if (hval[h] < 0) { hkey[h] = a[i]; hval[h] = (long)nuniq++; }
+        row[i] = hval[h];
+    }
+    /* one extra all-zero row for text characters absent from the pattern */
+    peq = (clair__u64 *)calloc((nuniq + 1) * words, sizeof *peq);
+    P = (clair__u64 *)CLAIR_MALLOC(words * sizeof *P);
+    M = (clair__u64 *)CLAIR_MALLOC(words * sizeof *M);
+    if (!peq || !P || !M) goto done;
+    for (i = 0; i < m; i++) peq[(size_t)row[i] * words + i / 64] |= 1ULL << (i % 64);
+    for (w = 0; w < words; w++) { P[w] = ~0ULL; M[w] = 0; }
+    {
+        const clair__u64 last = 1ULL << ((m - 1) % 64);
+        long long score = (long long)m;
+        for (j = 0; j < n; j++) {
+            size_t h = (size_t)((b[j] * 2654435761u) & (cap - 1));
+            while (hval[h] >= 0 && hkey[h] != b[j]) h = (h + 1) & (cap - 1);
+            const clair__u64 *eq = peq + (size_t)(hval[h] >= 0 ? hval[h] : (long)nuniq) * words;
+            int hin = 1;                      /* row 0 of the DP is 0,1,2,...: delta +1 */
+            for (w = 0; w < words; w++) {
+                clair__u64 Pv = P[w], Mv = M[w], Eq = eq[w];
+                clair__u64 high = w + 1 == words ? last : 1ULL << 63;
+                clair__u64 Xv = Eq | Mv;
+                if (hin < 0) Eq |= 1;
+                clair__u64 Xh = (((Eq & Pv) + Pv) ^ Pv) | Eq;
+                clair__u64 Ph = Mv | ~(Xh | Pv);
+                clair__u64 Mh = Pv & Xh;
+                int hout = (Ph & high) ? 1 : (Mh & high) ? -1 : 0;
+                Ph <<= 1; Mh <<= 1;
+                if (hin < 0) Mh |= 1; else if (hin > 0) Ph |= 1;
+                P[w] = Mh | ~(Xv | Ph);
+                M[w] = Ph & Xv;
+                hin = hout;
+            }
+            score += hin;
+        }
+        dist = score;
+    }
+done:
+    CLAIR_FREE(hkey); CLAIR_FREE(hval); CLAIR_FREE(row);
+    free(peq); CLAIR_FREE(P); CLAIR_FREE(M);
+    return dist;
+}
+
+CLAIR_DEF long long clair_levenshtein(const char *a, size_t na, const char *b, size_t nb) {
+    unsigned *ua = (unsigned *)CLAIR_MALLOC((na + 1) * sizeof *ua);
+    unsigned *ub = (unsigned *)CLAIR_MALLOC((nb + 1) * sizeof *ub);
+    long long d = -1;
+    if (ua && ub) d = clair_levenshtein_u32(ua, clair_utf8_decode(a, na, ua), ub, clair_utf8_decode(b, nb, ub));
+    CLAIR_FREE(ua); CLAIR_FREE(ub);
+    return d;
+}
+
+/* ============================================================================================
+ * Jaccard over token sets
+ * ========================================================================================== */
+
+typedef struct { const char *s; const clair__tok *t; int side; } clair__jtok;
+
+static int clair__jtok_cmp(const void *x, const void *y) {
+    const clair__jtok *p = (const clair__jtok *)x, *q = (const clair__jtok *)y;
+    if (p->t->hash != q->t->hash) return p->t->hash < q->t->hash ? -1 : 1;
+    if (p->t->len != q->t->len) return p->t->len < q->t->len ? -1 : 1;
+    return memcmp(p->s + p->t->off, q->s + q->t->off, p->t->len);
+}
+
+CLAIR_DEF double clair_jaccard(const char *a, size_t na, const char *b, size_t nb) {
+    clair__tok *ta = NULL, *tb = NULL;
+    size_t ka = clair__tokenize(a, na, 1, &ta), kb, i, inter = 0, uni = 0;
+    double r = -1;
+    if (ka == (size_t)-1) return -1;
+    kb = clair__tokenize(b, nb, 1, &tb);
+    if (kb == (size_t)-1) { CLAIR_FREE(ta); return -1; }
+    clair__jtok *all = (clair__jtok *)CLAIR_MALLOC((ka + kb + 1) * sizeof *all);
+    if (all) {
+        for (i = 0; i < ka; i++) { all[i].s = a; all[i].t = &ta[i]; all[i].side = 1; }
+        for (i = 0; i < kb; i++) { all[ka + i].s = b; all[ka + i].t = &tb[i]; all[ka + i].side = 2; }
+        qsort(all, ka + kb, sizeof *all, clair__jtok_cmp);
+        /* each run of equal tokens is one element of the union; in the intersection if the run
+         * has both sides */
+        for (i = 0; i < ka + kb;) {
+            int sides = 0;
+            size_t j = i;
+            while (j < ka + kb && !clair__jtok_cmp(&all[i], &all[j])) sides |= all[j++].side;
+            uni++;
+            if (sides == 3) inter++;
+            i = j;
+        }
+        r = uni ? (double)inter / (double)uni : 1.0;
+        CLAIR_FREE(all);
+    }
+    CLAIR_FREE(ta); CLAIR_FREE(tb);
+    return r;
+}
+
+/* ============================================================================================
+ * Token diff: Myers' O(ND) algorithm, linear-space (middle snake, divide and conquer)
+ * ========================================================================================== */
+
+typedef struct {
+    const char *a, *b;
+    const clair__tok *ta, *tb;
+    long *vf, *vb;                   /* furthest-reaching x per diagonal, forward and reverse */
+    long off;                        /* index of diagonal 0 in vf/vb */
+    clair_edit *ops; size_t n, cap;  /* script in token indices (converted to bytes at the end) */
+    int oom;
+} clair__md;
+
+static int clair__md_eq(const clair__md *c, size_t i, size_t j) {
+    const clair__tok *x = &c->ta[i], *y = &c->tb[j];
+    return x->hash == y->hash && x->len == y->len && !memcmp(c->a + x->off, c->b + y->off, x->len);
+}
+
+/* Appends an op over token ranges a[a0, a1), b[b0, b1), merged with the previous if alike. */
+static void clair__md_emit(clair__md *c, clair_edit_op op, size_t a0, size_t a1, size_t b0, size_t b1) {
+    if (a1 == a0 && b1 == b0) return;
+    if (c->n && c->ops[c->n - 1].op == op) {
+        clair_edit *e = &c->ops[c->n - 1];
+        e->a_len += a1 - a0; e->b_len += b1 - b0;
+        return;
+    }
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? 2 * c->cap : 16;
+        clair_edit *p = (clair_edit *)CLAIR_REALLOC(c->ops, nc * sizeof *p);
+        if (!p) { c->oom = 1; return; }
+        c->ops = p; c->cap = nc;
+    }
+    c->ops[c->n].op = op;
+    c->ops[c->n].a_off = a0; c->ops[c->n].a_len = a1 - a0;
+    c->ops[c->n].b_off = b0; c->ops[c->n].b_len = b1 - b0;
+    c->n++;
+}
+
+/* Finds a middle snake of a[a0, a0+N) vs b[b0, b0+M) (N, M > 0): the snake from (*x0,*y0) to
+ * (*x1,*y1) (relative coordinates) lies on a shortest edit path and splits it in halves. */
+static void clair__md_snake(clair__md *c, size_t a0, long N, size_t b0, long M,
+                            long *x0, long *y0, long *x1, long *y1) {
+    long delta = N - M, d, k, x, y, xs, ys, dmax = (N + M + 1) / 2;
+    int odd = (int)(delta & 1);
+    long *vf = c->vf + c->off, *vb = c->vb + c->off;
+    vf[1] = 0; vb[1] = 0;
+    for (d = 0; d <= dmax; d++) {
+        for (k = -d; k <= d; k += 2) {                       /* forward from (0, 0) */
+            if (k == -d || (k != d && vf[k - 1] < vf[k + 1])) x = vf[k + 1]; else x = vf[k - 1] + 1;
+            y = x - k; xs = x; ys = y;
+            while (x < N && y < M && clair__md_eq(c, a0 + (size_t)x, b0 + (size_t)y)) { x++; y++; }
+            vf[k] = x;
+            if (odd && delta - k >= -(d - 1) && delta - k <= d - 1 && x + vb[delta - k] >= N) {
+                *x0 = xs; *y0 = ys; *x1 = x; *y1 = y;
+                return;
+            }
+        }
+        for (k = -d; k <= d; k += 2) {                       /* backward from (N, M), mirrored */
+            if (k == -d || (k != d && vb[k - 1] < vb[k + 1])) x = vb[k + 1]; else x = vb[k - 1] + 1;
+            y = x - k; xs = x; ys = y;
+            while (x < N && y < M && clair__md_eq(c, a0 + (size_t)(N - 1 - x), b0 + (size_t)(M - 1 - y))) { x++; y++; }
+            vb[k] = x;
+            if (!odd && delta - k >= -d && delta - k <= d && vf[delta - k] + x >= N) {
+                *x0 = N - x; *y0 = M - y; *x1 = N - xs; *y1 = M - ys;
+                return;
+            }
+        }
+    }
+    /* unreachable for N, M > 0: the paths always meet by d = ceil((N+M)/2) */
+    *x0 = *x1 = N; *y0 = *y1 = M;
+}
+
+static void clair__md_rec(clair__md *c, size_t a0, size_t a1, size_t b0, size_t b1) {
+    size_t p0 = a0, q0 = b0, sa, sb;
+    while (a0 < a1 && b0 < b1 && clair__md_eq(c, a0, b0)) { a0++; b0++; }
+    clair__md_emit(c, CLAIR_EDIT_EQUAL, p0, a0, q0, b0);
+    sa = a1; sb = b1;
+    while (a1 > a0 && b1 > b0 && clair__md_eq(c, a1 - 1, b1 - 1)) { a1--; b1--; }
+    if (a0 == a1) clair__md_emit(c, CLAIR_EDIT_INSERT, a0, a0, b0, b1);
+    else if (b0 == b1) clair__md_emit(c, CLAIR_EDIT_DELETE, a0, a1, b0, b0);
+    else {
+        long x0, y0, x1, y1;
+        clair__md_snake(c, a0, (long)(a1 - a0), b0, (long)(b1 - b0), &x0, &y0, &x1, &y1);
+        clair__md_rec(c, a0, a0 + (size_t)x0, b0, b0 + (size_t)y0);
+        clair__md_emit(c, CLAIR_EDIT_EQUAL, a0 + (size_t)x0, a0 + (size_t)x1, b0 + (size_t)y0, b0 + (size_t)y1);
+        clair__md_rec(c, a0 + (size_t)x1, a1, b0 + (size_t)y1, b1);
+    }
+    clair__md_emit(c, CLAIR_EDIT_EQUAL, a1, sa, b1, sb);
+}
+
+CLAIR_DEF void clair_diff_free(clair_diff *d) {
+    if (!d) return;
+    CLAIR_FREE(d->ops);
+    memset(d, 0, sizeof *d);
+}
+
+CLAIR_DEF int clair_diff_tokens(const char *a, size_t na, const char *b, size_t nb, clair_diff *d) {
+    clair__md c;
+    clair__tok *ta = NULL, *tb = NULL;
+    size_t ka, kb, i, j, n;
+    memset(d, 0, sizeof *d);
+    memset(&c, 0, sizeof c);
+    ka = clair__tokenize(a, na, 0, &ta);
+    if (ka == (size_t)-1) return -1;
+    kb = clair__tokenize(b, nb, 0, &tb);
+    if (kb == (size_t)-1) { CLAIR_FREE(ta); return -1; }
+    c.a = a; c.b = b; c.ta = ta; c.tb = tb;
+    c.off = (long)(ka + kb) + 1;
+    c.vf = (long *)CLAIR_MALLOC((2 * (ka + kb) + 3) * sizeof(long));
+    c.vb = (long *)CLAIR_MALLOC((2 * (ka + kb) + 3) * sizeof(long));
+    if (!c.vf || !c.vb) c.oom = 1;
+    else clair__md_rec(&c, 0, ka, 0, kb);
+    CLAIR_FREE(c.vf); CLAIR_FREE(c.vb);
+    if (c.oom) { CLAIR_FREE(c.ops); CLAIR_FREE(ta); CLAIR_FREE(tb); return -1; }
+    /* Within each run of changes put one deletion before one insertion (always valid: inside a
+     * run the deleted tokens are contiguous in a, the inserted ones contiguous in b). */
+    n = 0;
+    for (i = 0; i < c.n;) {
+        if (c.ops[i].op == CLAIR_EDIT_EQUAL) { c.ops[n++] = c.ops[i++]; continue; }
+        size_t as = c.ops[i].a_off, bs = c.ops[i].b_off, al = 0, bl = 0;
+        for (j = i; j < c.n && c.ops[j].op != CLAIR_EDIT_EQUAL; j++) { al += c.ops[j].a_len; bl += c.ops[j].b_len; }
+        if (al) { c.ops[n].op = CLAIR_EDIT_DELETE; c.ops[n].a_off = as; c.ops[n].a_len = al; c.ops[n].b_off = bs; c.ops[n].b_len = 0; n++; }
+        if (bl) { c.ops[n].op = CLAIR_EDIT_INSERT; c.ops[n].a_off = as + al; c.ops[n].a_len = 0; c.ops[n].b_off = bs; c.ops[n].b_len = bl; n++; }
+        d->n_del += al; d->n_ins += bl;
+        i = j;
+    }
+    /* token indices -> byte spans */
+    for (i = 0; i < n; i++) {
+        clair_edit *e = &c.ops[i];
+        size_t ae = e->a_off + e->a_len, be = e->b_off + e->b_len;
+        size_t abeg = e->a_off < ka ? ta[e->a_off].off : na, aend = ae < ka ? ta[ae].off : na;
+        size_t bbeg = e->b_off < kb ? tb[e->b_off].off : nb, bend = be < kb ? tb[be].off : nb;
+        e->a_off = abeg; e->a_len = aend - abeg; e->b_off = bbeg; e->b_len = bend - bbeg;
+    }
+    d->ops = c.ops; d->n = n; d->tokens_a = ka; d->tokens_b = kb;
+    CLAIR_FREE(ta); CLAIR_FREE(tb);
+    return 0;
+}
+
+CLAIR_DEF void clair_diff_render(clair_buf *out, const char *a, const char *b, const clair_diff *d) {
+    size_t i;
+    for (i = 0; i < d->n; i++) {
+        const clair_edit *e = &d->ops[i];
+        if (e->op == CLAIR_EDIT_EQUAL) clair_buf_put(out, a + e->a_off, e->a_len);
+        else if (e->op == CLAIR_EDIT_DELETE) { clair_buf_puts(out, "[-"); clair_buf_put(out, a + e->a_off, e->a_len); clair_buf_puts(out, "-]"); }
+        else { clair_buf_puts(out, "{+"); clair_buf_put(out, b + e->b_off, e->b_len); clair_buf_puts(out, "+}"); }
+    }
+}
+
+CLAIR_DEF int clair_metrics_compute(const char *a, size_t na, const char *b, size_t nb, clair_metrics *m) {
+    clair_diff d;
+    unsigned *ua, *ub;
+    memset(m, 0, sizeof *m);
+    ua = (unsigned *)CLAIR_MALLOC((na + 1) * sizeof *ua);
+    ub = (unsigned *)CLAIR_MALLOC((nb + 1) * sizeof *ub);
+    if (!ua || !ub) { CLAIR_FREE(ua); CLAIR_FREE(ub); return -1; }
+    m->chars_a = clair_utf8_decode(a, na, ua);
+    m->chars_b = clair_utf8_decode(b, nb, ub);
+    m->levenshtein = clair_levenshtein_u32(ua, m->chars_a, ub, m->chars_b);
+    CLAIR_FREE(ua); CLAIR_FREE(ub);
+    if (m->levenshtein < 0) return -1;
+    {
+        size_t mx = m->chars_a > m->chars_b ? m->chars_a : m->chars_b;
+        m->edit_ratio = mx ? (double)m->levenshtein / (double)mx : 0.0;
+    }
+    m->jaccard = clair_jaccard(a, na, b, nb);
+    if (m->jaccard < 0) return -1;
+    if (clair_diff_tokens(a, na, b, nb, &d)) return -1;
+    m->token_edits = d.n_del + d.n_ins;
+    m->tokens_a = d.tokens_a; m->tokens_b = d.tokens_b;
+    clair_diff_free(&d);
+    return 0;
+}
+
+/* ============================================================================================
+ * Filter
+ * ========================================================================================== */
+
+CLAIR_DEF clair_filter clair_filter_default(void) {
+    clair_filter f;
+    f.max_edit_ratio = 0.6;
+    f.min_jaccard = 0.25;
+    f.min_length_ratio = 0.5;
+    f.max_length_ratio = 2.0;
+    return f;
+}
+
+static void clair__trim(const char **s, size_t *n) {
+    while (*n) { size_t l; if (!clair_is_space(clair__cp_at(*s, *n, 0, &l))) break; *s += l; *n -= l; }
+    while (*n) {
+        size_t k = *n - 1, l;
+        while (k > 0 && ((unsigned char)(*s)[k] & 0xC0) == 0x80 && *n - k < 4) k--;
+        if (!clair_is_space(clair__cp_at(*s, *n, k, &l)) || k + l != *n) break;
+        *n = k;
+    }
+}
+
+CLAIR_DEF clair_verdict clair_filter_check(const clair_filter *f, const char *chosen, size_t nc,
+                                           const char *rejected, size_t nr, const clair_metrics *m) {
+    const char *c = chosen, *r = rejected;
+    clair__trim(&c, &nc);
+    clair__trim(&r, &nr);
+    if (nc == 0) return CLAIR_DROP_EMPTY;
+    if (nc == nr && !memcmp(c, r, nc)) return CLAIR_DROP_IDENTICAL;
+    if (f->max_edit_ratio > 0 && m->edit_ratio > f->max_edit_ratio) return CLAIR_DROP_EDIT_RATIO;
+    if (f->min_jaccard > 0 && m->jaccard < f->min_jaccard) return CLAIR_DROP_JACCARD;
+    if (f->min_length_ratio > 0 || f->max_length_ratio > 0) {
+        double ratio = m->chars_b ? (double)m->chars_a / (double)m->chars_b : 1e300;
+        if (f->min_length_ratio > 0 && ratio < f->min_length_ratio) return CLAIR_DROP_LENGTH_RATIO;
+        if (f->max_length_ratio > 0 && ratio > f->max_length_ratio) return CLAIR_DROP_LENGTH_RATIO;
+    }
+    return CLAIR_KEEP;
+}
+
+CLAIR_DEF const char *clair_verdict_name(clair_verdict v) {
+    switch (v) {
+    case CLAIR_KEEP: return "kept";
+    case CLAIR_DROP_EMPTY: return "empty_revision";
+    case CLAIR_DROP_IDENTICAL: return "identical";
+    case CLAIR_DROP_EDIT_RATIO: return "edit_ratio";
+    case CLAIR_DROP_JACCARD: return "jaccard";
+    case CLAIR_DROP_LENGTH_RATIO: return "length_ratio";
+    }
+    return "?";
+}
+
+/* ============================================================================================
+ * Prompt
+ * ========================================================================================== */
+
+/* Our own wording of the paper's reviser instructions: a teacher minimally improves a student's
+ * answer (more correct, clearer, more engaging), copies what it does not correct, never calls the
+ * result a revision, reasons first and gives the revision last, after the marker line. */
+static const clair_template clair__default_template = {
+    "You are a meticulous teacher. You improve a student's answer with the smallest changes that "
+    "make it better, and you leave everything else exactly as the student wrote it.",
+
+    "A student was given the task below and wrote the answer that follows it.\n"
+    "\n"
+    "Improve the answer minimally. Make it more correct, clearer and more engaging, but change only "
+    "what needs changing: copy every part you do not correct word for word, keeping its formatting. "
+    "The improved answer must read as a direct answer to the task: never mention the student, a "
+    "teacher, a revision, a correction or an improvement in it.\n"
+    "\n"
+    "First, reason step by step about what is wrong or weak in the answer and how to fix it. Then "
+    "write a line containing only \"Revised answer:\" and after it the complete improved answer, with "
+    "nothing after the answer.\n"
+    "\n"
+    "<task>\n{prompt}\n</task>\n"
+    "\n"
+    "<student_answer>\n{answer}\n</student_answer>",
+
+    "Revised answer:"
+};
+
+CLAIR_DEF const clair_template *clair_template_default(void) { return &clair__default_template; }
+
+/* Appends the user template with {prompt} and {answer} replaced, as raw text. */
+static void clair__fill(clair_buf *b, const char *tpl, const char *prompt, size_t np, const char *answer, size_t na) {
+    const char *s = tpl;
+    while (*s) {
+        const char *p = strchr(s, '{');
+        if (!p) { clair_buf_puts(b, s); break; }
+        clair_buf_put(b, s, (size_t)(p - s));
+        if (!strncmp(p, "{prompt}", 8)) { clair_buf_put(b, prompt, np); s = p + 8; }
+        else if (!strncmp(p, "{answer}", 8)) { clair_buf_put(b, answer, na); s = p + 8; }
+        else { clair_buf_put(b, "{", 1); s = p + 1; }
+    }
+}
+
+CLAIR_DEF void clair_prompt_messages(clair_buf *out, const clair_template *t, const char *prompt,
+                                     size_t np, const char *answer, size_t na) {
+    clair_buf u;
+    memset(&u, 0, sizeof u);
+    if (!t) t = &clair__default_template;
+    clair_buf_puts(out, "[");
+    if (t->system && t->system[0]) {
+        clair_buf_puts(out, "{\"role\":\"system\",\"content\":");
+        clair_json_write_string(out, t->system, strlen(t->system));
+        clair_buf_puts(out, "},");
+    }
+    clair__fill(&u, t->user ? t->user : clair__default_template.user, prompt, np, answer, na);
+    if (u.oom) out->oom = 1;
+    clair_buf_puts(out, "{\"role\":\"user\",\"content\":");
+    clair_json_write_string(out, u.data ? u.data : "", u.len);
+    clair_buf_puts(out, "}]");
+    clair_buf_free(&u);
+}
+
+CLAIR_DEF void clair_request_body(clair_buf *out, const char *model, double temperature, int max_tokens,
+                                  const clair_template *t, const char *prompt, size_t np,
+                                  const char *answer, size_t na) {
+    clair_buf_puts(out, "{\"model\":");
+    clair_json_write_string(out, model, strlen(model));
+    clair_buf_puts(out, ",\"messages\":");
+    clair_prompt_messages(out, t, prompt, np, answer, na);
+    clair_buf_puts(out, ",\"temperature\":");
+    clair_json_write_number(out, temperature);
+    if (max_tokens > 0) clair_buf_printf(out, ",\"max_tokens\":%d", max_tokens);
+    clair_buf_puts(out, ",\"stream\":false}");
+}
+
+/* ============================================================================================
+ * Parse
+ * ========================================================================================== */
+
+static int clair__lower(int c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+/* Case-insensitive (ASCII) compare of s[0..n) with the phrase; '_' in either matches ' '. */
+static int clair__phrase_at(const char *s, size_t n, const char *ph, size_t pn) {
+    size_t i;
+    if (n < pn) return 0;
+    for (i = 0; i < pn; i++) {
+        int x = clair__lower((unsigned char)s[i]), y = clair__lower((unsigned char)ph[i]);
+        if (x == '_') x = ' ';
+        if (y == '_') y = ' ';
+        if (x != y) return 0;
+    }
+    return 1;
+}
+
+/* Does a marker line for phrase ph start at line start `ls`? On success *body is where the text
+ * after the marker begins. */
+static int clair__marker_line(const char *s, size_t n, size_t ls, const char *ph, size_t pn, size_t *body) {
+    size_t p = ls, q;
+    int colon = 0;
+    while (p < n && s[p] && strchr("#*_> \t", s[p])) p++;
+    if (!clair__phrase_at(s + p, n - p, ph, pn)) return 0;
+    q = p + pn;
+    while (q < n && (s[q] == '*' || s[q] == '_')) q++;
+    if (q < n && s[q] == ':') { colon = 1; q++; }
+    while (q < n && (s[q] == '*' || s[q] == '_')) q++;
+    while (q < n && (s[q] == ' ' || s[q] == '\t')) q++;
+    if (!colon && q < n && s[q] != '\n' && s[q] != '\r') return 0;
+    *body = q;
+    return 1;
+}
+
+/* The phrase of a marker: decoration and a trailing colon removed ("**Revised answer:**" ->
+ * "Revised answer"). */
+static void clair__marker_phrase(const char *m, const char **ph, size_t *pn) {
+    size_t n = strlen(m);
+    while (n && strchr("#*_> \t", *m)) { m++; n--; }
+    while (n && strchr(":*_ \t\r\n", m[n - 1])) n--;
+    *ph = m; *pn = n;
+}
+
+static void clair__trim_ws(const char *s, size_t *b, size_t *e) {
+    while (*b < *e && (s[*b] == ' ' || s[*b] == '\t' || s[*b] == '\r' || s[*b] == '\n')) (*b)++;
+    while (*e > *b && (s[*e - 1] == ' ' || s[*e - 1] == '\t' || s[*e - 1] == '\r' || s[*e - 1] == '\n')) (*e)--;
+}
+
+CLAIR_DEF clair_parse_status clair_parse_reply(const char *s, size_t n, const char *marker, clair_reply *out) {
+    static const char brace[] = "{corrected_student_solution}";
+    static const char *const reasoning[] = { "{teacher_reasoning}", "teacher reasoning", "teacher's reasoning",
+                                             "reasoning", "rationale", "analysis" };
+    const char *ph[2];
+    size_t pn[2], nph = 0, ls, best = (size_t)-1, best_body = 0, i, k;
+    memset(out, 0, sizeof *out);
+    if (marker && marker[0]) { clair__marker_phrase(marker, &ph[nph], &pn[nph]); if (pn[nph]) nph++; }
+    ph[nph] = "corrected student solution"; pn[nph] = strlen(ph[nph]); nph++;
+    /* the reference code's brace form counts anywhere in the text */
+    for (i = 0; i + sizeof brace - 1 <= n; i++)
+        if (s[i] == '{' && clair__phrase_at(s + i, n - i, brace, sizeof brace - 1)) {
+            best = i; best_body = i + sizeof brace - 1;
+            if (best_body < n && s[best_body] == ':') best_body++;
+            break;
+        }
+    /* phrase markers at line starts, before the brace form if both */
+    for (ls = 0; ls < n && ls < best; ) {
+        for (k = 0; k < nph; k++) {
+            size_t body;
+            if (clair__marker_line(s, n, ls, ph[k], pn[k], &body)) { best = ls; best_body = body; break; }
+        }
+        if (best == ls) break;
+        while (ls < n && s[ls] != '\n') ls++;
+        ls++;
+    }
+    if (best == (size_t)-1) return CLAIR_PARSE_NO_MARKER;
+    {
+        size_t rb = 0, re = best, vb = best_body, ve = n;
+        clair__trim_ws(s, &rb, &re);
+        for (k = 0; k < sizeof reasoning / sizeof reasoning[0]; k++) {
+            size_t body;
+            const char *r = reasoning[k];
+            if (r[0] == '{') {
+                if (clair__phrase_at(s + rb, re - rb, r, strlen(r))) {
+                    rb += strlen(r);
+                    if (rb < re && s[rb] == ':') rb++;
+                    break;
+                }
+            } else if (clair__marker_line(s, re, rb, r, strlen(r), &body)) { rb = body; break; }
+        }
+        clair__trim_ws(s, &rb, &re);
+        clair__trim_ws(s, &vb, &ve);
+        out->rationale = s + rb; out->rationale_len = re - rb;
+        out->revision = s + vb; out->revision_len = ve - vb;
+        out->marker_off = best;
+        return ve == vb ? CLAIR_PARSE_EMPTY : CLAIR_PARSE_OK;
+    }
+}
+
+CLAIR_DEF const char *clair_parse_status_name(clair_parse_status st) {
+    switch (st) {
+    case CLAIR_PARSE_OK: return "ok";
+    case CLAIR_PARSE_NO_MARKER: return "no_marker";
+    case CLAIR_PARSE_EMPTY: return "empty_revision";
+    }
+    return "?";
+}
+
+CLAIR_DEF int clair_chat_content(const clair_json *reply, const char **content, size_t *len, char *err, size_t errsz) {
+    const clair_json *ch, *msg, *c, *e;
+    if (!reply || reply->type != CLAIR_JSON_OBJECT) { snprintf(err, errsz, "reply is not a JSON object"); return -1; }
+    e = clair_json_get(reply, "error");
+    if (e && e->type != CLAIR_JSON_NULL) {
+        const char *m = e->type == CLAIR_JSON_STRING ? e->str : clair_json_get_str(e, "message");
+        snprintf(err, errsz, "server error: %.200s", m ? m : "(no message)");
+        return -1;
+    }
+    ch = clair_json_get(reply, "choices");
+    if (!ch || ch->type != CLAIR_JSON_ARRAY || ch->n == 0) { snprintf(err, errsz, "reply has no \"choices\""); return -1; }
+    msg = clair_json_get(&ch->items[0], "message");
+    c = clair_json_get(msg, "content");
+    if (!c || c->type != CLAIR_JSON_STRING) { snprintf(err, errsz, "reply has no choices[0].message.content string"); return -1; }
+    *content = c->str; *len = c->len;
+    return 0;
+}
+
+#ifndef CLAIR_NO_CURL
+/* ============================================================================================
+ * Request engine
+ *
+ * One curl multi handle drives `concurrency` slots. A slot holds one job from next() until its
+ * outcome is final. After a failed attempt that is worth retrying (429, 408, 5xx, timeout,
+ * connection trouble, a 2xx body that is not a chat completion) the slot waits out the backoff
+ * (or the server's Retry-After) and tries again; the waiting costs no thread and no connection.
+ * ========================================================================================== */
+
+#include <curl/curl.h>
+#include <sys/time.h>
+
+/* Wall-clock seconds. gettimeofday rather than clock_gettime: it is declared even under strict
+ * -std=c99, so the header needs no feature-test macro from its user. */
+static double clair__now(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + 1e-6 * (double)tv.tv_usec;
+}
+
+static double clair__rand01(unsigned long long *s) {        /* splitmix64 -> [0, 1) */
+    unsigned long long z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+CLAIR_DEF double clair_backoff_s(const clair_http_opts *o, int attempt, double retry_after_s, unsigned long long *rng) {
+    double base = o->backoff_s > 0 ? o->backoff_s : 1.0, mx = o->backoff_max_s > 0 ? o->backoff_max_s : 60.0;
+    double ramx = o->retry_after_max_s > 0 ? o->retry_after_max_s : 300.0, d = base;
+    int k;
+    if (retry_after_s >= 0) return retry_after_s < ramx ? retry_after_s : ramx;
+    for (k = 1; k < attempt && d < mx; k++) d *= 2;
+    if (d > mx) d = mx;
+    return d * (0.5 + 0.5 * clair__rand01(rng));
+}
+
+CLAIR_DEF const char *clair_req_error_name(clair_req_error e) {
+    switch (e) {
+    case CLAIR_REQ_OK: return "ok";
+    case CLAIR_REQ_HTTP: return "http_status";
+    case CLAIR_REQ_TIMEOUT: return "timeout";
+    case CLAIR_REQ_CONNECTION: return "connection";
+    case CLAIR_REQ_BAD_REPLY: return "bad_reply";
+    case CLAIR_REQ_TLS: return "tls";
+    case CLAIR_REQ_OTHER: return "other";
+    }
+    return "?";
+}
+
+typedef struct {
+    CURL *easy;
+    int busy;              /* holds a job */
+    int in_multi;          /* attempt in flight */
+    double due;            /* waiting: start the next attempt at this time */
+    clair_job job;
+    clair_buf resp;
+} clair__slot;
+
+static size_t clair__write_cb(char *p, size_t sz, size_t nm, void *ud) {
+    clair__slot *s = (clair__slot *)ud;
+    clair_buf_put(&s->resp, p, sz * nm);
+    return s->resp.oom ? 0 : sz * nm;
+}
+
+static void clair__job_clear(clair_job *j) {
+    CLAIR_FREE(j->body);
+    CLAIR_FREE(j->reply);
+    clair_json_free(&j->reply_json);
+    memset(j, 0, sizeof *j);
+}
+
+static int clair__start(CURLM *multi, clair__slot *s, const clair_http_opts *o, struct curl_slist *hdrs) {
+    CURL *e = s->easy;
+    clair_buf_free(&s->resp);
+    curl_easy_reset(e);
+    curl_easy_setopt(e, CURLOPT_URL, o->url);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, s->job.body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->job.body_len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, clair__write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)s);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)s);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(1000.0 * (o->timeout_s > 0 ? o->timeout_s : 600.0)));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(1000.0 * (o->connect_timeout_s > 0 ? o->connect_timeout_s : 30.0)));
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");            /* any encoding curl supports */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);             /* the defaults, said out loud */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "clair/1");
+    s->job.attempts++;
+    if (curl_multi_add_handle(multi, e) != CURLM_OK) return -1;
+    s->in_multi = 1;
+    return 0;
+}
+
+/* Classifies a finished attempt. Returns 1 if it should be retried, 0 if final. */
+static int clair__classify(clair__slot *s, CURLcode rc, double *retry_after) {
+    clair_job *j = &s->job;
+    long status = 0;
+    curl_off_t ra = -1;
+    char perr[160];
+    *retry_after = -1;
+    curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    j->status = status;
+    CLAIR_FREE(j->reply);
+    j->reply = s->resp.data ? s->resp.data : NULL;
+    j->reply_len = s->resp.len;
+    memset(&s->resp, 0, sizeof s->resp);           /* ownership moved to the job */
+    clair_json_free(&j->reply_json);
+    if (rc != CURLE_OK) {
+        snprintf(j->message, sizeof j->message, "%s", curl_easy_strerror(rc));
+        switch (rc) {
+        case CURLE_OPERATION_TIMEDOUT: j->error = CLAIR_REQ_TIMEOUT; return 1;
+        case CURLE_COULDNT_CONNECT: case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY:
+        case CURLE_GOT_NOTHING: case CURLE_RECV_ERROR: case CURLE_SEND_ERROR: case CURLE_PARTIAL_FILE:
+#if LIBCURL_VERSION_NUM >= 0x073100
+        case CURLE_HTTP2: case CURLE_HTTP2_STREAM:
+#endif
+            j->error = CLAIR_REQ_CONNECTION; return 1;
+        case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION: case CURLE_SSL_CERTPROBLEM:
+        case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE:
+            j->error = CLAIR_REQ_TLS; return 0;
+        default: j->error = CLAIR_REQ_OTHER; return 0;
+        }
+    }
+    if (status < 200 || status >= 300) {
+        const char *snip = j->reply ? j->reply : "";
+        snprintf(j->message, sizeof j->message, "HTTP %ld: %.160s", status, snip);
+        j->error = CLAIR_REQ_HTTP;
+#if LIBCURL_VERSION_NUM >= 0x074200
+        if (curl_easy_getinfo(s->easy, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra >= 0 &&
+            (status == 429 || status == 503)) *retry_after = (double)ra;
+#endif
+        (void)ra;
+        return status == 408 || status == 409 || status == 425 || status == 429 || status >= 500;
+    }
+    if (!j->reply || clair_json_parse(j->reply, j->reply_len, &j->reply_json, perr, sizeof perr)) {
+        snprintf(j->message, sizeof j->message, "HTTP %ld with a body that is not JSON (%s)", status, j->reply ? perr : "empty");
+        j->error = CLAIR_REQ_BAD_REPLY;
+        return 1;
+    }
+    if (clair_chat_content(&j->reply_json, &j->content, &j->content_len, perr, sizeof perr)) {
+        snprintf(j->message, sizeof j->message, "HTTP %ld: %s", status, perr);
+        j->error = CLAIR_REQ_BAD_REPLY;
+        return 1;
+    }
+    j->error = CLAIR_REQ_OK;
+    j->message[0] = 0;
+    return 0;
+}
+
+CLAIR_DEF int clair_http_run(const clair_http_opts *o, clair_next_fn next, clair_done_fn done,
+                             void *ctx, char *err, size_t errsz) {
+    int n = o->concurrency > 0 ? o->concurrency : 8, i, exhausted = 0, rc = -1;
+    int max_attempts = o->max_attempts > 0 ? o->max_attempts : 6;
+    unsigned long long rng = o->seed ? o->seed : (unsigned long long)(clair__now() * 1e9);
+    double last_tick = 0;
+    struct curl_slist *hdrs = NULL;
+    clair__slot *slots = NULL;
+    CURLM *multi = NULL;
+    static int global_done = 0;
+    if (!global_done) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) { snprintf(err, errsz, "curl_global_init failed"); return -1; }
+        global_done = 1;
+    }
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    hdrs = curl_slist_append(hdrs, "Expect:");                 /* no 100-continue round trip */
+    if (o->api_key && o->api_key[0]) {
+        clair_buf h;
+        memset(&h, 0, sizeof h);
+        clair_buf_puts(&h, "Authorization: Bearer ");
+        clair_buf_puts(&h, o->api_key);
+        if (h.data) hdrs = curl_slist_append(hdrs, h.data);     /* curl copies it */
+        if (h.data) memset(h.data, 0, h.len);                   /* wipe our copy of the key */
+        clair_buf_free(&h);
+    }
+    multi = curl_multi_init();
+    slots = (clair__slot *)calloc((size_t)n, sizeof *slots);
+    if (!hdrs || !multi || !slots) { snprintf(err, errsz, "out of memory setting up libcurl"); goto out; }
+    curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)n);
+    for (i = 0; i < n; i++) {
+        slots[i].easy = curl_easy_init();
+        if (!slots[i].easy) { snprintf(err, errsz, "curl_easy_init failed"); goto out; }
+    }
+    for (;;) {
+        double now = clair__now(), wait_ms = 500;
+        int active = 0, running = 0;
+        CURLMsg *msg;
+        int left;
+        if (o->stop && *o->stop) break;
+        /* fill free slots; start waiting ones whose time has come */
+        for (i = 0; i < n; i++) {
+            clair__slot *s = &slots[i];
+            if (!s->busy && !exhausted) {
+                memset(&s->job, 0, sizeof s->job);
+                if (next(ctx, &s->job)) { s->busy = 1; s->due = now; }
+                else { CLAIR_FREE(s->job.body); s->job.body = NULL; exhausted = 1; }
+            }
+            if (s->busy && !s->in_multi && s->due <= now) {
+                if (clair__start(multi, s, o, hdrs)) { snprintf(err, errsz, "curl_multi_add_handle failed"); goto out; }
+            }
+            if (s->busy) {
+                active++;
+                if (!s->in_multi) { double ms = 1000.0 * (s->due - now); if (ms < wait_ms) wait_ms = ms; }
+            }
+        }
+        if (!active && exhausted) { rc = 0; break; }
+        if (o->tick && now - last_tick >= 0.5) { o->tick(ctx); last_tick = now; }
+        curl_multi_perform(multi, &running);
+        while ((msg = curl_multi_info_read(multi, &left))) {
+            clair__slot *s = NULL;
+            double ra;
+            if (msg->msg != CURLMSG_DONE) continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+            CURLcode res = msg->data.result;
+            curl_multi_remove_handle(multi, msg->easy_handle);
+            s->in_multi = 0;
+            int retry = clair__classify(s, res, &ra);
+            if (retry && s->job.attempts < max_attempts) {
+                double wait = clair_backoff_s(o, s->job.attempts, ra, &rng);
+                if (o->verbose_retries)
+                    fprintf(stderr, "clair: attempt %d failed (%s: %s); retrying in %.1f s\n",
+                            s->job.attempts, clair_req_error_name(s->job.error), s->job.message, wait);
+                s->due = clair__now() + wait;
+                continue;
+            }
+            if (s->job.error != CLAIR_REQ_OK && retry)
+                snprintf(s->job.message + strlen(s->job.message), sizeof s->job.message - strlen(s->job.message),
+                         " (gave up after %d attempts)", s->job.attempts);
+            done(ctx, &s->job);
+            clair__job_clear(&s->job);
+            s->busy = 0;
+            wait_ms = 0;                       /* a slot is free: refill it at once */
+        }
+        if (wait_ms > 0) {
+            if (wait_ms < 1) wait_ms = 1;
+            curl_multi_poll(multi, NULL, 0, (int)wait_ms, NULL);
+        }
+    }
+    rc = 0;                                    /* finished, or stopped on request */
+out:
+    if (slots) {
+        for (i = 0; i < n; i++) {
+            if (slots[i].in_multi) curl_multi_remove_handle(multi, slots[i].easy);
+            if (slots[i].easy) curl_easy_cleanup(slots[i].easy);
+            clair__job_clear(&slots[i].job);
+            clair_buf_free(&slots[i].resp);
+        }
+        free(slots);
+    }
+    if (multi) curl_multi_cleanup(multi);
+    curl_slist_free_all(hdrs);
+    return rc;
+}
+#endif /* CLAIR_NO_CURL */
 
 #endif /* CLAIR_IMPLEMENTATION_DONE */
 #endif /* CLAIR_IMPLEMENTATION */
