@@ -1,0 +1,868 @@
+/* llama/checkpoint.c - Hugging Face checkpoint I/O for the Llama model: config.json, and
+ * model.safetensors or a sharded model.safetensors.index.json, in both directions.
+ *
+ * Loading checks everything before reading a tensor byte: the config against what we
+ * implement, every tensor's name/shape/dtype against llama_layout(cfg), every file's header
+ * against its size (st_open). Missing and unexpected tensors are named.
+ *
+ * Saving writes every file under a temporary name in the target directory and renames them
+ * into place only when all of them are complete, so a crash leaves the old checkpoint (or
+ * nothing) rather than a mix.
+ */
+#define _POSIX_C_SOURCE 200809L /* mkdir, opendir, fsync, getpid */
+#include "model.h"
+#include "safetensors.h"
+#include "../clair.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static int ck_fail(char *err, size_t errsz, const char *fmt, ...) {
+    va_list ap;
+    if (err && errsz) {
+        va_start(ap, fmt);
+        vsnprintf(err, errsz, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* dir + "/" + name into a new string (caller frees), NULL when out of memory. */
+static char *path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = (char *)malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    p[a] = '/';
+    memcpy(p + a + 1, name, b + 1);
+    return p;
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Whole file into memory (NUL-terminated), refusing anything over max bytes. */
+static char *read_file(const char *path, size_t max, size_t *len, char *err, size_t errsz) {
+    FILE *fp = fopen(path, "rb");
+    char *buf;
+    long n;
+    if (!fp) { ck_fail(err, errsz, "%s: cannot open: %s", path, strerror(errno)); return NULL; }
+    if (fseek(fp, 0, SEEK_END) || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET)) {
+        fclose(fp);
+        ck_fail(err, errsz, "%s: cannot determine size", path);
+        return NULL;
+    }
+    if ((size_t)n > max) {
+        fclose(fp);
+        ck_fail(err, errsz, "%s: %ld bytes, more than the %zu allowed for this file", path, n, max);
+        return NULL;
+    }
+    buf = (char *)malloc((size_t)n + 1);
+    if (!buf || fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+        free(buf);
+        fclose(fp);
+        ck_fail(err, errsz, "%s: read failed", path);
+        return NULL;
+    }
+    fclose(fp);
+    buf[n] = 0;
+    *len = (size_t)n;
+    return buf;
+}
+
+/* Writes data to "<path>.tmp.<pid>" with fsync; the caller renames it into place. */
+static int write_tmp(const char *tmp, const char *data, size_t len, char *err, size_t errsz) {
+    FILE *fp = fopen(tmp, "wb");
+    if (!fp) return ck_fail(err, errsz, "%s: cannot create: %s", tmp, strerror(errno));
+    if (fwrite(data, 1, len, fp) != len || fflush(fp) || fsync(fileno(fp))) {
+        fclose(fp);
+        remove(tmp);
+        return ck_fail(err, errsz, "%s: write failed: %s (disk full?)", tmp, strerror(errno));
+    }
+    if (fclose(fp)) { remove(tmp); return ck_fail(err, errsz, "%s: write failed: %s", tmp, strerror(errno)); }
+    return 0;
+}
+
+static int write_atomic(const char *path, const char *data, size_t len, char *err, size_t errsz) {
+    char *tmp = (char *)malloc(strlen(path) + 32);
+    int rc;
+    if (!tmp) return ck_fail(err, errsz, "%s: out of memory", path);
+    sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
+    rc = write_tmp(tmp, data, len, err, errsz);
+    if (!rc && rename(tmp, path)) {
+        rc = ck_fail(err, errsz, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        remove(tmp);
+    }
+    free(tmp);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* config.json                                                                                 */
+
+/* Limits far above any Llama that exists (Llama-3.1-405B: D 16384, I 53248, L 126, H 128,
+ * V 128256) but low enough that products of them cannot overflow and a typo is caught. */
+#define CFG_MAX_VOCAB (1 << 22)
+#define CFG_MAX_HIDDEN (1 << 17)
+#define CFG_MAX_INTER (1 << 19)
+#define CFG_MAX_LAYERS 4096
+#define CFG_MAX_HEADS 4096
+#define CFG_MAX_HEAD_DIM 4096
+#define CFG_MAX_POS (1 << 26)
+
+/* An optional integer member: absent or null leaves *out (returns 0); anything but an exact
+ * integer in [lo, hi] is an error naming the field. */
+static int cfg_int(const clair_json *o, const char *key, long long lo, long long hi, int required, int *out,
+                   const char *what, char *err, size_t errsz) {
+    const clair_json *v = clair_json_get(o, key);
+    long long x;
+    if (!v || v->type == CLAIR_JSON_NULL) {
+        if (required) return ck_fail(err, errsz, "%s: \"%s\" is missing (required for a Llama config)", what, key);
+        return 0;
+    }
+    if (clair_json_get_int(o, key, &x))
+        return ck_fail(err, errsz, "%s: \"%s\" must be an integer, got a %s", what, key, v->type == CLAIR_JSON_NUMBER ? "non-integral number" : clair_json_type_name(v->type));
+    if (x < lo || x > hi)
+        return ck_fail(err, errsz, "%s: \"%s\" = %lld is out of the supported range [%lld, %lld]", what, key, x, lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+static int cfg_num(const clair_json *o, const char *key, double *out, const char *what, char *err, size_t errsz) {
+    const clair_json *v = clair_json_get(o, key);
+    if (!v || v->type == CLAIR_JSON_NULL) return 0;
+    if (v->type != CLAIR_JSON_NUMBER) return ck_fail(err, errsz, "%s: \"%s\" must be a number, got a %s", what, key, clair_json_type_name(v->type));
+    *out = v->number;
+    return 0;
+}
+
+static int cfg_bool(const clair_json *o, const char *key, int *out, const char *what, char *err, size_t errsz) {
+    const clair_json *v = clair_json_get(o, key);
+    if (!v || v->type == CLAIR_JSON_NULL) return 0;
+    if (v->type != CLAIR_JSON_BOOL) return ck_fail(err, errsz, "%s: \"%s\" must be true or false, got a %s", what, key, clair_json_type_name(v->type));
+    *out = v->boolean;
+    return 0;
+}
+
+/* rope_scaling (transformers 4) or rope_parameters (transformers 5): null, "default" or
+ * "llama3"; anything else would change the positions' meaning, so it is refused. */
+static int cfg_rope(const clair_json *r, const char *field, llama_config *c, const char *what, char *err, size_t errsz) {
+    const char *type;
+    if (!r || r->type == CLAIR_JSON_NULL) return 0;
+    if (r->type != CLAIR_JSON_OBJECT) return ck_fail(err, errsz, "%s: \"%s\" must be an object or null, got a %s", what, field, clair_json_type_name(r->type));
+    type = clair_json_get_str(r, "rope_type");
+    if (!type) type = clair_json_get_str(r, "type");
+    if (!strcmp(field, "rope_parameters")) { /* transformers 5 keeps rope_theta in here */
+        if (cfg_num(r, "rope_theta", &c->rope_theta, what, err, errsz)) return -1;
+    }
+    if (!type || !strcmp(type, "default")) return 0;
+    if (strcmp(type, "llama3"))
+        return ck_fail(err, errsz, "%s: \"%s\".rope_type = \"%s\" is not supported (only none/\"default\" and \"llama3\")", what, field, type);
+    c->rope_llama3 = 1;
+    {
+        static const char *keys[] = {"factor", "low_freq_factor", "high_freq_factor"};
+        double *dst[3];
+        int i;
+        dst[0] = &c->rope_factor; dst[1] = &c->rope_low_freq_factor; dst[2] = &c->rope_high_freq_factor;
+        for (i = 0; i < 3; i++) {
+            double x;
+            if (clair_json_get_num(r, keys[i], &x) || !(x > 0) || x > 1e6)
+                return ck_fail(err, errsz, "%s: \"%s\".%s must be a positive number for llama3 rope scaling", what, field, keys[i]);
+            *dst[i] = x;
+        }
+    }
+    if (cfg_int(r, "original_max_position_embeddings", 1, CFG_MAX_POS, 1, &c->rope_original_max_position_embeddings, what, err, errsz))
+        return ck_fail(err, errsz, "%s: \"%s\".original_max_position_embeddings must be a positive integer for llama3 rope scaling", what, field);
+    if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
+        return ck_fail(err, errsz, "%s: \"%s\": high_freq_factor (%g) must be greater than low_freq_factor (%g)", what, field,
+                       c->rope_high_freq_factor, c->rope_low_freq_factor);
+    return 0;
+}
+
+int llama_config_parse(const char *json, size_t len, const char *what, llama_config *c, char *err, size_t errsz) {
+    clair_json root;
+    const clair_json *v;
+    char jerr[256];
+    int rc = -1, head_dim = 0;
+    const char *s;
+
+    memset(c, 0, sizeof *c);
+    if (!what) what = "config.json";
+    if (clair_json_parse(json, len, &root, jerr, sizeof jerr)) return ck_fail(err, errsz, "%s: not valid JSON: %s", what, jerr);
+    if (root.type != CLAIR_JSON_OBJECT) { ck_fail(err, errsz, "%s: expected a JSON object, got a %s", what, clair_json_type_name(root.type)); goto done; }
+
+    /* What model is this? Refuse anything that is not a plain Llama. */
+    v = clair_json_get(&root, "model_type");
+    if (v && (v->type != CLAIR_JSON_STRING || strcmp(v->str, "llama"))) {
+        ck_fail(err, errsz, "%s: \"model_type\" is %s%s%s, only \"llama\" is supported", what,
+                v->type == CLAIR_JSON_STRING ? "\"" : "", v->type == CLAIR_JSON_STRING ? v->str : clair_json_type_name(v->type),
+                v->type == CLAIR_JSON_STRING ? "\"" : "");
+        goto done;
+    }
+    v = clair_json_get(&root, "architectures");
+    if (v && v->type != CLAIR_JSON_NULL) {
+        size_t i;
+        if (v->type != CLAIR_JSON_ARRAY) { ck_fail(err, errsz, "%s: \"architectures\" must be an array", what); goto done; }
+        for (i = 0; i < v->n; i++)
+            if (v->items[i].type != CLAIR_JSON_STRING || strcmp(v->items[i].str, "LlamaForCausalLM")) {
+                ck_fail(err, errsz, "%s: \"architectures\" contains %s%s%s; only \"LlamaForCausalLM\" is supported", what,
+                        v->items[i].type == CLAIR_JSON_STRING ? "\"" : "a ",
+                        v->items[i].type == CLAIR_JSON_STRING ? v->items[i].str : clair_json_type_name(v->items[i].type),
+                        v->items[i].type == CLAIR_JSON_STRING ? "\"" : "");
+                goto done;
+            }
+    }
+    s = clair_json_get_str(&root, "hidden_act");
+    v = clair_json_get(&root, "hidden_act");
+    if (v && v->type != CLAIR_JSON_NULL && (!s || strcmp(s, "silu"))) {
+        ck_fail(err, errsz, "%s: \"hidden_act\" is \"%s\"; only \"silu\" (SwiGLU) is supported", what, s ? s : clair_json_type_name(v->type));
+        goto done;
+    }
+    {
+        static const char *no[] = {"attention_bias", "mlp_bias"};
+        int i, b;
+        for (i = 0; i < 2; i++) {
+            b = 0;
+            if (cfg_bool(&root, no[i], &b, what, err, errsz)) goto done;
+            if (b) { ck_fail(err, errsz, "%s: \"%s\" is true; biases in the Llama projections are not supported", what, no[i]); goto done; }
+        }
+    }
+
+    /* Sizes. */
+    if (cfg_int(&root, "vocab_size", 1, CFG_MAX_VOCAB, 1, &c->vocab_size, what, err, errsz) ||
+        cfg_int(&root, "hidden_size", 1, CFG_MAX_HIDDEN, 1, &c->hidden_size, what, err, errsz) ||
+        cfg_int(&root, "intermediate_size", 1, CFG_MAX_INTER, 1, &c->intermediate_size, what, err, errsz) ||
+        cfg_int(&root, "num_hidden_layers", 1, CFG_MAX_LAYERS, 1, &c->num_hidden_layers, what, err, errsz) ||
+        cfg_int(&root, "num_attention_heads", 1, CFG_MAX_HEADS, 1, &c->num_attention_heads, what, err, errsz))
+        goto done;
+    c->num_key_value_heads = c->num_attention_heads; /* transformers' default: plain multi-head */
+    if (cfg_int(&root, "num_key_value_heads", 1, CFG_MAX_HEADS, 0, &c->num_key_value_heads, what, err, errsz) ||
+        cfg_int(&root, "head_dim", 1, CFG_MAX_HEAD_DIM, 0, &head_dim, what, err, errsz))
+        goto done;
+    if (c->num_attention_heads % c->num_key_value_heads) {
+        ck_fail(err, errsz, "%s: \"num_attention_heads\" (%d) is not a multiple of \"num_key_value_heads\" (%d)", what,
+                c->num_attention_heads, c->num_key_value_heads);
+        goto done;
+    }
+    if (head_dim) c->head_dim = head_dim;
+    else {
+        if (c->hidden_size % c->num_attention_heads) {
+            ck_fail(err, errsz, "%s: \"hidden_size\" (%d) is not a multiple of \"num_attention_heads\" (%d) and there is no \"head_dim\"",
+                    what, c->hidden_size, c->num_attention_heads);
+            goto done;
+        }
+        c->head_dim = c->hidden_size / c->num_attention_heads;
+    }
+    if (c->head_dim % 2) { ck_fail(err, errsz, "%s: head_dim %d is odd; rotary embeddings need an even head_dim", what, c->head_dim); goto done; }
+    if ((long long)c->num_attention_heads * c->head_dim > CFG_MAX_HIDDEN) {
+        ck_fail(err, errsz, "%s: num_attention_heads x head_dim = %lld is absurdly large", what, (long long)c->num_attention_heads * c->head_dim);
+        goto done;
+    }
+
+    /* Numbers, with transformers' LlamaConfig defaults when absent. */
+    {
+        double eps = 1e-6;
+        if (cfg_num(&root, "rms_norm_eps", &eps, what, err, errsz)) goto done;
+        if (!(eps > 0 && eps < 1)) { ck_fail(err, errsz, "%s: \"rms_norm_eps\" = %g must be in (0, 1)", what, eps); goto done; }
+        c->rms_norm_eps = (float)eps;
+    }
+    c->rope_theta = 10000.0;
+    c->max_position_embeddings = 2048;
+    c->initializer_range = 0.02;
+    if (cfg_num(&root, "rope_theta", &c->rope_theta, what, err, errsz) ||
+        cfg_int(&root, "max_position_embeddings", 1, CFG_MAX_POS, 0, &c->max_position_embeddings, what, err, errsz) ||
+        cfg_num(&root, "initializer_range", &c->initializer_range, what, err, errsz) ||
+        cfg_bool(&root, "tie_word_embeddings", &c->tie_word_embeddings, what, err, errsz))
+        goto done;
+    if (cfg_rope(clair_json_get(&root, "rope_scaling"), "rope_scaling", c, what, err, errsz)) goto done;
+    if (cfg_rope(clair_json_get(&root, "rope_parameters"), "rope_parameters", c, what, err, errsz)) goto done;
+    if (!(c->rope_theta > 0 && c->rope_theta < 1e12)) { ck_fail(err, errsz, "%s: \"rope_theta\" = %g must be positive", what, c->rope_theta); goto done; }
+    if (!(c->initializer_range >= 0 && c->initializer_range < 10)) { ck_fail(err, errsz, "%s: \"initializer_range\" = %g is out of range", what, c->initializer_range); goto done; }
+
+    /* Special token ids: bos an integer or null; eos an integer, a list of them, or null. */
+    c->bos_token_id = -1;
+    if (cfg_int(&root, "bos_token_id", 0, c->vocab_size - 1, 0, &c->bos_token_id, what, err, errsz)) goto done;
+    v = clair_json_get(&root, "eos_token_id");
+    if (v && v->type == CLAIR_JSON_ARRAY) {
+        size_t i;
+        if (v->n > LLAMA_MAX_EOS) { ck_fail(err, errsz, "%s: \"eos_token_id\" lists %zu ids, at most %d supported", what, v->n, LLAMA_MAX_EOS); goto done; }
+        for (i = 0; i < v->n; i++) {
+            const clair_json *e = &v->items[i];
+            if (e->type != CLAIR_JSON_NUMBER || e->number != floor(e->number) || e->number < 0 || e->number >= c->vocab_size) {
+                ck_fail(err, errsz, "%s: \"eos_token_id\"[%zu] must be a token id in [0, %d)", what, i, c->vocab_size);
+                goto done;
+            }
+            c->eos_token_ids[c->n_eos++] = (int)e->number;
+        }
+    } else if (v && v->type != CLAIR_JSON_NULL) {
+        int id = -1;
+        if (cfg_int(&root, "eos_token_id", 0, c->vocab_size - 1, 0, &id, what, err, errsz)) goto done;
+        c->eos_token_ids[c->n_eos++] = id;
+    }
+    rc = 0;
+done:
+    clair_json_free(&root);
+    return rc;
+}
+
+int llama_config_load(const char *path, llama_config *cfg, char *err, size_t errsz) {
+    size_t len;
+    char *text = read_file(path, 16u << 20, &len, err, errsz);
+    int rc;
+    if (!text) return -1;
+    rc = llama_config_parse(text, len, path, cfg, err, errsz);
+    free(text);
+    return rc;
+}
+
+/* The shortest decimal that reads back as the same float (1e-05, not 9.9999997473787516e-06). */
+static void put_float(clair_buf *b, float x) {
+    char s[64];
+    int p;
+    for (p = 6; p <= 9; p++) {
+        snprintf(s, sizeof s, "%.*g", p, (double)x);
+        if (strtof(s, NULL) == x) break;
+    }
+    clair_buf_puts(b, s);
+}
+
+/* config.json text in transformers' own layout (legacy rope_theta/rope_scaling keys, which
+ * transformers 4 reads and transformers 5 converts). dtype: "float32" or "bfloat16". */
+static int config_json(const llama_config *c, const char *dtype, clair_buf *b) {
+    int i;
+    clair_buf_puts(b, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
+    if (c->bos_token_id >= 0) clair_buf_printf(b, "  \"bos_token_id\": %d,\n", c->bos_token_id);
+    else clair_buf_puts(b, "  \"bos_token_id\": null,\n");
+    if (c->n_eos == 0) clair_buf_puts(b, "  \"eos_token_id\": null,\n");
+    else if (c->n_eos == 1) clair_buf_printf(b, "  \"eos_token_id\": %d,\n", c->eos_token_ids[0]);
+    else {
+        clair_buf_puts(b, "  \"eos_token_id\": [");
+        for (i = 0; i < c->n_eos; i++) clair_buf_printf(b, "%s%d", i ? ", " : "", c->eos_token_ids[i]);
+        clair_buf_puts(b, "],\n");
+    }
+    clair_buf_printf(b, "  \"head_dim\": %d,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n", c->head_dim, c->hidden_size);
+    clair_buf_puts(b, "  \"initializer_range\": ");
+    clair_json_write_number(b, c->initializer_range);
+    clair_buf_printf(b, ",\n  \"intermediate_size\": %d,\n  \"max_position_embeddings\": %d,\n  \"mlp_bias\": false,\n"
+                        "  \"model_type\": \"llama\",\n  \"num_attention_heads\": %d,\n  \"num_hidden_layers\": %d,\n"
+                        "  \"num_key_value_heads\": %d,\n  \"pretraining_tp\": 1,\n  \"rms_norm_eps\": ",
+                     c->intermediate_size, c->max_position_embeddings, c->num_attention_heads, c->num_hidden_layers,
+                     c->num_key_value_heads);
+    put_float(b, c->rms_norm_eps);
+    clair_buf_puts(b, ",\n  \"rope_scaling\": ");
+    if (c->rope_llama3) {
+        clair_buf_puts(b, "{\n    \"factor\": ");
+        clair_json_write_number(b, c->rope_factor);
+        clair_buf_puts(b, ",\n    \"high_freq_factor\": ");
+        clair_json_write_number(b, c->rope_high_freq_factor);
+        clair_buf_puts(b, ",\n    \"low_freq_factor\": ");
+        clair_json_write_number(b, c->rope_low_freq_factor);
+        clair_buf_printf(b, ",\n    \"original_max_position_embeddings\": %d,\n    \"rope_type\": \"llama3\"\n  }",
+                         c->rope_original_max_position_embeddings);
+    } else {
+        clair_buf_puts(b, "null");
+    }
+    clair_buf_puts(b, ",\n  \"rope_theta\": ");
+    clair_json_write_number(b, c->rope_theta);
+    clair_buf_printf(b, ",\n  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n  \"use_cache\": true,\n  \"vocab_size\": %d\n}\n",
+                     c->tie_word_embeddings ? "true" : "false", dtype, c->vocab_size);
+    return b->oom ? -1 : 0;
+}
+
+int llama_config_save(const llama_config *cfg, const char *path, char *err, size_t errsz) {
+    clair_buf b;
+    int rc;
+    memset(&b, 0, sizeof b);
+    if (config_json(cfg, "float32", &b)) { clair_buf_free(&b); return ck_fail(err, errsz, "%s: out of memory", path); }
+    rc = write_atomic(path, b.data, b.len, err, errsz);
+    clair_buf_free(&b);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Loading tensors                                                                             */
+
+/* A shard file name from an index must be a plain file name inside the checkpoint dir. */
+static int safe_file_name(const char *s) {
+    return s[0] && s[0] != '.' && !strchr(s, '/') && !strchr(s, '\\');
+}
+
+/* Old conversions carry the rotary cache as a buffer; transformers ignores it, and so do we. */
+static int ignorable_tensor(const char *name) {
+    const char *s = strstr(name, ".rotary_emb.inv_freq");
+    return s && s[strlen(".rotary_emb.inv_freq")] == 0;
+}
+
+typedef struct {
+    int n_files;
+    char **files;       /* [n_files] shard file names */
+    st_file *st;        /* [n_files] */
+} shard_set;
+
+static void shards_free(shard_set *s) {
+    int i;
+    for (i = 0; i < s->n_files; i++) {
+        st_close(&s->st[i]);
+        free(s->files[i]);
+    }
+    free(s->files);
+    free(s->st);
+    memset(s, 0, sizeof *s);
+}
+
+static int shards_add(shard_set *s, const char *name) {
+    int i;
+    for (i = 0; i < s->n_files; i++)
+        if (!strcmp(s->files[i], name)) return i;
+    {
+        char **nf = (char **)realloc(s->files, (size_t)(s->n_files + 1) * sizeof *nf);
+        st_file *ns;
+        if (!nf) return -1;
+        s->files = nf;
+        ns = (st_file *)realloc(s->st, (size_t)(s->n_files + 1) * sizeof *ns);
+        if (!ns) return -1;
+        s->st = ns;
+        memset(&s->st[s->n_files], 0, sizeof *ns);
+        s->files[s->n_files] = (char *)malloc(strlen(name) + 1);
+        if (!s->files[s->n_files]) return -1;
+        strcpy(s->files[s->n_files], name);
+        return s->n_files++;
+    }
+}
+
+/* Reads the index's weight_map: the set of shard files and, for checking, the map itself. */
+static int read_index(const char *dir, const char *index_path, shard_set *s, clair_json *map_root,
+                      const clair_json **weight_map, char *err, size_t errsz) {
+    size_t len, i;
+    char jerr[256];
+    char *text = read_file(index_path, 64u << 20, &len, err, errsz);
+    const clair_json *wm;
+    (void)dir;
+    if (!text) return -1;
+    if (clair_json_parse(text, len, map_root, jerr, sizeof jerr)) {
+        free(text);
+        return ck_fail(err, errsz, "%s: not valid JSON: %s", index_path, jerr);
+    }
+    free(text);
+    wm = clair_json_get(map_root, "weight_map");
+    if (!wm || wm->type != CLAIR_JSON_OBJECT)
+        return ck_fail(err, errsz, "%s: missing \"weight_map\" object", index_path);
+    for (i = 0; i < wm->n; i++) {
+        const clair_json *f = &wm->items[i];
+        if (f->type != CLAIR_JSON_STRING || !safe_file_name(f->str))
+            return ck_fail(err, errsz, "%s: weight_map[\"%s\"] must be a file name inside the checkpoint directory", index_path, wm->keys[i]);
+        if (shards_add(s, f->str) < 0) return ck_fail(err, errsz, "%s: out of memory", index_path);
+    }
+    *weight_map = wm;
+    return 0;
+}
+
+int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
+    llama_config cfg;
+    shard_set sh;
+    clair_json index;
+    const clair_json *weight_map = NULL;
+    char *path = NULL, *index_path = NULL;
+    int *where = NULL;                       /* [n_tensors] shard of each layout tensor */
+    const st_tensor **found = NULL;          /* [n_tensors] */
+    const st_tensor *tied_head = NULL;
+    int tied_head_file = -1;
+    int i, j, rc = -1, n_ignored = 0;
+
+    memset(m, 0, sizeof *m);
+    memset(&sh, 0, sizeof sh);
+    memset(&index, 0, sizeof index);
+
+    path = path_join(dir, "config.json");
+    if (!path) return ck_fail(err, errsz, "%s: out of memory", dir);
+    if (llama_config_load(path, &cfg, err, errsz)) goto done;
+    if (llama_model_alloc(m, &cfg, err, errsz)) goto done;
+
+    /* Which files: the index when present (what transformers looks for first when sharded),
+     * else the single model.safetensors. */
+    index_path = path_join(dir, "model.safetensors.index.json");
+    if (!index_path) { ck_fail(err, errsz, "out of memory"); goto done; }
+    if (file_exists(index_path)) {
+        if (read_index(dir, index_path, &sh, &index, &weight_map, err, errsz)) goto done;
+    } else if (shards_add(&sh, "model.safetensors") < 0) {
+        ck_fail(err, errsz, "out of memory");
+        goto done;
+    }
+    for (i = 0; i < sh.n_files; i++) {
+        char *p = path_join(dir, sh.files[i]);
+        int r;
+        if (!p) { ck_fail(err, errsz, "out of memory"); goto done; }
+        if (!file_exists(p) && !weight_map) {
+            ck_fail(err, errsz, "%s: no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are supported)", dir);
+            free(p);
+            goto done;
+        }
+        r = st_open(&sh.st[i], p, err, errsz);
+        free(p);
+        if (r) goto done;
+    }
+
+    /* Match every layout tensor to exactly one stored tensor; check shape and dtype. */
+    where = (int *)calloc((size_t)m->n_tensors, sizeof *where);
+    found = (const st_tensor **)calloc((size_t)m->n_tensors, sizeof *found);
+    if (!where || !found) { ck_fail(err, errsz, "out of memory"); goto done; }
+    {
+        int n_missing = 0;
+        char first_missing[96] = "";
+        for (i = 0; i < m->n_tensors; i++) {
+            const llama_tensor_info *ti = &m->tensors[i];
+            where[i] = -1;
+            for (j = 0; j < sh.n_files; j++) {
+                const st_tensor *t = st_find(&sh.st[j], ti->name);
+                if (!t) continue;
+                if (found[i]) {
+                    ck_fail(err, errsz, "%s: tensor '%s' is stored twice (in %s and %s)", dir, ti->name, sh.files[where[i]], sh.files[j]);
+                    goto done;
+                }
+                found[i] = t;
+                where[i] = j;
+            }
+            if (!found[i]) {
+                if (!n_missing++) snprintf(first_missing, sizeof first_missing, "%s", ti->name);
+                continue;
+            }
+            if (weight_map) {
+                const char *wf = clair_json_get_str(weight_map, ti->name);
+                if (!wf || strcmp(wf, sh.files[where[i]])) {
+                    ck_fail(err, errsz, "%s: model.safetensors.index.json maps '%s' to %s but it is stored in %s", dir, ti->name,
+                            wf ? wf : "(nothing)", sh.files[where[i]]);
+                    goto done;
+                }
+            }
+            {
+                const st_tensor *t = found[i];
+                int shape_ok = t->ndim == ti->ndim;
+                for (j = 0; shape_ok && j < ti->ndim; j++) shape_ok = t->shape[j] == ti->shape[j];
+                if (!shape_ok) {
+                    char want[64], got[128];
+                    int k, o = 0;
+                    snprintf(want, sizeof want, ti->ndim == 1 ? "[%lld]" : "[%lld, %lld]", (long long)ti->shape[0], (long long)(ti->ndim > 1 ? ti->shape[1] : 0));
+                    o += snprintf(got + o, sizeof got - (size_t)o, "[");
+                    for (k = 0; k < t->ndim && o < 100; k++) o += snprintf(got + o, sizeof got - (size_t)o, "%s%lld", k ? ", " : "", (long long)t->shape[k]);
+                    snprintf(got + o, sizeof got - (size_t)o, "]");
+                    ck_fail(err, errsz, "%s/%s: tensor '%s' has shape %s, but config.json implies %s", dir, sh.files[where[i]], ti->name, got, want);
+                    goto done;
+                }
+                if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "BF16") && strcmp(t->dtype, "F16")) {
+                    ck_fail(err, errsz, "%s/%s: tensor '%s' has dtype %s; only F32, BF16 and F16 are supported", dir, sh.files[where[i]], ti->name, t->dtype);
+                    goto done;
+                }
+            }
+        }
+        if (n_missing) {
+            ck_fail(err, errsz, "%s: %d tensor(s) that config.json requires are missing, first '%s'%s", dir, n_missing, first_missing,
+                    cfg.tie_word_embeddings ? "" : " (if lm_head.weight is missing, the checkpoint may have tied embeddings: tie_word_embeddings in config.json)");
+            goto done;
+        }
+    }
+
+    /* Every stored tensor must be one we expect: an unexpected one means the config and the
+     * weights disagree (another architecture, extra biases, ...), which must not pass silently. */
+    for (j = 0; j < sh.n_files; j++) {
+        for (i = 0; i < sh.st[j].n; i++) {
+            const st_tensor *t = &sh.st[j].tensors[i];
+            int k, known = 0;
+            for (k = 0; k < m->n_tensors && !known; k++) known = found[k] == t;
+            if (known) continue;
+            if (ignorable_tensor(t->name)) { n_ignored++; continue; }
+            if (cfg.tie_word_embeddings && !strcmp(t->name, "lm_head.weight") && t->ndim == 2 &&
+                t->shape[0] == cfg.vocab_size && t->shape[1] == cfg.hidden_size &&
+                (!strcmp(t->dtype, "F32") || !strcmp(t->dtype, "BF16") || !strcmp(t->dtype, "F16"))) {
+                tied_head = t;
+                tied_head_file = j;
+                continue;
+            }
+            if (weight_map && !clair_json_get(weight_map, t->name)) {
+                ck_fail(err, errsz, "%s/%s: tensor '%s' is not listed in model.safetensors.index.json", dir, sh.files[j], t->name);
+                goto done;
+            }
+            ck_fail(err, errsz, "%s/%s: unexpected tensor '%s' (shape ndim %d, %s): not part of a Llama model with this config.json "
+                    "(%d layers%s)", dir, sh.files[j], t->name, t->ndim, t->dtype, cfg.num_hidden_layers,
+                    cfg.tie_word_embeddings ? ", tied embeddings" : ", untied embeddings");
+            goto done;
+        }
+    }
+    if (weight_map) { /* and the index lists nothing that is not there */
+        size_t q;
+        for (q = 0; q < weight_map->n; q++) {
+            int k = -1;
+            for (j = 0; j < sh.n_files && k < 0; j++)
+                if (!strcmp(sh.files[j], weight_map->items[q].str) && st_find(&sh.st[j], weight_map->keys[q])) k = j;
+            if (k < 0) {
+                ck_fail(err, errsz, "%s: model.safetensors.index.json lists '%s' in %s, but that file does not contain it", dir,
+                        weight_map->keys[q], weight_map->items[q].str);
+                goto done;
+            }
+        }
+    }
+
+    /* All checks passed: read. */
+    for (i = 0; i < m->n_tensors; i++)
+        if (st_read_f32(&sh.st[where[i]], found[i], m->params + m->tensors[i].offset, err, errsz)) goto done;
+
+    /* A tied checkpoint that still stores lm_head.weight: transformers 5 keeps it tied when the
+     * two are equal and silently unties them when they differ. We cannot untie, so refuse. */
+    if (tied_head) {
+        size_t n = (size_t)cfg.vocab_size * (size_t)cfg.hidden_size, q;
+        float *tmp = (float *)malloc(n * sizeof *tmp);
+        if (!tmp) { ck_fail(err, errsz, "out of memory"); goto done; }
+        if (st_read_f32(&sh.st[tied_head_file], tied_head, tmp, err, errsz)) { free(tmp); goto done; }
+        for (q = 0; q < n; q++)
+            if (memcmp(&tmp[q], &m->w.embed_tokens[q], sizeof(float))) break;
+        free(tmp);
+        if (q < n) {
+            ck_fail(err, errsz, "%s: config.json says tie_word_embeddings=true but lm_head.weight differs from model.embed_tokens.weight "
+                    "(element %zu); set \"tie_word_embeddings\": false in config.json if the head is meant to be separate", dir, q);
+            goto done;
+        }
+    }
+    if (n_ignored) fprintf(stderr, "llama_model_load: %s: ignored %d rotary_emb.inv_freq buffer(s) (recomputed from the config)\n", dir, n_ignored);
+    rc = 0;
+done:
+    if (rc) llama_model_free(m);
+    shards_free(&sh);
+    clair_json_free(&index);
+    free(where);
+    free(found);
+    free(path);
+    free(index_path);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Saving                                                                                      */
+
+typedef struct { const llama_model *m; const int *tensor_of; int bf16; } save_ctx;
+
+/* Produces a chunk of tensor i's bytes from the fp32 parameters, converting to BF16 if asked. */
+static int fill_tensor(void *vctx, int i, size_t at, void *buf, size_t nbytes) {
+    const save_ctx *c = (const save_ctx *)vctx;
+    const llama_tensor_info *ti = &c->m->tensors[c->tensor_of[i]];
+    const float *src = c->m->params + ti->offset;
+    size_t k;
+    if (!c->bf16) {
+        unsigned char *d = (unsigned char *)buf;
+        src += at / 4;
+        for (k = 0; k < nbytes / 4; k++) { /* little-endian whatever the host */
+            uint32_t u;
+            memcpy(&u, &src[k], 4);
+            d[4 * k] = (unsigned char)u; d[4 * k + 1] = (unsigned char)(u >> 8);
+            d[4 * k + 2] = (unsigned char)(u >> 16); d[4 * k + 3] = (unsigned char)(u >> 24);
+        }
+    } else {
+        unsigned char *d = (unsigned char *)buf;
+        src += at / 2;
+        for (k = 0; k < nbytes / 2; k++) {
+            uint16_t h = st_f32_to_bf16(src[k]);
+            d[2 * k] = (unsigned char)h;
+            d[2 * k + 1] = (unsigned char)(h >> 8);
+        }
+    }
+    return 0;
+}
+
+#define MAX_OUT_FILES 4096
+
+typedef struct { char *final_path, *tmp_path; } pending_file;
+
+static int pending_add(pending_file *p, int *n, const char *dir, const char *name) {
+    char tmpname[300];
+    if (*n >= MAX_OUT_FILES) return -1;
+    snprintf(tmpname, sizeof tmpname, ".%s.partial.%ld", name, (long)getpid());
+    p[*n].final_path = path_join(dir, name);
+    p[*n].tmp_path = path_join(dir, tmpname);
+    if (!p[*n].final_path || !p[*n].tmp_path) return -1;
+    return (*n)++;
+}
+
+/* Removes model files of an earlier save that this one does not overwrite (a stale
+ * model.safetensors beside a new index would be loaded instead of it). */
+static void remove_stale(const char *dir, const pending_file *p, int n) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (!d) return;
+    while ((e = readdir(d))) {
+        const char *s = e->d_name;
+        size_t L = strlen(s);
+        int ours = 0, i, is_model = !strcmp(s, "model.safetensors") || !strcmp(s, "model.safetensors.index.json") ||
+                                     (L == strlen("model-00001-of-00002.safetensors") && !strncmp(s, "model-", 6) &&
+                                      !strcmp(s + L - 12, ".safetensors") && strstr(s, "-of-"));
+        if (!is_model) continue;
+        for (i = 0; i < n && !ours; i++) {
+            const char *b = strrchr(p[i].final_path, '/');
+            ours = b && !strcmp(b + 1, s);
+        }
+        if (!ours) {
+            char *full = path_join(dir, s);
+            if (full) { remove(full); free(full); }
+        }
+    }
+    closedir(d);
+}
+
+static int copy_file(const char *src, const char *dst_tmp, char *err, size_t errsz) {
+    size_t len;
+    char *data = read_file(src, (size_t)1 << 31, &len, err, errsz);
+    int rc;
+    if (!data) return -1;
+    rc = write_tmp(dst_tmp, data, len, err, errsz);
+    free(data);
+    return rc;
+}
+
+int llama_model_save(const llama_model *m, const char *dir, const llama_save_opts *opts, char *err, size_t errsz) {
+    static const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                      "generation_config.json", "tokenizer.model", "chat_template.jinja"};
+    llama_save_opts o;
+    pending_file *pend = NULL;
+    int n_pend = 0, i, rc = -1, n_shards = 0, n_tok = 0;
+    int *shard_of = NULL, *tensor_of = NULL;
+    st_write_tensor *wt = NULL;
+    size_t es, total = 0, max_shard;
+    clair_buf b;
+    struct stat st;
+
+    memset(&b, 0, sizeof b);
+    if (opts) o = *opts;
+    else memset(&o, 0, sizeof o);
+    es = o.bf16 ? 2 : 4;
+    max_shard = o.max_shard_bytes ? o.max_shard_bytes : (size_t)5000000000ull; /* transformers' "5GB" */
+
+    if (mkdir(dir, 0755) && errno != EEXIST) return ck_fail(err, errsz, "%s: cannot create directory: %s", dir, strerror(errno));
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) return ck_fail(err, errsz, "%s: exists and is not a directory", dir);
+
+    pend = (pending_file *)calloc(MAX_OUT_FILES, sizeof *pend);
+    shard_of = (int *)calloc((size_t)m->n_tensors + 1, sizeof *shard_of);
+    tensor_of = (int *)calloc((size_t)m->n_tensors + 1, sizeof *tensor_of);
+    wt = (st_write_tensor *)calloc((size_t)m->n_tensors + 1, sizeof *wt);
+    if (!pend || !shard_of || !tensor_of || !wt) { ck_fail(err, errsz, "out of memory"); goto done; }
+
+    /* Shards: tensors in layout order, a new shard when the next tensor would exceed the limit
+     * (a tensor larger than the limit gets a shard of its own, as in transformers). */
+    {
+        size_t cur = 0;
+        for (i = 0; i < m->n_tensors; i++) {
+            size_t bytes = m->tensors[i].numel * es;
+            if (i == 0 || (cur > 0 && cur + bytes > max_shard)) { n_shards++; cur = 0; }
+            shard_of[i] = n_shards - 1;
+            cur += bytes;
+            total += bytes;
+        }
+        if (n_shards > 99999) { ck_fail(err, errsz, "%s: %d shards; raise max_shard_bytes", dir, n_shards); goto done; }
+    }
+
+    /* Each shard: its own safetensors file, written to a temporary name. */
+    for (int s = 0; s < n_shards; s++) {
+        char name[64];
+        int nt = 0, k;
+        save_ctx ctx;
+        if (n_shards == 1) snprintf(name, sizeof name, "model.safetensors");
+        else snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
+        if ((k = pending_add(pend, &n_pend, dir, name)) < 0) { ck_fail(err, errsz, "out of memory"); goto done; }
+        for (i = 0; i < m->n_tensors; i++) {
+            if (shard_of[i] != s) continue;
+            wt[nt].name = m->tensors[i].name;
+            wt[nt].dtype = o.bf16 ? "BF16" : "F32";
+            wt[nt].ndim = m->tensors[i].ndim;
+            wt[nt].shape[0] = m->tensors[i].shape[0];
+            wt[nt].shape[1] = m->tensors[i].ndim > 1 ? m->tensors[i].shape[1] : 0;
+            tensor_of[nt] = i;
+            nt++;
+        }
+        ctx.m = m;
+        ctx.tensor_of = tensor_of;
+        ctx.bf16 = o.bf16;
+        if (st_write_fn(pend[k].tmp_path, wt, nt, "{\"format\":\"pt\"}", fill_tensor, &ctx, err, errsz)) goto done;
+    }
+
+    /* The index, as transformers writes it: metadata.total_size and weight_map. */
+    if (n_shards > 1) {
+        int k;
+        clair_buf_printf(&b, "{\n  \"metadata\": {\n    \"total_parameters\": %zu,\n    \"total_size\": %zu\n  },\n  \"weight_map\": {\n",
+                         m->n_params, total);
+        for (i = 0; i < m->n_tensors; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", shard_of[i] + 1, n_shards);
+            clair_buf_puts(&b, "    ");
+            clair_json_write_string(&b, m->tensors[i].name, strlen(m->tensors[i].name));
+            clair_buf_puts(&b, ": ");
+            clair_json_write_string(&b, name, strlen(name));
+            clair_buf_puts(&b, i + 1 < m->n_tensors ? ",\n" : "\n");
+        }
+        clair_buf_puts(&b, "  }\n}\n");
+        if (b.oom || (k = pending_add(pend, &n_pend, dir, "model.safetensors.index.json")) < 0) { ck_fail(err, errsz, "out of memory"); goto done; }
+        if (write_tmp(pend[k].tmp_path, b.data, b.len, err, errsz)) goto done;
+        clair_buf_free(&b);
+    }
+
+    /* config.json */
+    {
+        int k;
+        memset(&b, 0, sizeof b);
+        if (config_json(&m->cfg, o.bf16 ? "bfloat16" : "float32", &b) || (k = pending_add(pend, &n_pend, dir, "config.json")) < 0) {
+            ck_fail(err, errsz, "out of memory");
+            goto done;
+        }
+        if (write_tmp(pend[k].tmp_path, b.data, b.len, err, errsz)) goto done;
+        clair_buf_free(&b);
+    }
+
+    /* Tokenizer files, unless they are already there (saving into the directory we loaded). */
+    if (o.tokenizer_from) {
+        struct stat s1, s2;
+        int same = stat(o.tokenizer_from, &s1) == 0 && stat(dir, &s2) == 0 && s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino;
+        if (!same) {
+            for (i = 0; i < (int)(sizeof tok_files / sizeof tok_files[0]); i++) {
+                char *src = path_join(o.tokenizer_from, tok_files[i]);
+                int k;
+                if (!src) { ck_fail(err, errsz, "out of memory"); goto done; }
+                if (!file_exists(src)) { free(src); continue; }
+                if ((k = pending_add(pend, &n_pend, dir, tok_files[i])) < 0) { free(src); ck_fail(err, errsz, "out of memory"); goto done; }
+                if (copy_file(src, pend[k].tmp_path, err, errsz)) { free(src); goto done; }
+                free(src);
+                n_tok++;
+            }
+            if (!n_tok) {
+                ck_fail(err, errsz, "%s: no tokenizer files (tokenizer.json, tokenizer_config.json, ...) to copy", o.tokenizer_from);
+                goto done;
+            }
+        }
+    }
+
+    /* Everything is complete on disk: now make it visible. Weights first, config last, so a
+     * reader that sees the new config.json sees the new weights. */
+    remove_stale(dir, pend, n_pend);
+    for (i = 0; i < n_pend; i++)
+        if (rename(pend[i].tmp_path, pend[i].final_path)) {
+            ck_fail(err, errsz, "%s: cannot rename into place: %s", pend[i].final_path, strerror(errno));
+            goto done;
+        }
+    rc = 0;
+done:
+    for (i = 0; i < n_pend; i++) {
+        if (rc) remove(pend[i].tmp_path); /* nothing half-written stays behind */
+        free(pend[i].final_path);
+        free(pend[i].tmp_path);
+    }
+    free(pend);
+    free(shard_of);
+    free(tensor_of);
+    free(wt);
+    clair_buf_free(&b);
+    return rc;
+}
