@@ -1,0 +1,468 @@
+/* tests/apo/test_apo.c - tests of apo.h.
+ *
+ *   test_apo [reference.txt]
+ *
+ * 1. every loss against tests/apo/reference.txt (TRL's formulas evaluated with mpmath and
+ *    torch autograd by tests/apo/gen_reference.py): per-pair values and gradients, unpaired
+ *    APO-zero, batches of weighted loss lists with TRL's metrics, sequence log-probs and dlogits;
+ * 2. finite-difference gradients of every loss at random points;
+ * 3. the paper's behaviour at initialisation (APO-zero, APO-down, DPO);
+ * 4. NaN/Inf inputs are reported (pair, batch, sequence), not propagated;
+ * 5. finite values and gradients for |log-probs| up to 1e4 and beta in [1e-3, 1e3];
+ * 6. names, the loss-list parser and its error messages, parameter checks.
+ * Exit 0 when everything passes, 1 otherwise (each failure is printed).
+ */
+#define APO_IMPLEMENTATION
+#include "../../apo.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int n_checks = 0, n_fail = 0;
+
+#define CHECK(cond, ...) do { n_checks++; if (!(cond)) { n_fail++; \
+    printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } while (0)
+
+/* |a - b| <= tol (1 + |b|): relative for large values, absolute near zero */
+static int close_to(double a, double b, double tol) { return fabs(a - b) <= tol * (1 + fabs(b)); }
+
+/* Tolerance against the 60-digit reference: a few hundred ulps. The worst error seen is about
+ * 1e-15 (printed below); the margin covers other compilers' exp/log1p, which may differ in
+ * the last bits. */
+#define REF_TOL 1e-12
+
+static unsigned long long rng_state = 0x9E3779B97F4A7C15ull;
+static double urand(void) { /* uniform in [0, 1), xorshift64* */
+    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
+    return (double)((rng_state * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+static double uniform(double a, double b) { return a + (b - a) * urand(); }
+
+/* ---------------------------------------------------------------------------------------- */
+/* 1. the reference table                                                                   */
+
+static int expect_word(FILE *f, const char *w) {
+    char buf[64];
+    if (fscanf(f, "%63s", buf) != 1) return 0;
+    return strcmp(buf, w) == 0;
+}
+
+static void test_reference(const char *path) {
+    FILE *f = fopen(path, "r");
+    char word[512];
+    int n_pair = 0, n_unp = 0, n_batch = 0, n_seq = 0;
+    double worst_v = 0, worst_g = 0;
+    if (!f) { CHECK(0, "cannot open reference table %s (run from the repo root, or pass its path)", path); return; }
+    while (fscanf(f, "%511s", word) == 1) {
+        if (word[0] == '#') { int c; while ((c = fgetc(f)) != '\n' && c != EOF) {} continue; }
+        if (strcmp(word, "pair") == 0) {
+            char name[64]; apo_params p; apo_pair x; double L, dc, dr, gc, gr, got;
+            if (fscanf(f, "%63s %lf %lf %lf %lf %lf %lf %lf %lf %d %d %lf %lf %lf", name, &p.beta,
+                       &p.label_smoothing, &p.discopop_tau, &p.bco_delta, &x.policy_chosen,
+                       &x.policy_rejected, &x.ref_chosen, &x.ref_rejected, &x.n_chosen, &x.n_rejected,
+                       &L, &dc, &dr) != 14) { CHECK(0, "malformed pair row %d", n_pair + 1); break; }
+            CHECK(apo_loss_from_name(name, &p.type) == 0, "unknown loss '%s' in the table", name);
+            got = apo_pair_loss(&p, &x, &gc, &gr);
+            CHECK(close_to(got, L, REF_TOL) && close_to(gc, dc, REF_TOL) && close_to(gr, dr, REF_TOL),
+                  "%s beta %g eps %g tau %g delta %g at (%.17g %.17g %.17g %.17g %d %d): got %.17g %.17g %.17g, want %.17g %.17g %.17g",
+                  name, p.beta, p.label_smoothing, p.discopop_tau, p.bco_delta, x.policy_chosen,
+                  x.policy_rejected, x.ref_chosen, x.ref_rejected, x.n_chosen, x.n_rejected, got, gc, gr, L, dc, dr);
+            if (fabs(got - L) / (1 + fabs(L)) > worst_v) worst_v = fabs(got - L) / (1 + fabs(L));
+            if (fabs(gc - dc) / (1 + fabs(dc)) > worst_g) worst_g = fabs(gc - dc) / (1 + fabs(dc));
+            if (fabs(gr - dr) / (1 + fabs(dr)) > worst_g) worst_g = fabs(gr - dr) / (1 + fabs(dr));
+            n_pair++;
+        } else if (strcmp(word, "unpaired") == 0) {
+            double beta, pol, ref, L, d, got, gd; int des;
+            if (fscanf(f, "%lf %lf %lf %d %lf %lf", &beta, &pol, &ref, &des, &L, &d) != 6) { CHECK(0, "malformed unpaired row"); break; }
+            got = apo_zero_unpaired_loss(beta, pol, ref, des, &gd);
+            CHECK(close_to(got, L, REF_TOL) && close_to(gd, d, REF_TOL),
+                  "unpaired beta %g pol %g ref %g des %d: got %.17g %.17g want %.17g %.17g", beta, pol, ref, des, got, gd, L, d);
+            n_unp++;
+        } else if (strcmp(word, "batch") == 0) {
+            char spec[256], err[256]; double beta, want[7], total; int n, i, k;
+            apo_pair pairs[16]; double wc[16], wr[16], dc[16], dr[16];
+            apo_term terms[16]; apo_params def; apo_metrics m;
+            if (fscanf(f, "%255s %lf %d", spec, &beta, &n) != 3 || n < 1 || n > 16) { CHECK(0, "malformed batch row"); break; }
+            for (i = 0; i < n; i++) {
+                if (!expect_word(f, "bpair") || fscanf(f, "%lf %lf %lf %lf %d %d %lf %lf", &pairs[i].policy_chosen,
+                        &pairs[i].policy_rejected, &pairs[i].ref_chosen, &pairs[i].ref_rejected,
+                        &pairs[i].n_chosen, &pairs[i].n_rejected, &wc[i], &wr[i]) != 8) { CHECK(0, "malformed bpair"); fclose(f); return; }
+            }
+            if (!expect_word(f, "bmetrics") || fscanf(f, "%lf %lf %lf %lf %lf %lf %lf", &want[0], &want[1], &want[2],
+                    &want[3], &want[4], &want[5], &want[6]) != 7) { CHECK(0, "malformed bmetrics"); break; }
+            def = apo_default_params(APO_ZERO); def.beta = beta;
+            k = apo_parse_loss_list(spec, &def, terms, 16, err, sizeof err);
+            CHECK(k > 0, "batch spec '%s' did not parse: %s", spec, err);
+            if (k <= 0) continue;
+            total = apo_batch_loss(terms, k, pairs, n, dc, dr, &m);
+            CHECK(close_to(total, want[0], REF_TOL) && close_to(m.loss, want[0], REF_TOL), "batch '%s': total %.17g want %.17g", spec, total, want[0]);
+            for (i = 0; i < n; i++)
+                CHECK(close_to(dc[i], wc[i], REF_TOL) && close_to(dr[i], wr[i], REF_TOL),
+                      "batch '%s' pair %d: grads %.17g %.17g want %.17g %.17g", spec, i, dc[i], dr[i], wc[i], wr[i]);
+            CHECK(close_to(m.rewards_chosen, want[1], REF_TOL) && close_to(m.rewards_rejected, want[2], REF_TOL) &&
+                  close_to(m.rewards_accuracies, want[3], REF_TOL) && close_to(m.rewards_margins, want[4], REF_TOL) &&
+                  close_to(m.logps_chosen, want[5], REF_TOL) && close_to(m.logps_rejected, want[6], REF_TOL),
+                  "batch '%s' metrics: %g %g %g %g %g %g want %g %g %g %g %g %g", spec, m.rewards_chosen, m.rewards_rejected,
+                  m.rewards_accuracies, m.rewards_margins, m.logps_chosen, m.logps_rejected,
+                  want[1], want[2], want[3], want[4], want[5], want[6]);
+            CHECK(m.n_pairs == n && m.n_nonfinite == 0, "batch '%s': n_pairs %d n_nonfinite %d", spec, m.n_pairs, m.n_nonfinite);
+            n_batch++;
+        } else if (strcmp(word, "seq") == 0) {
+            int T, V, t, v, ok = 1; double scale, want_lp, lp, lp2, worst = 0;
+            float *logits, *dl, *inplace; double *want_g; int *labels; unsigned char *mask;
+            if (fscanf(f, "%d %d %lf", &T, &V, &scale) != 3 || T < 1 || V < 1 || T * V > 100000) { CHECK(0, "malformed seq"); break; }
+            logits = (float *)malloc(sizeof(float) * T * V); dl = (float *)malloc(sizeof(float) * T * V);
+            inplace = (float *)malloc(sizeof(float) * T * V); want_g = (double *)malloc(sizeof(double) * T * V);
+            labels = (int *)malloc(sizeof(int) * T); mask = (unsigned char *)malloc(T);
+            for (t = 0; t < T && ok; t++) {
+                int mk;
+                ok = expect_word(f, "seqrow") && fscanf(f, "%d %d", &labels[t], &mk) == 2;
+                mask[t] = (unsigned char)mk;
+                for (v = 0; v < V && ok; v++) { double d; ok = fscanf(f, "%lf", &d) == 1; logits[t * V + v] = (float)d; }
+            }
+            ok = ok && expect_word(f, "seqlogp") && fscanf(f, "%lf", &want_lp) == 1;
+            for (t = 0; t < T && ok; t++) {
+                ok = expect_word(f, "seqgrad");
+                for (v = 0; v < V && ok; v++) ok = fscanf(f, "%lf", &want_g[t * V + v]) == 1;
+            }
+            CHECK(ok, "malformed seq block");
+            if (ok) {
+                /* the inputs are float32; the sums run in double, so 1e-12 relative is ample */
+                lp = apo_sequence_logp(logits, T, V, labels, mask, NULL, 0);
+                CHECK(close_to(lp, want_lp, 1e-12), "seq %dx%d: logp %.17g want %.17g", T, V, lp, want_lp);
+                lp2 = apo_sequence_logp(logits, T, V, labels, mask, dl, scale);
+                CHECK(lp2 == lp, "seq %dx%d: logp with gradient %.17g differs from %.17g", T, V, lp2, lp);
+                /* dlogits are stored as float: half an ulp of float, relative to the row's scale */
+                for (t = 0; t < T * V; t++) {
+                    double e = fabs(dl[t] - want_g[t]);
+                    if (e > worst) worst = e;
+                }
+                CHECK(worst <= 1e-7 * fabs(scale), "seq %dx%d: worst dlogits error %g", T, V, worst);
+                memcpy(inplace, logits, sizeof(float) * T * V);
+                lp2 = apo_sequence_logp(inplace, T, V, labels, mask, inplace, scale);
+                CHECK(lp2 == lp && memcmp(inplace, dl, sizeof(float) * T * V) == 0,
+                      "seq %dx%d: in-place dlogits differ from the separate-buffer ones", T, V);
+            }
+            free(logits); free(dl); free(inplace); free(want_g); free(labels); free(mask);
+            n_seq++;
+        } else {
+            CHECK(0, "unknown row '%s' in %s", word, path);
+            break;
+        }
+    }
+    fclose(f);
+    printf("reference: %d pair rows, %d unpaired, %d batches, %d sequences; worst relative error value %.2g, gradient %.2g\n",
+           n_pair, n_unp, n_batch, n_seq, worst_v, worst_g);
+    /* a truncated or emptied table must fail, not pass vacuously */
+    CHECK(n_pair >= 500 && n_unp >= 10 && n_batch >= 5 && n_seq >= 4, "reference table %s is incomplete", path);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 2. finite differences                                                                    */
+
+static void test_finite_differences(void) {
+    int t, i, worst_t = 0;
+    double worst = 0;
+    for (t = 0; t < (int)APO_LOSS_COUNT; t++) {
+        for (i = 0; i < 60; i++) {
+            apo_params p = apo_default_params((apo_loss_type)t);
+            apo_pair x, xp;
+            double gc, gr, fc, fr, h, L;
+            p.beta = uniform(0.02, 2.0);
+            if (t == APO_ROBUST || t == APO_SIGMOID || t == APO_EXO_PAIR) p.label_smoothing = uniform(0, 0.4);
+            if (t == APO_DISCOPOP) p.discopop_tau = uniform(0.03, 0.8);
+            if (t == APO_BCO_PAIR) p.bco_delta = uniform(-0.5, 0.5);
+            x.n_chosen = 1 + (int)(urand() * 100); x.n_rejected = 1 + (int)(urand() * 100);
+            x.ref_chosen = -uniform(1, 20); x.ref_rejected = -uniform(1, 20);
+            /* log-ratios within a few reward units, where the losses are curved */
+            x.policy_chosen = x.ref_chosen + uniform(-4, 4) / p.beta;
+            x.policy_rejected = x.ref_rejected + uniform(-4, 4) / p.beta;
+            if (t == APO_HINGE) {
+                double z = p.beta * ((x.policy_chosen - x.ref_chosen) - (x.policy_rejected - x.ref_rejected));
+                if (fabs(z - 1) < 1e-3) continue;   /* the kink has no derivative */
+            }
+            L = apo_pair_loss(&p, &x, &gc, &gr);
+            /* step small against the loss's curvature scale (beta, and beta/tau for discopop) yet
+             * large against rounding of pc - rc (|pc| <~ 200 here) */
+            h = 1e-5 / (p.beta > 0.1 ? p.beta : 0.1);
+            if (t == APO_DISCOPOP) h *= p.discopop_tau;
+            xp = x; xp.policy_chosen += h; fc = apo_pair_loss(&p, &xp, NULL, NULL);
+            xp = x; xp.policy_chosen -= h; fc = (fc - apo_pair_loss(&p, &xp, NULL, NULL)) / (2 * h);
+            xp = x; xp.policy_rejected += h; fr = apo_pair_loss(&p, &xp, NULL, NULL);
+            xp = x; xp.policy_rejected -= h; fr = (fr - apo_pair_loss(&p, &xp, NULL, NULL)) / (2 * h);
+            /* central differences: truncation ~h^2 f''' and rounding ~eps |L| / h; 1e-6 covers both */
+            {
+                double scale = 1e-6 * (fabs(L) + fabs(gc) + fabs(gr) + 1e-3);
+                double e = fabs(fc - gc) > fabs(fr - gr) ? fabs(fc - gc) : fabs(fr - gr);
+                CHECK(e <= scale, "%s: finite differences %.12g %.12g vs analytic %.12g %.12g (beta %g)",
+                      apo_loss_name((apo_loss_type)t), fc, fr, gc, gr, p.beta);
+                if (e / scale * 1e-6 > worst) { worst = e / scale * 1e-6; worst_t = t; }
+            }
+        }
+    }
+    printf("finite differences: 13 losses x 60 points; worst scaled error %.2g (%s)\n", worst, apo_loss_name((apo_loss_type)worst_t));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 3. behaviour the paper describes                                                         */
+
+static void test_behaviour(void) {
+    apo_pair init = { -40, -55, -40, -55, 20, 30 };   /* policy == reference */
+    apo_params p;
+    double L, gc, gr;
+    int i;
+
+    p = apo_default_params(APO_ZERO);
+    L = apo_pair_loss(&p, &init, &gc, &gr);
+    CHECK(L == 1.0, "APO-zero is 1 at initialisation (TRL's value), got %.17g", L);
+    CHECK(gc < 0 && gr > 0, "APO-zero at init: gradient descent raises chosen (d<0) and lowers rejected (d>0): %g %g", gc, gr);
+
+    p = apo_default_params(APO_DOWN);
+    L = apo_pair_loss(&p, &init, &gc, &gr);
+    CHECK(L == 1.0, "APO-down is 1 at initialisation, got %.17g", L);
+    CHECK(gc == 0.0 && gr > 0, "APO-down at init: chosen unchanged (d=0), rejected lowered (d>0): %g %g", gc, gr);
+
+    p = apo_default_params(APO_SIGMOID);
+    L = apo_pair_loss(&p, &init, &gc, &gr);
+    CHECK(fabs(L - log(2.0)) < 1e-15, "DPO is log 2 at initialisation, got %.17g", L);
+    /* DPO moves only the margin: its gradient is equal and opposite everywhere */
+    for (i = 0; i < 200; i++) {
+        apo_pair x = init;
+        x.policy_chosen += uniform(-100, 100); x.policy_rejected += uniform(-100, 100);
+        apo_pair_loss(&p, &x, &gc, &gr);
+        CHECK(gc == -gr && gc <= 0, "DPO gradient must be equal and opposite (margin only): %g %g", gc, gr);
+    }
+
+    /* Beyond the first step: simulate gradient descent directly on the two log-probs. APO-zero
+     * raises chosen above the reference; APO-down lowers both, rejected more; DPO's likelihoods
+     * move only through the margin (their sum stays where it started). */
+    {
+        apo_loss_type types[3] = { APO_ZERO, APO_DOWN, APO_SIGMOID };
+        int k, s;
+        for (k = 0; k < 3; k++) {
+            apo_pair x = init;
+            p = apo_default_params(types[k]);
+            for (s = 0; s < 200; s++) {
+                apo_pair_loss(&p, &x, &gc, &gr);
+                x.policy_chosen -= 5.0 * gc; x.policy_rejected -= 5.0 * gr;
+            }
+            if (types[k] == APO_ZERO)
+                CHECK(x.policy_chosen > init.policy_chosen && x.policy_rejected < init.policy_rejected,
+                      "APO-zero after 200 steps: chosen %g (from %g) must rise, rejected %g (from %g) fall",
+                      x.policy_chosen, init.policy_chosen, x.policy_rejected, init.policy_rejected);
+            if (types[k] == APO_DOWN)
+                CHECK(x.policy_chosen < init.policy_chosen &&
+                      x.policy_rejected - init.policy_rejected < x.policy_chosen - init.policy_chosen,
+                      "APO-down after 200 steps: chosen %g must fall, rejected %g fall more", x.policy_chosen, x.policy_rejected);
+            if (types[k] == APO_SIGMOID)
+                CHECK(fabs((x.policy_chosen + x.policy_rejected) - (init.policy_chosen + init.policy_rejected)) < 1e-9 &&
+                      x.policy_chosen > init.policy_chosen,
+                      "DPO after 200 steps: only the margin moves (sum %g, was %g)", x.policy_chosen + x.policy_rejected,
+                      init.policy_chosen + init.policy_rejected);
+        }
+    }
+
+    /* unpaired APO-zero: a desirable completion is pushed up, an undesirable one down */
+    L = apo_zero_unpaired_loss(0.1, -30, -30, 1, &gc);
+    CHECK(L == 0.5 && gc < 0, "unpaired desirable at init: 0.5 and raised, got %g %g", L, gc);
+    L = apo_zero_unpaired_loss(0.1, -30, -30, 0, &gr);
+    CHECK(L == 0.5 && gr > 0 && gr == -gc, "unpaired undesirable at init: 0.5 and lowered, got %g %g", L, gr);
+
+    /* the paired APO-zero is the sum of its two unpaired halves */
+    for (i = 0; i < 50; i++) {
+        apo_pair x = init; double a, b, da, db;
+        x.policy_chosen += uniform(-50, 50); x.policy_rejected += uniform(-50, 50);
+        p = apo_default_params(APO_ZERO);
+        L = apo_pair_loss(&p, &x, &gc, &gr);
+        a = apo_zero_unpaired_loss(0.1, x.policy_chosen, x.ref_chosen, 1, &da);
+        b = apo_zero_unpaired_loss(0.1, x.policy_rejected, x.ref_rejected, 0, &db);
+        CHECK(close_to(L, a + b, 1e-15) && gc == da && gr == db, "APO-zero = unpaired(chosen) + unpaired(rejected)");
+    }
+    printf("behaviour: APO-zero/APO-down/DPO directions at init and over 200 steps, unpaired APO-zero\n");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 4. NaN and Inf                                                                           */
+
+static void test_nonfinite(void) {
+    double bad[3];
+    int t, j, k;
+    bad[0] = strtod("nan", NULL); bad[1] = strtod("inf", NULL); bad[2] = -bad[1];
+    for (t = 0; t < (int)APO_LOSS_COUNT; t++)
+        for (j = 0; j < 4; j++)
+            for (k = 0; k < 3; k++) {
+                apo_params p = apo_default_params((apo_loss_type)t);
+                apo_pair x = { -10, -12, -11, -11, 5, 6 };
+                double gc = 1, gr = 1, L;
+                double *field = j == 0 ? &x.policy_chosen : j == 1 ? &x.policy_rejected : j == 2 ? &x.ref_chosen : &x.ref_rejected;
+                *field = bad[k];
+                L = apo_pair_loss(&p, &x, &gc, &gr);
+                CHECK(L != L && gc == 0 && gr == 0, "%s with a non-finite input: want NaN and zero gradients, got %g %g %g",
+                      apo_loss_name((apo_loss_type)t), L, gc, gr);
+            }
+    {
+        apo_pair pairs[4] = { { -10, -12, -11, -11, 5, 6 }, { -10, -12, -11, -11, 5, 6 },
+                              { -20, -22, -21, -20, 7, 8 }, { -10, -12, -11, -11, 5, 6 } };
+        apo_term term; apo_metrics m; double dc[4], dr[4], total, ref_total, rdc[2], rdr[2];
+        apo_pair good[2];
+        term.p = apo_default_params(APO_ZERO); term.weight = 1;
+        pairs[1].policy_rejected = bad[0];
+        pairs[3].ref_chosen = bad[2];
+        total = apo_batch_loss(&term, 1, pairs, 4, dc, dr, &m);
+        good[0] = pairs[0]; good[1] = pairs[2];
+        ref_total = apo_batch_loss(&term, 1, good, 2, rdc, rdr, NULL);
+        CHECK(m.n_nonfinite == 2 && m.n_pairs == 2, "batch with 2 NaN/Inf pairs: n_nonfinite %d n_pairs %d", m.n_nonfinite, m.n_pairs);
+        CHECK(total == ref_total && dc[0] == rdc[0] && dc[2] == rdc[1] && dr[2] == rdr[1],
+              "batch skips the bad pairs and averages over the rest: %g vs %g", total, ref_total);
+        CHECK(dc[1] == 0 && dr[1] == 0 && dc[3] == 0 && dr[3] == 0, "skipped pairs get zero gradients");
+        CHECK(m.rewards_chosen == m.rewards_chosen && m.logps_rejected == m.logps_rejected, "metrics stay finite");
+        total = apo_batch_loss(&term, 1, pairs, 4, dc, dr, NULL);
+        CHECK(total != total, "without a metrics struct a skipped pair makes the total NaN (never silent), got %g", total);
+    }
+    {
+        float logits[6] = { 1, 2, 3, 4, 5, 6 }; float d[6] = { 9, 9, 9, 9, 9, 9 };
+        int labels[2] = { 0, 3 }; unsigned char mask[2] = { 0, 1 };
+        double lp = apo_sequence_logp(logits, 2, 3, labels, mask, d, 1.0);
+        CHECK(lp != lp && d[0] == 9, "a label outside [0, V) gives NaN and leaves dlogits untouched, got %g", lp);
+        labels[1] = -1;
+        lp = apo_sequence_logp(logits, 2, 3, labels, mask, NULL, 0);
+        CHECK(lp != lp, "a negative label gives NaN");
+        labels[1] = 7; mask[1] = 0;   /* a masked-out label may be anything (padding) */
+        lp = apo_sequence_logp(logits, 2, 3, labels, mask, NULL, 0);
+        CHECK(lp == 0, "masked-out labels are ignored, got %g", lp);
+        CHECK(apo_sequence_logp(logits, 0, 3, labels, mask, NULL, 0) != apo_sequence_logp(logits, 0, 3, labels, mask, NULL, 0),
+              "T = 0 gives NaN");
+    }
+    printf("non-finite: pair, batch and sequence inputs reported\n");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 5. stability                                                                             */
+
+static void test_stability(void) {
+    static const double vals[] = { -1e4, -5e3, -1e3, -100, -3, -1e-3, 0 };
+    static const double betas[] = { 1e-3, 0.1, 1, 10, 1e3 };
+    int nv = (int)(sizeof vals / sizeof vals[0]), t, a, b, c, d, bi, count = 0;
+    for (t = 0; t < (int)APO_LOSS_COUNT; t++)
+        for (bi = 0; bi < 5; bi++)
+            for (a = 0; a < nv; a++) for (b = 0; b < nv; b++) for (c = 0; c < nv; c++) for (d = 0; d < nv; d++) {
+                apo_params p = apo_default_params((apo_loss_type)t);
+                apo_pair x;
+                double L, gc, gr;
+                p.beta = betas[bi];
+                x.policy_chosen = vals[a]; x.policy_rejected = vals[b]; x.ref_chosen = vals[c]; x.ref_rejected = vals[d];
+                x.n_chosen = 1 + a; x.n_rejected = 1 + d;
+                L = apo_pair_loss(&p, &x, &gc, &gr);
+                count++;
+                if (!(isfinite(L) && isfinite(gc) && isfinite(gr))) {
+                    CHECK(0, "%s beta %g at (%g %g %g %g): loss %g grads %g %g not finite", apo_loss_name((apo_loss_type)t),
+                          p.beta, vals[a], vals[b], vals[c], vals[d], L, gc, gr);
+                    return;
+                }
+                /* the bounded losses stay in their range even where e^|z| overflows */
+                if (t == APO_ZERO || t == APO_DOWN) CHECK(L >= 0 && L <= 2, "APO value %g outside [0, 2]", L);
+            }
+    {   /* the sequence helper with logits around +-1e4 (inputs of float precision) */
+        float logits[8] = { 1e4f, -1e4f, 9999.5f, 0, -3e4f, 3e4f, 2.9999e4f, 1 };
+        float d[8]; int labels[2] = { 0, 2 }; unsigned char mask[2] = { 1, 1 }; int i, ok = 1;
+        double lp = apo_sequence_logp(logits, 2, 4, labels, mask, d, 1.0);
+        for (i = 0; i < 8; i++) ok = ok && isfinite(d[i]);
+        CHECK(isfinite(lp) && ok && fabs(lp - (9999.5 - (1e4 + log1p(exp(-0.5))))) < 1e-9, "sequence logp with |logits| 1e4: %.17g", lp);
+    }
+    printf("stability: %d (loss, beta, input) combinations with |log-probs| up to 1e4 all finite\n", count);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 6. names, parser, checks                                                                 */
+
+static void test_names_and_parser(void) {
+    apo_term terms[8]; apo_params def = apo_default_params(APO_ZERO); char err[512];
+    apo_loss_type t; int k, i;
+    static const char *names[] = { "apo_zero", "apo_down", "sigmoid", "ipo", "hinge", "robust", "exo_pair",
+                                   "nca_pair", "bco_pair", "sppo_hard", "discopop", "sigmoid_norm", "sft" };
+    for (i = 0; i < 13; i++) {
+        CHECK(apo_loss_from_name(names[i], &t) == 0 && (int)t == i, "apo_loss_from_name(%s)", names[i]);
+        CHECK(strcmp(apo_loss_name((apo_loss_type)i), names[i]) == 0, "apo_loss_name(%d)", i);
+    }
+    CHECK(apo_loss_from_name("apo", &t) == -1 && apo_loss_from_name("apo_zero_", &t) == -1 &&
+          apo_loss_from_name("APO_ZERO", &t) == -1 && apo_loss_from_name("", &t) == -1, "unknown names are rejected");
+    CHECK(strcmp(apo_loss_name(APO_LOSS_COUNT), "unknown") == 0, "apo_loss_name out of range");
+
+    def.beta = 0.25; def.discopop_tau = 0.07;
+    k = apo_parse_loss_list("apo_zero", &def, terms, 8, err, sizeof err);
+    CHECK(k == 1 && terms[0].p.type == APO_ZERO && terms[0].weight == 1 && terms[0].p.beta == 0.25, "parse 'apo_zero': %d %s", k, err);
+    k = apo_parse_loss_list("apo_zero:1,sft:0.1", &def, terms, 8, err, sizeof err);
+    CHECK(k == 2 && terms[1].p.type == APO_SFT && terms[1].weight == 0.1 && terms[1].p.discopop_tau == 0.07,
+          "parse 'apo_zero:1,sft:0.1': %d %s", k, err);
+    k = apo_parse_loss_list(" sigmoid : 2.5e-1 , discopop:1E1,ipo ", &def, terms, 8, err, sizeof err);
+    CHECK(k == 3 && terms[0].weight == 0.25 && terms[1].weight == 10 && terms[2].p.type == APO_IPO && terms[2].weight == 1,
+          "parse with spaces and exponents: %d %s", k, err);
+    k = apo_parse_loss_list("sigmoid", NULL, terms, 8, err, sizeof err);
+    CHECK(k == 1 && terms[0].p.beta == 0.1, "NULL defaults mean TRL's defaults");
+
+    {   /* each bad spec fails and the message names the bad part */
+        static const char *bad[][2] = {
+            { "apo_zeroo", "apo_zeroo" }, { "apo_zero:x", "'x'" }, { "apo_zero:-1", "'-1'" }, { "apo_zero,", "empty" },
+            { "", "empty" }, { "apo_zero:1,,sft", "item 2" }, { "sft:1e400", "1e400" }, { "sft:0.1.2", "0.1.2" },
+            { "a,b,c,d,e,f,g,h,i", "'a'" }, { "sft:", "''" }, { "dpo", "known: apo_zero" } };
+        for (i = 0; i < (int)(sizeof bad / sizeof bad[0]); i++) {
+            k = apo_parse_loss_list(bad[i][0], &def, terms, 8, err, sizeof err);
+            CHECK(k == -1 && strstr(err, bad[i][1]) != NULL, "bad spec '%s': got %d, message '%s' should mention %s",
+                  bad[i][0], k, err, bad[i][1]);
+        }
+        k = apo_parse_loss_list("sft,sft,sft", &def, terms, 2, err, sizeof err);
+        CHECK(k == -1 && strstr(err, "at most 2"), "too many terms: %s", err);
+        k = apo_parse_loss_list("nope", &def, terms, 2, err, 8);   /* a short buffer is truncated, terminated */
+        CHECK(k == -1 && strlen(err) == 7, "truncated message '%s'", err);
+    }
+
+    {   /* parameter checks */
+        apo_params p = apo_default_params(APO_ROBUST);
+        CHECK(apo_params_check(&p) == NULL, "defaults are valid");
+        p.beta = 0; CHECK(apo_params_check(&p) && strstr(apo_params_check(&p), "beta"), "beta 0 rejected");
+        p.beta = 0.1; p.label_smoothing = 0.5; CHECK(apo_params_check(&p) && strstr(apo_params_check(&p), "label_smoothing"), "eps 0.5 rejected");
+        p = apo_default_params(APO_DISCOPOP); p.discopop_tau = 0; CHECK(apo_params_check(&p) != NULL, "tau 0 rejected");
+    }
+    {   /* running mean (bco_pair's old delta) */
+        apo_running_mean r = { 0, 0 };
+        apo_running_mean_update(&r, 1); apo_running_mean_update(&r, 2);
+        CHECK(apo_running_mean_update(&r, 6) == 3 && r.count == 3, "running mean of 1,2,6 is 3");
+    }
+    printf("names and parser: 13 names, good and bad specs, parameter checks\n");
+}
+
+/* The batch API's structure, independent of the table: weights, sft token mean, 1/n. */
+static void test_batch_structure(void) {
+    apo_pair pairs[3] = { { -10, -12, -11, -11, 5, 6 }, { -20, -30, -25, -26, 15, 2 }, { -3, -9, -2, -8, 0, 1 } };
+    apo_term terms[2]; apo_metrics m; double dc[3], dr[3], total, gc, gr, want = 0;
+    int i;
+    terms[0].p = apo_default_params(APO_DOWN); terms[0].weight = 0.7;
+    terms[1].p = apo_default_params(APO_SFT); terms[1].weight = 0.3;
+    total = apo_batch_loss(terms, 2, pairs, 3, dc, dr, &m);
+    for (i = 0; i < 3; i++) want += 0.7 * apo_pair_loss(&terms[0].p, &pairs[i], NULL, NULL) / 3;
+    want += 0.3 * (10.0 + 20.0 + 3.0) / (5 + 15 + 1);   /* sft: TRL's token mean, n_chosen 0 counts as 1 */
+    CHECK(close_to(total, want, 1e-15), "weighted batch total %.17g want %.17g", total, want);
+    for (i = 0; i < 3; i++) {
+        apo_pair_loss(&terms[0].p, &pairs[i], &gc, &gr);
+        CHECK(close_to(dc[i], 0.7 * gc / 3 - 0.3 / 21.0, 1e-15) && close_to(dr[i], 0.7 * gr / 3, 1e-15),
+              "batch gradient of pair %d includes weight and 1/n", i);
+    }
+    CHECK(m.rewards_accuracies == 2.0 / 3.0, "accuracies: pairs 0 and 1 have r_w > r_l, pair 2 ties (strict): %g", m.rewards_accuracies);
+    total = apo_batch_loss(terms, 2, pairs, 0, NULL, NULL, &m);
+    CHECK(total == 0 && m.n_pairs == 0, "empty batch is 0 with n_pairs 0");
+}
+
+int main(int argc, char **argv) {
+    const char *ref = argc > 1 ? argv[1] : "tests/apo/reference.txt";
+    test_reference(ref);
+    test_finite_differences();
+    test_behaviour();
+    test_nonfinite();
+    test_stability();
+    test_names_and_parser();
+    test_batch_structure();
+    printf("%d checks, %d failed\n", n_checks, n_fail);
+    return n_fail ? 1 : 0;
+}
