@@ -2,10 +2,13 @@
 # Variables from build.sh: CC NVCC CFLAGS OMP BUILD SAN mode; helper: run_test NAME CMD...
 build_model() {
   $CC $CFLAGS -std=c99 -c llama/json.c -o "$BUILD/llama_json.o"
+  build_model_math_object   # llama_model.o first: the checkpoint tests link it
   build_model_checkpoint
+  build_model_math_tests    # after the checkpoint objects: the fixture test links them
 }
 test_model() {
   test_model_checkpoint
+  test_model_math
 }
 
 # ---- checkpoint I/O block (llama/safetensors.c, llama/checkpoint.c, tests/checkpoint/) ------
@@ -38,3 +41,30 @@ test_model_checkpoint() {
   fi
 }
 # ---- end of checkpoint I/O block ------------------------------------------------------------
+
+# ---- model math block (llama/model.c, tests/model/) -----------------------------------------
+# Owned by the model-math helper. -O3 and fp contraction let the matmul micro-kernel vectorise
+# into FMAs (model.c picks AVX2/AVX-512 versions at run time); under ASan build.sh's flags stay.
+build_model_math_object() {
+  local extra="-O3 -ffp-contract=fast"
+  [ -n "$SAN" ] && extra=""
+  # shellcheck disable=SC2086
+  $CC $CFLAGS $extra $OMP -std=c99 -c llama/model.c -o "$BUILD/llama_model.o"
+}
+build_model_math_tests() {
+  mkdir -p "$BUILD/tests"
+  # The HF fixture comparison needs the checkpoint loader; without its objects the test is
+  # built without it and says so in its output.
+  local ck="" def=""
+  if [ -f "$BUILD/llama_checkpoint.o" ] && [ -f "$BUILD/llama_safetensors.o" ]; then
+    ck="$BUILD/llama_checkpoint.o $BUILD/llama_safetensors.o $BUILD/llama_json.o"
+    def="-DHAVE_CHECKPOINT"
+  fi
+  # shellcheck disable=SC2086
+  $CC $CFLAGS $OMP $def -std=c99 tests/model/test_model.c "$BUILD/llama_model.o" $ck -lm \
+    -o "$BUILD/tests/test_model"
+}
+test_model_math() {
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} run_test model "$BUILD/tests/test_model" tests/fixtures/llama
+}
+# ---- end of model math block -----------------------------------------------------------------

@@ -1,0 +1,1281 @@
+/* llama/model.c - the Llama model math in fp32 on the CPU: parameter layout, random init, the
+ * forward pass over a packed batch (per-token log-probs, chunked LM head), its backward, the CPU
+ * backend (AdamW included), and KV-cache decoding. This is the reference every CUDA kernel is
+ * tested against, so it follows Hugging Face's modeling_llama.py step by step:
+ *
+ *   x = embed_tokens[tokens]                                     [T, D]
+ *   for each layer:
+ *     n1 = input_layernorm(x)           (RMSNorm)
+ *     q, k, v = n1 @ q_proj^T, n1 @ k_proj^T, n1 @ v_proj^T      [T, H*hd], [T, K*hd], [T, K*hd]
+ *     q, k = rope(q), rope(k)           (rotate-half, position = index inside the sequence)
+ *     att = causal softmax(q k^T / sqrt(hd)) v, per sequence, query head h uses kv head h / (H/K)
+ *     x = x + att @ o_proj^T
+ *     n2 = post_attention_layernorm(x)
+ *     x = x + (silu(n2 @ gate_proj^T) * (n2 @ up_proj^T)) @ down_proj^T
+ *   xf = norm(x); logits = xf @ lm_head^T  (never all at once: chunks of tokens)
+ *
+ * Design notes (what backward stores vs recomputes): docs/design.md, section "model".
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* ========================================================================================== */
+/* Layout                                                                                      */
+
+static void set_info(llama_tensor_info *t, const char *name, int ndim, int64_t d0, int64_t d1,
+                     size_t offset)
+{
+    size_t i = 0; /* names fit: the longest is ~60 chars for layer indices below 10^6 */
+    for (; name[i] && i + 1 < sizeof t->name; i++) t->name[i] = name[i];
+    t->name[i] = 0;
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = ndim == 2 ? d1 : 0;
+    t->offset = offset;
+    t->numel = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
+}
+
+/* Sizes are checked by llama_model_alloc (check_config) before anything large happens; layout
+ * itself just counts. */
+int llama_layout(const llama_config *c, llama_tensor_info *out, size_t *n_params)
+{
+    int64_t V = c->vocab_size, D = c->hidden_size, I = c->intermediate_size;
+    int64_t qd = (int64_t)c->num_attention_heads * c->head_dim;
+    int64_t kd = (int64_t)c->num_key_value_heads * c->head_dim;
+    size_t off = 0;
+    int n = 0;
+    char name[96];
+#define ADD(nm, nd, a, b)                                                   \
+    do {                                                                    \
+        llama_tensor_info tmp_;                                             \
+        set_info(&tmp_, nm, nd, a, b, off);                                 \
+        if (out) out[n] = tmp_;                                             \
+        off += tmp_.numel;                                                  \
+        n++;                                                                \
+    } while (0)
+    ADD("model.embed_tokens.weight", 2, V, D);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        ADD(name, 1, D, 0);
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.weight", l);
+        ADD(name, 2, qd, D);
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.k_proj.weight", l);
+        ADD(name, 2, kd, D);
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.v_proj.weight", l);
+        ADD(name, 2, kd, D);
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.o_proj.weight", l);
+        ADD(name, 2, D, qd);
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        ADD(name, 1, D, 0);
+        snprintf(name, sizeof name, "model.layers.%d.mlp.gate_proj.weight", l);
+        ADD(name, 2, I, D);
+        snprintf(name, sizeof name, "model.layers.%d.mlp.up_proj.weight", l);
+        ADD(name, 2, I, D);
+        snprintf(name, sizeof name, "model.layers.%d.mlp.down_proj.weight", l);
+        ADD(name, 2, D, I);
+    }
+    ADD("model.norm.weight", 1, D, 0);
+    if (!c->tie_word_embeddings) ADD("lm_head.weight", 2, V, D);
+#undef ADD
+    if (n_params) *n_params = off;
+    return n;
+}
+
+int llama_weights_view(const llama_config *c, float *flat, llama_weights *w)
+{
+    int L = c->num_hidden_layers;
+    size_t V = (size_t)c->vocab_size, D = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t qd = (size_t)c->num_attention_heads * (size_t)c->head_dim;
+    size_t kd = (size_t)c->num_key_value_heads * (size_t)c->head_dim;
+    memset(w, 0, sizeof *w);
+    w->layers = (llama_layer_weights *)calloc(L > 0 ? (size_t)L : 1, sizeof *w->layers);
+    if (!w->layers) return -1;
+    float *p = flat;
+    w->embed_tokens = p; p += V * D;
+    for (int l = 0; l < L; l++) {
+        llama_layer_weights *lw = &w->layers[l];
+        lw->input_layernorm = p; p += D;
+        lw->q_proj = p; p += qd * D;
+        lw->k_proj = p; p += kd * D;
+        lw->v_proj = p; p += kd * D;
+        lw->o_proj = p; p += D * qd;
+        lw->post_attention_layernorm = p; p += D;
+        lw->gate_proj = p; p += I * D;
+        lw->up_proj = p; p += I * D;
+        lw->down_proj = p; p += D * I;
+    }
+    w->norm = p; p += D;
+    w->lm_head = c->tie_word_embeddings ? w->embed_tokens : p;
+    return 0;
+}
+
+void llama_weights_free_view(llama_weights *w)
+{
+    free(w->layers);
+    w->layers = NULL;
+}
+
+/* ========================================================================================== */
+/* Model allocation and init                                                                   */
+
+/* The largest parameter count we accept: 2^36 floats (256 GiB). Anything above is a config
+ * typo, not a model; refusing it keeps size arithmetic far from overflow. */
+#define LLAMA_MAX_PARAMS ((size_t)1 << 36)
+
+static int check_config(const llama_config *c, char *err, size_t errsz)
+{
+    const char *bad = NULL;
+    if (c->vocab_size <= 0) bad = "vocab_size";
+    else if (c->hidden_size <= 0) bad = "hidden_size";
+    else if (c->intermediate_size <= 0) bad = "intermediate_size";
+    else if (c->num_hidden_layers <= 0) bad = "num_hidden_layers";
+    else if (c->num_attention_heads <= 0) bad = "num_attention_heads";
+    else if (c->num_key_value_heads <= 0) bad = "num_key_value_heads";
+    else if (c->head_dim <= 0 || c->head_dim % 2 || c->head_dim > 1024)
+        bad = "head_dim (must be positive, even and at most 1024)";
+    if (bad) {
+        snprintf(err, errsz, "config: %s is not a valid size; fix config.json", bad);
+        return -1;
+    }
+    if (c->num_attention_heads % c->num_key_value_heads) {
+        snprintf(err, errsz, "config: num_attention_heads (%d) is not a multiple of "
+                 "num_key_value_heads (%d)", c->num_attention_heads, c->num_key_value_heads);
+        return -1;
+    }
+    /* every dimension below 2^24 and the products in double: no size_t overflow possible */
+    const int lim = 1 << 24;
+    if (c->vocab_size > lim || c->hidden_size > lim || c->intermediate_size > lim ||
+        c->num_hidden_layers > 4096 || c->num_attention_heads > 4096) {
+        snprintf(err, errsz, "config: a dimension is absurdly large (vocab %d, hidden %d, "
+                 "intermediate %d, layers %d, heads %d, head_dim %d)", c->vocab_size,
+                 c->hidden_size, c->intermediate_size, c->num_hidden_layers,
+                 c->num_attention_heads, c->head_dim);
+        return -1;
+    }
+    double V = c->vocab_size, D = c->hidden_size, I = c->intermediate_size;
+    double qd = (double)c->num_attention_heads * c->head_dim;
+    double kd = (double)c->num_key_value_heads * c->head_dim;
+    double total = V * D * (c->tie_word_embeddings ? 1 : 2) + D +
+                   c->num_hidden_layers * (2 * D + 2 * qd * D + 2 * kd * D + 3 * I * D);
+    if (total > (double)LLAMA_MAX_PARAMS) {
+        snprintf(err, errsz, "config: %.3g parameters is more than this build accepts (%.3g)",
+                 total, (double)LLAMA_MAX_PARAMS);
+        return -1;
+    }
+    return 0;
+}
+
+int llama_model_alloc(llama_model *m, const llama_config *cfg, char *err, size_t errsz)
+{
+    memset(m, 0, sizeof *m);
+    if (check_config(cfg, err, errsz)) return -1;
+    m->cfg = *cfg;
+    m->n_tensors = llama_layout(cfg, NULL, &m->n_params);
+    m->tensors = (llama_tensor_info *)calloc((size_t)m->n_tensors, sizeof *m->tensors);
+    m->params = (float *)calloc(m->n_params, sizeof(float));
+    if (!m->tensors || !m->params || llama_weights_view(cfg, m->params, &m->w)) {
+        snprintf(err, errsz, "out of memory allocating %zu parameters (%.1f MiB)", m->n_params,
+                 m->n_params * 4.0 / (1 << 20));
+        llama_model_free(m);
+        return -1;
+    }
+    llama_layout(cfg, m->tensors, NULL);
+    return 0;
+}
+
+void llama_model_free(llama_model *m)
+{
+    if (!m) return;
+    free(m->tensors);
+    free(m->params);
+    llama_weights_free_view(&m->w);
+    memset(m, 0, sizeof *m);
+}
+
+/* splitmix64: tiny, well-mixed, and identical everywhere; Box-Muller turns pairs of uniforms
+ * into normals. (Not torch's generator: our init is deterministic, not torch-identical.) */
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double uniform01(uint64_t *s) /* in (0, 1] */
+{
+    return ((splitmix64(s) >> 11) + 1) * (1.0 / 9007199254740992.0);
+}
+
+void llama_model_init_random(llama_model *m, uint64_t seed)
+{
+    double stdv = m->cfg.initializer_range > 0 ? m->cfg.initializer_range : 0.02;
+    for (int t = 0; t < m->n_tensors; t++) {
+        const llama_tensor_info *ti = &m->tensors[t];
+        float *p = m->params + ti->offset;
+        if (ti->ndim == 1) {
+            for (size_t i = 0; i < ti->numel; i++) p[i] = 1.0f;
+            continue;
+        }
+        /* one stream per tensor, so a tensor's values do not depend on the others' sizes */
+        uint64_t s = seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(t + 1));
+        for (size_t i = 0; i < ti->numel; i += 2) {
+            double u1 = uniform01(&s), u2 = uniform01(&s);
+            double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
+            p[i] = (float)(stdv * r * cos(a));
+            if (i + 1 < ti->numel) p[i + 1] = (float)(stdv * r * sin(a));
+        }
+    }
+}
+
+void llama_completion_logp(const llama_batch *b, const float *logp, double *out)
+{
+    for (int s = 0; s < b->n_seq; s++) {
+        double sum = 0;
+        for (int i = b->seq_start[s]; i < b->seq_start[s + 1]; i++)
+            if (b->completion[i]) sum += logp[i];
+        out[s] = sum;
+    }
+}
+
+/* ========================================================================================== */
+/* Matrix multiply: one blocked kernel, three uses.                                            */
+/*
+ * gemm: C[r, j] += sum_kk A(r, kk) * B(kk, j) for r < n, j < m, kk < k, where A and B are read
+ * through strides: A(r, kk) = A[r*ars + kk*aks], B(kk, j) = B[kk*bks + j*bjs]. That covers
+ *   forward   Y = X W^T      (B = W^T read in place: bks = 1, bjs = in)
+ *   backward  dX += dY W     (B = W as stored)
+ *   backward  dW += dY^T X   (A = dY^T read in place: ars = 1, aks = out)
+ * Columns are cut into panels of NR (parallel over panels: no two threads write the same C),
+ * k into blocks of KB; each B block [KB, NR] is packed contiguously (zero-padded) on the stack,
+ * so the micro kernel's inner loop is a fixed-length, unit-stride, vectorisable update of an
+ * MR x NR register tile:  acc[r][0..NR) += a[r] * b[0..NR).
+ */
+#define MR 6
+#define NR 16
+#define KB 256
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+typedef struct {
+    float *C;
+    size_t ldc;
+    const float *A;
+    ptrdiff_t ars, aks;
+    const float *B;
+    ptrdiff_t bks, bjs;
+    int n, k, m;
+} gemm_args;
+
+/* One column panel [j0, j0 + NR) of C, all rows. */
+static ALWAYS_INLINE void gemm_panel_body(const gemm_args *g, int j0)
+{
+    float Bp[KB * NR];
+    const int jn = MIN(NR, g->m - j0);
+    for (int k0 = 0; k0 < g->k; k0 += KB) {
+        const int kn = MIN(KB, g->k - k0);
+        for (int kk = 0; kk < kn; kk++) {
+            const float *src = g->B + (ptrdiff_t)(k0 + kk) * g->bks + (ptrdiff_t)j0 * g->bjs;
+            for (int j = 0; j < NR; j++) Bp[kk * NR + j] = j < jn ? src[j * g->bjs] : 0.0f;
+        }
+        int r0 = 0;
+        for (; r0 + MR <= g->n; r0 += MR) {
+            float acc[MR][NR];
+            for (int r = 0; r < MR; r++)
+                for (int j = 0; j < NR; j++) acc[r][j] = 0.0f;
+            const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
+            for (int kk = 0; kk < kn; kk++) {
+                const float *restrict b = Bp + kk * NR;
+                for (int r = 0; r < MR; r++) {
+                    const float ar = a[r * g->ars];
+                    for (int j = 0; j < NR; j++) acc[r][j] += ar * b[j];
+                }
+                a += g->aks;
+            }
+            for (int r = 0; r < MR; r++) {
+                float *c = g->C + (size_t)(r0 + r) * g->ldc + j0;
+                for (int j = 0; j < jn; j++) c[j] += acc[r][j];
+            }
+        }
+        for (; r0 < g->n; r0++) { /* leftover rows, one at a time */
+            float acc[NR];
+            for (int j = 0; j < NR; j++) acc[j] = 0.0f;
+            const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
+            for (int kk = 0; kk < kn; kk++) {
+                const float ar = a[(ptrdiff_t)kk * g->aks];
+                const float *restrict b = Bp + kk * NR;
+                for (int j = 0; j < NR; j++) acc[j] += ar * b[j];
+            }
+            float *c = g->C + (size_t)r0 * g->ldc + j0;
+            for (int j = 0; j < jn; j++) c[j] += acc[j];
+        }
+    }
+}
+
+static void gemm_panel_generic(const gemm_args *g, int j0) { gemm_panel_body(g, j0); }
+
+/* On x86 with GCC, the same C compiled for AVX2+FMA and AVX-512, picked at run time: the
+ * binary still runs on any x86-64. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define LLAMA_X86_DISPATCH 1
+__attribute__((target("avx2,fma"))) static void gemm_panel_avx2(const gemm_args *g, int j0)
+{
+    gemm_panel_body(g, j0);
+}
+__attribute__((target("avx512f,avx2,fma"))) static void gemm_panel_avx512(const gemm_args *g,
+                                                                         int j0)
+{
+    gemm_panel_body(g, j0);
+}
+#endif
+
+typedef void (*gemm_panel_fn)(const gemm_args *, int);
+
+static gemm_panel_fn pick_gemm_panel(void)
+{
+#ifdef LLAMA_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return gemm_panel_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return gemm_panel_avx2;
+#endif
+    return gemm_panel_generic;
+}
+
+static void gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t aks,
+                 const float *B, ptrdiff_t bks, ptrdiff_t bjs, int n, int k, int m)
+{
+    static gemm_panel_fn panel; /* set once, outside parallel regions */
+    if (!panel) panel = pick_gemm_panel();
+    if (n <= 0 || m <= 0 || k <= 0) return;
+    gemm_args g = {C, ldc, A, ars, aks, B, bks, bjs, n, k, m};
+    const int np = (m + NR - 1) / NR;
+    gemm_panel_fn fn = panel;
+#pragma omp parallel for schedule(static) if ((double)n * k * m > 1e5)
+    for (int p = 0; p < np; p++) fn(&g, p * NR);
+}
+
+/* Y[n, o] = X[n, i] @ W[o, i]^T */
+static void mm_fwd(float *Y, const float *X, const float *W, int n, int in, int out)
+{
+    memset(Y, 0, (size_t)n * out * sizeof(float));
+    gemm(Y, (size_t)out, X, in, 1, W, 1, in, n, in, out);
+}
+
+/* dX[n, i] += dY[n, o] @ W[o, i] */
+static void mm_bwd_x(float *dX, const float *dY, const float *W, int n, int in, int out)
+{
+    gemm(dX, (size_t)in, dY, out, 1, W, in, 1, n, out, in);
+}
+
+/* dW[o, i] += dY[n, o]^T @ X[n, i] */
+static void mm_bwd_w(float *dW, const float *dY, const float *X, int n, int in, int out)
+{
+    gemm(dW, (size_t)in, dY, 1, out, X, in, 1, out, n, in);
+}
+
+void llama_matmul(float *out, const float *x, const float *w, int n, int in_dim, int out_dim)
+{
+    mm_fwd(out, x, w, n, in_dim, out_dim);
+}
+
+/* ========================================================================================== */
+/* RMSNorm, RoPE, SwiGLU                                                                       */
+
+/* HF: variance = mean(x^2); x * rsqrt(variance + eps); weight * that (all fp32). We sum in
+ * double, which only makes the mean more accurate. rstd[n] may be NULL. */
+static void rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int n, int d,
+                        float eps)
+{
+#pragma omp parallel for schedule(static) if (n > 16)
+    for (int t = 0; t < n; t++) {
+        const float *xr = x + (size_t)t * d;
+        float *o = out + (size_t)t * d;
+        double ss = 0;
+        for (int j = 0; j < d; j++) ss += (double)xr[j] * xr[j];
+        float r = 1.0f / sqrtf((float)(ss / d) + eps);
+        if (rstd) rstd[t] = r;
+        for (int j = 0; j < d; j++) o[j] = w[j] * (xr[j] * r);
+    }
+}
+
+void llama_rmsnorm(float *out, const float *x, const float *w, int n, int d, float eps)
+{
+    rmsnorm_fwd(out, NULL, x, w, n, d, eps);
+}
+
+/* Given dy for y = w * x * r (r = rsqrt(mean(x^2) + eps)):
+ *   dx = r * (w * dy) - x * r^3 / d * sum_j (w_j dy_j x_j)     (ADDED to dx)
+ *   dw += sum_t dy * x * r */
+static void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *rstd,
+                        const float *w, int n, int d)
+{
+#pragma omp parallel for schedule(static) if (n > 16)
+    for (int t = 0; t < n; t++) {
+        const float *xr = x + (size_t)t * d, *g = dy + (size_t)t * d;
+        float *o = dx + (size_t)t * d;
+        const float r = rstd[t];
+        double dot = 0;
+        for (int j = 0; j < d; j++) dot += (double)w[j] * g[j] * xr[j];
+        const float c = (float)(dot * r * r * r / d);
+        for (int j = 0; j < d; j++) o[j] += r * w[j] * g[j] - xr[j] * c;
+    }
+#pragma omp parallel for schedule(static) if (n > 16)
+    for (int j = 0; j < d; j++) {
+        double s = 0;
+        for (int t = 0; t < n; t++) s += (double)dy[(size_t)t * d + j] * x[(size_t)t * d + j] * rstd[t];
+        dw[j] += (float)s;
+    }
+}
+
+/* HF computes inv_freq in fp32 (1 / theta ** (arange(0, hd, 2) / hd)) and, for llama3, the
+ * smoothing in fp32 too; we do the same float arithmetic so angles agree to the last bit as far
+ * as libm allows. Stored as double because that is the interface. */
+void llama_rope_inv_freq(const llama_config *cfg, double *inv_freq)
+{
+    const int hd = cfg->head_dim;
+    for (int i = 0; i < hd / 2; i++) {
+        float e = (float)(2 * i) / (float)hd;
+        float f = 1.0f / powf((float)cfg->rope_theta, e);
+        if (cfg->rope_llama3) {
+            /* transformers' _compute_llama3_parameters */
+            const float factor = (float)cfg->rope_factor;
+            const float lo = (float)cfg->rope_low_freq_factor, hi = (float)cfg->rope_high_freq_factor;
+            const float old_ctx = (float)cfg->rope_original_max_position_embeddings;
+            const float low_freq_wavelen = old_ctx / lo, high_freq_wavelen = old_ctx / hi;
+            const float wavelen = (float)(2 * 3.141592653589793) / f;
+            float scaled = wavelen > low_freq_wavelen ? f / factor : f;
+            if (!(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen)) {
+                float smooth = (old_ctx / wavelen - lo) / (hi - lo);
+                scaled = (1 - smooth) * scaled / factor + smooth * scaled;
+            }
+            f = scaled;
+        }
+        inv_freq[i] = f;
+    }
+}
+
+/* cos/sin of angle pos * inv_freq, as HF forms it: fp32 product, then cos/sin of that. */
+static void rope_cos_sin(int pos, const double *inv_freq, int half, float *c, float *s)
+{
+    for (int j = 0; j < half; j++) {
+        float ang = (float)pos * (float)inv_freq[j];
+        c[j] = (float)cos((double)ang);
+        s[j] = (float)sin((double)ang);
+    }
+}
+
+/* Rotate-half: (x1, x2) -> (x1 c - x2 s, x2 c + x1 s), x1 = x[j], x2 = x[j + hd/2]. With
+ * sgn = -1 this is the inverse rotation (the transpose), which is what backward needs. */
+static void rope_rotate(float *x, int n_heads, int hd, const float *c, const float *s, float sgn)
+{
+    const int half = hd / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *x1 = x + (size_t)h * hd, *x2 = x1 + half;
+        for (int j = 0; j < half; j++) {
+            const float a = x1[j], b = x2[j], sn = sgn * s[j];
+            x1[j] = a * c[j] - b * sn;
+            x2[j] = b * c[j] + a * sn;
+        }
+    }
+}
+
+void llama_rope_apply(float *x, int n_heads, int hd, int pos, const double *inv_freq)
+{
+    float c[512], s[512];
+    const int half = hd / 2;
+    if (half <= 512) {
+        rope_cos_sin(pos, inv_freq, half, c, s);
+        rope_rotate(x, n_heads, hd, c, s, 1.0f);
+        return;
+    }
+    for (int h = 0; h < n_heads; h++) /* huge head_dim: one pair at a time */
+        for (int j = 0; j < half; j++) {
+            float cj, sj;
+            rope_cos_sin(pos, inv_freq + j, 1, &cj, &sj);
+            float *x1 = x + (size_t)h * hd + j, *x2 = x1 + half;
+            const float a = *x1, b = *x2;
+            *x1 = a * cj - b * sj;
+            *x2 = b * cj + a * sj;
+        }
+}
+
+static inline float silu(float g) { return g / (1.0f + expf(-g)); }
+
+/* ========================================================================================== */
+/* Attention over one sequence (causal, GQA). q [n, H*hd], k/v [n, K*hd], out [n, H*hd],      */
+/* lse [n, H] (log-sum-exp of each query's scaled scores, kept for backward). Scores, softmax */
+/* and the weighted sum of v are accumulated in double: attention gradients are the ones most  */
+/* sensitive to forward rounding (see docs/design.md), and this costs little.                  */
+
+#define LLAMA_ATT_MAX_HD 1024 /* head_dim limit (check_config): per-query accumulators */
+
+typedef struct {
+    int H, K, hd;
+    float scale; /* 1 / sqrt(hd) */
+} attn_dims;
+
+static void attention_fwd(const attn_dims *a, int n, const float *q, const float *k,
+                          const float *v, float *out, float *lse, double *scratch /* [nthreads][n] */)
+{
+    const int H = a->H, K = a->K, hd = a->hd, rep = H / K;
+    const size_t qs = (size_t)H * hd, ks = (size_t)K * hd;
+#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (n > 8)
+    for (int h = 0; h < H; h++) {
+        for (int t = 0; t < n; t++) {
+#ifdef _OPENMP
+            double *sc = scratch + (size_t)omp_get_thread_num() * n;
+#else
+            double *sc = scratch;
+#endif
+            const float *qt = q + t * qs + (size_t)h * hd;
+            const int g = h / rep;
+            double mx = -INFINITY;
+            for (int s = 0; s <= t; s++) {
+                const float *ks_ = k + s * ks + (size_t)g * hd;
+                double d = 0;
+                for (int j = 0; j < hd; j++) d += qt[j] * ks_[j];
+                sc[s] = d * a->scale;
+                if (sc[s] > mx) mx = sc[s];
+            }
+            double sum = 0;
+            for (int s = 0; s <= t; s++) {
+                sc[s] = exp(sc[s] - mx);
+                sum += sc[s];
+            }
+            const double inv = 1.0 / sum;
+            double o[LLAMA_ATT_MAX_HD];
+            for (int j = 0; j < hd; j++) o[j] = 0;
+            for (int s = 0; s <= t; s++) {
+                const double p = sc[s] * inv;
+                const float *vs = v + s * ks + (size_t)g * hd;
+                for (int j = 0; j < hd; j++) o[j] += p * vs[j];
+            }
+            float *ot = out + t * qs + (size_t)h * hd;
+            for (int j = 0; j < hd; j++) ot[j] = (float)o[j];
+            lse[(size_t)t * H + h] = (float)(mx + log(sum));
+        }
+    }
+}
+
+/* Backward of one sequence's attention. With P = exp(S - lse) recomputed from q, k:
+ *   dV_s += P_ts dO_t;  dP_ts = dO_t . v_s;  dS_ts = P_ts (dP_ts - dO_t . O_t)
+ *   dq_t += scale sum_s dS_ts k_s;  dk_s += scale dS_ts q_t.
+ * Query heads run in parallel; each writes its own dk/dv slice dkh/dvh [n, H*hd] (zeroed by
+ * the caller), summed into the kv heads afterwards, so no two threads touch the same memory.
+ * The scores and dP - D_t are formed in double: dP - D_t cancels, and it is the cheapest place
+ * to buy back some of the fp32 noise the fixture comparison sees (see docs/design.md). */
+static void attention_bwd(const attn_dims *a, int n, const float *q, const float *k,
+                          const float *v, const float *out, const float *lse, const float *dout,
+                          float *dq, float *dkh, float *dvh)
+{
+    const int H = a->H, K = a->K, hd = a->hd, rep = H / K;
+    const size_t qs = (size_t)H * hd, ks = (size_t)K * hd;
+#pragma omp parallel for schedule(dynamic, 1) if (n > 8)
+    for (int h = 0; h < H; h++) {
+        const int g = h / rep;
+        for (int t = 0; t < n; t++) {
+            const float *qt = q + t * qs + (size_t)h * hd;
+            const float *dot_ = dout + t * qs + (size_t)h * hd;
+            const float *ot = out + t * qs + (size_t)h * hd;
+            float *dqt = dq + t * qs + (size_t)h * hd;
+            const float l = lse[(size_t)t * H + h];
+            double Dt = 0;
+            for (int j = 0; j < hd; j++) Dt += dot_[j] * ot[j];
+            for (int s = 0; s <= t; s++) {
+                const float *ks_ = k + s * ks + (size_t)g * hd;
+                const float *vs = v + s * ks + (size_t)g * hd;
+                double sc = 0, dp = 0;
+                for (int j = 0; j < hd; j++) {
+                    sc += qt[j] * ks_[j];
+                    dp += dot_[j] * vs[j];
+                }
+                const float p = (float)exp(sc * a->scale - l);
+                const float ds = (float)(p * (dp - Dt) * a->scale);
+                float *dks = dkh + s * qs + (size_t)h * hd, *dvs = dvh + s * qs + (size_t)h * hd;
+                for (int j = 0; j < hd; j++) {
+                    dqt[j] += ds * ks_[j];
+                    dks[j] += ds * qt[j];
+                    dvs[j] += p * dot_[j];
+                }
+            }
+        }
+    }
+}
+
+/* ========================================================================================== */
+/* The CPU backend                                                                             */
+
+/* Tokens per LM-head chunk: logits for LM_CHUNK tokens at a time ([LM_CHUNK, V] floats). */
+#define LM_CHUNK 64
+
+typedef struct {
+    llama_model *m;
+    float *grads;               /* [n_params] */
+    float *adam_m, *adam_v;     /* [n_params] each, allocated at the first step / set_state */
+    llama_weights gw;           /* views into grads */
+
+    /* Activations kept by forward for backward, sized for T_cap tokens. Per layer l:
+     *   xres[l]   [T, D]     residual stream entering layer l (xres[L] = after the last layer)
+     *   rstd1/2   [T]        RMSNorm reciprocal std (norms are recomputed from x and rstd)
+     *   q, k      [T, H*hd], [T, K*hd]  after RoPE
+     *   v         [T, K*hd]
+     *   att       [T, H*hd]  attention output before o_proj
+     *   lse       [T, H]     attention log-sum-exp (probabilities are recomputed)
+     *   xmid      [T, D]     residual after attention
+     *   gate, up  [T, I]     MLP pre-activations (silu(gate)*up is recomputed)
+     * Final: rstdf [T], xf [T, D] (normed), lm_lse [T] (LM-head log-sum-exp per position). */
+    int T_cap, T_last, have_fwd, n_threads;
+    float *xres, *rstd1, *rstd2, *q, *k, *v, *att, *lse, *xmid, *gate, *up;
+    float *rstdf, *xf, *lm_lse;
+    /* scratch */
+    float *buf_d, *buf_d2, *buf_d3, *buf_i, *buf_i2, *buf_q, *buf_q2, *buf_kh, *buf_vh;
+    float *buf_dk, *buf_dv, *logits;
+    double *att_scr;            /* [n_threads, T] attention scores */
+    float *rope_c, *rope_s;     /* [maxlen, hd/2] for the current batch */
+    int rope_cap;
+    double *inv_freq;           /* [hd/2] */
+} cpu_impl;
+
+static void cpu_free_acts(cpu_impl *c)
+{
+    float **p[] = {&c->xres, &c->rstd1, &c->rstd2, &c->q, &c->k, &c->v, &c->att, &c->lse,
+                   &c->xmid, &c->gate, &c->up, &c->rstdf, &c->xf, &c->lm_lse, &c->buf_d,
+                   &c->buf_d2, &c->buf_d3, &c->buf_i, &c->buf_i2, &c->buf_q, &c->buf_q2,
+                   &c->buf_kh, &c->buf_vh, &c->buf_dk, &c->buf_dv, &c->logits};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
+        free(*p[i]);
+        *p[i] = NULL;
+    }
+    free(c->att_scr);
+    c->att_scr = NULL;
+    c->T_cap = 0;
+}
+
+static int cpu_reserve(cpu_impl *c, int T, char *err, size_t errsz)
+{
+    if (T <= c->T_cap) return 0;
+    cpu_free_acts(c);
+    const llama_config *cf = &c->m->cfg;
+    const size_t L = (size_t)cf->num_hidden_layers, D = (size_t)cf->hidden_size;
+    const size_t I = (size_t)cf->intermediate_size, V = (size_t)cf->vocab_size;
+    const size_t qd = (size_t)cf->num_attention_heads * cf->head_dim;
+    const size_t kd = (size_t)cf->num_key_value_heads * cf->head_dim;
+    const size_t H = (size_t)cf->num_attention_heads, n = (size_t)T;
+    /* float count of everything, in double first, so that a huge T is an error, not a wrap */
+    double total = (double)n * (L + 1) * D + 2.0 * L * n + (double)L * n * (2 * qd + 2 * kd + H + D + 2 * I) +
+                   n + 4.0 * n * D + 2.0 * n * I + 4.0 * n * qd + 2.0 * n * kd +
+                   (double)LM_CHUNK * V + (double)c->n_threads * n;
+    if (total * 4 > 1e12) {
+        snprintf(err, errsz, "batch of %d tokens needs %.1f GB of activations; use smaller batches",
+                 T, total * 4 / 1e9);
+        return -1;
+    }
+#define A_(ptr, cnt) (c->ptr = (float *)malloc((cnt) * sizeof(float)))
+    int ok = A_(xres, (L + 1) * n * D) && A_(rstd1, L * n) && A_(rstd2, L * n) &&
+             A_(q, L * n * qd) && A_(k, L * n * kd) && A_(v, L * n * kd) && A_(att, L * n * qd) &&
+             A_(lse, L * n * H) && A_(xmid, L * n * D) && A_(gate, L * n * I) && A_(up, L * n * I) &&
+             A_(rstdf, n) && A_(xf, n * D) && A_(lm_lse, n) && A_(buf_d, n * D) &&
+             A_(buf_d2, n * D) && A_(buf_d3, n * D) && A_(buf_i, n * I) && A_(buf_i2, n * I) &&
+             A_(buf_q, n * qd) && A_(buf_q2, n * qd) && A_(buf_kh, n * qd) && A_(buf_vh, n * qd) &&
+             A_(buf_dk, n * kd) && A_(buf_dv, n * kd) &&
+             A_(logits, (size_t)LM_CHUNK * V) &&
+             (c->att_scr = (double *)malloc((size_t)c->n_threads * n * sizeof(double)));
+#undef A_
+    if (!ok) {
+        cpu_free_acts(c);
+        snprintf(err, errsz, "out of memory for the activations of %d tokens (%.1f GB)", T,
+                 total * 4 / 1e9);
+        return -1;
+    }
+    c->T_cap = T;
+    return 0;
+}
+
+static int check_batch(const llama_config *cf, const llama_batch *b, char *err, size_t errsz)
+{
+    if (!b || b->n_seq <= 0 || !b->tokens || !b->seq_start) {
+        snprintf(err, errsz, "batch: empty or missing tokens/seq_start");
+        return -1;
+    }
+    if (b->seq_start[0] != 0) {
+        snprintf(err, errsz, "batch: seq_start[0] is %d, must be 0", b->seq_start[0]);
+        return -1;
+    }
+    for (int s = 0; s < b->n_seq; s++)
+        if (b->seq_start[s + 1] <= b->seq_start[s]) {
+            snprintf(err, errsz, "batch: sequence %d is empty or seq_start decreases (%d -> %d)",
+                     s, b->seq_start[s], b->seq_start[s + 1]);
+            return -1;
+        }
+    const int T = b->seq_start[b->n_seq];
+    for (int i = 0; i < T; i++)
+        if (b->tokens[i] < 0 || b->tokens[i] >= cf->vocab_size) {
+            snprintf(err, errsz, "batch: token %d at position %d is outside the vocabulary (0..%d)",
+                     b->tokens[i], i, cf->vocab_size - 1);
+            return -1;
+        }
+    return 0;
+}
+
+/* cos/sin tables for positions 0..maxlen-1 */
+static int cpu_rope_tables(cpu_impl *c, int maxlen, char *err, size_t errsz)
+{
+    const int half = c->m->cfg.head_dim / 2;
+    if (maxlen > c->rope_cap) {
+        free(c->rope_c);
+        free(c->rope_s);
+        c->rope_c = (float *)malloc((size_t)maxlen * half * sizeof(float));
+        c->rope_s = (float *)malloc((size_t)maxlen * half * sizeof(float));
+        if (!c->rope_c || !c->rope_s) {
+            c->rope_cap = 0;
+            snprintf(err, errsz, "out of memory for RoPE tables");
+            return -1;
+        }
+        for (int p = 0; p < maxlen; p++)
+            rope_cos_sin(p, c->inv_freq, half, c->rope_c + (size_t)p * half, c->rope_s + (size_t)p * half);
+        c->rope_cap = maxlen;
+    }
+    return 0;
+}
+
+/* Applies RoPE (sgn +1) or its inverse (sgn -1) to every token of the batch. */
+static void rope_batch(cpu_impl *c, const llama_batch *b, float *x, int n_heads, float sgn)
+{
+    const int hd = c->m->cfg.head_dim, half = hd / 2;
+    const size_t stride = (size_t)n_heads * hd;
+    for (int s = 0; s < b->n_seq; s++) {
+        const int t0 = b->seq_start[s], t1 = b->seq_start[s + 1];
+#pragma omp parallel for schedule(static) if (t1 - t0 > 16)
+        for (int t = t0; t < t1; t++)
+            rope_rotate(x + (size_t)t * stride, n_heads, hd, c->rope_c + (size_t)(t - t0) * half,
+                        c->rope_s + (size_t)(t - t0) * half, sgn);
+    }
+}
+
+/* position t predicts token t + 1 when both are in the same sequence; returns the sequence end */
+static void fill_next(const llama_batch *b, int *next /* [T]: token id or -1 */)
+{
+    for (int s = 0; s < b->n_seq; s++)
+        for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
+            next[t] = t + 1 < b->seq_start[s + 1] ? b->tokens[t + 1] : -1;
+}
+
+static int cpu_forward(llama_backend *be, const llama_batch *b, float *logp)
+{
+    cpu_impl *c = (cpu_impl *)be->impl;
+    const llama_model *m = c->m;
+    const llama_config *cf = &m->cfg;
+    c->have_fwd = 0;
+    if (check_batch(cf, b, be->err, sizeof be->err)) return -1;
+    const int T = b->seq_start[b->n_seq];
+    int maxlen = 0;
+    for (int s = 0; s < b->n_seq; s++) maxlen = maxlen > b->seq_start[s + 1] - b->seq_start[s] ? maxlen : b->seq_start[s + 1] - b->seq_start[s];
+    if (cpu_reserve(c, T, be->err, sizeof be->err) || cpu_rope_tables(c, maxlen, be->err, sizeof be->err))
+        return -1;
+
+    const int L = cf->num_hidden_layers, D = cf->hidden_size, I = cf->intermediate_size;
+    const int V = cf->vocab_size, H = cf->num_attention_heads, K = cf->num_key_value_heads;
+    const int hd = cf->head_dim, qd = H * hd, kd = K * hd;
+    const size_t n = (size_t)T;
+    const attn_dims ad = {H, K, hd, 1.0f / sqrtf((float)hd)};
+
+    /* embeddings */
+    for (int t = 0; t < T; t++)
+        memcpy(c->xres + (size_t)t * D, m->w.embed_tokens + (size_t)b->tokens[t] * D, D * sizeof(float));
+
+    for (int l = 0; l < L; l++) {
+        const llama_layer_weights *w = &m->w.layers[l];
+        const float *x = c->xres + (size_t)l * n * D;
+        float *xnext = c->xres + (size_t)(l + 1) * n * D;
+        float *q = c->q + (size_t)l * n * qd, *k = c->k + (size_t)l * n * kd, *v = c->v + (size_t)l * n * kd;
+        float *att = c->att + (size_t)l * n * qd, *lse = c->lse + (size_t)l * n * H;
+        float *xmid = c->xmid + (size_t)l * n * D;
+        float *gate = c->gate + (size_t)l * n * I, *up = c->up + (size_t)l * n * I;
+        float *nrm = c->buf_d;
+
+        rmsnorm_fwd(nrm, c->rstd1 + (size_t)l * n, x, w->input_layernorm, T, D, cf->rms_norm_eps);
+        mm_fwd(q, nrm, w->q_proj, T, D, qd);
+        mm_fwd(k, nrm, w->k_proj, T, D, kd);
+        mm_fwd(v, nrm, w->v_proj, T, D, kd);
+        rope_batch(c, b, q, H, 1.0f);
+        rope_batch(c, b, k, K, 1.0f);
+        for (int s = 0; s < b->n_seq; s++) {
+            const size_t t0 = (size_t)b->seq_start[s];
+            attention_fwd(&ad, b->seq_start[s + 1] - b->seq_start[s], q + t0 * qd, k + t0 * kd,
+                          v + t0 * kd, att + t0 * qd, lse + t0 * H, c->att_scr);
+        }
+        mm_fwd(c->buf_d2, att, w->o_proj, T, qd, D);
+        for (size_t i = 0; i < n * D; i++) xmid[i] = x[i] + c->buf_d2[i];
+
+        rmsnorm_fwd(nrm, c->rstd2 + (size_t)l * n, xmid, w->post_attention_layernorm, T, D, cf->rms_norm_eps);
+        mm_fwd(gate, nrm, w->gate_proj, T, D, I);
+        mm_fwd(up, nrm, w->up_proj, T, D, I);
+        float *h = c->buf_i;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n * I; i++) h[i] = silu(gate[i]) * up[i];
+        mm_fwd(c->buf_d2, h, w->down_proj, T, I, D);
+        for (size_t i = 0; i < n * D; i++) xnext[i] = xmid[i] + c->buf_d2[i];
+    }
+    rmsnorm_fwd(c->xf, c->rstdf, c->xres + (size_t)L * n * D, m->w.norm, T, D, cf->rms_norm_eps);
+
+    /* LM head in chunks of LM_CHUNK positions: logits [chunk, V], then per row the log-sum-exp
+     * (fp64 sum) and the next token's logit. Never more than [LM_CHUNK, V] logits at once. */
+    int *next = (int *)malloc(n * sizeof(int));
+    if (!next) {
+        snprintf(be->err, sizeof be->err, "out of memory");
+        return -1;
+    }
+    fill_next(b, next);
+    for (int s = 0; s < b->n_seq; s++) logp[b->seq_start[s]] = 0.0f;
+    for (int t0 = 0; t0 < T; t0 += LM_CHUNK) {
+        const int cn = MIN(LM_CHUNK, T - t0);
+        mm_fwd(c->logits, c->xf + (size_t)t0 * D, m->w.lm_head, cn, D, V);
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < cn; r++) {
+            const float *lg = c->logits + (size_t)r * V;
+            float mx = -INFINITY;
+            for (int j = 0; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
+            double sum = 0;
+            for (int j = 0; j < V; j++) sum += expf(lg[j] - mx);
+            const float lse = mx + (float)log(sum);
+            c->lm_lse[t0 + r] = lse;
+            if (next[t0 + r] >= 0) logp[t0 + r + 1] = lg[next[t0 + r]] - lse;
+        }
+    }
+    free(next);
+    c->T_last = T;
+    c->have_fwd = 1;
+    return 0;
+}
+
+static int cpu_backward(llama_backend *be, const llama_batch *b, const float *dlogp)
+{
+    cpu_impl *c = (cpu_impl *)be->impl;
+    const llama_model *m = c->m;
+    const llama_config *cf = &m->cfg;
+    if (!c->have_fwd || check_batch(cf, b, be->err, sizeof be->err) ||
+        b->seq_start[b->n_seq] != c->T_last) {
+        if (!c->have_fwd || b->seq_start[b->n_seq] != c->T_last)
+            snprintf(be->err, sizeof be->err, "backward: needs a successful forward of the same batch first");
+        return -1;
+    }
+    const int T = c->T_last;
+    const int L = cf->num_hidden_layers, D = cf->hidden_size, I = cf->intermediate_size;
+    const int V = cf->vocab_size, H = cf->num_attention_heads, K = cf->num_key_value_heads;
+    const int hd = cf->head_dim, qd = H * hd, kd = K * hd, rep = H / K;
+    const size_t n = (size_t)T;
+    const attn_dims ad = {H, K, hd, 1.0f / sqrtf((float)hd)};
+    llama_weights *gw = &c->gw;
+
+    /* ---- LM head: only positions whose next token carries weight ------------------------ */
+    int *pos = (int *)malloc(n * sizeof(int)), *next = (int *)malloc(n * sizeof(int));
+    float *xg = (float *)malloc((size_t)LM_CHUNK * D * sizeof(float));
+    float *dxg = (float *)malloc((size_t)LM_CHUNK * D * sizeof(float));
+    if (!pos || !next || !xg || !dxg) {
+        free(pos); free(next); free(xg); free(dxg);
+        snprintf(be->err, sizeof be->err, "out of memory");
+        return -1;
+    }
+    fill_next(b, next);
+    int np = 0;
+    for (int t = 0; t < T; t++)
+        if (next[t] >= 0 && dlogp[t + 1] != 0.0f) pos[np++] = t;
+    float *dxf = c->buf_d2; /* [T, D] gradient w.r.t. the final normed hidden state */
+    memset(dxf, 0, n * D * sizeof(float));
+    for (int p0 = 0; p0 < np; p0 += LM_CHUNK) {
+        const int cn = MIN(LM_CHUNK, np - p0);
+        for (int r = 0; r < cn; r++)
+            memcpy(xg + (size_t)r * D, c->xf + (size_t)pos[p0 + r] * D, D * sizeof(float));
+        mm_fwd(c->logits, xg, m->w.lm_head, cn, D, V);
+        /* d logp / d logits = onehot(next) - softmax; times the weight of that log-prob */
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < cn; r++) {
+            const int t = pos[p0 + r];
+            const float g = dlogp[t + 1], lse = c->lm_lse[t];
+            float *lg = c->logits + (size_t)r * V;
+            for (int j = 0; j < V; j++) lg[j] = -g * expf(lg[j] - lse);
+            lg[next[t]] += g;
+        }
+        memset(dxg, 0, (size_t)cn * D * sizeof(float));
+        mm_bwd_x(dxg, c->logits, m->w.lm_head, cn, D, V);
+        mm_bwd_w(gw->lm_head, c->logits, xg, cn, D, V); /* tied: lands in embed_tokens' grad */
+        for (int r = 0; r < cn; r++) {
+            float *d = dxf + (size_t)pos[p0 + r] * D;
+            for (int j = 0; j < D; j++) d[j] += dxg[(size_t)r * D + j];
+        }
+    }
+    free(pos); free(next); free(xg); free(dxg);
+
+    /* ---- final norm --------------------------------------------------------------------- */
+    float *dx = c->buf_d; /* [T, D] gradient w.r.t. the residual stream, walked backwards */
+    memset(dx, 0, n * D * sizeof(float));
+    rmsnorm_bwd(dx, gw->norm, dxf, c->xres + (size_t)L * n * D, c->rstdf, m->w.norm, T, D);
+
+    for (int l = L - 1; l >= 0; l--) {
+        const llama_layer_weights *w = &m->w.layers[l];
+        llama_layer_weights *g = &gw->layers[l];
+        const float *x = c->xres + (size_t)l * n * D;
+        const float *q = c->q + (size_t)l * n * qd, *k = c->k + (size_t)l * n * kd, *v = c->v + (size_t)l * n * kd;
+        const float *att = c->att + (size_t)l * n * qd, *lse = c->lse + (size_t)l * n * H;
+        const float *xmid = c->xmid + (size_t)l * n * D;
+        const float *gate = c->gate + (size_t)l * n * I, *up = c->up + (size_t)l * n * I;
+        const float *rstd1 = c->rstd1 + (size_t)l * n, *rstd2 = c->rstd2 + (size_t)l * n;
+        float *h = c->buf_i, *dh = c->buf_i2, *nrm = c->buf_d2;
+
+        /* MLP: x_out = xmid + down(h), h = silu(gate) * up */
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n * I; i++) h[i] = silu(gate[i]) * up[i];
+        mm_bwd_w(g->down_proj, dx, h, T, I, D);
+        memset(dh, 0, n * I * sizeof(float));
+        mm_bwd_x(dh, dx, w->down_proj, T, I, D);
+        /* in place: h <- d gate, dh <- d up */
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n * I; i++) {
+            const float gv = gate[i], sg = 1.0f / (1.0f + expf(-gv));
+            const float d = dh[i];
+            dh[i] = d * gv * sg;                                  /* d up   = dh * silu(g) */
+            h[i] = d * up[i] * sg * (1.0f + gv * (1.0f - sg));    /* d gate = dh * up * silu'(g) */
+        }
+        rmsnorm_fwd(nrm, NULL, xmid, w->post_attention_layernorm, T, D, cf->rms_norm_eps);
+        mm_bwd_w(g->gate_proj, h, nrm, T, D, I);
+        mm_bwd_w(g->up_proj, dh, nrm, T, D, I);
+        float *dn = c->buf_d3;
+        memset(dn, 0, n * D * sizeof(float));
+        mm_bwd_x(dn, h, w->gate_proj, T, D, I);
+        mm_bwd_x(dn, dh, w->up_proj, T, D, I);
+        rmsnorm_bwd(dx, g->post_attention_layernorm, dn, xmid, rstd2, w->post_attention_layernorm, T, D);
+        /* dx is now the gradient w.r.t. xmid */
+
+        /* attention: xmid = x + o_proj(att) */
+        mm_bwd_w(g->o_proj, dx, att, T, qd, D);
+        float *datt = c->buf_q;
+        memset(datt, 0, n * qd * sizeof(float));
+        mm_bwd_x(datt, dx, w->o_proj, T, qd, D);
+        float *dq = c->buf_q2, *dkh = c->buf_kh, *dvh = c->buf_vh;
+        memset(dq, 0, n * qd * sizeof(float));
+        memset(dkh, 0, n * qd * sizeof(float));
+        memset(dvh, 0, n * qd * sizeof(float));
+        for (int s = 0; s < b->n_seq; s++) {
+            const size_t t0 = (size_t)b->seq_start[s];
+            attention_bwd(&ad, b->seq_start[s + 1] - b->seq_start[s], q + t0 * qd, k + t0 * kd,
+                          v + t0 * kd, att + t0 * qd, lse + t0 * H, datt + t0 * qd, dq + t0 * qd,
+                          dkh + t0 * qd, dvh + t0 * qd);
+        }
+        /* per-query-head dk/dv -> kv heads (GQA: sum over the heads sharing a kv head) */
+        float *dk = c->buf_dk, *dv = c->buf_dv;
+#pragma omp parallel for schedule(static)
+        for (size_t t = 0; t < n; t++)
+            for (int kh = 0; kh < K; kh++)
+                for (int j = 0; j < hd; j++) {
+                    float sk = 0, sv = 0;
+                    for (int r = 0; r < rep; r++) {
+                        sk += dkh[t * qd + (size_t)(kh * rep + r) * hd + j];
+                        sv += dvh[t * qd + (size_t)(kh * rep + r) * hd + j];
+                    }
+                    dk[t * kd + (size_t)kh * hd + j] = sk;
+                    dv[t * kd + (size_t)kh * hd + j] = sv;
+                }
+        rope_batch(c, b, dq, H, -1.0f); /* gradient w.r.t. pre-RoPE q, k: the inverse rotation */
+        rope_batch(c, b, dk, K, -1.0f);
+
+        rmsnorm_fwd(nrm, NULL, x, w->input_layernorm, T, D, cf->rms_norm_eps);
+        mm_bwd_w(g->q_proj, dq, nrm, T, D, qd);
+        mm_bwd_w(g->k_proj, dk, nrm, T, D, kd);
+        mm_bwd_w(g->v_proj, dv, nrm, T, D, kd);
+        memset(dn, 0, n * D * sizeof(float));
+        mm_bwd_x(dn, dq, w->q_proj, T, D, qd);
+        mm_bwd_x(dn, dk, w->k_proj, T, D, kd);
+        mm_bwd_x(dn, dv, w->v_proj, T, D, kd);
+        rmsnorm_bwd(dx, g->input_layernorm, dn, x, rstd1, w->input_layernorm, T, D);
+    }
+
+    /* ---- embeddings (serial: repeated tokens add into the same row) ----------------------- */
+    for (int t = 0; t < T; t++) {
+        float *d = gw->embed_tokens + (size_t)b->tokens[t] * D;
+        const float *s = dx + (size_t)t * D;
+        for (int j = 0; j < D; j++) d[j] += s[j];
+    }
+    return 0;
+}
+
+static void cpu_zero_grad(llama_backend *be)
+{
+    cpu_impl *c = (cpu_impl *)be->impl;
+    memset(c->grads, 0, c->m->n_params * sizeof(float));
+}
+
+static double cpu_grad_norm(llama_backend *be)
+{
+    cpu_impl *c = (cpu_impl *)be->impl;
+    double s = 0;
+    const size_t N = c->m->n_params;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+    for (size_t i = 0; i < N; i++) s += (double)c->grads[i] * c->grads[i];
+    return sqrt(s);
+}
+
+static int cpu_alloc_moments(cpu_impl *c, char *err, size_t errsz)
+{
+    if (c->adam_m) return 0;
+    c->adam_m = (float *)calloc(c->m->n_params, sizeof(float));
+    c->adam_v = (float *)calloc(c->m->n_params, sizeof(float));
+    if (!c->adam_m || !c->adam_v) {
+        free(c->adam_m);
+        free(c->adam_v);
+        c->adam_m = c->adam_v = NULL;
+        snprintf(err, errsz, "out of memory for the AdamW moments (%.1f MiB)",
+                 c->m->n_params * 8.0 / (1 << 20));
+        return -1;
+    }
+    return 0;
+}
+
+/* torch.optim.AdamW: p *= 1 - lr*wd; m, v updated; p -= lr * mhat / (sqrt(vhat) + eps). */
+static int cpu_adamw_step(llama_backend *be, const llama_adamw *h, float grad_scale)
+{
+    cpu_impl *c = (cpu_impl *)be->impl;
+    if (h->step < 1) {
+        snprintf(be->err, sizeof be->err, "adamw: step must be >= 1 (it is %ld)", h->step);
+        return -1;
+    }
+    if (cpu_alloc_moments(c, be->err, sizeof be->err)) return -1;
+    const double bc1 = 1.0 - pow(h->beta1, (double)h->step), bc2 = 1.0 - pow(h->beta2, (double)h->step);
+    const float b1 = (float)h->beta1, b2 = (float)h->beta2;
+    for (int ti = 0; ti < c->m->n_tensors; ti++) {
+        const llama_tensor_info *t = &c->m->tensors[ti];
+        const double wd = t->ndim == 2 ? h->weight_decay : 0.0;
+        float *p = c->m->params + t->offset, *g = c->grads + t->offset;
+        float *mm = c->adam_m + t->offset, *vv = c->adam_v + t->offset;
+        const float decay = (float)(1.0 - h->lr * wd);
+        const float step_size = (float)(h->lr / bc1), sq_bc2 = (float)sqrt(bc2), eps = (float)h->eps;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < t->numel; i++) {
+            const float gi = g[i] * grad_scale;
+            mm[i] = b1 * mm[i] + (1 - b1) * gi;
+            vv[i] = b2 * vv[i] + (1 - b2) * gi * gi;
+            p[i] = p[i] * decay - step_size * mm[i] / (sqrtf(vv[i]) / sq_bc2 + eps);
+        }
+    }
+    return 0;
+}
+
+static int cpu_get_state(llama_backend *be, float *params, float *grads, float *am, float *av)
+{
+    cpu_impl *c = (cpu_impl *)be->impl;
+    const size_t N = c->m->n_params * sizeof(float);
+    if (params) memcpy(params, c->m->params, N);
+    if (grads) memcpy(grads, c->grads, N);
+    if (am) {
+        if (c->adam_m) memcpy(am, c->adam_m, N); else memset(am, 0, N);
+    }
+    if (av) {
+        if (c->adam_v) memcpy(av, c->adam_v, N); else memset(av, 0, N);
+    }
+    return 0;
+}
+
+static int cpu_set_state(llama_backend *be, const float *params, const float *am, const float *av)
+{
+    cpu_impl *c = (cpu_impl *)be->impl;
+    const size_t N = c->m->n_params * sizeof(float);
+    if (params) memcpy(c->m->params, params, N);
+    if (am || av) {
+        if (cpu_alloc_moments(c, be->err, sizeof be->err)) return -1;
+        if (am) memcpy(c->adam_m, am, N);
+        if (av) memcpy(c->adam_v, av, N);
+    }
+    c->have_fwd = 0; /* stored activations belong to the old parameters */
+    return 0;
+}
+
+static void cpu_destroy(llama_backend *be)
+{
+    if (!be) return;
+    cpu_impl *c = (cpu_impl *)be->impl;
+    if (c) {
+        cpu_free_acts(c);
+        free(c->grads);
+        free(c->adam_m);
+        free(c->adam_v);
+        free(c->rope_c);
+        free(c->rope_s);
+        free(c->inv_freq);
+        llama_weights_free_view(&c->gw);
+        free(c);
+    }
+    free(be);
+}
+
+llama_backend *llama_cpu_backend_create(llama_model *m, char *err, size_t errsz)
+{
+    if (!m || !m->params) {
+        snprintf(err, errsz, "cpu backend: no model");
+        return NULL;
+    }
+    if (check_config(&m->cfg, err, errsz)) return NULL;
+    llama_backend *be = (llama_backend *)calloc(1, sizeof *be);
+    cpu_impl *c = (cpu_impl *)calloc(1, sizeof *c);
+    if (!be || !c) goto oom;
+    be->impl = c;
+    c->m = m;
+#ifdef _OPENMP
+    c->n_threads = omp_get_max_threads();
+#else
+    c->n_threads = 1;
+#endif
+    c->grads = (float *)calloc(m->n_params, sizeof(float));
+    c->inv_freq = (double *)malloc((size_t)(m->cfg.head_dim / 2) * sizeof(double));
+    if (!c->grads || !c->inv_freq || llama_weights_view(&m->cfg, c->grads, &c->gw)) goto oom;
+    llama_rope_inv_freq(&m->cfg, c->inv_freq);
+    be->name = "cpu";
+    be->cfg = m->cfg;
+    be->n_params = m->n_params;
+    be->forward = cpu_forward;
+    be->backward = cpu_backward;
+    be->zero_grad = cpu_zero_grad;
+    be->grad_norm = cpu_grad_norm;
+    be->adamw_step = cpu_adamw_step;
+    be->get_state = cpu_get_state;
+    be->set_state = cpu_set_state;
+    be->destroy = cpu_destroy;
+    return be;
+oom:
+    snprintf(err, errsz, "cpu backend: out of memory for gradients of %zu parameters", m->n_params);
+    if (be) {
+        if (!be->impl) free(c);
+        cpu_destroy(be);
+    } else {
+        free(c);
+    }
+    return NULL;
+}
+
+/* ========================================================================================== */
+/* KV-cache decoding                                                                           */
+
+int llama_kv_cache_alloc(llama_kv_cache *c, const llama_config *cfg, int max_pos, char *err,
+                         size_t errsz)
+{
+    memset(c, 0, sizeof *c);
+    if (check_config(cfg, err, errsz)) return -1;
+    if (max_pos <= 0) {
+        snprintf(err, errsz, "kv cache: max_pos must be positive (got %d)", max_pos);
+        return -1;
+    }
+    double cnt = (double)cfg->num_hidden_layers * max_pos * cfg->num_key_value_heads * cfg->head_dim;
+    if (cnt * 8 > 1e12) {
+        snprintf(err, errsz, "kv cache: %d positions need %.1f GB; ask for fewer", max_pos, cnt * 8 / 1e9);
+        return -1;
+    }
+    c->k = (float *)malloc((size_t)cnt * sizeof(float));
+    c->v = (float *)malloc((size_t)cnt * sizeof(float));
+    if (!c->k || !c->v) {
+        llama_kv_cache_free(c);
+        snprintf(err, errsz, "kv cache: out of memory (%.1f GB)", cnt * 8 / 1e9);
+        return -1;
+    }
+    c->max_pos = max_pos;
+    return 0;
+}
+
+void llama_kv_cache_free(llama_kv_cache *c)
+{
+    free(c->k);
+    free(c->v);
+    memset(c, 0, sizeof *c);
+}
+
+int llama_decode_step(const llama_model *m, llama_kv_cache *c, int token, float *logits,
+                      char *err, size_t errsz)
+{
+    const llama_config *cf = &m->cfg;
+    const int L = cf->num_hidden_layers, D = cf->hidden_size, I = cf->intermediate_size;
+    const int V = cf->vocab_size, H = cf->num_attention_heads, K = cf->num_key_value_heads;
+    const int hd = cf->head_dim, qd = H * hd, kd = K * hd, rep = H / K;
+    const int pos = c->n_pos;
+    if (token < 0 || token >= V) {
+        snprintf(err, errsz, "decode: token %d is outside the vocabulary (0..%d)", token, V - 1);
+        return -1;
+    }
+    if (pos >= c->max_pos) {
+        snprintf(err, errsz, "decode: the KV cache is full (%d positions)", c->max_pos);
+        return -1;
+    }
+    const size_t nx = (size_t)3 * D + qd * 2 + 2 * (size_t)I + (size_t)pos + 1 + (size_t)hd;
+    float *buf = (float *)malloc(nx * sizeof(float));
+    double *inv = (double *)malloc((size_t)(hd / 2) * sizeof(double));
+    if (!buf || !inv) {
+        free(buf);
+        free(inv);
+        snprintf(err, errsz, "decode: out of memory");
+        return -1;
+    }
+    float *x = buf, *nrm = x + D, *tmp = nrm + D, *q = tmp + D, *att = q + qd, *g = att + qd;
+    float *u = g + I, *sc = u + I;
+    llama_rope_inv_freq(cf, inv);
+    const float scale = 1.0f / sqrtf((float)hd);
+    memcpy(x, m->w.embed_tokens + (size_t)token * D, D * sizeof(float));
+    for (int l = 0; l < L; l++) {
+        const llama_layer_weights *w = &m->w.layers[l];
+        float *kc = c->k + (size_t)l * c->max_pos * kd, *vc = c->v + (size_t)l * c->max_pos * kd;
+        rmsnorm_fwd(nrm, NULL, x, w->input_layernorm, 1, D, cf->rms_norm_eps);
+        mm_fwd(q, nrm, w->q_proj, 1, D, qd);
+        mm_fwd(kc + (size_t)pos * kd, nrm, w->k_proj, 1, D, kd);
+        mm_fwd(vc + (size_t)pos * kd, nrm, w->v_proj, 1, D, kd);
+        llama_rope_apply(q, H, hd, pos, inv);
+        llama_rope_apply(kc + (size_t)pos * kd, K, hd, pos, inv);
+        for (int h = 0; h < H; h++) { /* same arithmetic as attention_fwd, one query */
+            const float *qh = q + (size_t)h * hd;
+            const int gk = h / rep;
+            float mx = -INFINITY;
+            for (int s = 0; s <= pos; s++) {
+                const float *ks = kc + (size_t)s * kd + (size_t)gk * hd;
+                float d = 0;
+                for (int j = 0; j < hd; j++) d += qh[j] * ks[j];
+                sc[s] = d * scale;
+                if (sc[s] > mx) mx = sc[s];
+            }
+            double sum = 0;
+            for (int s = 0; s <= pos; s++) {
+                sc[s] = expf(sc[s] - mx);
+                sum += sc[s];
+            }
+            const float inv_sum = (float)(1.0 / sum);
+            float *o = att + (size_t)h * hd;
+            for (int j = 0; j < hd; j++) o[j] = 0;
+            for (int s = 0; s <= pos; s++) {
+                const float p = sc[s] * inv_sum;
+                const float *vs = vc + (size_t)s * kd + (size_t)gk * hd;
+                for (int j = 0; j < hd; j++) o[j] += p * vs[j];
+            }
+        }
+        mm_fwd(tmp, att, w->o_proj, 1, qd, D);
+        for (int j = 0; j < D; j++) x[j] += tmp[j];
+        rmsnorm_fwd(nrm, NULL, x, w->post_attention_layernorm, 1, D, cf->rms_norm_eps);
+        mm_fwd(g, nrm, w->gate_proj, 1, D, I);
+        mm_fwd(u, nrm, w->up_proj, 1, D, I);
+        for (int j = 0; j < I; j++) g[j] = silu(g[j]) * u[j];
+        mm_fwd(tmp, g, w->down_proj, 1, I, D);
+        for (int j = 0; j < D; j++) x[j] += tmp[j];
+    }
+    rmsnorm_fwd(nrm, NULL, x, m->w.norm, 1, D, cf->rms_norm_eps);
+    mm_fwd(logits, nrm, m->w.lm_head, 1, D, V);
+    c->n_pos = pos + 1;
+    free(buf);
+    free(inv);
+    return 0;
+}
