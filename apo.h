@@ -125,11 +125,14 @@
  *   - Inputs are SUMMED completion log-probs (natural log) of policy and reference, as TRL
  *     computes them: logits row t predicts token t+1; prompt and padding are masked; summed.
  *   - Gradients are with respect to the POLICY's summed log-probs (the reference is frozen).
- *   - Values are TRL DPOTrainer's (checked against TRL's formulas, evaluated with torch
- *     autograd, in tests/apo/gen_reference.py). The batch loss of a list of terms is
+ *   - Values are TRL DPOTrainer's (tests/apo/gen_reference.py evaluates TRL's formulas with
+ *     torch autograd and with 60-digit mpmath; the C code matches to ~1e-15). The batch loss of a list of terms is
  *     sum_k weight_k * (batch mean of term k), as TRL's loss_type list with loss_weights.
  *   - Token counts (ipo, sigmoid_norm, sft) below 1 are taken as 1, like TRL's clamp(min=1).
- *   - exo_pair with label_smoothing 0 uses e = 1e-3 (TRL's substitute; log 0 is undefined).
+ *   - sigmoid with label_smoothing e > 0 is cDPO, as TRL before 1.0 computed it; TRL 1.x
+ *     ignores label_smoothing for sigmoid. With e = 0 (the default) the two agree.
+ *   - exo_pair with label_smoothing 0 uses e = 1e-3, as TRL before 1.0 did (TRL 1.x takes
+ *     log 0 and reports inf; EXO needs e > 0).
  *   - robust needs label_smoothing < 1/2; ipo, sppo_hard and the rest need beta > 0
  *     (apo_params_check says what is wrong).
  *   - bco_pair: older TRL subtracted delta = a running mean of the batch-mean reward
@@ -149,6 +152,9 @@
  *     beta in [1e-3, 1e3] (tested). discopop's exp(-z) is combined with its sigmoid weight in log
  *     space, so it stays finite for tau < 1 (for tau >= 1 the true value itself overflows at
  *     very negative margins).
+ *   - Not here: TRL's aot and aot_pair (they sort log-ratios across the batch, so they are not
+ *     per-pair losses), its f-divergence variants, WPO weighting and ld_alpha (all change the
+ *     log-probs before the loss; apply them to the inputs yourself), rpo_alpha (= an sft term).
  *   - NaN or Inf inputs are reported, never silently propagated into a model: apo_pair_loss
  *     returns NaN and writes zero gradients; apo_batch_loss skips such pairs, counts them in
  *     metrics.n_nonfinite and averages over the rest (and returns NaN if it has no metrics
