@@ -267,9 +267,10 @@ APO_DEF APO_HD double apo_zero_unpaired_loss(double beta, double policy_logp, do
 APO_DEF double apo_batch_loss(const apo_term *terms, int n_terms, const apo_pair *pairs, int n,
                               double *d_chosen, double *d_rejected, apo_metrics *m);
 
-/* Parses "apo_zero" or "apo_zero:1,sft:0.1" into terms (each gets *defaults with its type);
- * a missing weight is 1; spaces around names and weights are allowed; weights must be finite
- * and >= 0. Returns the number of terms, or -1 with a message in err naming the bad part. */
+/* Parses "apo_zero" or "apo_zero:1,sft:0.1" into terms (each gets *defaults, or TRL's defaults
+ * if defaults is NULL, with its type); a missing weight is 1; spaces around names and weights
+ * are allowed; weights must be finite and >= 0; each term must pass apo_params_check.
+ * Returns the number of terms, or -1 with a message in err naming the bad part. */
 APO_DEF int apo_parse_loss_list(const char *spec, const apo_params *defaults, apo_term *terms,
                                 int max_terms, char *err, size_t errsz);
 
@@ -676,6 +677,14 @@ APO_DEF int apo_parse_loss_list(const char *spec, const apo_params *defaults, ap
         if (defaults) terms[count].p = *defaults; else terms[count].p = apo_default_params(type);
         terms[count].p.type = type;
         terms[count].weight = weight;
+        {   /* catch bad hyper-parameters here, where the message can name the loss */
+            const char *why = apo_params_check(&terms[count].p);
+            if (why) {
+                apo__puts(&w, "loss '"); apo__puts(&w, apo__names[type]); apo__puts(&w, "': ");
+                apo__puts(&w, why);
+                return -1;
+            }
+        }
         count++;
         if (!spec[end]) break;
         pos = end + 1;

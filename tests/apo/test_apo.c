@@ -412,6 +412,14 @@ static void test_names_and_parser(void) {
             CHECK(k == -1 && strstr(err, bad[i][1]) != NULL, "bad spec '%s': got %d, message '%s' should mention %s",
                   bad[i][0], k, err, bad[i][1]);
         }
+        {   /* hyper-parameters are checked per term, and the message names the loss */
+            apo_params d2 = def; d2.label_smoothing = 0.7;
+            k = apo_parse_loss_list("sft:1,robust", &d2, terms, 8, err, sizeof err);
+            CHECK(k == -1 && strstr(err, "'sft'") && strstr(err, "label_smoothing"), "bad defaults: %s", err);
+            d2 = def; d2.beta = -1;
+            k = apo_parse_loss_list("apo_zero", &d2, terms, 8, err, sizeof err);
+            CHECK(k == -1 && strstr(err, "'apo_zero'") && strstr(err, "beta"), "negative beta: %s", err);
+        }
         k = apo_parse_loss_list("sft,sft,sft", &def, terms, 2, err, sizeof err);
         CHECK(k == -1 && strstr(err, "at most 2"), "too many terms: %s", err);
         k = apo_parse_loss_list("nope", &def, terms, 2, err, 8);   /* a short buffer is truncated, terminated */
