@@ -1,0 +1,120 @@
+/* llama/data.h - preference data and prompts for the trainer: JSONL in the formats TRL reads,
+ * turned into token ids with the chat template, truncated as TRL truncates, and packed into
+ * llama_batch micro-batches.
+ *
+ * Accepted preference records (one JSON object per line):
+ *   {"prompt": "text", "chosen": "text", "rejected": "text"}                      (strings)
+ *   {"prompt": [{"role":..,"content":..}, ...], "chosen": [{"role":"assistant",..}], ...}
+ *   {"prompt": "text", "chosen": [user turn(s)..., assistant], "rejected": [...]}  (the CLAIR
+ *      release ultrafeedback_clair_32k: chosen/rejected repeat the prompt turns)
+ *   {"chosen": [turns..., assistant], "rejected": [turns..., assistant]}           (implicit prompt)
+ * Other fields (e.g. "rational", "id") are ignored. Strings are wrapped as one user turn, the chat
+ * template applied, and only the assistant response (with the template's end-of-turn token) is
+ * the completion. With raw_text = 1, strings are tokenized as they are (TRL's "standard" format):
+ * prompt ids, then completion ids, then the end-of-sequence token.
+ *
+ * Bad lines are never fatal and never silent: each is reported with its line number on the log
+ * stream, skipped, and counted in the dataset's stats.
+ */
+#ifndef LLAMA_DATA_H
+#define LLAMA_DATA_H
+
+#include <stdio.h>
+#include <stdint.h>
+#include "model.h"
+#include "tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One preference pair, tokenized. Each side is prompt ids followed by response ids. */
+typedef struct {
+    int line;                  /* 1-based line in the source file */
+    int chosen_off, chosen_len;        /* ids in the dataset's pool: [off, off + len) */
+    int chosen_start;          /* index (within the side) of the first completion token */
+    int rejected_off, rejected_len;
+    int rejected_start;
+} pref_example;
+
+typedef struct {
+    int n_lines;               /* non-blank lines read */
+    int n_malformed;           /* invalid JSON, missing/mistyped fields, inconsistent turns */
+    int n_empty;               /* chosen or rejected response empty (or only whitespace) */
+    int n_prompt_too_long;     /* prompt alone fills max_length: no completion token would remain */
+    int n_truncated;           /* pairs with a side cut to max_length (the start kept) */
+    int n_reported;            /* messages printed (capped; the counts are always complete) */
+} pref_stats;
+
+typedef struct {
+    pref_example *ex;          /* [n] */
+    int n;
+    int *pool;                 /* all token ids, back to back */
+    size_t pool_len, pool_cap;
+    int max_side_len;          /* longest chosen or rejected sequence (tokens) */
+    pref_stats stats;
+} pref_dataset;
+
+typedef struct {
+    int max_length;            /* prompt + response tokens per side (TRL max_length) */
+    int raw_text;              /* 1: no chat template for string fields (TRL standard format) */
+    int max_reports;           /* at most this many bad-line messages (0: 20) */
+} pref_opts;
+
+/* Reads and tokenizes a preference JSONL file. Returns -1 only when the file cannot be read (or
+ * memory runs out); bad lines are reported on `log` as "FILE:LINE: what" and counted. */
+int pref_dataset_load(pref_dataset *ds, const char *path, const tokenizer *tok,
+                      const pref_opts *opts, FILE *log, char *err, size_t errsz);
+void pref_dataset_free(pref_dataset *ds);
+/* A one-line summary of the counts ("1000 lines: 996 pairs, 2 malformed (skipped), ..."). */
+void pref_stats_print(const pref_stats *s, const char *path, FILE *out);
+/* 64-bit hash of the tokenized examples (ids and completion starts, in order). Two datasets that
+ * would train identically hash identically; any change of text, template or max_length changes it. */
+uint64_t pref_dataset_hash(const pref_dataset *ds);
+
+/* Moves examples [first, n) of `src` into a new dataset `dst` (they share nothing afterwards). */
+int pref_dataset_split(pref_dataset *src, int first, pref_dataset *dst);
+/* Reorders examples by idx (a permutation of 0..n-1), e.g. to take a seeded eval split. */
+int pref_dataset_permute(pref_dataset *ds, const int *idx);
+
+/* A micro-batch: pairs p[0..n) become 2n sequences, chosen then rejected for each pair:
+ * sequence 2k = chosen of pair k, 2k+1 = rejected of pair k. Buffers grow as needed. */
+typedef struct {
+    llama_batch b;             /* views into the arrays below */
+    int *tokens;               /* [T] */
+    int *seq_start;            /* [2n + 1] */
+    unsigned char *completion; /* [T] */
+    int *n_completion;         /* [2n] completion token counts */
+    size_t cap_tokens, cap_seq;
+} pref_batch;
+
+int pref_batch_build(pref_batch *pb, const pref_dataset *ds, const int *pairs, int n);
+void pref_batch_free(pref_batch *pb);
+
+/* ---- prompts for generation ---- */
+/* One prompt: the JSON line as read (kept so the output can echo it) and its token ids. */
+typedef struct {
+    int line;
+    char *json;                /* the record's "prompt" value, re-serialised compactly */
+    int *ids; int n_ids;       /* chat prompt ids including the generation prompt */
+} prompt_item;
+
+typedef struct {
+    prompt_item *items;
+    int n;
+    int n_lines, n_malformed, n_reported;
+} prompt_set;
+
+/* Reads {"prompt": "text" | [messages]} lines (other fields ignored). Bad lines are reported and
+ * counted like pref_dataset_load. */
+int prompt_set_load(prompt_set *ps, const char *path, const tokenizer *tok, int raw_text,
+                    FILE *log, char *err, size_t errsz);
+void prompt_set_free(prompt_set *ps);
+
+/* A 64-bit mixing hash over bytes (used for cache keys). */
+uint64_t data_hash_bytes(uint64_t h, const void *p, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LLAMA_DATA_H */
