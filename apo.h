@@ -128,7 +128,9 @@
  *   - Values are TRL DPOTrainer's (tests/apo/gen_reference.py evaluates TRL's formulas with
  *     torch autograd and with 60-digit mpmath; the C code matches to ~1e-15). The batch loss of a list of terms is
  *     sum_k weight_k * (batch mean of term k), as TRL's loss_type list with loss_weights.
- *   - Token counts (ipo, sigmoid_norm, sft) below 1 are taken as 1, like TRL's clamp(min=1).
+ *   - Token counts (ipo, sigmoid_norm, per-pair sft) below 1 are taken as 1, like TRL's
+ *     clamp(min=1). The batch sft divides by the batch's total chosen token count, counting
+ *     each pair's as given (>= 0), as TRL's cross-entropy does; the total is clamped to >= 1.
  *   - sigmoid with label_smoothing e > 0 is cDPO, as TRL before 1.0 computed it; TRL 1.x
  *     ignores label_smoothing for sigmoid. With e = 0 (the default) the two agree.
  *   - exo_pair with label_smoothing 0 uses e = 1e-3, as TRL before 1.0 did (TRL 1.x takes
@@ -509,9 +511,12 @@ APO_DEF double apo_batch_loss(const apo_term *terms, int n_terms, const apo_pair
             used++;
             sum_rw += rw; sum_rl += rl; sum_acc += rw > rl ? 1.0 : 0.0;
             sum_pc += x->policy_chosen; sum_pr += x->policy_rejected;
-            sft_tokens += apo__len(x->n_chosen);
+            sft_tokens += x->n_chosen > 0 ? x->n_chosen : 0;
         }
     }
+    /* TRL counts the batch's chosen tokens as they are (an empty answer adds 0 tokens and a
+     * log-prob of 0); only an all-empty batch would divide by 0 */
+    if (sft_tokens < 1) sft_tokens = 1;
     /* pass 2: values and gradients; each term contributes weight_k * mean_i (or TRL's token
      * mean for sft), so a pair's gradient carries the weight_k / used factor */
     for (i = 0; i < n; i++) {

@@ -238,13 +238,14 @@ def main():
         rc = torch.tensor([r[2] for r in rows])
         rr = torch.tensor([r[3] for r in rows])
         nc = torch.tensor([float(max(r[4], 1)) for r in rows])
+        nc_raw = torch.tensor([float(r[4]) for r in rows])
         nr = torch.tensor([float(max(r[5], 1)) for r in rows])
         total = torch.tensor(0.0)
         for item in spec.split(","):
             nm, _, w = item.partition(":")
             w = float(w) if w else 1.0
             if nm == "sft":   # TRL: F.cross_entropy over all chosen completion tokens of the batch
-                per_seq = (-pc.sum() / nc.sum()).expand(n)
+                per_seq = (-pc.sum() / nc_raw.sum()).expand(n)
             else:
                 per_seq = torch.stack([trl_pair_loss(TorchOps, nm, beta, 0.0, 0.05, 0.0, pc[i], pr[i], rc[i], rr[i],
                                                      int(nc[i]), int(nr[i])) for i in range(n)])

@@ -443,18 +443,20 @@ static void test_names_and_parser(void) {
 
 /* The batch API's structure, independent of the table: weights, sft token mean, 1/n. */
 static void test_batch_structure(void) {
-    apo_pair pairs[3] = { { -10, -12, -11, -11, 5, 6 }, { -20, -30, -25, -26, 15, 2 }, { -3, -9, -2, -8, 0, 1 } };
+    apo_pair pairs[3] = { { -10, -12, -11, -11, 5, 6 }, { -20, -30, -25, -26, 15, 2 }, { 0, -8, 0, -8, 0, 1 } };
     apo_term terms[2]; apo_metrics m; double dc[3], dr[3], total, gc, gr, want = 0;
     int i;
     terms[0].p = apo_default_params(APO_DOWN); terms[0].weight = 0.7;
     terms[1].p = apo_default_params(APO_SFT); terms[1].weight = 0.3;
     total = apo_batch_loss(terms, 2, pairs, 3, dc, dr, &m);
     for (i = 0; i < 3; i++) want += 0.7 * apo_pair_loss(&terms[0].p, &pairs[i], NULL, NULL) / 3;
-    want += 0.3 * (10.0 + 20.0 + 3.0) / (5 + 15 + 1);   /* sft: TRL's token mean, n_chosen 0 counts as 1 */
+    /* sft: TRL's token mean over the batch; the empty chosen answer (0 tokens, log-prob 0)
+     * adds nothing to either sum */
+    want += 0.3 * (10.0 + 20.0 + 0.0) / (5 + 15 + 0);
     CHECK(close_to(total, want, 1e-15), "weighted batch total %.17g want %.17g", total, want);
     for (i = 0; i < 3; i++) {
         apo_pair_loss(&terms[0].p, &pairs[i], &gc, &gr);
-        CHECK(close_to(dc[i], 0.7 * gc / 3 - 0.3 / 21.0, 1e-15) && close_to(dr[i], 0.7 * gr / 3, 1e-15),
+        CHECK(close_to(dc[i], 0.7 * gc / 3 - 0.3 / 20.0, 1e-15) && close_to(dr[i], 0.7 * gr / 3, 1e-15),
               "batch gradient of pair %d includes weight and 1/n", i);
     }
     CHECK(m.rewards_accuracies == 2.0 / 3.0, "accuracies: pairs 0 and 1 have r_w > r_l, pair 2 ties (strict): %g", m.rewards_accuracies);
