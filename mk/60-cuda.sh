@@ -1,4 +1,102 @@
 # mk/60-cuda.sh - build and test steps of the cuda part (sourced by build.sh; see its header).
 # Variables from build.sh: CC NVCC CFLAGS OMP BUILD SAN mode; helper: run_test NAME CMD...
-build_cuda() { :; }
-test_cuda() { :; }
+#
+# With nvcc: kernels.cu -> $BUILD/kernels.o (sm_80 + sm_90), the GPU test programs into
+# $BUILD/gpu/ (tests/gpu/run.sh runs every executable there on a GPU machine), the no-device test
+# and the benchmark. Without nvcc: llama/cuda_stub.c -> $BUILD/cuda_stub.o, whose
+# llama_cuda_backend_create says "built without CUDA". Programs that need the CPU path
+# ($BUILD/llama_model.o, from mk/30-model.sh) are skipped, saying so, until it exists.
+
+CUDA_NVCCFLAGS="-O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -Xcompiler -Wall,-Wextra"
+
+# cuda__stale OUT IN...: true when OUT is missing or older than any IN (nvcc is slow on 2 cores).
+cuda__stale() {
+  local out=$1; shift
+  [ -e "$out" ] || return 0
+  local f
+  for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done
+  return 1
+}
+
+# cuda__has OBJ SYM...: true when OBJ exists and defines every SYM.
+cuda__has() {
+  local obj=$1; shift
+  [ -f "$obj" ] || return 1
+  local defs s
+  defs=$(nm -g --defined-only "$obj" 2>/dev/null | awk '{print $3}')
+  for s in "$@"; do echo "$defs" | grep -qx "$s" || return 1; done
+}
+
+# The CPU-path objects a program linking the model needs (those that exist).
+cuda__cpu_objs() {
+  local o out=""
+  for o in llama_model llama_checkpoint llama_safetensors llama_json; do
+    [ -f "$BUILD/$o.o" ] && out="$out $BUILD/$o.o"
+  done
+  echo "$out"
+}
+
+cuda__home() { dirname "$(dirname "$NVCC")"; }
+cuda__libs() {
+  local h; h=$(cuda__home)
+  echo "-L$h/lib64 -Wl,-rpath,$h/lib64 -lcublas -lcublasLt -lcudart -lstdc++ -lpthread -lm"
+}
+
+build_cuda() {
+  mkdir -p "$BUILD/gpu"
+  if [ -z "$NVCC" ]; then
+    $CC $CFLAGS -std=c99 -c llama/cuda_stub.c -o "$BUILD/cuda_stub.o"
+    return 0
+  fi
+  if cuda__stale "$BUILD/kernels.o" kernels.cu llama/model.h; then
+    $NVCC $CUDA_NVCCFLAGS -c kernels.cu -o "$BUILD/kernels.o"
+  fi
+  # Programs below link the CPU path; they wait for it.
+  if ! cuda__has "$BUILD/llama_model.o" llama_layout llama_rope_inv_freq; then
+    echo "cuda: $BUILD/llama_model.o (llama_layout, llama_rope_inv_freq) not built yet: GPU test programs not linked"
+    return 0
+  fi
+  local objs libs inc
+  objs=$(cuda__cpu_objs); libs=$(cuda__libs); inc="-I$(cuda__home)/include"
+  # The no-device test runs everywhere (it checks the error path on a machine without a GPU).
+  # shellcheck disable=SC2086
+  $CC $CFLAGS -std=c99 $inc tests/gpu/test_nodevice.c "$BUILD/kernels.o" $objs $OMP $libs -o "$BUILD/cuda_nodevice"
+  [ -n "$SAN" ] && return 0   # nvcc-linked programs are not built under ASan (GPU tests do not run there)
+  if [ ! -f tests/gpu/test_kernels.cu ]; then :
+  elif cuda__has "$BUILD/llama_model.o" llama_matmul llama_rmsnorm llama_rope_apply; then
+    if cuda__stale "$BUILD/gpu/cuda_kernels" tests/gpu/test_kernels.cu kernels.cu llama/model.h "$BUILD/llama_model.o"; then
+      # shellcheck disable=SC2086
+      $NVCC $CUDA_NVCCFLAGS ${OMP:+-Xcompiler $OMP} tests/gpu/test_kernels.cu $objs -lcublas -lcublasLt -o "$BUILD/gpu/cuda_kernels"
+    fi
+  else
+    echo "cuda: llama_model.o lacks the CPU twins (llama_matmul, llama_rmsnorm, llama_rope_apply): cuda_kernels not linked"
+  fi
+  if [ ! -f tests/gpu/test_parity.c ]; then :
+  elif cuda__has "$BUILD/llama_model.o" llama_cpu_backend_create llama_model_alloc llama_model_init_random &&
+     cuda__has "$BUILD/llama_checkpoint.o" llama_model_load; then
+    # shellcheck disable=SC2086
+    $CC $CFLAGS -std=c99 $inc tests/gpu/test_parity.c "$BUILD/kernels.o" $objs $OMP $libs -o "$BUILD/gpu/cuda_parity"
+    # shellcheck disable=SC2086
+    [ -f bench/gpu_bench.c ] && $CC $CFLAGS -std=c99 $inc bench/gpu_bench.c "$BUILD/kernels.o" $objs $OMP $libs -o "$BUILD/cuda_bench"
+  else
+    echo "cuda: llama_model.o lacks the CPU backend (llama_cpu_backend_create): cuda_parity and cuda_bench not linked"
+  fi
+}
+
+test_cuda() {
+  if [ -z "$NVCC" ]; then
+    run_test cuda_stub sh -c 'echo "SKIP: built without nvcc: the CUDA backend is the stub"; exit 77'
+    return 0
+  fi
+  if [ -x "$BUILD/cuda_nodevice" ]; then
+    run_test cuda_nodevice "$BUILD/cuda_nodevice"
+  else
+    run_test cuda_nodevice sh -c 'echo "SKIP: not linked yet (needs llama_model.o from the model part)"; exit 77'
+  fi
+  # Every GPU test program (ours and other parts'): they skip with "no CUDA device" here.
+  local t
+  for t in "$BUILD"/gpu/*; do
+    [ -f "$t" ] && [ -x "$t" ] || continue
+    run_test "gpu_$(basename "$t")" "$t"
+  done
+}
