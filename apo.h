@@ -20,8 +20,9 @@
  *
  *   Needs only <math.h> (and <stddef.h> for size_t). No allocation, no I/O, no global state.
  *   Compiles as C99, as C++11, and under nvcc; with nvcc the per-example losses
- *   (apo_pair_loss, apo_zero_unpaired_loss, apo_softplus, apo_sigmoid) are __host__ __device__,
- *   so a CUDA kernel can call them. Every function is thread-safe (no shared state).
+ *   (apo_pair_loss, apo_zero_unpaired_loss, apo_softplus, apo_sigmoid, apo_log_sigmoid) are
+ *   __host__ __device__, so a CUDA kernel can call them (define APO_IMPLEMENTATION in that .cu
+ *   file, or APO_STATIC there if another file of the program defines it too). Every function is thread-safe (no shared state).
  *
  * ==============================================================================================
  * 1. THE IMPLICIT REWARD
@@ -212,7 +213,8 @@ typedef enum {
 
 /* One preference pair: summed completion log-probs (natural log, <= 0 for real models) of the
  * chosen and rejected completions under the policy and the frozen reference, and the number
- * of completion tokens of each (used by ipo, sigmoid_norm and sft; clamped to >= 1). */
+ * of completion tokens of each (used by ipo, sigmoid_norm and sft; per pair a count below 1 is
+ * taken as 1; the batch sft sums the counts as given, like TRL). */
 typedef struct {
     double policy_chosen, policy_rejected, ref_chosen, ref_rejected;
     int n_chosen, n_rejected;
