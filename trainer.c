@@ -811,19 +811,9 @@ static int run_train(const train_args *a, train_result *res) {
             if ((why = apo_params_check(&terms[k].p))) { fprintf(stderr, "trainer train: --loss %s: %s\n", apo_loss_name(terms[k].p.type), why); return 2; }
     }
 
-    /* ---- the output directory: refuse to clobber another run ---- */
-    if (mkdir_p(a->out)) { fprintf(stderr, "trainer train: cannot create --out %s (%s)\n", a->out, strerror(errno)); return 1; }
-    {
-        long ck = latest_checkpoint(a->out, path, sizeof path);
-        fmt(path, sizeof path, "%s/metrics.jsonl", a->out);
-        if (!a->resume && (ck >= 0 || file_exists(path))) {
-            if (!a->overwrite) {
-                fprintf(stderr, "trainer train: %s already holds a training run; pass --resume to continue it, "
-                                "--overwrite to start again (reference log-probs are reused), or choose another --out\n", a->out);
-                return 1;
-            }
-        }
-    }
+    if (!dir_exists(a->model)) { fprintf(stderr, "trainer train: --model %s: no such directory (a Hugging Face checkpoint directory)\n", a->model); return 1; }
+    if (!file_exists(a->data)) { fprintf(stderr, "trainer train: --data %s: no such file\n", a->data); return 1; }
+    if (a->eval_data && !file_exists(a->eval_data)) { fprintf(stderr, "trainer train: --eval-data %s: no such file\n", a->eval_data); return 1; }
 
     /* ---- 1. data ---- */
     if (tokenizer_load(&tok, a->model, a->chat_template, err, sizeof err)) {
@@ -869,6 +859,22 @@ static int run_train(const train_args *a, train_result *res) {
         }
     }
     mh = model_hash(&m);
+
+    /* ---- the output directory (created only now that the inputs are known to be good);
+     * refuse to clobber another run ---- */
+    if (mkdir_p(a->out)) { fprintf(stderr, "trainer train: cannot create --out %s (%s)\n", a->out, strerror(errno)); goto done; }
+    {
+        long ck = latest_checkpoint(a->out, path, sizeof path);
+        fmt(path, sizeof path, "%s/metrics.jsonl", a->out);
+        if (!a->resume && (ck >= 0 || file_exists(path))) {
+            if (!a->overwrite) {
+                fprintf(stderr, "trainer train: %s already holds a training run; pass --resume to continue it, "
+                                "--overwrite to start again (reference log-probs are reused), or choose another --out\n", a->out);
+                goto done;
+            }
+        }
+    }
+
     {
         backend_opts bo;
         bo.device = a->device; bo.precision = a->precision;
@@ -1097,7 +1103,7 @@ static int run_train(const train_args *a, train_result *res) {
                 fprintf(stderr, "eval  step %ld: loss %.4f  acc %.2f  logps/chosen %.3f  logps/rejected %.3f\n",
                         st.step, em.loss, em.rewards_accuracies, em.logps_chosen, em.logps_rejected);
             }
-            if (a->save_every > 0 && st.step % a->save_every == 0 && st.step < total_steps) {
+            if (a->save_every > 0 && st.step % a->save_every == 0 && st.step < total_steps && st.bad_in_row == 0) {
                 if (checkpoint_save(b, &m, &st, a, scratch, err, sizeof err)) { fprintf(stderr, "trainer train: checkpoint: %s\n", err); goto done; }
                 last_saved = st.step;
                 fprintf(stderr, "saved %s/checkpoint-%ld\n", a->out, st.step);
