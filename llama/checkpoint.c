@@ -16,6 +16,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -852,6 +853,10 @@ int llama_model_save(const llama_model *m, const char *dir, const llama_save_opt
             ck_fail(err, errsz, "%s: cannot rename into place: %s", pend[i].final_path, strerror(errno));
             goto done;
         }
+    {   /* make the renames themselves durable */
+        int fd = open(dir, O_RDONLY);
+        if (fd >= 0) { fsync(fd); close(fd); }
+    }
     rc = 0;
 done:
     for (i = 0; i < n_pend; i++) {
