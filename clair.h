@@ -1675,7 +1675,7 @@ CLAIR_DEF int clair_http_run(const clair_http_opts *o, clair_next_fn next, clair
             if (retry && s->job.attempts < max_attempts) {
                 double wait = clair_backoff_s(o, s->job.attempts, ra, &rng);
                 if (o->verbose_retries)
-                    fprintf(stderr, "clair: attempt %d failed (%s: %s); retrying in %.1f s\n",
+                    fprintf(stderr, "clair: attempt %d failed (%s: %s); retrying in %.2f s\n",
                             s->job.attempts, clair_req_error_name(s->job.error), s->job.message, wait);
                 s->due = clair__now() + wait;
                 continue;

@@ -7,14 +7,12 @@
 # `clair revise` / `clair stats` against tests/clair/server.py (Python standard library only).
 build_clair() {
   mkdir -p "$BUILD/clair"
-  if [ -f clair.c ]; then
-    if [ "$BUILD" = build ]; then
-      $CC $CFLAGS -std=c99 clair.c -o clair -lcurl -lm
-    else
-      $CC $CFLAGS -std=c99 clair.c -o "$BUILD/clair/clair" -lcurl -lm
-    fi
-  fi
-  $CC $CFLAGS -std=c99 tests/clair/test_clair.c -o "$BUILD/clair/test_clair" -lm
+  # Link to a temporary name, then rename: others may be running ./clair from a parallel build.
+  local dest=clair
+  [ "$BUILD" = build ] || dest="$BUILD/clair/clair"
+  $CC $CFLAGS -std=c99 clair.c -o "$dest.tmp.$$" -lcurl -lm && mv -f "$dest.tmp.$$" "$dest"
+  $CC $CFLAGS -std=c99 tests/clair/test_clair.c -o "$BUILD/clair/test_clair.tmp.$$" -lm &&
+    mv -f "$BUILD/clair/test_clair.tmp.$$" "$BUILD/clair/test_clair"
 }
 
 # The header must compile warning-free as C99 -pedantic and as C++11, with and without curl.
@@ -35,9 +33,7 @@ int main(void) { clair_buf b = {0, 0, 0, 0}; clair_json_write_number(&b, 1); cla
 test_clair() {
   run_test clair_header clair_header_check
   run_test clair_unit "$BUILD/clair/test_clair" tests/clair/expect_metrics.jsonl 20000
-  if [ -x tests/clair/test_tool.sh ] && [ -f clair.c ]; then
-    local bin=./clair
-    [ "$BUILD" = build ] || bin="$BUILD/clair/clair"
-    run_test clair_tool env CLAIR_BIN="$bin" CLAIR_TMP="$BUILD/clair/tool" tests/clair/test_tool.sh
-  fi
+  local bin=./clair
+  [ "$BUILD" = build ] || bin="$BUILD/clair/clair"
+  run_test clair_tool env CLAIR_BIN="$bin" CLAIR_TMP="$BUILD/clair/tool.$$" tests/clair/test_tool.sh
 }

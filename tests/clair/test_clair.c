@@ -285,7 +285,7 @@ static void test_expectations(const char *path) {
         clair_json v; char err[200];
         if (clair_json_parse(s + i, e - i, &v, err, sizeof err)) { CHECK(0, "%s line %zu: %s", path, lineno, err); i = e + 1; continue; }
         const clair_json *a = clair_json_get(&v, "a"), *b = clair_json_get(&v, "b");
-        long long lev, te, tka, tkb; double er, jac;
+        long long lev = -1, te = -1, tka = -1, tkb = -1; double er = -1, jac = -1;
         clair_json_get_int(&v, "levenshtein", &lev); clair_json_get_int(&v, "token_edits", &te);
         clair_json_get_int(&v, "tokens_a", &tka); clair_json_get_int(&v, "tokens_b", &tkb);
         clair_json_get_num(&v, "edit_ratio", &er); clair_json_get_num(&v, "jaccard", &jac);
