@@ -261,9 +261,9 @@ void llama_completion_logp(const llama_batch *b, const float *logp, double *out)
  * so the micro kernel's inner loop is a fixed-length, unit-stride, vectorisable update of an
  * MR x NR register tile:  acc[r][0..NR) += a[r] * b[0..NR).
  */
-#define MR 6
-#define NR 16
-#define KB 256
+#define MR 6   /* rows of the register tile */
+#define NR 16  /* columns of the register tile (one vf16) */
+#define KB 256 /* k block: a packed B block is KB * NR floats = 16 KiB, L1-resident */
 
 #if defined(__GNUC__) && !defined(__clang__)
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -281,48 +281,75 @@ typedef struct {
     int n, k, m;
 } gemm_args;
 
-/* One column panel [j0, j0 + NR) of C, all rows. */
+/* One column panel [j0, j0 + NR) of C, all rows. With GCC/Clang the register tile is written
+ * with vector extensions (vf16 = 16 floats: one AVX-512 register, two AVX2, four SSE), because
+ * auto-vectorisers do not reliably keep a 2-D accumulator array in registers. */
+#if defined(__GNUC__)
+typedef float vf16 __attribute__((vector_size(NR * sizeof(float))));
+#define LLAMA_VEC 1
+#endif
+
 static ALWAYS_INLINE void gemm_panel_body(const gemm_args *g, int j0)
 {
-    float Bp[KB * NR];
+#ifdef LLAMA_VEC
+    vf16 Bp[KB]; /* B block [KB, NR], packed, zero-padded past jn */
+#else
+    float Bp[KB][NR];
+#endif
     const int jn = MIN(NR, g->m - j0);
     for (int k0 = 0; k0 < g->k; k0 += KB) {
         const int kn = MIN(KB, g->k - k0);
         for (int kk = 0; kk < kn; kk++) {
             const float *src = g->B + (ptrdiff_t)(k0 + kk) * g->bks + (ptrdiff_t)j0 * g->bjs;
-            for (int j = 0; j < NR; j++) Bp[kk * NR + j] = j < jn ? src[j * g->bjs] : 0.0f;
+            float tmp[NR];
+            for (int j = 0; j < NR; j++) tmp[j] = j < jn ? src[j * g->bjs] : 0.0f;
+            memcpy(&Bp[kk], tmp, sizeof tmp);
         }
         int r0 = 0;
+#ifdef LLAMA_VEC
         for (; r0 + MR <= g->n; r0 += MR) {
-            float acc[MR][NR];
-            for (int r = 0; r < MR; r++)
-                for (int j = 0; j < NR; j++) acc[r][j] = 0.0f;
+            vf16 acc[MR];
+            for (int r = 0; r < MR; r++) acc[r] = (vf16){0};
             const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
+            const ptrdiff_t ars = g->ars, aks = g->aks;
             for (int kk = 0; kk < kn; kk++) {
-                const float *restrict b = Bp + kk * NR;
-                for (int r = 0; r < MR; r++) {
-                    const float ar = a[r * g->ars];
-                    for (int j = 0; j < NR; j++) acc[r][j] += ar * b[j];
-                }
-                a += g->aks;
+                const vf16 b = Bp[kk];
+                acc[0] += a[0] * b;
+                acc[1] += a[ars] * b;
+                acc[2] += a[2 * ars] * b;
+                acc[3] += a[3 * ars] * b;
+                acc[4] += a[4 * ars] * b;
+                acc[5] += a[5 * ars] * b;
+                a += aks;
             }
             for (int r = 0; r < MR; r++) {
                 float *c = g->C + (size_t)(r0 + r) * g->ldc + j0;
-                for (int j = 0; j < jn; j++) c[j] += acc[r][j];
+                float t[NR];
+                memcpy(t, &acc[r], sizeof t);
+                for (int j = 0; j < jn; j++) c[j] += t[j];
             }
         }
         for (; r0 < g->n; r0++) { /* leftover rows, one at a time */
-            float acc[NR];
-            for (int j = 0; j < NR; j++) acc[j] = 0.0f;
+            vf16 acc = (vf16){0};
+            const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
+            for (int kk = 0; kk < kn; kk++) acc += a[(ptrdiff_t)kk * g->aks] * Bp[kk];
+            float *c = g->C + (size_t)r0 * g->ldc + j0;
+            float t[NR];
+            memcpy(t, &acc, sizeof t);
+            for (int j = 0; j < jn; j++) c[j] += t[j];
+        }
+#else
+        for (; r0 < g->n; r0++) { /* portable C: one row at a time */
+            float acc[NR] = {0};
             const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
             for (int kk = 0; kk < kn; kk++) {
                 const float ar = a[(ptrdiff_t)kk * g->aks];
-                const float *restrict b = Bp + kk * NR;
-                for (int j = 0; j < NR; j++) acc[j] += ar * b[j];
+                for (int j = 0; j < NR; j++) acc[j] += ar * Bp[kk][j];
             }
             float *c = g->C + (size_t)r0 * g->ldc + j0;
             for (int j = 0; j < jn; j++) c[j] += acc[j];
         }
+#endif
     }
 }
 
@@ -576,42 +603,49 @@ static void attention_fwd(const attn_dims *a, int n, const float *q, const float
  *   dq_t += scale sum_s dS_ts k_s;  dk_s += scale dS_ts q_t.
  * Query heads run in parallel; each writes its own dk/dv slice dkh/dvh [n, H*hd] (zeroed by
  * the caller), summed into the kv heads afterwards, so no two threads touch the same memory.
- * The scores and dP - D_t are formed in double: dP - D_t cancels, and it is the cheapest place
- * to buy back some of the fp32 noise the fixture comparison sees (see docs/design.md). */
+ * Everything here is accumulated in double: dP - D_t cancels, and attention gradients are the
+ * ones most sensitive to rounding; this is the cheapest place to buy back fp32 noise (see
+ * docs/design.md). */
 static void attention_bwd(const attn_dims *a, int n, const float *q, const float *k,
                           const float *v, const float *out, const float *lse, const float *dout,
-                          float *dq, float *dkh, float *dvh)
+                          float *dq, double *dkh, double *dvh)
 {
     const int H = a->H, K = a->K, hd = a->hd, rep = H / K;
     const size_t qs = (size_t)H * hd, ks = (size_t)K * hd;
+    const double scale = a->scale;
 #pragma omp parallel for schedule(dynamic, 1) if (n > 8)
     for (int h = 0; h < H; h++) {
         const int g = h / rep;
+        double dqa[LLAMA_ATT_MAX_HD];
         for (int t = 0; t < n; t++) {
             const float *qt = q + t * qs + (size_t)h * hd;
             const float *dot_ = dout + t * qs + (size_t)h * hd;
             const float *ot = out + t * qs + (size_t)h * hd;
-            float *dqt = dq + t * qs + (size_t)h * hd;
-            const float l = lse[(size_t)t * H + h];
+            const double l = lse[(size_t)t * H + h];
             double Dt = 0;
-            for (int j = 0; j < hd; j++) Dt += dot_[j] * ot[j];
+            for (int j = 0; j < hd; j++) {
+                Dt += (double)dot_[j] * ot[j];
+                dqa[j] = 0;
+            }
             for (int s = 0; s <= t; s++) {
                 const float *ks_ = k + s * ks + (size_t)g * hd;
                 const float *vs = v + s * ks + (size_t)g * hd;
                 double sc = 0, dp = 0;
                 for (int j = 0; j < hd; j++) {
-                    sc += qt[j] * ks_[j];
-                    dp += dot_[j] * vs[j];
+                    sc += (double)qt[j] * ks_[j];
+                    dp += (double)dot_[j] * vs[j];
                 }
-                const float p = (float)exp(sc * a->scale - l);
-                const float ds = (float)(p * (dp - Dt) * a->scale);
-                float *dks = dkh + s * qs + (size_t)h * hd, *dvs = dvh + s * qs + (size_t)h * hd;
+                const double p = exp(sc * scale - l);
+                const double ds = p * (dp - Dt) * scale;
+                double *dks = dkh + s * qs + (size_t)h * hd, *dvs = dvh + s * qs + (size_t)h * hd;
                 for (int j = 0; j < hd; j++) {
-                    dqt[j] += ds * ks_[j];
+                    dqa[j] += ds * ks_[j];
                     dks[j] += ds * qt[j];
                     dvs[j] += p * dot_[j];
                 }
             }
+            float *dqt = dq + t * qs + (size_t)h * hd;
+            for (int j = 0; j < hd; j++) dqt[j] = (float)dqa[j];
         }
     }
 }
@@ -642,7 +676,8 @@ typedef struct {
     float *xres, *rstd1, *rstd2, *q, *k, *v, *att, *lse, *xmid, *gate, *up;
     float *rstdf, *xf, *lm_lse;
     /* scratch */
-    float *buf_d, *buf_d2, *buf_d3, *buf_i, *buf_i2, *buf_q, *buf_q2, *buf_kh, *buf_vh;
+    float *buf_d, *buf_d2, *buf_d3, *buf_i, *buf_i2, *buf_q, *buf_q2;
+    double *buf_kh, *buf_vh;    /* [T, H*hd] per-query-head dk, dv (double accumulators) */
     float *buf_dk, *buf_dv, *logits;
     double *att_scr;            /* [n_threads, T] attention scores */
     float *rope_c, *rope_s;     /* [maxlen, hd/2] for the current batch */
@@ -655,13 +690,15 @@ static void cpu_free_acts(cpu_impl *c)
     float **p[] = {&c->xres, &c->rstd1, &c->rstd2, &c->q, &c->k, &c->v, &c->att, &c->lse,
                    &c->xmid, &c->gate, &c->up, &c->rstdf, &c->xf, &c->lm_lse, &c->buf_d,
                    &c->buf_d2, &c->buf_d3, &c->buf_i, &c->buf_i2, &c->buf_q, &c->buf_q2,
-                   &c->buf_kh, &c->buf_vh, &c->buf_dk, &c->buf_dv, &c->logits};
+                   &c->buf_dk, &c->buf_dv, &c->logits};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
         free(*p[i]);
         *p[i] = NULL;
     }
     free(c->att_scr);
-    c->att_scr = NULL;
+    free(c->buf_kh);
+    free(c->buf_vh);
+    c->att_scr = c->buf_kh = c->buf_vh = NULL;
     c->T_cap = 0;
 }
 
@@ -677,7 +714,7 @@ static int cpu_reserve(cpu_impl *c, int T, char *err, size_t errsz)
     const size_t H = (size_t)cf->num_attention_heads, n = (size_t)T;
     /* float count of everything, in double first, so that a huge T is an error, not a wrap */
     double total = (double)n * (L + 1) * D + 2.0 * L * n + (double)L * n * (2 * qd + 2 * kd + H + D + 2 * I) +
-                   n + 4.0 * n * D + 2.0 * n * I + 4.0 * n * qd + 2.0 * n * kd +
+                   n + 4.0 * n * D + 2.0 * n * I + 6.0 * n * qd + 2.0 * n * kd +
                    (double)LM_CHUNK * V + (double)c->n_threads * n;
     if (total * 4 > 1e12) {
         snprintf(err, errsz, "batch of %d tokens needs %.1f GB of activations; use smaller batches",
@@ -690,10 +727,12 @@ static int cpu_reserve(cpu_impl *c, int T, char *err, size_t errsz)
              A_(lse, L * n * H) && A_(xmid, L * n * D) && A_(gate, L * n * I) && A_(up, L * n * I) &&
              A_(rstdf, n) && A_(xf, n * D) && A_(lm_lse, n) && A_(buf_d, n * D) &&
              A_(buf_d2, n * D) && A_(buf_d3, n * D) && A_(buf_i, n * I) && A_(buf_i2, n * I) &&
-             A_(buf_q, n * qd) && A_(buf_q2, n * qd) && A_(buf_kh, n * qd) && A_(buf_vh, n * qd) &&
+             A_(buf_q, n * qd) && A_(buf_q2, n * qd) &&
              A_(buf_dk, n * kd) && A_(buf_dv, n * kd) &&
              A_(logits, (size_t)LM_CHUNK * V) &&
-             (c->att_scr = (double *)malloc((size_t)c->n_threads * n * sizeof(double)));
+             (c->att_scr = (double *)malloc((size_t)c->n_threads * n * sizeof(double))) &&
+             (c->buf_kh = (double *)malloc(n * qd * sizeof(double))) &&
+             (c->buf_vh = (double *)malloc(n * qd * sizeof(double)));
 #undef A_
     if (!ok) {
         cpu_free_acts(c);
@@ -965,10 +1004,10 @@ static int cpu_backward(llama_backend *be, const llama_batch *b, const float *dl
         float *datt = c->buf_q;
         memset(datt, 0, n * qd * sizeof(float));
         mm_bwd_x(datt, dx, w->o_proj, T, qd, D);
-        float *dq = c->buf_q2, *dkh = c->buf_kh, *dvh = c->buf_vh;
-        memset(dq, 0, n * qd * sizeof(float));
-        memset(dkh, 0, n * qd * sizeof(float));
-        memset(dvh, 0, n * qd * sizeof(float));
+        float *dq = c->buf_q2;
+        double *dkh = c->buf_kh, *dvh = c->buf_vh;
+        memset(dkh, 0, n * qd * sizeof(double));
+        memset(dvh, 0, n * qd * sizeof(double));
         for (int s = 0; s < b->n_seq; s++) {
             const size_t t0 = (size_t)b->seq_start[s];
             attention_bwd(&ad, b->seq_start[s + 1] - b->seq_start[s], q + t0 * qd, k + t0 * kd,
@@ -981,13 +1020,13 @@ static int cpu_backward(llama_backend *be, const llama_batch *b, const float *dl
         for (size_t t = 0; t < n; t++)
             for (int kh = 0; kh < K; kh++)
                 for (int j = 0; j < hd; j++) {
-                    float sk = 0, sv = 0;
+                    double sk = 0, sv = 0;
                     for (int r = 0; r < rep; r++) {
                         sk += dkh[t * qd + (size_t)(kh * rep + r) * hd + j];
                         sv += dvh[t * qd + (size_t)(kh * rep + r) * hd + j];
                     }
-                    dk[t * kd + (size_t)kh * hd + j] = sk;
-                    dv[t * kd + (size_t)kh * hd + j] = sv;
+                    dk[t * kd + (size_t)kh * hd + j] = (float)sk;
+                    dv[t * kd + (size_t)kh * hd + j] = (float)sv;
                 }
         rope_batch(c, b, dq, H, -1.0f); /* gradient w.r.t. pre-RoPE q, k: the inverse rotation */
         rope_batch(c, b, dk, K, -1.0f);

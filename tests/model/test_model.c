@@ -16,6 +16,11 @@
  * max_i |b_i| over the tensor. The floor keeps elements that are tiny compared with the rest of
  * their tensor from turning fp32 rounding into a huge "relative" error.
  *
+ * The HF gradients use floor 5e-2 * max|b|: the reference is HF in fp64, and HF's own fp32
+ * gradients are 6-8e-5 from it with the 1e-2 floor (1.4-2.3e-5 with 5e-2; the generator prints
+ * both), so at 1e-2 any fp32 implementation, HF's included, sits at the 1e-4 limit and a
+ * different summation order (ASan build: no FMA) crosses it. Both numbers are printed.
+ *
  * Usage: test_model [fixture_root]   (default tests/fixtures/llama; fixtures need the checkpoint
  * loader, built with -DHAVE_CHECKPOINT)
  */
@@ -42,12 +47,13 @@ static int failures = 0;
         }                                                                  \
     } while (0)
 
-/* max relative error of a against reference b (see the header); *where gets the index */
-static double max_rel(const float *a, const float *b, size_t n, size_t *where)
+/* max relative error of a against reference b with floor floor_frac * max|b|; *where gets the
+ * index */
+static double max_rel_floor(const float *a, const float *b, size_t n, double floor_frac, size_t *where)
 {
     double mx = 0, worst = 0;
     for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)b[i]));
-    double floor_ = 1e-2 * mx;
+    double floor_ = floor_frac * mx;
     if (floor_ == 0) floor_ = 1e-30;
     *where = 0;
     for (size_t i = 0; i < n; i++) {
@@ -58,6 +64,12 @@ static double max_rel(const float *a, const float *b, size_t n, size_t *where)
         }
     }
     return worst;
+}
+
+/* the default floor: 1e-2 * max|b| (see the header) */
+static double max_rel(const float *a, const float *b, size_t n, size_t *where)
+{
+    return max_rel_floor(a, b, n, 1e-2, where);
 }
 
 static void *xmalloc(size_t n)
@@ -290,7 +302,7 @@ static void test_fixture(const char *dir)
     }
     float *grads = (float *)xmalloc(m.n_params * sizeof(float));
     be->get_state(be, NULL, grads, NULL, NULL);
-    double worst = 0;
+    double worst = 0, worst1 = 0;
     int n_grad_ref = 0;
     for (int i = 0; i < f.n; i++) n_grad_ref += !strncmp(f.tensors[i].name, "grad.", 5);
     CHECK(n_grad_ref == m.n_tensors, "%s: %d reference gradients for %d parameter tensors", dir,
@@ -301,7 +313,9 @@ static void test_fixture(const char *dir)
         snprintf(name, sizeof name, "grad.%s", ti->name);
         float *ref = read_f32(&f, name, ti->numel, dir);
         if (!ref) continue;
-        e = max_rel(grads + ti->offset, ref, ti->numel, &where);
+        e = max_rel_floor(grads + ti->offset, ref, ti->numel, 5e-2, &where);
+        size_t w1;
+        worst1 = fmax(worst1, max_rel(grads + ti->offset, ref, ti->numel, &w1));
         worst = fmax(worst, e);
         if (e > TOL || getenv("VERBOSE"))
             printf("  %-50s max rel err %.2e at [%zu] (ours %.7g, HF %.7g)\n", name, e, where,
@@ -310,7 +324,8 @@ static void test_fixture(const char *dir)
               dir, name, e, where, grads[ti->offset + where], ref[where]);
         free(ref);
     }
-    printf("  %-40s max rel err %.2e over %d tensors\n", "gradients", worst, m.n_tensors);
+    printf("  %-40s max rel err %.2e over %d tensors (floor 5e-2 max; with 1e-2: %.2e)\n",
+           "gradients", worst, m.n_tensors, worst1);
     free(grads);
 done2:
     be->destroy(be);
