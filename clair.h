@@ -938,29 +938,31 @@ CLAIR_DEF long long clair_levenshtein_u32(const unsigned *a, size_t na, const un
     for (i = 0; i < m; i++) peq[(size_t)row[i] * words + i / 64] |= 1ULL << (i % 64);
     for (w = 0; w < words; w++) { P[w] = ~0ULL; M[w] = 0; }
     {
-        const clair__u64 last = 1ULL << ((m - 1) % 64);
         long long score = (long long)m;
         for (j = 0; j < n; j++) {
             size_t h = (size_t)((b[j] * 2654435761u) & (cap - 1));
             while (hval[h] >= 0 && hkey[h] != b[j]) h = (h + 1) & (cap - 1);
             const clair__u64 *eq = peq + (size_t)(hval[h] >= 0 ? hval[h] : (long)nuniq) * words;
-            int hin = 1;                      /* row 0 of the DP is 0,1,2,...: delta +1 */
+            /* Horizontal delta entering each block's row 0: +1 for the first block (row 0 of the
+             * DP is 0,1,2,...), then what the block above passed down. Kept as two 0/1 words,
+             * hp (delta +1) and hn (delta -1), so the loop has no branches. */
+            clair__u64 hp = 1, hn = 0;
             for (w = 0; w < words; w++) {
                 clair__u64 Pv = P[w], Mv = M[w], Eq = eq[w];
-                clair__u64 high = w + 1 == words ? last : 1ULL << 63;
                 clair__u64 Xv = Eq | Mv;
-                if (hin < 0) Eq |= 1;
+                Eq |= hn;
                 clair__u64 Xh = (((Eq & Pv) + Pv) ^ Pv) | Eq;
                 clair__u64 Ph = Mv | ~(Xh | Pv);
                 clair__u64 Mh = Pv & Xh;
-                int hout = (Ph & high) ? 1 : (Mh & high) ? -1 : 0;
-                Ph <<= 1; Mh <<= 1;
-                if (hin < 0) Mh |= 1; else if (hin > 0) Ph |= 1;
+                int sh = w + 1 == words ? (int)((m - 1) % 64) : 63;   /* the block's last row */
+                clair__u64 hpo = (Ph >> sh) & 1, hno = (Mh >> sh) & 1;
+                Ph = (Ph << 1) | hp;
+                Mh = (Mh << 1) | hn;
                 P[w] = Mh | ~(Xv | Ph);
                 M[w] = Ph & Xv;
-                hin = hout;
+                hp = hpo; hn = hno;
             }
-            score += hin;
+            score += (long long)hp - (long long)hn;
         }
         dist = score;
     }
