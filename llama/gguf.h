@@ -1,0 +1,30 @@
+/* llama/gguf.h - read a llama.cpp GGUF file of a Llama model straight into a llama_model.
+ *
+ * What it takes: GGUF v2/v3, general.architecture "llama", tensors in F32, F16, BF16, Q8_0,
+ * Q4_0 or Q4_1 (dequantised to fp32 exactly as the `gguf` Python package does), no rope
+ * scaling baked in (a rope_freqs tensor is refused). What it does beyond reading:
+ *   - the config comes from the llama.* metadata keys (and tokenizer.ggml.bos/eos_token_id);
+ *   - llama.cpp's converter stored q_proj/k_proj rows permuted from Hugging Face's rotate-half
+ *     layout to Meta's interleaved pairs; they are permuted back (k with num_key_value_heads),
+ *     so the model is exactly the Hugging Face model that tools/gguf_to_hf.py writes.
+ * Like the safetensors loader, every size, offset and count is checked against the file size
+ * before anything large is allocated or read.
+ */
+#ifndef LLAMA_GGUF_H
+#define LLAMA_GGUF_H
+
+#include <stddef.h>
+#include "model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Loads path into m (allocated here; free with llama_model_free). 0 on success, -1 with a
+ * message naming the file and the key/tensor otherwise. */
+int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t errsz);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LLAMA_GGUF_H */
