@@ -375,7 +375,7 @@ typedef void (*gemm_panel_fn)(const gemm_args *, int);
 static gemm_panel_fn pick_gemm_panel(void)
 {
 #ifdef LLAMA_X86_DISPATCH
-    __builtin_cpu_init();
+    /* libgcc's constructor has filled in the CPU model before main: no __builtin_cpu_init */
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return gemm_panel_avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return gemm_panel_avx2;
 #endif
@@ -385,12 +385,10 @@ static gemm_panel_fn pick_gemm_panel(void)
 static void gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t aks,
                  const float *B, ptrdiff_t bks, ptrdiff_t bjs, int n, int k, int m)
 {
-    static gemm_panel_fn panel; /* set once, outside parallel regions */
-    if (!panel) panel = pick_gemm_panel();
     if (n <= 0 || m <= 0 || k <= 0) return;
     gemm_args g = {C, ldc, A, ars, aks, B, bks, bjs, n, k, m};
     const int np = (m + NR - 1) / NR;
-    gemm_panel_fn fn = panel;
+    const gemm_panel_fn fn = pick_gemm_panel(); /* a few loads; no shared state to race on */
 #pragma omp parallel for schedule(static) if ((double)n * k * m > 1e5)
     for (int p = 0; p < np; p++) fn(&g, p * NR);
 }
@@ -673,6 +671,7 @@ typedef struct {
      *   gate, up  [T, I]     MLP pre-activations (silu(gate)*up is recomputed)
      * Final: rstdf [T], xf [T, D] (normed), lm_lse [T] (LM-head log-sum-exp per position). */
     int T_cap, T_last, have_fwd, n_threads;
+    int *last_tokens, *last_start, last_n_seq; /* the batch of the last forward, to check backward's */
     float *xres, *rstd1, *rstd2, *q, *k, *v, *att, *lse, *xmid, *gate, *up;
     float *rstdf, *xf, *lm_lse;
     /* scratch */
@@ -896,6 +895,18 @@ static int cpu_forward(llama_backend *be, const llama_batch *b, float *logp)
         }
     }
     free(next);
+    /* remember the batch: backward must get the same one */
+    free(c->last_tokens);
+    free(c->last_start);
+    c->last_tokens = (int *)malloc(n * sizeof(int));
+    c->last_start = (int *)malloc((size_t)(b->n_seq + 1) * sizeof(int));
+    if (!c->last_tokens || !c->last_start) {
+        snprintf(be->err, sizeof be->err, "out of memory");
+        return -1;
+    }
+    memcpy(c->last_tokens, b->tokens, n * sizeof(int));
+    memcpy(c->last_start, b->seq_start, (size_t)(b->n_seq + 1) * sizeof(int));
+    c->last_n_seq = b->n_seq;
     c->T_last = T;
     c->have_fwd = 1;
     return 0;
@@ -906,10 +917,16 @@ static int cpu_backward(llama_backend *be, const llama_batch *b, const float *dl
     cpu_impl *c = (cpu_impl *)be->impl;
     const llama_model *m = c->m;
     const llama_config *cf = &m->cfg;
-    if (!c->have_fwd || check_batch(cf, b, be->err, sizeof be->err) ||
-        b->seq_start[b->n_seq] != c->T_last) {
-        if (!c->have_fwd || b->seq_start[b->n_seq] != c->T_last)
-            snprintf(be->err, sizeof be->err, "backward: needs a successful forward of the same batch first");
+    if (!c->have_fwd) {
+        snprintf(be->err, sizeof be->err, "backward: needs a successful forward of the same batch first");
+        return -1;
+    }
+    if (check_batch(cf, b, be->err, sizeof be->err)) return -1;
+    if (b->n_seq != c->last_n_seq ||
+        memcmp(b->seq_start, c->last_start, (size_t)(b->n_seq + 1) * sizeof(int)) ||
+        memcmp(b->tokens, c->last_tokens, (size_t)c->T_last * sizeof(int))) {
+        snprintf(be->err, sizeof be->err, "backward: the batch differs from the last forward's "
+                 "(backward uses the activations of that forward; run forward on this batch first)");
         return -1;
     }
     const int T = c->T_last;
@@ -1153,6 +1170,8 @@ static void cpu_destroy(llama_backend *be)
         free(c->rope_c);
         free(c->rope_s);
         free(c->inv_freq);
+        free(c->last_tokens);
+        free(c->last_start);
         llama_weights_free_view(&c->gw);
         free(c);
     }

@@ -653,6 +653,10 @@ static void test_errors(void)
     printf("bad token -> \"%s\"\n", be->err);
     CHECK(be->backward(be, &b, d) == -1, "backward without a forward accepted");
     tokens[1] = 3;
+    CHECK(be->forward(be, &b, logp) == 0, "forward: %s", be->err);
+    tokens[2] = 4; /* not the batch forward saw */
+    CHECK(be->backward(be, &b, d) == -1, "backward of another batch accepted");
+    printf("backward of another batch -> \"%s\"\n", be->err);
     seq_start[1] = 0;
     CHECK(be->forward(be, &b, logp) == -1, "empty sequence accepted");
     llama_config bad = c;
