@@ -125,6 +125,7 @@ struct tokenizer {
     int spm_prepend;          /* SPM: 1 = prepend U+2581 to every segment (legacy normalizer),
                                  2 = Metaspace prepend_scheme "first", 3 = "always", 0 = never */
     int spm_strip;            /* SPM decoder strips one leading space */
+    int spm_bytes;            /* SPM decoder has ByteFallback: <0xNN> decodes to the byte */
     int n_ids;                /* 1 + largest id (vocab and added tokens) */
     /* id -> bytes it decodes to [n_ids] (NULL for holes) */
     unsigned char **dec; int *dec_len;
@@ -185,6 +186,7 @@ static void tok__init_bytemap(void) {
 /* A vocab string (as in tokenizer.json) -> the bytes it stands for. BYTELEVEL: each character
  * is a byte's stand-in; a string with a character outside the map keeps its UTF-8 bytes (as HF's
  * ByteLevel decoder does). SPM: U+2581 -> space, "<0xNN>" -> that byte. Returns malloc'd bytes. */
+#define TOK_SPM_BYTES 0x100   /* or'ed into kind: <0xNN> decodes to the byte (ByteFallback decoder) */
 static unsigned char *tok__to_bytes(int kind, const char *s, size_t n, int *out_len) {
     unsigned char *o = (unsigned char *)malloc(n + 1);
     size_t i = 0;
@@ -199,7 +201,7 @@ static unsigned char *tok__to_bytes(int kind, const char *s, size_t n, int *out_
             i += (size_t)l;
         }
     } else {
-        if (n == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>') {
+        if ((kind & TOK_SPM_BYTES) && n == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[5] == '>') {
             unsigned v;
             if (sscanf(s + 3, "%2X", &v) == 1) { o[0] = (unsigned char)v; *out_len = 1; return o; }
         }
@@ -467,15 +469,24 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
                 return tok__fail(err, errsz, "%s: neither a ByteLevel pre-tokenizer nor a sentencepiece-style "
                                  "normalizer/Metaspace; this tokenizer kind is not supported", path);
             }
-            t->spm_strip = 1;
+            /* decoder: transformers' Sequence[Replace(U+2581, ' '), ByteFallback, Fuse, Strip(' ', 1, 0)]
+             * or a Metaspace decoder (U+2581 -> space, <0xNN> stays text) */
             if (dec && tok__is(dec, "Sequence")) {
                 const clair_json *ds = clair_json_get(dec, "decoders");
-                int strip = 0;
-                for (i = 0; ds && ds->type == CLAIR_JSON_ARRAY && i < ds->n; i++)
-                    if (tok__is(&ds->items[i], "Strip")) strip = 1;
-                t->spm_strip = strip;
+                for (i = 0; ds && ds->type == CLAIR_JSON_ARRAY && i < ds->n; i++) {
+                    const clair_json *d = &ds->items[i];
+                    if (tok__is(d, "Strip")) t->spm_strip = 1;
+                    else if (tok__is(d, "ByteFallback")) t->spm_bytes = 1;
+                    else if (!tok__is(d, "Replace") && !tok__is(d, "Fuse"))
+                        return tok__fail(err, errsz, "%s: decoder step '%s' is not supported", path,
+                                         tok__str(d, "type") ? tok__str(d, "type") : "?");
+                }
             } else if (dec && tok__is(dec, "Metaspace")) {
-                t->spm_strip = 1;
+                const char *sch = tok__str(dec, "prepend_scheme");
+                t->spm_strip = !(sch && !strcmp(sch, "never"));
+            } else {
+                return tok__fail(err, errsz, "%s: a sentencepiece-style tokenizer needs a Sequence (Replace, "
+                                 "ByteFallback, Fuse, Strip) or Metaspace decoder", path);
             }
         }
     }
@@ -510,7 +521,8 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
     for (i = 0; i < vocab->n; i++) {
         int id = (int)vocab->items[i].number;
         if (x->key[id]) continue;  /* duplicate id: keep the first string */
-        t->dec[id] = tok__to_bytes(t->kind, vocab->keys[i], vocab->key_lens[i], &t->dec_len[id]);
+        t->dec[id] = tok__to_bytes(t->kind | (t->spm_bytes ? TOK_SPM_BYTES : 0), vocab->keys[i], vocab->key_lens[i],
+                                   &t->dec_len[id]);
         if (!t->dec[id]) { free(ids); return tok__fail(err, errsz, "out of memory"); }
         if (t->kind == TOK_BYTELEVEL) {
             x->key[id] = t->dec[id];     /* keyed by the raw bytes */
@@ -545,7 +557,7 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
             t->n_added++;
             if (!t->dec[id]) {   /* an added token outside the model vocab decodes to its content */
                 if (t->kind == TOK_BYTELEVEL) t->dec[id] = tok__to_bytes(TOK_BYTELEVEL, c->str, c->len, &t->dec_len[id]);
-                else t->dec[id] = tok__to_bytes(TOK_SPM, c->str, c->len, &t->dec_len[id]);
+                else t->dec[id] = tok__to_bytes(TOK_SPM | (t->spm_bytes ? TOK_SPM_BYTES : 0), c->str, c->len, &t->dec_len[id]);
                 if (!t->dec[id]) return tok__fail(err, errsz, "out of memory");
             }
         }
@@ -1052,7 +1064,9 @@ static int tok__encode_spm(tokenizer *t, tok_work *w, const unsigned char *s, si
     norm = (unsigned char *)malloc(len * 3 + 3);
     if (!norm) return -1;
     prepend = t->spm_prepend == 1 || t->spm_prepend == 3 || (t->spm_prepend == 2 && first);
-    if (t->spm_prepend >= 2 && s[0] == ' ') prepend = prepend && 0;  /* Metaspace: the space becomes it */
+    /* Metaspace prepends only when the text does not already start with U+2581 (a leading space
+     * becomes one) */
+    if (t->spm_prepend >= 2 && (s[0] == ' ' || (len >= 3 && s[0] == 0xE2 && s[1] == 0x96 && s[2] == 0x81))) prepend = 0;
     if (prepend) { norm[k++] = 0xE2; norm[k++] = 0x96; norm[k++] = 0x81; }
     for (i = 0; i < len; i++) {
         if (s[i] == ' ') { norm[k++] = 0xE2; norm[k++] = 0x96; norm[k++] = 0x81; }

@@ -25,7 +25,8 @@ void tok_ids_free(tok_ids *v);
 
 /* Loads dir/tokenizer.json and, when present, dir/tokenizer_config.json (special tokens, chat
  * template). chat_template: NULL to recognise the template from tokenizer_config.json, or a
- * family name to override it: "llama3", "chatml", "llama2". */
+ * family name to override it: "llama3", "chatml", "llama2" (also "llama3.1": Llama 3.1/3.2/3.3
+ * templates, with the dated default system block; see docs/design.md). */
 int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template,
                    char *err, size_t errsz);
 void tokenizer_free(tokenizer *t);
@@ -54,7 +55,7 @@ int tokenizer_decode_stream(const tokenizer *t, tok_stream *s, int id, char *buf
 /* ---- Chat templates ---- */
 typedef struct { const char *role; const char *content; } tok_message;  /* role: system/user/assistant */
 
-/* The template family in use: "llama3", "chatml", "llama2", or NULL if none was recognised
+/* The template family in use: "llama3", "llama3.1", "chatml", "llama2", or NULL if none was recognised
  * (the chat functions then fail with a message suggesting --chat-template). */
 const char *tokenizer_chat_template(const tokenizer *t);
 
