@@ -478,7 +478,8 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     const st_tensor **found = NULL;          /* [n_tensors] */
     const st_tensor *tied_head = NULL;
     int tied_head_file = -1;
-    int i, j, rc = -1, n_ignored = 0;
+    int i, j, rc = -1, n_ignored = 0, lay_n = 0;
+    llama_tensor_info *lay = NULL;           /* [lay_n] what config.json implies */
 
     memset(m, 0, sizeof *m);
     memset(&sh, 0, sizeof sh);
@@ -487,7 +488,12 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     path = path_join(dir, "config.json");
     if (!path) return ck_fail(err, errsz, "%s: out of memory", dir);
     if (llama_config_load(path, &cfg, err, errsz)) goto done;
-    if (llama_model_alloc(m, &cfg, err, errsz)) goto done;
+    /* The tensor table first, and no parameter memory until every tensor has been checked:
+     * a config.json that lies about the sizes must not cost a huge allocation. */
+    lay_n = llama_layout(&cfg, NULL, NULL);
+    lay = (llama_tensor_info *)calloc((size_t)lay_n + 1, sizeof *lay);
+    if (!lay) { ck_fail(err, errsz, "out of memory"); goto done; }
+    llama_layout(&cfg, lay, NULL);
 
     /* Which files: the index when present (what transformers looks for first when sharded),
      * else the single model.safetensors. */
@@ -514,14 +520,14 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     }
 
     /* Match every layout tensor to exactly one stored tensor; check shape and dtype. */
-    where = (int *)calloc((size_t)m->n_tensors, sizeof *where);
-    found = (const st_tensor **)calloc((size_t)m->n_tensors, sizeof *found);
+    where = (int *)calloc((size_t)lay_n, sizeof *where);
+    found = (const st_tensor **)calloc((size_t)lay_n, sizeof *found);
     if (!where || !found) { ck_fail(err, errsz, "out of memory"); goto done; }
     {
         int n_missing = 0;
         char first_missing[96] = "";
-        for (i = 0; i < m->n_tensors; i++) {
-            const llama_tensor_info *ti = &m->tensors[i];
+        for (i = 0; i < lay_n; i++) {
+            const llama_tensor_info *ti = &lay[i];
             where[i] = -1;
             for (j = 0; j < sh.n_files; j++) {
                 const st_tensor *t = st_find(&sh.st[j], ti->name);
@@ -578,7 +584,7 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
         for (i = 0; i < sh.st[j].n; i++) {
             const st_tensor *t = &sh.st[j].tensors[i];
             int k, known = 0;
-            for (k = 0; k < m->n_tensors && !known; k++) known = found[k] == t;
+            for (k = 0; k < lay_n && !known; k++) known = found[k] == t;
             if (known) continue;
             if (ignorable_tensor(t->name)) { n_ignored++; continue; }
             if (cfg.tie_word_embeddings && !strcmp(t->name, "lm_head.weight") && t->ndim == 2 &&
@@ -612,7 +618,9 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
         }
     }
 
-    /* All checks passed: read. */
+    /* All checks passed: allocate and read. */
+    if (llama_model_alloc(m, &cfg, err, errsz)) goto done;
+    if (m->n_tensors != lay_n) { ck_fail(err, errsz, "internal error: layout changed"); goto done; }
     for (i = 0; i < m->n_tensors; i++)
         if (st_read_f32(&sh.st[where[i]], found[i], m->params + m->tensors[i].offset, err, errsz)) goto done;
 
@@ -640,6 +648,7 @@ done:
     clair_json_free(&index);
     free(where);
     free(found);
+    free(lay);
     free(path);
     free(index_path);
     return rc;

@@ -254,7 +254,8 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
     uint32_t version, alignment = 32;
     uint64_t n_tensors, n_kv, i, data_start;
     gg_kv *kv = NULL;
-    int n_keep = 0, rc = -1, *of_layout = NULL;
+    int n_keep = 0, rc = -1, *of_layout = NULL, lay_n = 0;
+    llama_tensor_info *lay = NULL;
     gg_tensor *ts = NULL;
     clair_buf cj;
     llama_config cfg;
@@ -413,13 +414,16 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
             goto done;
         }
     }
-    if (llama_model_alloc(m, &cfg, err, errsz)) goto done;
-
-    /* Match tensors to the layout: names, shapes (GGUF ne reversed = HF shape), each once. */
+    /* Match tensors to the layout: names, shapes (GGUF ne reversed = HF shape), each once;
+     * only then allocate, so lying metadata cannot cost a huge allocation. */
+    lay_n = llama_layout(&cfg, NULL, NULL);
+    lay = (llama_tensor_info *)calloc((size_t)lay_n + 1, sizeof *lay);
+    if (!lay) { gg_fail(err, errsz, "%s: out of memory", path); goto done; }
+    llama_layout(&cfg, lay, NULL);
     of_layout = (int *)malloc((size_t)n_tensors * sizeof *of_layout + 1);
     if (!of_layout) { gg_fail(err, errsz, "%s: out of memory", path); goto done; }
     {
-        char *seen = (char *)calloc((size_t)m->n_tensors + 1, 1);
+        char *seen = (char *)calloc((size_t)lay_n + 1, 1);
         int j, missing = -1;
         if (!seen) { gg_fail(err, errsz, "%s: out of memory", path); goto done; }
         for (i = 0; i < n_tensors; i++) {
@@ -431,31 +435,33 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
                 free(seen);
                 goto done;
             }
-            for (j = 0; j < m->n_tensors; j++)
-                if (!strcmp(m->tensors[j].name, name)) break;
-            if (j == m->n_tensors || seen[j]) {
-                gg_fail(err, errsz, "%s: tensor '%s' (%s) %s", path, t->name, name, j == m->n_tensors ? "does not fit the config in the metadata" : "appears twice");
+            for (j = 0; j < lay_n; j++)
+                if (!strcmp(lay[j].name, name)) break;
+            if (j == lay_n || seen[j]) {
+                gg_fail(err, errsz, "%s: tensor '%s' (%s) %s", path, t->name, name, j == lay_n ? "does not fit the config in the metadata" : "appears twice");
                 free(seen);
                 goto done;
             }
-            if ((int)t->n_dims != m->tensors[j].ndim || (t->n_dims == 1 && (int64_t)t->ne[0] != m->tensors[j].shape[0]) ||
-                (t->n_dims == 2 && ((int64_t)t->ne[1] != m->tensors[j].shape[0] || (int64_t)t->ne[0] != m->tensors[j].shape[1]))) {
+            if ((int)t->n_dims != lay[j].ndim || (t->n_dims == 1 && (int64_t)t->ne[0] != lay[j].shape[0]) ||
+                (t->n_dims == 2 && ((int64_t)t->ne[1] != lay[j].shape[0] || (int64_t)t->ne[0] != lay[j].shape[1]))) {
                 gg_fail(err, errsz, "%s: tensor '%s' has ne [%llu, %llu], but the metadata implies %s shape [%lld, %lld]", path, t->name,
                         (unsigned long long)t->ne[0], (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1), name,
-                        (long long)m->tensors[j].shape[0], (long long)m->tensors[j].shape[1]);
+                        (long long)lay[j].shape[0], (long long)lay[j].shape[1]);
                 free(seen);
                 goto done;
             }
             seen[j] = 1;
             of_layout[i] = j;
         }
-        for (j = 0; j < m->n_tensors; j++)
+        for (j = 0; j < lay_n; j++)
             if (!seen[j]) { missing = j; break; }
         free(seen);
-        if (missing >= 0) { gg_fail(err, errsz, "%s: no tensor for %s", path, m->tensors[missing].name); goto done; }
+        if (missing >= 0) { gg_fail(err, errsz, "%s: no tensor for %s", path, lay[missing].name); goto done; }
     }
 
     /* Read and dequantise; then put q/k rows back into Hugging Face's order. */
+    if (llama_model_alloc(m, &cfg, err, errsz)) goto done;
+    if (m->n_tensors != lay_n) { gg_fail(err, errsz, "internal error: layout changed"); goto done; }
     for (i = 0; i < n_tensors; i++) {
         const gg_tensor *t = &ts[i];
         const llama_tensor_info *ti = &m->tensors[of_layout[i]];
@@ -480,6 +486,7 @@ done:
     free(kv);
     free(ts);
     free(of_layout);
+    free(lay);
     free(raw);
     clair_buf_free(&cj);
     return rc;

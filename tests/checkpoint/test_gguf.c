@@ -156,6 +156,29 @@ int main(int argc, char **argv) {
         CHECK(a != 0, "head_count_kv key not found");
         expect_bad("head_count_kv 3 (of 4)", bad, b, n, "num_key_value_heads");
     }
+    {   /* random damage in the metadata and tensor infos (the first 4 KB) and random truncations */
+        uint32_t s = 99;
+        int it, loaded = 0, refused = 0;
+        size_t region = n < 4096 ? n : 4096;
+        for (it = 0; it < 1500; it++) {
+            llama_model mm;
+            size_t len = n;
+            int k, flips;
+            memcpy(b, orig, n);
+            s = s * 1664525u + 1013904223u;
+            if (s % 7 == 0) len = (s >> 8) % n;
+            flips = 1 + (int)((s >> 4) % 3);
+            for (k = 0; k < flips; k++) {
+                s = s * 1664525u + 1013904223u;
+                b[(s >> 8) % region] = (unsigned char)(s >> 24);
+            }
+            spit(bad, b, len);
+            err[0] = 0;
+            if (llama_model_load_gguf(&mm, bad, err, sizeof err) == 0) { loaded++; llama_model_free(&mm); }
+            else { refused++; CHECK(err[0] != 0, "fuzz %d: refused without a message", it); }
+        }
+        printf("  fuzz: 1500 damaged copies, %d refused with a message, %d still loadable\n", refused, loaded);
+    }
     free(b);
     free(orig);
     remove(bad);

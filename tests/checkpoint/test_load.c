@@ -291,6 +291,10 @@ int main(int argc, char **argv) {
         c3 = m.cfg; c3.vocab_size = 68;
         llama_config_save(&c3, p, err, sizeof err);
         expect_load_fails("vocab mismatch", dir, "config.json implies [68, 24]");
+        /* a config that lies big: refused by the shape check, before any parameter memory */
+        c3 = m.cfg; c3.vocab_size = 4194304; c3.num_hidden_layers = 2;
+        llama_config_save(&c3, p, err, sizeof err);
+        expect_load_fails("config lies big (no huge alloc)", dir, "config.json implies [4194304, 24]");
         write_text(dir, "config.json", "{\"model_type\":\"llama\",\"attention_bias\":true}");
         expect_load_fails("refused config", dir, "attention_bias");
     }

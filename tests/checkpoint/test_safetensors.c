@@ -304,6 +304,66 @@ static void test_bad_files(void) {
     expect_bad("header length cap + 1", T1, 100000001ull, 24, "exceeds");
 }
 
+/* ---- 5. random damage: byte flips in the length + header, and truncations ---- */
+static void test_fuzz(void) {
+    char path[600], src[600], err[512];
+    unsigned char *orig, *b;
+    size_t n, hdr_end, i;
+    long sz;
+    uint32_t s = 2024;
+    int it, opened = 0, refused = 0;
+    FILE *fp;
+    snprintf(src, sizeof src, "%s/rt.safetensors", tmpdir);
+    snprintf(path, sizeof path, "%s/fuzz.safetensors", tmpdir);
+    fp = fopen(src, "rb");
+    if (!fp) { CHECK(0, "no %s for fuzzing", src); return; }
+    fseek(fp, 0, SEEK_END); sz = ftell(fp); fseek(fp, 0, SEEK_SET);
+    n = (size_t)sz;
+    orig = (unsigned char *)malloc(n);
+    b = (unsigned char *)malloc(n);
+    if (fread(orig, 1, n, fp) != n) { CHECK(0, "read"); fclose(fp); free(orig); free(b); return; }
+    fclose(fp);
+    hdr_end = 8 + (size_t)orig[0] + ((size_t)orig[1] << 8);
+    for (it = 0; it < 3000; it++) {
+        size_t len = n;
+        int k, flips;
+        st_file f;
+        memcpy(b, orig, n);
+        s = s * 1664525u + 1013904223u;
+        if (s % 5 == 0) len = (s >> 8) % n; /* truncation */
+        flips = 1 + (int)((s >> 4) % 4);
+        for (k = 0; k < flips; k++) {
+            s = s * 1664525u + 1013904223u;
+            b[(s >> 8) % hdr_end] = (unsigned char)(s >> 24);
+        }
+        fp = fopen(path, "wb");
+        fwrite(b, 1, len, fp);
+        fclose(fp);
+        if (st_open(&f, path, err, sizeof err) == 0) {
+            /* whatever st_open accepts must be readable within its promises */
+            for (k = 0; k < f.n; k++) {
+                const st_tensor *t = &f.tensors[k];
+                void *buf = malloc((size_t)(t->end - t->begin) + 1);
+                float *fb = (float *)malloc(st_numel(t) * sizeof(float) + 1);
+                CHECK(st_read_raw(&f, t, buf, err, sizeof err) == 0, "fuzz %d: accepted file unreadable: %s", it, err);
+                if (!strcmp(t->dtype, "F32") || !strcmp(t->dtype, "BF16") || !strcmp(t->dtype, "F16") || !strcmp(t->dtype, "F64"))
+                    CHECK(st_read_f32(&f, t, fb, err, sizeof err) == 0, "fuzz %d: %s", it, err);
+                free(buf);
+                free(fb);
+            }
+            st_close(&f);
+            opened++;
+        } else {
+            CHECK(err[0] != 0 && strstr(err, path), "fuzz %d: refused without a message naming the file", it);
+            refused++;
+        }
+    }
+    for (i = 0; i < 1; i++) remove(path);
+    printf("  fuzz: 3000 damaged copies, %d refused with a message, %d still valid and read fully\n", refused, opened);
+    free(orig);
+    free(b);
+}
+
 int main(int argc, char **argv) {
     const char *fixtures = argc > 1 ? argv[1] : "tests/checkpoint/fixtures";
     if (argc > 2) snprintf(tmpdir, sizeof tmpdir, "%s", argv[2]);
@@ -311,6 +371,7 @@ int main(int argc, char **argv) {
     test_roundtrip();
     test_reference_fixture(fixtures);
     test_bad_files();
+    test_fuzz();
     if (failures) { printf("%d check(s) failed\n", failures); return 1; }
     printf("all safetensors checks passed\n");
     return 0;
