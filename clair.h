@@ -939,6 +939,7 @@ CLAIR_DEF long long clair_levenshtein_u32(const unsigned *a, size_t na, const un
     for (w = 0; w < words; w++) { P[w] = ~0ULL; M[w] = 0; }
     {
         long long score = (long long)m;
+        const int lastsh = (int)((m - 1) % 64);               /* the pattern's last row, in its block */
         for (j = 0; j < n; j++) {
             size_t h = (size_t)((b[j] * 2654435761u) & (cap - 1));
             while (hval[h] >= 0 && hkey[h] != b[j]) h = (h + 1) & (cap - 1);
@@ -954,8 +955,8 @@ CLAIR_DEF long long clair_levenshtein_u32(const unsigned *a, size_t na, const un
                 clair__u64 Xh = (((Eq & Pv) + Pv) ^ Pv) | Eq;
                 clair__u64 Ph = Mv | ~(Xh | Pv);
                 clair__u64 Mh = Pv & Xh;
-                int sh = w + 1 == words ? (int)((m - 1) % 64) : 63;   /* the block's last row */
-                clair__u64 hpo = (Ph >> sh) & 1, hno = (Mh >> sh) & 1;
+                clair__u64 hpo = Ph >> 63, hno = Mh >> 63;   /* row 63 of the block */
+                if (w + 1 == words) { hpo = (Ph >> lastsh) & 1; hno = (Mh >> lastsh) & 1; }
                 Ph = (Ph << 1) | hp;
                 Mh = (Mh << 1) | hn;
                 P[w] = Mh | ~(Xv | Ph);
