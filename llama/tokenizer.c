@@ -12,11 +12,13 @@
  *              U+2581, a U+2581 is prepended, characters are the initial symbols, characters
  *              missing from the vocab fall back to <0xNN> byte tokens.
  */
+#define _POSIX_C_SOURCE 200809L   /* pthread mutex for the word cache */
 #include "tokenizer.h"
 #include "unicode_data.h"
 #include "../clair.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -140,9 +142,12 @@ struct tokenizer {
     int tpl; char *tpl_system;  /* default system message (chatml) or NULL */
     char *date;                 /* llama3.1: the date string */
     char *bos_tok, *eos_tok;    /* template strings of bos/eos */
-    /* word cache (BYTELEVEL): pre-token bytes -> ids, to skip BPE for repeated words */
+    /* word cache (BYTELEVEL): pre-token bytes -> ids, to skip BPE for repeated words. The only
+     * state encode changes: an encode call uses it when it gets cache_lock without waiting, and
+     * goes without it otherwise, so concurrent encodes on one tokenizer are safe. */
     struct tok_cache_e { uint64_t h; unsigned char *w; int wlen; int *ids; int n; } *cache;
-    size_t cache_mask, cache_used;
+    size_t cache_mask;
+    pthread_mutex_t cache_lock;
 };
 
 static void tok__mput(tokenizer *t, int l, int r, int rank, int id) {
@@ -667,6 +672,7 @@ int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, 
     free(text);
     t = (tokenizer *)calloc(1, sizeof *t);
     if (!t) { clair_json_free(&root); return tok__fail(err, errsz, "out of memory"); }
+    pthread_mutex_init(&t->cache_lock, NULL);
     t->bos_id = t->eos_id = -1;
     if (tok__load_json(t, &root, path, err, errsz)) {
         clair_json_free(&root);
@@ -741,6 +747,7 @@ void tokenizer_free(tokenizer *t) {
     for (i = 0; i < t->n_added; i++) free(t->added[i].s);
     free(t->added);
     free(t->tpl_system); free(t->date); free(t->bos_tok); free(t->eos_tok);
+    pthread_mutex_destroy(&t->cache_lock);
     if (t->cache) {
         for (k = 0; k <= t->cache_mask; k++) { free(t->cache[k].w); free(t->cache[k].ids); }
         free(t->cache);
@@ -864,6 +871,7 @@ typedef struct {
     tok_sym *sym; size_t sym_cap;
     tok_cand *heap; size_t heap_n, heap_cap;
     uint32_t *cp; size_t *off; size_t cp_cap;     /* code points of a segment and their byte offsets */
+    int use_cache;                                /* this call holds the tokenizer's cache_lock */
 } tok_work;
 
 static void tok__work_free(tok_work *w) { free(w->sym); free(w->heap); free(w->cp); free(w->off); }
@@ -982,7 +990,7 @@ static int tok__word_bytelevel(tokenizer *t, tok_work *w, const unsigned char *s
         int id = tok__lookup_key(t, x->key, x->klen, s, n);
         if (id >= 0) return tok_ids_push(out, id);
     }
-    if (t->cache && n <= 64) {
+    if (w->use_cache && n <= 64) {
         h = tok__hash(s, n);
         ce = &t->cache[(size_t)h & t->cache_mask];
         if (ce->w && ce->h == h && (size_t)ce->wlen == n && memcmp(ce->w, s, n) == 0) {
@@ -1113,13 +1121,13 @@ static int tok__find_added(const tokenizer *t, const unsigned char *s, size_t le
 
 static int tok__encode_masked(const tokenizer *tc, const char *text, size_t len, const tok_allow *al,
                               tok_ids *out, char *err, size_t errsz) {
-    tokenizer *t = (tokenizer *)tc;   /* the word cache is the only state encode changes */
+    tokenizer *t = (tokenizer *)tc;   /* the word cache is the only state encode changes (under its lock) */
     const unsigned char *s = (const unsigned char *)text;
     tok_work w;
     size_t at = 0;
     int rc = 0;
     memset(&w, 0, sizeof w);
-    /* quick test: does any added token's first byte occur at all? (most text has none) */
+    w.use_cache = t->cache && pthread_mutex_trylock(&t->cache_lock) == 0;
     while (at <= len && rc == 0) {
         size_t pos = len;
         int which = -1;
@@ -1133,6 +1141,7 @@ static int tok__encode_masked(const tokenizer *tc, const char *text, size_t len,
             at = pos + (size_t)t->added[which].len;
         } else break;
     }
+    if (w.use_cache) pthread_mutex_unlock(&t->cache_lock);
     tok__work_free(&w);
     if (rc) return tok__fail(err, errsz, "tokenizer: out of memory");
     return 0;
@@ -1183,11 +1192,12 @@ int tokenizer_decode_stream(const tokenizer *t, tok_stream *s, int id, char *buf
     unsigned char tmp[1024];
     const unsigned char *src;
     size_t n, i = 0, w = 0, total;
-    if (id < 0 || id >= t->n_ids || !t->dec[id]) return 0;
+    if (id < 0 || id >= t->n_ids || !t->dec[id]) return -1;
     src = t->dec[id];
     n = (size_t)t->dec_len[id];
     total = (size_t)s->n_pending + n;
-    if (total > sizeof tmp) total = sizeof tmp;   /* tokens are far shorter in practice */
+    /* never drop bytes: a buffer too small for held bytes + this token is an error (state kept) */
+    if (total > bufsz || total > sizeof tmp) return -1;
     memcpy(tmp, s->pending, (size_t)s->n_pending);
     memcpy(tmp + s->n_pending, src, total - (size_t)s->n_pending);
     s->n_pending = 0;

@@ -48,7 +48,8 @@ int tokenizer_decode(const tokenizer *t, const int *ids, size_t n, char **out, s
 
 /* Streaming decode for generation: feed one id at a time; bytes of an incomplete UTF-8
  * character are held back until complete. Returns the number of bytes written to buf (at most
- * bufsz; 64 is always enough for one token plus held bytes is NOT guaranteed, use >= 256). */
+ * bufsz; 64 is always enough for one token plus held bytes is NOT guaranteed, use >= 256).
+ * -1 (nothing consumed) when id is not a token or buf cannot take the held bytes + this token. */
 typedef struct { unsigned char pending[8]; int n_pending; int started; } tok_stream;
 int tokenizer_decode_stream(const tokenizer *t, tok_stream *s, int id, char *buf, size_t bufsz);
 

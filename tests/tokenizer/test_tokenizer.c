@@ -71,6 +71,7 @@ static char *stream_decode(const tokenizer *t, const int *ids, size_t n, size_t 
     memset(&s, 0, sizeof s);
     for (i = 0; i < n; i++) {
         int w = tokenizer_decode_stream(t, &s, ids[i], buf, sizeof buf);
+        if (w < 0) { CHECK(0, "streaming decode refused id %d", ids[i]); continue; }
         if (k + (size_t)w + 8 > cap) { cap = cap * 2 + (size_t)w; o = (char *)realloc(o, cap); }
         memcpy(o + k, buf, (size_t)w);
         k += (size_t)w;
@@ -256,6 +257,19 @@ static void test_misc(const char *dir) {
         char *o = NULL;
         size_t ol;
         CHECK(tokenizer_decode(t, &bad, 1, &o, &ol, err, sizeof err) == -1, "decode of a bad id succeeded");
+    }
+    {   /* streaming decode: a bad id or a too small buffer is refused, nothing is lost */
+        tok_stream st;
+        char small[1];
+        int id;
+        memset(&st, 0, sizeof st);
+        CHECK(tokenizer_decode_stream(t, &st, -3, small, sizeof small) == -1, "stream accepted id -3");
+        id = tokenizer_token_id(t, "<|im_start|>");
+        if (id < 0) id = tokenizer_token_id(t, "<|begin_of_text|>");
+        if (id < 0) id = tokenizer_token_id(t, "<unk>");
+        CHECK(id >= 0, "no multi-byte token to test with");
+        if (id >= 0) CHECK(tokenizer_decode_stream(t, &st, id, small, sizeof small) == -1 && st.n_pending == 0,
+                           "stream wrote a long token into a 1-byte buffer");
     }
     tokenizer_free(t);
 }
