@@ -264,6 +264,7 @@ void llama_completion_logp(const llama_batch *b, const float *logp, double *out)
 #define MR 6   /* rows of the register tile */
 #define NR 16  /* columns of the register tile (one vf16) */
 #define KB 256 /* k block: a packed B block is KB * NR floats = 16 KiB, L1-resident */
+#define MB 96  /* row block: an A slice is MB * KB floats = 96 KiB, L2-resident */
 
 #if defined(__GNUC__) && !defined(__clang__)
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -289,7 +290,7 @@ typedef float vf16 __attribute__((vector_size(NR * sizeof(float))));
 #define LLAMA_VEC 1
 #endif
 
-static ALWAYS_INLINE void gemm_panel_body(const gemm_args *g, int j0)
+static ALWAYS_INLINE void gemm_panel_body(const gemm_args *g, int j0, int rb0, int rb1, int k0)
 {
 #ifdef LLAMA_VEC
     vf16 Bp[KB]; /* B block [KB, NR], packed, zero-padded past jn */
@@ -297,7 +298,7 @@ static ALWAYS_INLINE void gemm_panel_body(const gemm_args *g, int j0)
     float Bp[KB][NR];
 #endif
     const int jn = MIN(NR, g->m - j0);
-    for (int k0 = 0; k0 < g->k; k0 += KB) {
+    {
         const int kn = MIN(KB, g->k - k0);
         for (int kk = 0; kk < kn; kk++) {
             const float *src = g->B + (ptrdiff_t)(k0 + kk) * g->bks + (ptrdiff_t)j0 * g->bjs;
@@ -305,9 +306,9 @@ static ALWAYS_INLINE void gemm_panel_body(const gemm_args *g, int j0)
             for (int j = 0; j < NR; j++) tmp[j] = j < jn ? src[j * g->bjs] : 0.0f;
             memcpy(&Bp[kk], tmp, sizeof tmp);
         }
-        int r0 = 0;
+        int r0 = rb0;
 #ifdef LLAMA_VEC
-        for (; r0 + MR <= g->n; r0 += MR) {
+        for (; r0 + MR <= rb1; r0 += MR) {
             vf16 acc[MR];
             for (int r = 0; r < MR; r++) acc[r] = (vf16){0};
             const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
@@ -329,7 +330,7 @@ static ALWAYS_INLINE void gemm_panel_body(const gemm_args *g, int j0)
                 for (int j = 0; j < jn; j++) c[j] += t[j];
             }
         }
-        for (; r0 < g->n; r0++) { /* leftover rows, one at a time */
+        for (; r0 < rb1; r0++) { /* leftover rows, one at a time */
             vf16 acc = (vf16){0};
             const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
             for (int kk = 0; kk < kn; kk++) acc += a[(ptrdiff_t)kk * g->aks] * Bp[kk];
@@ -339,7 +340,7 @@ static ALWAYS_INLINE void gemm_panel_body(const gemm_args *g, int j0)
             for (int j = 0; j < jn; j++) c[j] += t[j];
         }
 #else
-        for (; r0 < g->n; r0++) { /* portable C: one row at a time */
+        for (; r0 < rb1; r0++) { /* portable C: one row at a time */
             float acc[NR] = {0};
             const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
             for (int kk = 0; kk < kn; kk++) {
@@ -353,24 +354,29 @@ static ALWAYS_INLINE void gemm_panel_body(const gemm_args *g, int j0)
     }
 }
 
-static void gemm_panel_generic(const gemm_args *g, int j0) { gemm_panel_body(g, j0); }
+static void gemm_panel_generic(const gemm_args *g, int j0, int rb0, int rb1, int k0)
+{
+    gemm_panel_body(g, j0, rb0, rb1, k0);
+}
 
 /* On x86 with GCC, the same C compiled for AVX2+FMA and AVX-512, picked at run time: the
  * binary still runs on any x86-64. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define LLAMA_X86_DISPATCH 1
-__attribute__((target("avx2,fma"))) static void gemm_panel_avx2(const gemm_args *g, int j0)
+__attribute__((target("avx2,fma"))) static void gemm_panel_avx2(const gemm_args *g, int j0,
+                                                                  int rb0, int rb1, int k0)
 {
-    gemm_panel_body(g, j0);
+    gemm_panel_body(g, j0, rb0, rb1, k0);
 }
 __attribute__((target("avx512f,avx2,fma"))) static void gemm_panel_avx512(const gemm_args *g,
-                                                                         int j0)
+                                                                         int j0, int rb0,
+                                                                         int rb1, int k0)
 {
-    gemm_panel_body(g, j0);
+    gemm_panel_body(g, j0, rb0, rb1, k0);
 }
 #endif
 
-typedef void (*gemm_panel_fn)(const gemm_args *, int);
+typedef void (*gemm_panel_fn)(const gemm_args *, int, int, int, int);
 
 static gemm_panel_fn pick_gemm_panel(void)
 {
@@ -388,9 +394,16 @@ static void gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t 
     if (n <= 0 || m <= 0 || k <= 0) return;
     gemm_args g = {C, ldc, A, ars, aks, B, bks, bjs, n, k, m};
     const int np = (m + NR - 1) / NR;
+    const int nrb = (n + MB - 1) / MB;
     const gemm_panel_fn fn = pick_gemm_panel(); /* a few loads; no shared state to race on */
-#pragma omp parallel for schedule(static) if ((double)n * k * m > 1e5)
-    for (int p = 0; p < np; p++) fn(&g, p * NR);
+    /* k blocks outermost: within one, a row block's A slice [MB, KB] stays in L2 while a
+     * thread sweeps the panels (static schedule = contiguous (row block, panel) ranges), so A is
+     * read from memory once however many panels there are. */
+    for (int k0 = 0; k0 < k; k0 += KB) {
+#pragma omp parallel for collapse(2) schedule(static) if ((double)n * MIN(KB, k) * m > 1e5)
+        for (int rb = 0; rb < nrb; rb++)
+            for (int p = 0; p < np; p++) fn(&g, p * NR, rb * MB, MIN(n, (rb + 1) * MB), k0);
+    }
 }
 
 /* Y[n, o] = X[n, i] @ W[o, i]^T */
@@ -406,10 +419,22 @@ static void mm_bwd_x(float *dX, const float *dY, const float *W, int n, int in, 
     gemm(dX, (size_t)in, dY, out, 1, W, in, 1, n, out, in);
 }
 
-/* dW[o, i] += dY[n, o]^T @ X[n, i] */
+/* dW[o, i] += dY[n, o]^T @ X[n, i]. dY is transposed into [o, n] first: read in place, the
+ * tile's six rows would be six neighbouring columns of dY and every k step would land on a new
+ * cache line (a new page for the LM head's [64, V] chunk). The copy costs n*o, the product n*o*i. */
 static void mm_bwd_w(float *dW, const float *dY, const float *X, int n, int in, int out)
 {
-    gemm(dW, (size_t)in, dY, 1, out, X, in, 1, out, n, in);
+    float *dYt = (float *)malloc((size_t)n * out * sizeof(float));
+    if (!dYt) { /* no memory for the copy: same result, slower */
+        gemm(dW, (size_t)in, dY, 1, out, X, in, 1, out, n, in);
+        return;
+    }
+#pragma omp parallel for schedule(static) if ((double)n * out > 1e5)
+    for (int o0 = 0; o0 < out; o0 += 32) /* 32 x n blocks: both sides stay in cache */
+        for (int t = 0; t < n; t++)
+            for (int o = o0; o < MIN(out, o0 + 32); o++) dYt[(size_t)o * n + t] = dY[(size_t)t * out + o];
+    gemm(dW, (size_t)in, dYt, n, 1, X, in, 1, out, n, in);
+    free(dYt);
 }
 
 void llama_matmul(float *out, const float *x, const float *w, int n, int in_dim, int out_dim)

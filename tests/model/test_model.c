@@ -377,7 +377,8 @@ static int test_fixtures(const char *root)
 
 static void test_matmul(void)
 {
-    const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {13, 300, 33}, {6, 16, 16}, {50, 517, 70}, {1, 64, 300}};
+    const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {13, 300, 33}, {6, 16, 16}, {50, 517, 70}, {1, 64, 300},
+                             {197, 530, 37}}; /* the last: several row blocks and k blocks */
     double worst = 0;
     for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++) {
         const int n = sizes[c][0], in = sizes[c][1], out = sizes[c][2];
