@@ -129,13 +129,26 @@ __device__ __forceinline__ float ldf(const bf16 *p, size_t i) { return __bfloat1
 __device__ __forceinline__ void stf(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void stf(bf16 *p, size_t i, float v) { p[i] = __float2bfloat16(v); }
 
+/* Kernel launches are written LAUNCH(grid, block, kernel)(args...): CUDA's <<<>>> here, and a
+ * CPU emulator in tests/gpu/emu/ (which defines LAUNCH first) runs this very file without a
+ * GPU, so CI checks the backend end to end against the CPU path. */
+#ifndef LAUNCH
+#define LAUNCH(grid, block, ...) __VA_ARGS__<<<(grid), (block)>>>
+#endif
+#ifndef MAX_EBLOCKS
+#define MAX_EBLOCKS 32768   /* elementwise grids; grid-stride loops do the rest */
+#define MAX_RBLOCKS 65535   /* row kernels: one block per row up to this */
+#endif
+
 /* Grid-stride loop over [0, n). */
 #define GRID_LOOP(i, n) \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
 /* Block-wide sum / max of one value per thread; every thread gets the result. blockDim.x must be
  * a multiple of 32 (all launches here use 256). The leading barrier lets a kernel call these
- * several times in a row with the one shared array. */
+ * several times in a row with the one shared array. (The CPU emulator brings its own, with the
+ * same contract, because emulating each shuffle is slow; test_kernels checks these on a GPU.) */
+#ifndef EMU_BLOCK_REDUCE
 template <typename F>
 __device__ F block_sum(F v)
 {
@@ -170,6 +183,7 @@ __device__ float block_max(float v)
     __syncthreads();
     return sh[0];
 }
+#endif
 
 /* A 32-bit integer hash (lowbias32): the random numbers of stochastic rounding and device init
  * are hash(seed, element index), so they need no state and are the same for any launch shape. */
@@ -576,17 +590,20 @@ typedef struct {
     uint32_t sr_seed;        /* stochastic rounding: advanced every step */
 } cuda_ctx;
 
+/* Element offsets into the compute-type buffers (weights c->w, activations) and into the
+ * gradient buffer, whose element size differs in bf16 non-lean mode (fp32 grads, bf16 weights). */
 #define ACT(c, p, off) ((void *)((char *)(p) + (size_t)(off) * (c)->asz))
+#define GRD(c, off) ((void *)((char *)(c)->grad + (size_t)(off) * ((c)->lean ? 2 : 4)))
 
 /* Kernel launch shapes: elementwise work gets enough blocks to fill any GPU, capped so the
  * grid-stride loops do the rest; row kernels get one block per row up to 65535. */
-static int eblocks(size_t n) { size_t b = (n + 255) / 256; return (int)(b < 1 ? 1 : b > 32768 ? 32768 : b); }
-static int rblocks(size_t rows) { return (int)(rows < 1 ? 1 : rows > 65535 ? 65535 : rows); }
+static int eblocks(size_t n) { size_t b = (n + 255) / 256; return (int)(b < 1 ? 1 : b > MAX_EBLOCKS ? MAX_EBLOCKS : b); }
+static int rblocks(size_t rows) { return (int)(rows < 1 ? 1 : rows > MAX_RBLOCKS ? MAX_RBLOCKS : rows); }
 
 #define DISPATCH_A(c, kern, grid, block, ...)                                   \
     do {                                                                        \
-        if ((c)->abf) kern<bf16><<<(grid), (block)>>>(__VA_ARGS__);             \
-        else kern<float><<<(grid), (block)>>>(__VA_ARGS__);                     \
+        if ((c)->abf) LAUNCH((grid), (block), kern<bf16>)(__VA_ARGS__);         \
+        else LAUNCH((grid), (block), kern<float>)(__VA_ARGS__);                 \
     } while (0)
 
 /* ------------------------------------------------------------------------------------------ */
@@ -639,8 +656,8 @@ static int op_rmsnorm_bwd(cuda_ctx *c, float *dx, void *dw, const float *dy, con
 {
     char *err = c->b->err; size_t errsz = sizeof c->b->err;
     dim3 blk(32, 16), grd((D + 31) / 32);
-    if (c->lean) rmsnorm_dw_k<bf16><<<grd, blk>>>((bf16 *)dw, dy, x, rstd, T, D);
-    else rmsnorm_dw_k<float><<<grd, blk>>>((float *)dw, dy, x, rstd, T, D);
+    if (c->lean) LAUNCH(grd, blk, rmsnorm_dw_k<bf16>)((bf16 *)dw, dy, x, rstd, T, D);
+    else LAUNCH(grd, blk, rmsnorm_dw_k<float>)((float *)dw, dy, x, rstd, T, D);
     CKL();
     DISPATCH_A(c, rmsnorm_bwd_k, rblocks(T), 256, dx, dy, x, rstd, w, T, D);
     CKL();
@@ -716,10 +733,10 @@ static int op_lm_fwd(cuda_ctx *c, int T)
     for (int c0 = 0; c0 < V; c0 += c->lm_chunk) {
         int C = V - c0 < c->lm_chunk ? V - c0 : c->lm_chunk;
         if (linear_fwd(c, c->logits, CUDA_R_32F, 0.f, c->xf, ACT(c, c->w, c->off_lm + (size_t)c0 * D), T, D, C)) return -1;
-        lse_chunk_k<<<rblocks(T), 256>>>(c->mx, c->se, c->tl, c->logits, c->tgt, T, C, c0, c0 == 0);
+        LAUNCH(rblocks(T), 256, lse_chunk_k)(c->mx, c->se, c->tl, c->logits, c->tgt, T, C, c0, c0 == 0);
         CKL();
     }
-    logp_k<<<eblocks(T), 256>>>(c->logp, c->lse, c->mx, c->se, c->tl, c->tgt, T);
+    LAUNCH(eblocks(T), 256, logp_k)(c->logp, c->lse, c->mx, c->se, c->tl, c->tgt, T);
     CKL();
     return 0;
 }
@@ -736,7 +753,7 @@ static int op_lm_bwd(cuda_ctx *c, int T)
         if (linear_fwd(c, c->logits, CUDA_R_32F, 0.f, c->xf, Wc, T, D, C)) return -1;
         DISPATCH_A(c, lm_bwd_chunk_k, eblocks((size_t)T * C), 256, c->dlogits, c->logits, c->lse, c->wt, c->tgt, T, C, c0);
         CKL();
-        if (linear_bwd(c, c->dxf, CUDA_R_32F, c0 ? 1.f : 0.f, ACT(c, c->grad, c->off_lm + (size_t)c0 * D),
+        if (linear_bwd(c, c->dxf, CUDA_R_32F, c0 ? 1.f : 0.f, GRD(c, c->off_lm + (size_t)c0 * D),
                        c->dlogits, c->xf, Wc, T, D, C)) return -1;
     }
     return 0;
@@ -746,7 +763,7 @@ static int op_lm_bwd(cuda_ctx *c, int T)
 static const void *dres_act(cuda_ctx *c, int T)
 {
     if (!c->abf) return c->dres;
-    cast_k<bf16><<<eblocks((size_t)T * c->D), 256>>>(c->dY, c->dres, (size_t)T * c->D);
+    LAUNCH(eblocks((size_t)T * c->D), 256, cast_k<bf16>)(c->dY, c->dres, (size_t)T * c->D);
     return c->dY;
 }
 
@@ -760,8 +777,8 @@ static int layer_fwd(cuda_ctx *c, int l, layer_acts *a, int T, int full)
     const float *x = c->res + (size_t)l * c->max_T * D;
     if (op_rmsnorm_fwd(c, a->xn1, a->rstd1, x, ACT(c, c->w, o->ln1), T, D)) return -1;
     if (linear_fwd(c, a->qkv, act_type(c), 0.f, a->xn1, ACT(c, c->w, o->qkv), T, D, c->QKV)) return -1;
-    if (c->abf) rope_k<bf16, bf16><<<eblocks((size_t)T * c->QKV), 256>>>(a->qkv, a->qkv, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, c->QKV, c->hd, 1.f);
-    else rope_k<float, float><<<eblocks((size_t)T * c->QKV), 256>>>(a->qkv, a->qkv, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, c->QKV, c->hd, 1.f);
+    if (c->abf) LAUNCH(eblocks((size_t)T * c->QKV), 256, rope_k<bf16, bf16>)(a->qkv, a->qkv, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, c->QKV, c->hd, 1.f);
+    else LAUNCH(eblocks((size_t)T * c->QKV), 256, rope_k<float, float>)(a->qkv, a->qkv, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, c->QKV, c->hd, 1.f);
     CKL();
     if (op_attention_fwd(c, a->att, a->qkv, c->h_seq, c->n_seq)) return -1;
     CK(cudaMemcpy(a->xmid, x, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice));
@@ -789,22 +806,22 @@ static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
     /* MLP block: res[l+1] = xmid + h Wd^T */
     const void *dy = dres_act(c, T);
     CKL();
-    if (linear_bwd(c, c->dh, at, 0.f, ACT(c, c->grad, o->down), dy, a->h, ACT(c, c->w, o->down), T, I, D)) return -1;
+    if (linear_bwd(c, c->dh, at, 0.f, GRD(c, o->down), dy, a->h, ACT(c, c->w, o->down), T, I, D)) return -1;
     DISPATCH_A(c, swiglu_bwd_k, eblocks((size_t)T * I), 256, c->dbig, c->dh, a->gu, T, I);
     CKL();
-    if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, ACT(c, c->grad, o->gu), c->dbig, a->xn2, ACT(c, c->w, o->gu), T, D, 2 * I)) return -1;
-    if (op_rmsnorm_bwd(c, c->dres, ACT(c, c->grad, o->ln2), c->dxn, a->xmid, a->rstd2, ACT(c, c->w, o->ln2), T, D)) return -1;
+    if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRD(c, o->gu), c->dbig, a->xn2, ACT(c, c->w, o->gu), T, D, 2 * I)) return -1;
+    if (op_rmsnorm_bwd(c, c->dres, GRD(c, o->ln2), c->dxn, a->xmid, a->rstd2, ACT(c, c->w, o->ln2), T, D)) return -1;
     /* attention block: xmid = res[l] + att Wo^T */
     dy = dres_act(c, T);
     CKL();
-    if (linear_bwd(c, c->datt, at, 0.f, ACT(c, c->grad, o->o), dy, a->att, ACT(c, c->w, o->o), T, HD, D)) return -1;
+    if (linear_bwd(c, c->datt, at, 0.f, GRD(c, o->o), dy, a->att, ACT(c, c->w, o->o), T, HD, D)) return -1;
     if (op_attention_bwd(c, c->dqkvf, c->datt, a->qkv, c->h_seq, c->n_seq)) return -1;
     /* RoPE backward (inverse rotation) of dq, dk; dv copied; cast to the compute type */
-    if (c->abf) rope_k<float, bf16><<<eblocks((size_t)T * QKV), 256>>>(c->dbig, c->dqkvf, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, QKV, c->hd, -1.f);
-    else rope_k<float, float><<<eblocks((size_t)T * QKV), 256>>>(c->dbig, c->dqkvf, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, QKV, c->hd, -1.f);
+    if (c->abf) LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<float, bf16>)(c->dbig, c->dqkvf, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, QKV, c->hd, -1.f);
+    else LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<float, float>)(c->dbig, c->dqkvf, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, QKV, c->hd, -1.f);
     CKL();
-    if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, ACT(c, c->grad, o->qkv), c->dbig, a->xn1, ACT(c, c->w, o->qkv), T, D, QKV)) return -1;
-    if (op_rmsnorm_bwd(c, c->dres, ACT(c, c->grad, o->ln1), c->dxn, x, a->rstd1, ACT(c, c->w, o->ln1), T, D)) return -1;
+    if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRD(c, o->qkv), c->dbig, a->xn1, ACT(c, c->w, o->qkv), T, D, QKV)) return -1;
+    if (op_rmsnorm_bwd(c, c->dres, GRD(c, o->ln1), c->dxn, x, a->rstd1, ACT(c, c->w, o->ln1), T, D)) return -1;
     return 0;
 }
 
@@ -847,8 +864,8 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
     CK(e2);
     CK(cudaMemcpy(c->tgt, c->h_tgt, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
 
-    if (c->abf) embed_fwd_k<bf16><<<eblocks((size_t)T * D), 256>>>(c->res, ACT(c, c->w, c->off_embed), c->tok, T, D);
-    else embed_fwd_k<float><<<eblocks((size_t)T * D), 256>>>(c->res, ACT(c, c->w, c->off_embed), c->tok, T, D);
+    if (c->abf) LAUNCH(eblocks((size_t)T * D), 256, embed_fwd_k<bf16>)(c->res, ACT(c, c->w, c->off_embed), c->tok, T, D);
+    else LAUNCH(eblocks((size_t)T * D), 256, embed_fwd_k<float>)(c->res, ACT(c, c->w, c->off_embed), c->tok, T, D);
     CKL();
     for (int l = 0; l < c->L; l++)
         if (layer_fwd(c, l, &c->acts[c->recompute ? 0 : l], T, 1)) return -1;
@@ -874,15 +891,15 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
 
     if (op_lm_bwd(c, T)) return -1;
     CK(cudaMemset(c->dres, 0, (size_t)T * D * sizeof(float)));
-    if (op_rmsnorm_bwd(c, c->dres, ACT(c, c->grad, c->off_norm), c->dxf, c->res + (size_t)c->L * c->max_T * D,
+    if (op_rmsnorm_bwd(c, c->dres, GRD(c, c->off_norm), c->dxf, c->res + (size_t)c->L * c->max_T * D,
                        c->rstdf, ACT(c, c->w, c->off_norm), T, D)) return -1;
     for (int l = c->L - 1; l >= 0; l--) {
         layer_acts *a = &c->acts[c->recompute ? 0 : l];
         if (c->recompute && layer_fwd(c, l, a, T, 0)) return -1;
         if (layer_bwd(c, l, a, T)) return -1;
     }
-    if (c->lean) embed_bwd_bf16_k<<<eblocks((size_t)T * D), 256>>>((bf16 *)ACT(c, c->grad, c->off_embed), c->dres, c->tok, T, D);
-    else embed_bwd_f32_k<<<eblocks((size_t)T * D), 256>>>((float *)ACT(c, c->grad, c->off_embed), c->dres, c->tok, T, D);
+    if (c->lean) LAUNCH(eblocks((size_t)T * D), 256, embed_bwd_bf16_k)((bf16 *)GRD(c, c->off_embed), c->dres, c->tok, T, D);
+    else LAUNCH(eblocks((size_t)T * D), 256, embed_bwd_f32_k)((float *)GRD(c, c->off_embed), c->dres, c->tok, T, D);
     CKL();
     CK(cudaDeviceSynchronize());
     return 0;
@@ -902,8 +919,8 @@ static int grad_sumsq(cuda_ctx *c, double *out)
 {
     char *err = c->b->err; size_t errsz = sizeof c->b->err;
     CK(cudaMemset(c->dsum, 0, sizeof(double)));
-    if (c->lean) sumsq_k<bf16><<<eblocks(c->n_params), 256>>>(c->dsum, (const bf16 *)c->grad, c->n_params);
-    else sumsq_k<float><<<eblocks(c->n_params), 256>>>(c->dsum, (const float *)c->grad, c->n_params);
+    if (c->lean) LAUNCH(eblocks(c->n_params), 256, sumsq_k<bf16>)(c->dsum, (const bf16 *)c->grad, c->n_params);
+    else LAUNCH(eblocks(c->n_params), 256, sumsq_k<float>)(c->dsum, (const float *)c->grad, c->n_params);
     CKL();
     CK(cudaMemcpy(out, c->dsum, sizeof(double), cudaMemcpyDeviceToHost));
     return 0;
@@ -931,11 +948,11 @@ static int cuda_adamw_step(llama_backend *b, const llama_adamw *h, float grad_sc
         float decay = (float)(1.0 - h->lr * (ti->ndim == 2 ? h->weight_decay : 0.0));
         size_t off = ti->offset, n = ti->numel;
         if (c->lean)
-            adamw_bf16_k<<<eblocks(n), 256>>>((bf16 *)c->master + off, (const bf16 *)c->grad + off, (bf16 *)c->am + off,
+            LAUNCH(eblocks(n), 256, adamw_bf16_k)((bf16 *)c->master + off, (const bf16 *)c->grad + off, (bf16 *)c->am + off,
                                               (bf16 *)c->av + off, n, grad_scale, (float)h->beta1, (float)h->beta2,
                                               (float)h->eps, decay, step, sq_bc2, c->sr_seed * 7919u + (uint32_t)i);
         else
-            adamw_f32_k<<<eblocks(n), 256>>>((float *)c->master + off, (const float *)c->grad + off, (float *)c->am + off,
+            LAUNCH(eblocks(n), 256, adamw_f32_k)((float *)c->master + off, (const float *)c->grad + off, (float *)c->am + off,
                                              (float *)c->av + off, c->abf ? (bf16 *)c->w + off : NULL, n, grad_scale,
                                              (float)h->beta1, (float)h->beta2, (float)h->eps, decay, step, sq_bc2);
         CKL();
@@ -994,7 +1011,7 @@ static int refresh_w16(cuda_ctx *c)
 {
     char *err = c->b->err; size_t errsz = sizeof c->b->err;
     if (!c->abf || c->lean) return 0;
-    f32_to_bf16_k<<<eblocks(c->n_params), 256>>>((bf16 *)c->w, (const float *)c->master, c->n_params);
+    LAUNCH(eblocks(c->n_params), 256, f32_to_bf16_k)((bf16 *)c->w, (const float *)c->master, c->n_params);
     CKL();
     CK(cudaDeviceSynchronize());
     return 0;
@@ -1107,12 +1124,12 @@ static int init_random_device(cuda_ctx *c, char *err, size_t errsz)
         const llama_tensor_info *ti = &c->tens[i];
         void *p = (char *)c->master + ti->offset * (c->lean ? 2 : 4);
         if (ti->ndim == 1) {
-            if (c->lean) fill_k<bf16><<<eblocks(ti->numel), 256>>>((bf16 *)p, ti->numel, 1.f);
-            else fill_k<float><<<eblocks(ti->numel), 256>>>((float *)p, ti->numel, 1.f);
+            if (c->lean) LAUNCH(eblocks(ti->numel), 256, fill_k<bf16>)((bf16 *)p, ti->numel, 1.f);
+            else LAUNCH(eblocks(ti->numel), 256, fill_k<float>)((float *)p, ti->numel, 1.f);
         } else {
             float sd = (float)(c->cfg.initializer_range > 0 ? c->cfg.initializer_range : 0.02);
-            if (c->lean) init_normal_k<bf16><<<eblocks(ti->numel), 256>>>((bf16 *)p, ti->numel, sd, 1234u + (uint32_t)i);
-            else init_normal_k<float><<<eblocks(ti->numel), 256>>>((float *)p, ti->numel, sd, 1234u + (uint32_t)i);
+            if (c->lean) LAUNCH(eblocks(ti->numel), 256, init_normal_k<bf16>)((bf16 *)p, ti->numel, sd, 1234u + (uint32_t)i);
+            else LAUNCH(eblocks(ti->numel), 256, init_normal_k<float>)((float *)p, ti->numel, sd, 1234u + (uint32_t)i);
         }
         CKL();
     }

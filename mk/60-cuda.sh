@@ -6,6 +6,11 @@
 # and the benchmark. Without nvcc: llama/cuda_stub.c -> $BUILD/cuda_stub.o, whose
 # llama_cuda_backend_create says "built without CUDA". Programs that need the CPU path
 # ($BUILD/llama_model.o, from mk/30-model.sh) are skipped, saying so, until it exists.
+#
+# The CPU emulator (tests/gpu/emu/: fake cuda_runtime.h, cuda_bf16.h, cublas_v2.h) compiles
+# kernels.cu itself with the host C++ compiler into $BUILD/emu/, and test_cuda runs the kernel
+# tests and a few parity cases through it: the CUDA path is checked against the CPU path on
+# every build, GPU or not (see tests/gpu/emu/cuda_runtime.h for what that cannot show).
 
 CUDA_NVCCFLAGS="-O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -Xcompiler -Wall,-Wextra"
 
@@ -42,8 +47,31 @@ cuda__libs() {
   echo "-L$h/lib64 -Wl,-rpath,$h/lib64 -lcublas -lcublasLt -lcudart -lstdc++ -lpthread -lm"
 }
 
+# Emulator builds (no GPU, no nvcc needed); not under ASan (fibers switch stacks).
+build_cuda_emu() {
+  local cxx=${CXX:-g++}
+  command -v "$cxx" >/dev/null || { echo "cuda: no C++ compiler ($cxx): emulator tests not built"; return 0; }
+  cuda__has "$BUILD/llama_model.o" llama_layout llama_rope_inv_freq llama_matmul llama_rmsnorm llama_rope_apply || return 0
+  mkdir -p "$BUILD/emu"
+  local objs emuh; objs=$(cuda__cpu_objs); emuh="tests/gpu/emu/cuda_runtime.h tests/gpu/emu/cuda_bf16.h tests/gpu/emu/cublas_v2.h"
+  # shellcheck disable=SC2086
+  if cuda__stale "$BUILD/emu/kernels.o" kernels.cu llama/model.h $emuh; then
+    $cxx -O2 -std=c++17 -Wall -Wextra -Itests/gpu/emu -x c++ -c kernels.cu -o "$BUILD/emu/kernels.o"
+  fi
+  # shellcheck disable=SC2086
+  if cuda__stale "$BUILD/emu/cuda_kernels" tests/gpu/test_kernels.cu kernels.cu llama/model.h $emuh "$BUILD/llama_model.o"; then
+    $cxx -O2 -std=c++17 -Wall -Wextra -Itests/gpu/emu -x c++ tests/gpu/test_kernels.cu -x none $objs $OMP -lm -o "$BUILD/emu/cuda_kernels"
+  fi
+  if cuda__has "$BUILD/llama_model.o" llama_cpu_backend_create llama_model_alloc llama_model_init_random &&
+     cuda__has "$BUILD/llama_checkpoint.o" llama_model_load; then
+    # shellcheck disable=SC2086
+    $CC $CFLAGS -std=c99 tests/gpu/test_parity.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm -o "$BUILD/emu/cuda_parity"
+  fi
+}
+
 build_cuda() {
   mkdir -p "$BUILD/gpu"
+  [ -z "$SAN" ] && build_cuda_emu
   if [ -z "$NVCC" ]; then
     $CC $CFLAGS -std=c99 -c llama/cuda_stub.c -o "$BUILD/cuda_stub.o"
     return 0
@@ -84,6 +112,16 @@ build_cuda() {
 }
 
 test_cuda() {
+  # The CUDA backend on the CPU emulator: kernel tests, then one parity case per mode (2 steps).
+  if [ -z "$SAN" ] && [ -x "$BUILD/emu/cuda_kernels" ]; then
+    run_test cuda_emu_kernels "$BUILD/emu/cuda_kernels"
+  fi
+  if [ -z "$SAN" ] && [ -x "$BUILD/emu/cuda_parity" ]; then
+    run_test cuda_emu_parity_fp32 "$BUILD/emu/cuda_parity" --case gqa_tied --mode fp32 --steps 2
+    run_test cuda_emu_parity_fp32_recompute "$BUILD/emu/cuda_parity" --case llama3_mqa --mode fp32+recompute+chunk --steps 2
+    run_test cuda_emu_parity_bf16 "$BUILD/emu/cuda_parity" --case mha_untied --mode bf16 --steps 2
+    run_test cuda_emu_parity_lean "$BUILD/emu/cuda_parity" --case random-gqa-llama3 --mode "bf16 lean+recompute" --steps 2
+  fi
   if [ -z "$NVCC" ]; then
     run_test cuda_stub sh -c 'echo "SKIP: built without nvcc: the CUDA backend is the stub"; exit 77'
     return 0

@@ -251,8 +251,8 @@ static void test_rope(int bf)
         for (int i = 0; i < QKV; i++) ref[(size_t)t * QKV + i] = row[i];
     }
     void *dx = dup_(x, (size_t)T * QKV, bf);
-    if (bf) rope_k<bf16, bf16><<<eblocks((size_t)T * QKV), 256>>>(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
-    else rope_k<float, float><<<eblocks((size_t)T * QKV), 256>>>(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
+    if (bf) LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<bf16, bf16>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
+    else LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<float, float>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
     CU(cudaGetLastError());
     check(bf ? "rope fwd bf16 (llama3)" : "rope fwd fp32 (llama3)", dx, bf, ref, (size_t)T * QKV, RT(bf), AT(bf, 1));
     /* backward = inverse rotation, fp32 in -> act out: twin rotates by -angle in double */
@@ -269,8 +269,8 @@ static void test_rope(int bf)
             else ref[o] = gy[b0 + j] * co - gy[b0 + j - half] * si;
         }
     void *dg = dup_(gy, (size_t)T * QKV, 0), *dout = dpoison((size_t)T * QKV, bf);
-    if (bf) rope_k<float, bf16><<<eblocks((size_t)T * QKV), 256>>>(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
-    else rope_k<float, float><<<eblocks((size_t)T * QKV), 256>>>(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
+    if (bf) LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<float, bf16>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
+    else LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<float, float>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
     CU(cudaGetLastError());
     check(bf ? "rope bwd bf16" : "rope bwd fp32", dout, bf, ref, (size_t)T * QKV, RT(bf), AT(bf, 1));
     cudaFree(dx); cudaFree(dg); cudaFree(dout); cudaFree(dpos); cudaFree(dcos); cudaFree(dsin);
@@ -440,14 +440,14 @@ static void test_lm_embed(int bf)
     CU(cudaGetLastError());
     check(bf ? "embed_fwd bf16" : "embed_fwd fp32", res, 0, rres, (size_t)T * D, 0, 0);
     void *dg = dup_(g0, (size_t)V * D, 0), *ddr = dup_(dr, (size_t)T * D, 0);
-    embed_bwd_f32_k<<<eblocks((size_t)T * D), 256>>>((float *)dg, (const float *)ddr, dtok, T, D);
+    LAUNCH(eblocks((size_t)T * D), 256, embed_bwd_f32_k)((float *)dg, (const float *)ddr, dtok, T, D);
     CU(cudaGetLastError());
     check("embed_bwd fp32", dg, 0, rg, (size_t)V * D, 1e-6, 1e-6);
     if (bf) {
         float *g0b = hrand((size_t)V * D, 1.f, 1);
         for (size_t i = 0; i < (size_t)V * D; i++) rg[i] += g0b[i] - g0[i];
         void *dgb = dup_(g0b, (size_t)V * D, 1);
-        embed_bwd_bf16_k<<<eblocks((size_t)T * D), 256>>>((bf16 *)dgb, (const float *)ddr, dtok, T, D);
+        LAUNCH(eblocks((size_t)T * D), 256, embed_bwd_bf16_k)((bf16 *)dgb, (const float *)ddr, dtok, T, D);
         CU(cudaGetLastError());
         check("embed_bwd lean bf16", dgb, 1, rg, (size_t)V * D, 2e-2, 2e-2);
         cudaFree(dgb); free(g0b);
@@ -474,7 +474,7 @@ static void test_optim(void)
     double ss = 0; for (size_t i = 0; i < n; i++) ss += (double)g[i] * g[i];
     void *dg = dup_(g, n, 0);
     double *dsum; CU(cudaMalloc(&dsum, 8)); CU(cudaMemset(dsum, 0, 8));
-    sumsq_k<float><<<eblocks(n), 256>>>(dsum, (const float *)dg, n);
+    LAUNCH(eblocks(n), 256, sumsq_k<float>)(dsum, (const float *)dg, n);
     CU(cudaGetLastError());
     double got = 0; CU(cudaMemcpy(&got, dsum, 8, cudaMemcpyDeviceToHost));
     g_checks++;
@@ -490,7 +490,7 @@ static void test_optim(void)
         rp[i] = p[i] * (1 - lr * wd) - lr / bc1 * rm[i] / (sqrt(rv[i]) / sqrt(bc2) + eps);
     }
     void *dp = dup_(p, n, 0), *dm = dup_(m, n, 0), *dv = dup_(v, n, 0), *w16 = dpoison(n, 1);
-    adamw_f32_k<<<eblocks(n), 256>>>((float *)dp, (const float *)dg, (float *)dm, (float *)dv, (bf16 *)w16, n, (float)scale,
+    LAUNCH(eblocks(n), 256, adamw_f32_k)((float *)dp, (const float *)dg, (float *)dm, (float *)dv, (bf16 *)w16, n, (float)scale,
                                      (float)b1, (float)b2, (float)eps, (float)(1 - lr * wd), (float)(lr / bc1), (float)sqrt(bc2));
     CU(cudaGetLastError());
     check("adamw fp32 p", dp, 0, rp, n, 1e-6, 1e-7);
@@ -505,17 +505,17 @@ static void test_optim(void)
         rp[i] = p[i] * (1 - lr * wd) - lr / bc1 * rm[i] / (sqrt(rv[i]) / sqrt(bc2) + eps);
     }
     void *bg = dup_(g, n, 1), *bp = dup_(p, n, 1), *bm = dup_(m, n, 1), *bv = dup_(v, n, 1);
-    adamw_bf16_k<<<eblocks(n), 256>>>((bf16 *)bp, (const bf16 *)bg, (bf16 *)bm, (bf16 *)bv, n, (float)scale, (float)b1,
+    LAUNCH(eblocks(n), 256, adamw_bf16_k)((bf16 *)bp, (const bf16 *)bg, (bf16 *)bm, (bf16 *)bv, n, (float)scale, (float)b1,
                                       (float)b2, (float)eps, (float)(1 - lr * wd), (float)(lr / bc1), (float)sqrt(bc2), 42u);
     CU(cudaGetLastError());
     check("adamw lean p", bp, 1, rp, n, 8e-3, 1e-30);
-    check("adamw lean m", bm, 1, rm, n, 8e-3, 1e-30);
+    check("adamw lean m", bm, 1, rm, n, 8e-3, 1e-9);   /* m = b1 m + (1 - b1) g cancels: fp32 rounding of the terms */
     check("adamw lean v", bv, 1, rv, n, 8e-3, 1e-30);
     /* stochastic rounding: x = 1 + 0.3 ulp(bf16) rounds up 30% of the time; the mean is x */
     size_t ns = 1 << 22;
     float x = 1.f + 0.3f * 0.0078125f;
     float *dsr; CU(cudaMalloc(&dsr, ns * 4));
-    sr_k<<<eblocks(ns), 256>>>(dsr, x, ns, 7u);
+    LAUNCH(eblocks(ns), 256, sr_k)(dsr, x, ns, 7u);
     CU(cudaGetLastError());
     float *hs = (float *)malloc(ns * 4); CU(cudaMemcpy(hs, dsr, ns * 4, cudaMemcpyDeviceToHost));
     double mean = 0; size_t up = 0;

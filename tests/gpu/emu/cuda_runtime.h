@@ -1,0 +1,266 @@
+/* tests/gpu/emu/cuda_runtime.h - a CPU emulator of the CUDA subset kernels.cu uses.
+ *
+ * Why: CI and most development machines have nvcc but no GPU. Compiling kernels.cu with a host
+ * C++ compiler and `-I tests/gpu/emu` (these headers shadow cuda_runtime.h, cuda_bf16.h and
+ * cublas_v2.h) runs the real backend code - every kernel body, every GEMM's shapes, strides and
+ * leading dimensions, the whole orchestration - on the CPU, so the parity test against the CPU
+ * path can run everywhere. What it cannot show: real-GPU races, timing, memory limits,
+ * cuBLAS's own numerics, anything architecture-specific.
+ *
+ * How: each thread block runs its threads as ucontext fibers on one OS thread. A fiber runs
+ * until __syncthreads() (waits for the whole block) or a warp shuffle (waits for its warp); a
+ * scheduler resumes fibers whose barrier is complete and reports a deadlock (a barrier not
+ * reached by every thread) as an error. Device memory is host memory, filled with 0xFF (NaN) on
+ * allocation so reads of never-written memory poison the results, and every GEMM checks that
+ * each matrix it touches lies inside one allocation and that the leading dimensions are valid
+ * (cuBLAS's own INVALID_VALUE rules). Grids are capped small (MAX_EBLOCKS / MAX_RBLOCKS), which
+ * also exercises the grid-stride loops. Test-only code: one translation unit includes it. */
+#ifndef EMU_CUDA_RUNTIME_H
+#define EMU_CUDA_RUNTIME_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+#include <map>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define MAX_EBLOCKS 3
+#define MAX_RBLOCKS 5
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+static dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+typedef enum {
+    cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2, cudaErrorInsufficientDriver = 35,
+    cudaErrorNoDevice = 100, cudaErrorInvalidDevice = 101, cudaErrorIllegalAddress = 700, cudaErrorLaunchFailure = 719
+} cudaError_t;
+typedef enum { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 } cudaMemcpyKind;
+typedef enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 } cudaDataType_t;
+typedef cudaDataType_t cudaDataType;
+struct cudaDeviceProp { char name[256]; size_t totalGlobalMem; int multiProcessorCount; };
+
+/* ---- device memory: a registry of allocations, for range checks ---- */
+static std::map<uintptr_t, size_t> emu_allocs;
+static cudaError_t emu_sticky = cudaSuccess;
+
+static void emu_fail(const char *fmt, const char *what, long long a, long long b)
+{
+    fprintf(stderr, "CUDA EMULATOR: ");
+    fprintf(stderr, fmt, what, a, b);
+    fprintf(stderr, "\n");
+    emu_sticky = cudaErrorIllegalAddress;
+}
+
+/* Is [p, p + bytes) inside one allocation? */
+static bool emu_in_alloc(const void *p, size_t bytes)
+{
+    uintptr_t u = (uintptr_t)p;
+    auto it = emu_allocs.upper_bound(u);
+    if (it == emu_allocs.begin()) return false;
+    --it;
+    return u >= it->first && u + bytes <= it->first + it->second;
+}
+
+extern "C" {
+cudaError_t cudaGetDeviceCount(int *n) { *n = getenv("EMU_NO_DEVICE") ? 0 : 1; return *n ? cudaSuccess : cudaErrorNoDevice; }
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaMalloc(void **p, size_t n)
+{
+    *p = malloc(n);
+    if (!*p) return cudaErrorMemoryAllocation;
+    memset(*p, 0xFF, n);                  /* NaN in fp32 and bf16: unwritten memory shows */
+    emu_allocs[(uintptr_t)*p] = n;
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void *p)
+{
+    if (!p) return cudaSuccess;
+    if (!emu_allocs.erase((uintptr_t)p)) { emu_fail("%s %lld %lld: cudaFree of a pointer not from cudaMalloc", "", 0, 0); return cudaErrorInvalidValue; }
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k)
+{
+    if ((k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToDevice) && !emu_in_alloc(dst, n)) { emu_fail("%s: memcpy destination out of bounds (%lld bytes) %lld", "", (long long)n, 0); return cudaErrorInvalidValue; }
+    if ((k == cudaMemcpyDeviceToHost || k == cudaMemcpyDeviceToDevice) && !emu_in_alloc(src, n)) { emu_fail("%s: memcpy source out of bounds (%lld bytes) %lld", "", (long long)n, 0); return cudaErrorInvalidValue; }
+    memmove(dst, src, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemset(void *p, int v, size_t n)
+{
+    if (!emu_in_alloc(p, n)) { emu_fail("%s: memset out of bounds (%lld bytes) %lld", "", (long long)n, 0); return cudaErrorInvalidValue; }
+    memset(p, v, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot) { *fr = (size_t)64 << 30; *tot = (size_t)80 << 30; return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d)
+{
+    (void)d; memset(p, 0, sizeof *p); strcpy(p->name, "CPU emulator (tests/gpu/emu)"); p->totalGlobalMem = (size_t)80 << 30;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) { return emu_sticky; }
+cudaError_t cudaGetLastError(void) { cudaError_t e = emu_sticky; return e; }
+const char *cudaGetErrorString(cudaError_t e)
+{
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected (emulator, EMU_NO_DEVICE set)";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered (emulator)";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    default: return "emulated CUDA error";
+    }
+}
+}
+
+template <typename T> static inline cudaError_t cudaMalloc(T **p, size_t n) { return cudaMalloc((void **)p, n); }   /* as CUDA's */
+
+/* ---- atomics and intrinsics (fibers never run concurrently: plain operations are atomic) ---- */
+static inline float atomicAdd(float *p, float v) { float o = *p; *p = o + v; return o; }
+static inline double atomicAdd(double *p, double v) { double o = *p; *p = o + v; return o; }
+static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline float cospif(float x) { return (float)cos(M_PI * (double)x); }
+
+/* ---- fibers ---- */
+namespace emu {
+enum { READY, WAIT_BLOCK, WAIT_WARP, DONE };
+struct fiber { ucontext_t ctx; int state; dim3 tid; };
+static const int MAXT = 1024, STACK = 64 * 1024;
+static fiber fibers[MAXT];
+static char *stacks;
+static ucontext_t sched;
+static int nthr, cur;
+static void (*body_fn)(void *);
+static void *body_arg;
+static double shfl_slot[MAXT];
+
+static void entry(void)
+{
+    body_fn(body_arg);
+    fibers[cur].state = DONE;                 /* returns to sched through uc_link */
+}
+
+static void yield_as(int state)
+{
+    fibers[cur].state = state;
+    swapcontext(&fibers[cur].ctx, &sched);
+}
+
+/* Runs body(arg) as every thread of every block of the grid. */
+static void run(dim3 g, dim3 b, void (*fn)(void *), void *arg)
+{
+    int nt = (int)(b.x * b.y * b.z);
+    if (nt < 1 || nt > MAXT) { emu_fail("%s: block of %lld threads %lld", "launch", nt, 0); return; }
+    if (!stacks) stacks = (char *)malloc((size_t)MAXT * STACK);
+    gridDim = g; blockDim = b; body_fn = fn; body_arg = arg; nthr = nt;
+    for (unsigned bz = 0; bz < g.z; bz++)
+        for (unsigned by = 0; by < g.y; by++)
+            for (unsigned bx = 0; bx < g.x; bx++) {
+                blockIdx = dim3(bx, by, bz);
+                for (int i = 0; i < nt; i++) {
+                    fiber *f = &fibers[i];
+                    f->tid = dim3(i % b.x, (i / b.x) % b.y, i / (b.x * b.y));
+                    f->state = READY;
+                    getcontext(&f->ctx);
+                    f->ctx.uc_stack.ss_sp = stacks + (size_t)i * STACK;
+                    f->ctx.uc_stack.ss_size = STACK;
+                    f->ctx.uc_link = &sched;
+                    makecontext(&f->ctx, entry, 0);
+                }
+                for (;;) {
+                    int ran = 0, done = 0;
+                    for (int i = 0; i < nt; i++) {
+                        if (fibers[i].state == READY) {
+                            cur = i; threadIdx = fibers[i].tid;
+                            swapcontext(&sched, &fibers[i].ctx);
+                            ran = 1;
+                        }
+                        done += fibers[i].state == DONE;
+                    }
+                    if (done == nt) break;
+                    if (ran) continue;
+                    /* nobody ready: release a complete barrier */
+                    int released = 0, blockwait = 1;
+                    for (int i = 0; i < nt; i++) if (fibers[i].state != DONE && fibers[i].state != WAIT_BLOCK) blockwait = 0;
+                    if (blockwait) { for (int i = 0; i < nt; i++) if (fibers[i].state == WAIT_BLOCK) fibers[i].state = READY; released = 1; }
+                    for (int w = 0; w * 32 < nt && !released; w++) {
+                        int all = 1, any = 0;
+                        for (int i = w * 32; i < nt && i < w * 32 + 32; i++) {
+                            if (fibers[i].state == WAIT_WARP) any = 1;
+                            else if (fibers[i].state != DONE) all = 0;
+                        }
+                        if (all && any) { for (int i = w * 32; i < nt && i < w * 32 + 32; i++) if (fibers[i].state == WAIT_WARP) fibers[i].state = READY; released = 1; }
+                    }
+                    if (!released) {
+                        emu_fail("%s: deadlock in block %lld (threads at different barriers) %lld", "kernel", bx, 0);
+                        fprintf(stderr, "CUDA EMULATOR: aborting: a real GPU would hang or misbehave here\n");
+                        abort();
+                    }
+                }
+            }
+}
+
+template <typename F> struct launch_t {
+    dim3 g, b; F f;
+    template <typename... A> void operator()(A... args) const
+    {
+        auto call = [&]() { f(args...); };
+        typedef decltype(call) L;
+        dim3 bb = b;
+        if (bb.y == 1 && bb.z == 1 && bb.x > 64 && bb.x % 64 == 0) bb.x = 64;   /* 2 warps: same code paths, 4x fewer fibers */
+        run(g, bb, [](void *p) { (*(L *)p)(); }, (void *)&call);
+    }
+};
+template <typename... P> launch_t<void (*)(P...)> launcher(dim3 g, dim3 b, void (*f)(P...)) { return {g, b, f}; }
+} /* namespace emu */
+
+#define LAUNCH(grid, block, ...) emu::launcher(dim3(grid), dim3(block), __VA_ARGS__)
+
+static inline void __syncthreads(void) { emu::yield_as(emu::WAIT_BLOCK); }
+template <typename T> static inline T __shfl_xor_sync(unsigned mask, T v, int lanemask)
+{
+    (void)mask;
+    int me = emu::cur;
+    emu::shfl_slot[me] = (double)v;
+    emu::yield_as(emu::WAIT_WARP);           /* everyone in the warp has written */
+    T r = (T)emu::shfl_slot[me ^ lanemask];
+    emu::yield_as(emu::WAIT_WARP);           /* everyone has read before slots are reused */
+    return r;
+}
+
+
+/* block_sum / block_max with kernels.cu's contract (every thread of the block calls it, every
+ * thread gets the result), as two block barriers instead of ~25 emulated shuffles. */
+#define EMU_BLOCK_REDUCE
+namespace emu { static double red_slot[MAXT]; }
+template <typename F> static inline F block_sum(F v)
+{
+    emu::red_slot[emu::cur] = (double)v;
+    __syncthreads();
+    F s = 0;
+    for (int i = 0; i < emu::nthr; i++) s += (F)emu::red_slot[i];   /* the same order in every thread */
+    __syncthreads();
+    return s;
+}
+static inline float block_max(float v)
+{
+    emu::red_slot[emu::cur] = (double)v;
+    __syncthreads();
+    float m = -INFINITY;
+    for (int i = 0; i < emu::nthr; i++) m = fmaxf(m, (float)emu::red_slot[i]);
+    __syncthreads();
+    return m;
+}
+#endif
