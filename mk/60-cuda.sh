@@ -67,6 +67,10 @@ build_cuda_emu() {
     # shellcheck disable=SC2086
     $CC $CFLAGS -std=c99 tests/gpu/test_parity.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm -o "$BUILD/emu/cuda_parity"
   fi
+  if [ -n "$NVCC" ]; then   # the refusals a real device gives (bad index, won't fit), on the emulator's "device"
+    # shellcheck disable=SC2086
+    $CC $CFLAGS -std=c99 -I"$(cuda__home)/include" tests/gpu/test_nodevice.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm -o "$BUILD/emu/cuda_refusals"
+  fi
 }
 
 build_cuda() {
@@ -121,6 +125,9 @@ test_cuda() {
     run_test cuda_emu_parity_fp32_recompute "$BUILD/emu/cuda_parity" --case llama3_mqa --mode fp32+recompute+chunk --steps 2
     run_test cuda_emu_parity_bf16 "$BUILD/emu/cuda_parity" --case mha_untied --mode bf16 --steps 2
     run_test cuda_emu_parity_lean "$BUILD/emu/cuda_parity" --case random-gqa-llama3 --mode "bf16 lean+recompute" --steps 2
+  fi
+  if [ -z "$SAN" ] && [ -x "$BUILD/emu/cuda_refusals" ]; then
+    run_test cuda_emu_refusals "$BUILD/emu/cuda_refusals"
   fi
   if [ -z "$NVCC" ]; then
     run_test cuda_stub sh -c 'echo "SKIP: built without nvcc: the CUDA backend is the stub"; exit 77'

@@ -2,8 +2,9 @@
  *
  * Without a GPU (CI, this machine): llama_cuda_backend_create must return NULL with a message
  * saying there is no CUDA device - not crash, not exit. With a GPU: a device index that does not
- * exist, lean mode without bf16, and a model that cannot fit (Llama-3-8B shape in fp32, 16
- * bytes/param = 128 GB) must each be refused with a message naming the problem. */
+ * exist, lean mode without bf16, and a model that cannot fit (Llama-3-70B shape in fp32, 16
+ * bytes/param = 1.1 TB) must each be refused with a message naming the problem. The emulator
+ * build of this test (device present, 64 GiB "free") checks the GPU-side refusals here. */
 #include <stdio.h>
 #include <string.h>
 #include <cuda_runtime_api.h>
@@ -62,9 +63,9 @@ int main(void)
         expect_refusal("lean without bf16", &m, &o, "needs bf16");
         o.lean_optimizer = 0; o.max_tokens = 0;
         expect_refusal("max_tokens 0", &m, &o, "max_tokens");
-        m.cfg = cfg_of(128256, 4096, 14336, 32, 32, 8);
+        m.cfg = cfg_of(128256, 8192, 28672, 80, 64, 8);   /* Llama-3-70B: 1.1 TB in fp32, fits no GPU */
         o.max_tokens = 1024; o.verbose = 1;
-        expect_refusal("8B in fp32 does not fit", &m, &o, "will not fit");
+        expect_refusal("70B in fp32 does not fit", &m, &o, "will not fit");
     }
     if (fails) { printf("%d check(s) failed\n", fails); return 1; }
     printf("all refusals clear\n");
