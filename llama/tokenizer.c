@@ -637,8 +637,8 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
             free(ka); free(kb);
             if (ia < 0 || ib < 0 || im < 0) {
                 free(buf);
-                return tok__fail(err, errsz, "%s: model.merges[%zu] (\"%.40s\" + \"%.40s\") uses a token that is "
-                                 "not in model.vocab", path, i, a, b);
+                return tok__fail(err, errsz, "%s: model.merges[%zu] (\"%.*s\" + \"%.*s\") uses a token that is "
+                                 "not in model.vocab", path, i, (int)(la > 40 ? 40 : la), a, (int)(lb > 40 ? 40 : lb), b);
             }
             tok__mput(t, ia, ib, (int)i, im);
         }

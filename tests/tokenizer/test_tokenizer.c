@@ -14,6 +14,7 @@
  *                                    as shipped in llama.cpp's models/ (fetched by fetch_tokenizers.py)
  * Exit 0 pass, 1 fail, 77 skip (tokenizer directory not fetched; last line says why).
  */
+#define _POSIX_C_SOURCE 200809L  /* mkdtemp */
 #include "../../llama/tokenizer.h"
 #include "../../clair.h"
 
@@ -22,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 static int failures = 0;
 #define CHECK(cond, ...) do { if (!(cond)) { failures++; if (failures <= 20) { printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } } while (0)
@@ -274,6 +277,55 @@ static void test_misc(const char *dir) {
     tokenizer_free(t);
 }
 
+/* Bad tokenizer files: each is refused with a message naming the problem. */
+static void test_bad_files(void) {
+    static const struct { const char *json, *config, *expect; } bad[] = {
+        { "{\"model\": ", NULL, "line" },
+        { "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}", NULL, "only BPE" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": "
+          "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\w+\"}, \"behavior\": \"Isolated\", \"invert\": false}}", NULL, "regex" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a c\"]}, "
+          "\"pre_tokenizer\": {\"type\": \"ByteLevel\"}}", NULL, "merges[0]" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [7]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+          NULL, "merges[0]" },
+        { "{\"added_tokens\": [{\"id\": 1, \"content\": \"<m>\", \"lstrip\": true}], \"model\": {\"type\": \"BPE\", "
+          "\"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}", NULL, "lstrip" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"normalizer\": {\"type\": \"NFKC\"}}",
+          NULL, "normalizer" },
+        { "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
+          "{\"chat_template\": \"{{ messages }}\"}", "--chat-template" },
+    };
+    char dir[] = "/tmp/tok-bad-XXXXXX", path[256], err[512];
+    size_t i;
+    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp failed"); return; }
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        FILE *f;
+        tokenizer *t = NULL;
+        int rc;
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        f = fopen(path, "w"); fputs(bad[i].json, f); fclose(f);
+        snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+        remove(path);
+        if (bad[i].config) { f = fopen(path, "w"); fputs(bad[i].config, f); fclose(f); }
+        err[0] = 0;
+        rc = tokenizer_load(&t, dir, NULL, err, sizeof err);
+        if (rc == 0) {   /* loads; the chat template must then be refused */
+            tok_message m[1];
+            tok_ids ids = {0};
+            m[0].role = "user"; m[0].content = "hi";
+            CHECK(tokenizer_chat_template(t) == NULL, "bad file %zu: template recognised", i);
+            rc = tokenizer_chat_prompt(t, m, 1, &ids, err, sizeof err);
+            tok_ids_free(&ids);
+            tokenizer_free(t);
+        }
+        CHECK(rc == -1 && strstr(err, bad[i].expect), "bad file %zu: rc %d, message '%s' lacks '%s'", i, rc, err, bad[i].expect);
+        printf("bad file %zu refused: %s\n", i, err);
+    }
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir); remove(path);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir); remove(path);
+    rmdir(dir);
+}
+
 static int llamacpp_test(const char *dir) {
     char path[1024], err[512];
     size_t ilen, olen, n = 0, bad = 0;
@@ -348,6 +400,7 @@ int main(int argc, char **argv) {
     tokenizer_free(t);
     test_chat(dir, clair_json_get(&root, "chat"));
     test_misc(dir);
+    test_bad_files();
     clair_json_free(&root);
     printf("%s: %s (%d failures)\n", argv[1], failures ? "FAIL" : "ok", failures);
     return failures ? 1 : 0;
