@@ -95,6 +95,20 @@ print("  run :", {k: last[k] for k in ("eval_logps/chosen", "eval_logps/rejected
 sys.exit(1 if bad else 0)
 EOF
   "$TOOLS/ckpt_diff" --moved "$MODEL" "$W/run" 1e-4 >/dev/null && ok "training changed the weights" || fail "weights did not move"
+  # the same pair in the four layouts TRL reads gives the same tokens, hence the same log-probs
+  cat > "$W/formats.jsonl" <<'EOF'
+{"prompt": "What is 12 + 30?", "chosen": "12 + 30 = 42.", "rejected": "12 + 30 = 52."}
+{"prompt": [{"role": "user", "content": "What is 12 + 30?"}], "chosen": [{"role": "assistant", "content": "12 + 30 = 42."}], "rejected": [{"role": "assistant", "content": "12 + 30 = 52."}]}
+{"prompt": "What is 12 + 30?", "chosen": [{"role": "user", "content": "What is 12 + 30?"}, {"role": "assistant", "content": "12 + 30 = 42."}], "rejected": [{"role": "user", "content": "What is 12 + 30?"}, {"role": "assistant", "content": "12 + 30 = 52."}], "rational": "ignored"}
+{"chosen": [{"role": "user", "content": "What is 12 + 30?"}, {"role": "assistant", "content": "12 + 30 = 42."}], "rejected": [{"role": "user", "content": "What is 12 + 30?"}, {"role": "assistant", "content": "12 + 30 = 52."}]}
+EOF
+  "$BIN" eval --model "$MODEL" --data "$W/formats.jsonl" --pairs-out "$W/formats.out" > /dev/null 2>&1 || fail "eval of the format file"
+  python3 - "$W/formats.out" <<'EOF' && ok "string, conversation, CLAIR-release and implicit-prompt layouts agree" || fail "layouts differ"
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+print("  ", [(x["logps/chosen"], x["logps/rejected"]) for x in r])
+sys.exit(0 if len(r) == 4 and all(x["logps/chosen"] == r[0]["logps/chosen"] and x["logps/rejected"] == r[0]["logps/rejected"] for x in r) else 1)
+EOF
   ;;
 
 train_directions)
@@ -184,6 +198,11 @@ bad_inputs)
   grep -q "14 lines: 8 pairs, 4 malformed (skipped), 1 with an empty response (skipped), 1 with a prompt not shorter than max-length (skipped)" "$W/o5.log" \
     && ok "bad lines reported by number and counted: $(grep -m1 '14 lines' "$W/o5.log")" || { fail "summary counts"; grep "lines:" "$W/o5.log"; }
   [ -f "$W/o5/model.safetensors" ] && ok "trained on the 8 good pairs" || fail "no output after skipping bad lines"
+  # truncation keeps the start and is counted: a long response under --max-length 40
+  long=$(printf 'word %.0s' $(seq 1 60))
+  echo "{\"prompt\": \"Say many words.\", \"chosen\": \"$long\", \"rejected\": \"few words\"}" > "$W/long.jsonl"
+  "$BIN" eval --model "$MODEL" --data "$W/long.jsonl" --max-length 40 > /dev/null 2> "$W/long.log" || fail "eval with truncation"
+  grep -q "1 lines: 1 pairs, 1 truncated to max-length" "$W/long.log" && ok "truncation counted" || { fail "truncation not counted"; cat "$W/long.log"; }
   # nothing usable: a clear error, no model written
   printf '{"prompt": 1}\nnot json\n' > "$W/allbad.jsonl"
   expect_fail "no usable pair" "no usable pair" "$BIN" train --model "$MODEL" --data "$W/allbad.jsonl" --out "$W/o6" "${base[@]}"
