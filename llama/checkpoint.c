@@ -495,15 +495,20 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     if (!lay) { ck_fail(err, errsz, "out of memory"); goto done; }
     llama_layout(&cfg, lay, NULL);
 
-    /* Which files: the index when present (what transformers looks for first when sharded),
-     * else the single model.safetensors. */
+    /* Which files: model.safetensors when present, else the index, in transformers' order
+     * of preference (its from_pretrained looks for the single file first). */
     index_path = path_join(dir, "model.safetensors.index.json");
     if (!index_path) { ck_fail(err, errsz, "out of memory"); goto done; }
-    if (file_exists(index_path)) {
-        if (read_index(dir, index_path, &sh, &index, &weight_map, err, errsz)) goto done;
-    } else if (shards_add(&sh, "model.safetensors") < 0) {
-        ck_fail(err, errsz, "out of memory");
-        goto done;
+    {
+        char *single = path_join(dir, "model.safetensors");
+        int have_single = single && file_exists(single);
+        free(single);
+        if (!have_single && file_exists(index_path)) {
+            if (read_index(dir, index_path, &sh, &index, &weight_map, err, errsz)) goto done;
+        } else if (shards_add(&sh, "model.safetensors") < 0) {
+            ck_fail(err, errsz, "out of memory");
+            goto done;
+        }
     }
     for (i = 0; i < sh.n_files; i++) {
         char *p = path_join(dir, sh.files[i]);

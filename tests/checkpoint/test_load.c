@@ -196,6 +196,12 @@ int main(int argc, char **argv) {
     }
     if (llama_model_load(&back, dir, err, sizeof err)) CHECK(0, "load sharded: %s", err);
     else { CHECK(same_params(&m, &back, 0), "sharded round trip"); llama_model_free(&back); }
+    /* a model.safetensors beside an index wins, as in transformers' from_pretrained (the
+     * index is made unusable, so loading through it would fail) */
+    write_custom(&m, dir, "F32", NULL, NULL, NULL, NULL);
+    write_text(dir, "model.safetensors.index.json", "{\"weight_map\":{\"x\":\"../nope\"}}");
+    if (llama_model_load(&back, dir, err, sizeof err)) CHECK(0, "single file beside an index: %s", err);
+    else { CHECK(same_params(&m, &back, 0), "single beside index"); llama_model_free(&back); }
     o.max_shard_bytes = 0;
     CHECK(llama_model_save(&m, dir, &o, err, sizeof err) == 0, "save single over sharded: %s", err);
     CHECK(!exists(dir, "model.safetensors.index.json") && count_files(dir, "-of-") == 0 && exists(dir, "model.safetensors"), "stale shards removed");
