@@ -15,8 +15,8 @@
  *     cut off on the next run and its input line requested again.
  *   - Re-running the same command reads the three files first and requests only the lines
  *     without a record. A record whose clair_key does not match the input line stops the run
- *     (the input changed). --retry-failed requests the failed lines again: the failed file is
- *     first replaced (atomically, temp file + rename) by an empty one.
+ *     (the input changed). --retry-failed requests the failed lines again (a fixed bad input
+ *     line too): the failed file is first replaced (atomically, temp + rename) by an empty one.
  */
 #define _POSIX_C_SOURCE 200809L
 #define CLAIR_IMPLEMENTATION
@@ -364,7 +364,7 @@ static void revise_tick(void *ctx) {
 }
 
 /* Reads one output file of an earlier run: marks its lines done; cuts a partial last line. */
-static size_t resume_scan(revise_ctx *c, const char *path, int st) {
+static size_t resume_scan(revise_ctx *c, const char *path, int st, int check_keys) {
     size_t n = 0, count = 0, nl, k;
     char *s = slurp(path, &n);
     if (!s) { if (errno == ENOENT) return 0; die("cannot read %s: %s", path, strerror(errno)); }
@@ -388,7 +388,7 @@ static size_t resume_scan(revise_ctx *c, const char *path, int st) {
             die("%s line %zu: no \"clair_line\"/\"clair_key\"; this file was not written by clair revise (choose another --out)", path, k + 1);
         if (line < 1 || (size_t)line > c->nlines)
             die("%s line %zu: record for input line %lld, but %s has %zu lines; the input changed since (use a new --out, or restore the input)", path, k + 1, line, c->in, c->nlines);
-        {
+        if (check_keys) {
             const span *il = &c->lines[line - 1];
             char want[32];
             snprintf(want, sizeof want, "%016llx", fnv1a(c->data + il->off, il->len));
@@ -564,18 +564,19 @@ static int cmd_revise(int argc, char **argv) {
         if (blank(c.data + c.lines[l].off, c.lines[l].len)) { c.state[l] = ST_BLANK; c.blank_lines++; }
 
     /* resume */
-    c.prev_kept = resume_scan(&c, c.path[0], ST_KEPT);
-    c.prev_dropped = resume_scan(&c, c.path[1], ST_DROPPED);
+    c.prev_kept = resume_scan(&c, c.path[0], ST_KEPT, 1);
+    c.prev_dropped = resume_scan(&c, c.path[1], ST_DROPPED, 1);
     if (c.retry_failed) {
-        /* check that the failed records belong to this input, then forget them */
+        /* forget the failed records: their lines are requested again. Their keys are not
+         * checked, so a user may fix a bad input line and retry it. */
         struct stat sb;
         if (!stat(c.path[2], &sb)) {
             size_t l;
-            resume_scan(&c, c.path[2], ST_FAILED);
+            resume_scan(&c, c.path[2], ST_FAILED, 0);
             for (l = 0; l < c.nlines; l++) if (c.state[l] == ST_FAILED) c.state[l] = ST_TODO;
             atomic_empty(c.path[2]);
         }
-    } else c.prev_failed = resume_scan(&c, c.path[2], ST_FAILED);
+    } else c.prev_failed = resume_scan(&c, c.path[2], ST_FAILED, 1);
     for (size_t l = 0; l < c.nlines; l++) c.todo += c.state[l] == ST_TODO;
     if (!c.quiet && (c.prev_kept || c.prev_dropped || c.prev_failed))
         fprintf(stderr, "%s: resuming: %zu lines already have a record (kept %zu, dropped %zu, failed %zu); %zu to do\n",

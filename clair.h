@@ -112,7 +112,8 @@ extern "C" {
  * clair_json_parse builds a tree; every string is UTF-8 and NUL-terminated (len excludes the
  * NUL; a "\u0000" escape makes an embedded NUL, so use len). Invalid UTF-8, lone surrogates,
  * control characters in strings, bad escapes, trailing commas, leading zeros, NaN/Infinity,
- * trailing garbage and nesting deeper than CLAIR_JSON_MAX_DEPTH are errors. The error message
+ * numbers beyond a double's range (1e400; tiny ones round to 0 as strtod does), trailing garbage
+ * and nesting deeper than CLAIR_JSON_MAX_DEPTH are errors. The error message
  * says "line L, column C: what".
  * ========================================================================================== */
 
@@ -210,7 +211,7 @@ CLAIR_DEF void clair_diff_free(clair_diff *d);
 /* Appends the script for a person: equal text as is, [-deleted-] and {+inserted+}. */
 CLAIR_DEF void clair_diff_render(clair_buf *out, const char *a, const char *b, const clair_diff *d);
 
-/* Everything at once for a (chosen, rejected) pair. */
+/* Everything at once for a pair; the filter reads a = chosen (the revision), b = rejected. */
 typedef struct {
     long long levenshtein;          /* code-point edit distance */
     size_t chars_a, chars_b;        /* lengths in code points */
@@ -602,6 +603,7 @@ static int clair__jnumber(clair__jp *p, double *out) {
     tmp[k] = 0;
     *out = strtod(tmp, NULL);
     if (tmp != small) CLAIR_FREE(tmp);
+    if (*out - *out != 0) { clair__jerr(p, "number out of range (beyond a double's +-1.8e308)"); return -1; }
     p->i = i;
     return 0;
 }

@@ -86,6 +86,17 @@ echo "== 6. a missing API key variable is an error that does not print a key"
 env -u CLAIR_TEST_KEY "$BIN" revise --in "$T/slow.jsonl" --out "$T/k3.jsonl" --base-url "$URL" --model m --api-key-env CLAIR_TEST_KEY 2>"$T/err7.txt" && fail "missing key accepted"
 grep -q "CLAIR_TEST_KEY" "$T/err7.txt" || fail "missing key message"
 
+echo "== 6b. --help everywhere, a bad template is refused, fixing a bad input line and --retry-failed"
+for cmd in "" revise stats diff; do "$BIN" $cmd --help >"$T/help.txt" || fail "clair $cmd --help exited $?"; grep -q usage "$T/help.txt" || fail "clair $cmd --help"; done
+echo '{"user": "no placeholder here", "marker": "X:"}' >"$T/tpl.json"
+"$BIN" revise --in "$T/slow.jsonl" --out "$T/k4.jsonl" --base-url "$URL" --model m --template "$T/tpl.json" 2>"$T/err9.txt" && fail "bad template accepted"
+grep -q "{answer}" "$T/err9.txt" || fail "bad template message"
+sed 's/{"prompt": "p"}/{"prompt": "p", "response": "fixed teh answer [[id=fixed script=ok]]", "expect": "kept:1"}/' "$T/in.jsonl" >"$T/in_fixed.jsonl"
+cp "$T/out.jsonl" "$T/f.jsonl"; cp "$T/out.jsonl.dropped.jsonl" "$T/f.jsonl.dropped.jsonl"; cp "$T/out.jsonl.failed.jsonl" "$T/f.jsonl.failed.jsonl"
+"$BIN" revise --in "$T/in_fixed.jsonl" --out "$T/f.jsonl" "${COMMON[@]}" --retry-failed --quiet 2>"$T/err10.txt" || fail "retry of a fixed line exited $?"
+grep -q '"clair_line":10,' "$T/f.jsonl" || fail "the fixed input line 10 was not kept"
+[ "$(grep -c '"clair_line":10,' "$T/f.jsonl" "$T/f.jsonl.dropped.jsonl" "$T/f.jsonl.failed.jsonl" | awk -F: '{s+=$2} END {print s}')" = 1 ] || fail "line 10 not exactly once"
+
 echo "== 7. clair stats (strings and message lists) against Python"
 "$BIN" stats "$T/out.jsonl" --json >"$T/stats.json" || fail "stats exited $?"
 "$PY" tests/clair/tool_check.py stats "$T/out.jsonl" "$T/stats.json" || fail "stats"
