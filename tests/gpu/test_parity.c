@@ -10,7 +10,8 @@
  *
  * Tolerances: fp32 1e-4 (the issue's bar). bf16: weights are rounded to 8 mantissa bits, so
  * logp within 2e-2, grads within 1e-1 per tensor (gradients of tiny models through bf16
- * activations; a wrong kernel gives O(1)), params within 1e-2 after each step.
+ * activations; a wrong kernel gives O(1); 1.5e-1 in lean mode, whose gradients are stored in
+ * bf16), params within 1e-2 after each step.
  *
  * Usage: cuda_parity [--fixtures DIR] [--case NAME] [--mode NAME] [--steps N]
  *   NAME: a fixture directory name or random-gqa-llama3; a mode name from MODES below (the
@@ -53,9 +54,11 @@ static const mode MODES[] = {
     {"fp32", 0, 0, 0, 0, 1e-4, 1e-4, 1e-4},
     {"fp32+recompute+chunk", 0, 0, 1, 32, 1e-4, 1e-4, 1e-4},
     {"bf16", 1, 0, 0, 0, 2e-2, 1e-1, 1e-2},
-    {"bf16 lean+recompute", 1, 1, 1, 0, 2e-2, 1e-1, 1e-2},
+    /* lean stores the gradients themselves in bf16 (every GEMM accumulation rounds): norm-weight
+     * gradients, sums over all tokens with cancellation, reach 0.07 on the emulator */
+    {"bf16 lean+recompute", 1, 1, 1, 0, 2e-2, 1.5e-1, 1e-2},
     {"bf16+recompute", 1, 0, 1, 0, 2e-2, 1e-1, 1e-2},      /* only when selected by name */
-    {"bf16 lean", 1, 1, 0, 0, 2e-2, 1e-1, 1e-2},
+    {"bf16 lean", 1, 1, 0, 0, 2e-2, 1.5e-1, 1e-2},
 };
 static const int N_DEFAULT_MODES = 4;
 static const char *g_only_case, *g_only_mode;   /* --case, --mode */
