@@ -660,7 +660,10 @@ int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, 
     fam_override = tok__tpl_family(chat_template);
     if (fam_override < 0)
         return tok__fail(err, errsz, "--chat-template '%s' is unknown; use llama3, llama3.1, chatml or llama2", chat_template);
-    if (!tok__b2u[0x21]) tok__init_bytemap();
+    {
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+        pthread_once(&once, tok__init_bytemap);
+    }
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     text = tok__read_file(path, &len);
     if (!text) return tok__fail(err, errsz, "%s: cannot read (%s); the model directory needs a Hugging Face tokenizer.json",

@@ -36,6 +36,8 @@ PKGS = {  # name==version, file name pip saves, extra pip args
                          ["--no-binary", ":all:"]),
 }
 
+FORMAT = "1"  # bump when the conversions change: a cache made by an older script is redone
+
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                   r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -327,7 +329,7 @@ def main():
     verify = "--verify" in sys.argv
     ok = True
     done = os.path.join(OUT, ".complete")
-    if os.path.exists(done) and not verify:
+    if os.path.exists(done) and open(done).read().strip() == FORMAT and not verify:
         return 0
     templates = {}
     try:
@@ -348,7 +350,8 @@ def main():
         log("smollm2: %s" % e)
         ok = False
     if ok:
-        open(done, "w").close()
+        with open(done, "w") as f:
+            f.write(FORMAT + "\n")
         log("all tokenizers in " + OUT)
     return 0 if ok else 1
 

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include <pthread.h>
 
 static int failures = 0;
 #define CHECK(cond, ...) do { if (!(cond)) { failures++; if (failures <= 20) { printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } } } while (0)
@@ -151,6 +152,42 @@ static void test_cases(const tokenizer *t, const clair_json *cases) {
     }
     printf("encode: %zu cases vs HF ids, %zu vs HF decode, %zu round trips, %zu streaming decodes\n",
            n_ids, n_dec, n_rt, n_stream);
+}
+
+/* Concurrent encodes on one tokenizer (the word cache is shared under a trylock): every thread
+ * must get HF's ids. */
+typedef struct { const tokenizer *t; const clair_json *cases; int bad; } thread_job;
+static void *encode_all(void *arg) {
+    thread_job *j = (thread_job *)arg;
+    size_t c, len;
+    char err[256];
+    for (c = 0; c < j->cases->n; c++) {
+        const clair_json *cs = &j->cases->items[c], *exp = clair_json_get(cs, "ids");
+        long long special = 0;
+        unsigned char *text;
+        tok_ids ids = {0};
+        if (!exp || exp->type != CLAIR_JSON_ARRAY) continue;
+        clair_json_get_int(cs, "special", &special);
+        text = unhex(clair_json_get_str(cs, "hex"), &len);
+        if (tokenizer_encode(j->t, (const char *)text, len, (int)special, &ids, err, sizeof err) || !ids_equal(&ids, exp)) j->bad++;
+        tok_ids_free(&ids);
+        free(text);
+    }
+    return NULL;
+}
+static void test_threads(const tokenizer *t, const clair_json *cases) {
+    pthread_t th[3];
+    thread_job jobs[3];
+    int i;
+    for (i = 0; i < 3; i++) {
+        jobs[i].t = t; jobs[i].cases = cases; jobs[i].bad = 0;
+        CHECK(pthread_create(&th[i], NULL, encode_all, &jobs[i]) == 0, "pthread_create");
+    }
+    for (i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(jobs[i].bad == 0, "thread %d: %d cases differ when encoding concurrently", i, jobs[i].bad);
+    }
+    printf("threads: 3 concurrent encoders agree with HF\n");
 }
 
 static void test_long_word(const tokenizer *t, const clair_json *lw) {
@@ -397,6 +434,7 @@ int main(int argc, char **argv) {
            tokenizer_eos_id(t), tokenizer_chat_template(t) ? tokenizer_chat_template(t) : "(none)");
     test_cases(t, clair_json_get(&root, "cases"));
     test_long_word(t, clair_json_get(&root, "long_word"));
+    test_threads(t, clair_json_get(&root, "cases"));
     tokenizer_free(t);
     test_chat(dir, clair_json_get(&root, "chat"));
     test_misc(dir);
