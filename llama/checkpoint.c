@@ -442,13 +442,12 @@ static int shards_add(shard_set *s, const char *name) {
 }
 
 /* Reads the index's weight_map: the set of shard files and, for checking, the map itself. */
-static int read_index(const char *dir, const char *index_path, shard_set *s, clair_json *map_root,
-                      const clair_json **weight_map, char *err, size_t errsz) {
+static int read_index(const char *index_path, shard_set *s, clair_json *map_root, const clair_json **weight_map,
+                      char *err, size_t errsz) {
     size_t len, i;
     char jerr[256];
     char *text = read_file(index_path, 64u << 20, &len, err, errsz);
     const clair_json *wm;
-    (void)dir;
     if (!text) return -1;
     if (clair_json_parse(text, len, map_root, jerr, sizeof jerr)) {
         free(text);
@@ -504,7 +503,7 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
         int have_single = single && file_exists(single);
         free(single);
         if (!have_single && file_exists(index_path)) {
-            if (read_index(dir, index_path, &sh, &index, &weight_map, err, errsz)) goto done;
+            if (read_index(index_path, &sh, &index, &weight_map, err, errsz)) goto done;
         } else if (shards_add(&sh, "model.safetensors") < 0) {
             ck_fail(err, errsz, "out of memory");
             goto done;
@@ -578,7 +577,8 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
         }
         if (n_missing) {
             ck_fail(err, errsz, "%s: %d tensor(s) that config.json requires are missing, first '%s'%s", dir, n_missing, first_missing,
-                    cfg.tie_word_embeddings ? "" : " (if lm_head.weight is missing, the checkpoint may have tied embeddings: tie_word_embeddings in config.json)");
+                    strcmp(first_missing, "lm_head.weight") ? ""
+                    : " (the checkpoint may have tied embeddings: set \"tie_word_embeddings\": true in config.json)");
             goto done;
         }
     }
