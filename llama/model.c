@@ -571,6 +571,44 @@ static inline float silu(float g) { return g / (1.0f + expf(-g)); }
 /* and the weighted sum of v are accumulated in double: attention gradients are the ones most  */
 /* sensitive to forward rounding (see docs/design.md), and this costs little.                  */
 
+/* sum_j a[j] * b[j] in double. Products of two floats are exact in double; the vector form
+ * keeps eight independent partial sums, so the loop is not one long chain of dependent adds
+ * (which made attention the bottleneck for long sequences). */
+#if defined(LLAMA_VEC) && (defined(__clang__) || __GNUC__ >= 9)
+typedef double vd4 __attribute__((vector_size(4 * sizeof(double))));
+typedef float vf4 __attribute__((vector_size(4 * sizeof(float))));
+static inline double dot_f64(const float *a, const float *b, int n)
+{
+    vd4 s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        vf4 a0, a1, b0, b1;
+        memcpy(&a0, a + j, sizeof a0);
+        memcpy(&a1, a + j + 4, sizeof a1);
+        memcpy(&b0, b + j, sizeof b0);
+        memcpy(&b1, b + j + 4, sizeof b1);
+        s0 += __builtin_convertvector(a0, vd4) * __builtin_convertvector(b0, vd4);
+        s1 += __builtin_convertvector(a1, vd4) * __builtin_convertvector(b1, vd4);
+    }
+    const vd4 sv = s0 + s1;
+    double r = (sv[0] + sv[2]) + (sv[1] + sv[3]);
+    for (; j < n; j++) r += (double)a[j] * b[j];
+    return r;
+}
+#else
+static inline double dot_f64(const float *a, const float *b, int n)
+{
+    double r0 = 0, r1 = 0;
+    int j = 0;
+    for (; j + 2 <= n; j += 2) {
+        r0 += (double)a[j] * b[j];
+        r1 += (double)a[j + 1] * b[j + 1];
+    }
+    if (j < n) r0 += (double)a[j] * b[j];
+    return r0 + r1;
+}
+#endif
+
 #define LLAMA_ATT_MAX_HD 1024 /* head_dim limit (check_config): per-query accumulators */
 
 typedef struct {
@@ -595,10 +633,7 @@ static void attention_fwd(const attn_dims *a, int n, const float *q, const float
             const int g = h / rep;
             double mx = -INFINITY;
             for (int s = 0; s <= t; s++) {
-                const float *ks_ = k + s * ks + (size_t)g * hd;
-                double d = 0;
-                for (int j = 0; j < hd; j++) d += qt[j] * ks_[j];
-                sc[s] = d * a->scale;
+                sc[s] = dot_f64(qt, k + s * ks + (size_t)g * hd, hd) * a->scale;
                 if (sc[s] > mx) mx = sc[s];
             }
             double sum = 0;
@@ -645,21 +680,13 @@ static void attention_bwd(const attn_dims *a, int n, const float *q, const float
             const float *dot_ = dout + t * qs + (size_t)h * hd;
             const float *ot = out + t * qs + (size_t)h * hd;
             const double l = lse[(size_t)t * H + h];
-            double Dt = 0;
-            for (int j = 0; j < hd; j++) {
-                Dt += (double)dot_[j] * ot[j];
-                dqa[j] = 0;
-            }
+            const double Dt = dot_f64(dot_, ot, hd);
+            for (int j = 0; j < hd; j++) dqa[j] = 0;
             for (int s = 0; s <= t; s++) {
                 const float *ks_ = k + s * ks + (size_t)g * hd;
                 const float *vs = v + s * ks + (size_t)g * hd;
-                double sc = 0, dp = 0;
-                for (int j = 0; j < hd; j++) {
-                    sc += (double)qt[j] * ks_[j];
-                    dp += (double)dot_[j] * vs[j];
-                }
-                const double p = exp(sc * scale - l);
-                const double ds = p * (dp - Dt) * scale;
+                const double p = exp(dot_f64(qt, ks_, hd) * scale - l);
+                const double ds = p * (dot_f64(dot_, vs, hd) - Dt) * scale;
                 double *dks = dkh + s * qs + (size_t)h * hd, *dvs = dvh + s * qs + (size_t)h * hd;
                 for (int j = 0; j < hd; j++) {
                     dqa[j] += ds * ks_[j];
