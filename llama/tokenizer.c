@@ -154,7 +154,7 @@ static void tok__mput(tokenizer *t, int l, int r, int rank, int id) {
     uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
     size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & t->mmask;
     while (t->mtab[i].id >= 0) {
-        if (t->mtab[i].key == key) return;  /* a repeated merge keeps its first (best) rank */
+        if (t->mtab[i].key == key) break;   /* a repeated merge: the later one wins, as in HF's map */
         i = (i + 1) & t->mmask;
     }
     t->mtab[i].key = key; t->mtab[i].rank = rank; t->mtab[i].id = id;
@@ -1328,17 +1328,19 @@ static int tok__render(const tokenizer *t, const tok_message *m, int n, int gen,
                 return tok__fail(err, errsz, "tokenizer: Llama 2 conversations must alternate user/assistant/"
                                  "user/... after an optional system message (message %d is '%s')", i, m[i].role);
             if (user) {
+                size_t start;
                 tok__tpl(r, t->bos_tok); tok__tpl(r, "[INST] ");
+                start = r->text.len;
                 if (k == 0 && sys) {
                     /* the template strips '<<SYS>>\n' + system + '\n<</SYS>>\n\n' + content as one */
                     tok__tpl(r, "<<SYS>>\n");
                     tok__content(r, sys, 0);
                     tok__tpl(r, "\n<</SYS>>\n\n");
                     tok__content(r, m[i].content, 0);
-                    /* strip() of the whole: only the end of the user content can change */
+                    /* .strip() of the whole: the end may reach back into the template text when
+                     * the user content is empty or all whitespace */
                     {
                         size_t e = r->text.len;
-                        size_t start = e - strlen(m[i].content);
                         while (e > start) {
                             size_t p = e - 1;
                             uint32_t cp;

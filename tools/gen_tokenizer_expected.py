@@ -83,8 +83,12 @@ CONVS = [
      {"role": "user", "content": "Follow-up: why?\n\nExplain 12345 in detail \U0001f999."}],
     [{"role": "system", "content": "Sys\nwith newline"}, {"role": "user", "content": "caf\u00e9 \u4e2d\u6587 'quoted' it's"},
      {"role": "assistant", "content": " leading space answer"}, {"role": "user", "content": "ok"}],
+    # empty / whitespace-only contents: Llama 2's strip() then reaches into the <</SYS>> text
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " \n "}],
+    [{"role": "user", "content": ""}],
 ]
-RESPONSES = ["Sure, here it is.", "  spaced response\n", "2, 3 and 5.\n\nDone \u2705", "Line one\nLine two"]
+RESPONSES = ["Sure, here it is.", "  spaced response\n", "2, 3 and 5.\n\nDone \u2705", "Line one\nLine two", "",
+             "\n\nleading newlines"]
 
 
 def chat_cases(hf, family, extra_kwargs=None):
@@ -252,8 +256,69 @@ def fuzz(n):
                     if bad < 10:
                         print("MISMATCH", name, sp, repr(s.decode()))
             print("fuzz %s special=%d: %d strings" % (name, sp, n))
+    bad += fuzz_chat(n // 10)
     print("fuzz mismatches:", bad)
     return 1 if bad else 0
+
+
+def fuzz_chat(n):
+    """Random conversations (contents without special-token text, which HF's apply_chat_template
+    would turn into control tokens and we on purpose do not) vs apply_chat_template."""
+    cli = os.path.join(ROOT, "build", "tok_cli")
+    bad = 0
+    plain = [p for p in POOL if "<" not in p]
+    for name, d, fam, template, kw in chat_setups():
+        cfg = json.load(open(os.path.join(d, "tokenizer_config.json"), encoding="utf-8"))
+        hf = hf_wrapper(os.path.join(d, "tokenizer.json"), cfg, template)
+        rng = random.Random(7)
+        convs = []
+        for _ in range(n):
+            k = rng.randint(1, 3)
+            roles = (["system"] if rng.random() < 0.5 else []) + ["user", "assistant"] * k
+            roles = roles[:-1]   # ends with a user turn
+            msgs = [{"role": r, "content": "".join(rng.choice(plain) for _ in range(rng.randint(0, 20)))} for r in roles]
+            convs.append({"messages": msgs, "response": "".join(rng.choice(plain) for _ in range(rng.randint(0, 20)))})
+        p = subprocess.run([cli, d, "--chat", fam], input="\n".join(json.dumps(c) for c in convs) + "\n",
+                           capture_output=True, text=True, check=True)
+        for c, o in zip(convs, p.stdout.split("\n")):
+            try:
+                pt = hf.apply_chat_template(c["messages"], add_generation_prompt=True, tokenize=False, **kw)
+                ft = hf.apply_chat_template(c["messages"] + [{"role": "assistant", "content": c["response"]}],
+                                            tokenize=False, **kw)
+            except Exception as e:   # e.g. the template refuses the conversation
+                if not o.startswith("ERR"):
+                    bad += 1
+                    print("HF refused, we did not:", name, fam, e)
+                continue
+            pi = hf(pt, add_special_tokens=False)["input_ids"]
+            ri = hf(ft[len(pt):], add_special_tokens=False)["input_ids"]
+            want = " ".join(map(str, pi)) + " |" + "".join(" %d" % i for i in pi + ri)
+            if o.strip() != want.strip():
+                bad += 1
+                if bad < 5:
+                    print("CHAT MISMATCH", name, fam, json.dumps(c)[:300])
+        print("fuzz chat %s %s: %d conversations" % (name, fam, n))
+    return bad
+
+
+def chat_setups():
+    l3 = read(os.path.join(TDIR, "templates", "llama3.jinja"))
+    l2 = read(os.path.join(TDIR, "templates", "llama2.jinja"))
+    cm = read(os.path.join(TDIR, "templates", "chatml.jinja"))
+    out = [("tiny-llama3", os.path.join(TDIR, "tiny-llama3"), "llama3", l3, {}),
+           ("tiny-smol", os.path.join(TDIR, "tiny-smol"), "chatml", cm, {}),
+           ("tiny-spm", os.path.join(TDIR, "tiny-spm"), "llama2", l2, {})]
+    if os.path.exists(os.path.join(CACHE, "llama3", "tokenizer.json")):
+        d = os.path.join(CACHE, "llama3")
+        out += [("llama3", d, "llama3.1", read(os.path.join(CACHE, "templates", "meta-llama-Llama-3.1-8B-Instruct.jinja")), {}),
+                ("llama3", d, "llama3.1", read(os.path.join(CACHE, "templates", "meta-llama-Llama-3.2-3B-Instruct.jinja")),
+                 {"date_string": "26 Jul 2024"})]
+    if os.path.exists(os.path.join(CACHE, "smollm2", "tokenizer.json")):
+        d = os.path.join(CACHE, "smollm2")
+        out += [("smollm2", d, "chatml", json.load(open(os.path.join(d, "tokenizer_config.json")))["chat_template"], {})]
+    if os.path.exists(os.path.join(CACHE, "llama-spm", "tokenizer.json")):
+        out += [("llama-spm", os.path.join(CACHE, "llama-spm"), "llama2", l2, {})]
+    return out
 
 
 def all_dirs():
