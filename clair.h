@@ -1516,8 +1516,13 @@ typedef struct {
     clair_buf resp;
 } clair__slot;
 
+#ifndef CLAIR_MAX_REPLY
+#define CLAIR_MAX_REPLY ((size_t)64 << 20)   /* a chat completion is never near this: refuse more */
+#endif
+
 static size_t clair__write_cb(char *p, size_t sz, size_t nm, void *ud) {
     clair__slot *s = (clair__slot *)ud;
+    if (s->resp.len + sz * nm > CLAIR_MAX_REPLY) { s->resp.oom = 2; return 0; }
     clair_buf_put(&s->resp, p, sz * nm);
     return s->resp.oom ? 0 : sz * nm;
 }
@@ -1568,6 +1573,12 @@ static int clair__classify(clair__slot *s, CURLcode rc, double *retry_after) {
     j->reply_len = s->resp.len;
     memset(&s->resp, 0, sizeof s->resp);           /* ownership moved to the job */
     clair_json_free(&j->reply_json);
+    if (rc == CURLE_WRITE_ERROR) {
+        snprintf(j->message, sizeof j->message, "%s", s->resp.oom == 2 || j->reply_len >= CLAIR_MAX_REPLY ?
+                 "reply larger than CLAIR_MAX_REPLY" : "out of memory storing the reply");
+        j->error = CLAIR_REQ_OTHER;
+        return 0;
+    }
     if (rc != CURLE_OK) {
         snprintf(j->message, sizeof j->message, "%s", curl_easy_strerror(rc));
         switch (rc) {
@@ -1683,6 +1694,7 @@ CLAIR_DEF int clair_http_run(const clair_http_opts *o, clair_next_fn next, clair
                     fprintf(stderr, "clair: attempt %d failed (%s: %s); retrying in %.2f s\n",
                             s->job.attempts, clair_req_error_name(s->job.error), s->job.message, wait);
                 s->due = clair__now() + wait;
+                if (1000.0 * wait < wait_ms) wait_ms = 1000.0 * wait;   /* wake up in time for it */
                 continue;
             }
             if (s->job.error != CLAIR_REQ_OK && retry)

@@ -13,6 +13,8 @@ build_clair() {
   $CC $CFLAGS -std=c99 clair.c -o "$dest.tmp.$$" -lcurl -lm && mv -f "$dest.tmp.$$" "$dest"
   $CC $CFLAGS -std=c99 tests/clair/test_clair.c -o "$BUILD/clair/test_clair.tmp.$$" -lm &&
     mv -f "$BUILD/clair/test_clair.tmp.$$" "$BUILD/clair/test_clair"
+  $CC $CFLAGS -std=c99 tests/clair/test_http.c -o "$BUILD/clair/test_http.tmp.$$" -lcurl -lm &&
+    mv -f "$BUILD/clair/test_http.tmp.$$" "$BUILD/clair/test_http"
 }
 
 # The header must compile warning-free as C99 -pedantic and as C++11, with and without curl.
@@ -33,6 +35,7 @@ int main(void) { clair_buf b = {0, 0, 0, 0}; clair_json_write_number(&b, 1); cla
 test_clair() {
   run_test clair_header clair_header_check
   run_test clair_unit "$BUILD/clair/test_clair" tests/clair/expect_metrics.jsonl 20000
+  run_test clair_http "$BUILD/clair/test_http"
   local bin=./clair
   [ "$BUILD" = build ] || bin="$BUILD/clair/clair"
   run_test clair_tool env CLAIR_BIN="$bin" CLAIR_TMP="$BUILD/clair/tool.$$" tests/clair/test_tool.sh
