@@ -4,7 +4,8 @@
  * GQA and llama3 RoPE, and for each CUDA mode (fp32, fp32 + recompute + small LM-head chunks,
  * bf16, bf16 lean), runs 3 steps of: forward on a packed batch of 4 sequences (one of length
  * 1), an APO-like objective (dlogp = per-sequence weight on completion tokens), zero_grad,
- * backward, grad_norm, adamw_step with a clipping scale; and compares with the CPU backend
+ * backward, from step 2 on a second, smaller micro-batch accumulated on top (forward +
+ * backward), grad_norm, adamw_step with a clipping scale; and compares with the CPU backend
  * doing the same: logp, every gradient tensor, the grad norm, and every parameter tensor after
  * the step. Error measure per tensor: ||gpu - cpu|| / ||cpu|| (NaN fails).
  *
@@ -119,6 +120,14 @@ static int run_case(const char *label, const char *dir, const llama_config *rand
             comp[i] = i - seq[s] >= lens[s] / 2;
         }
     llama_batch batch = {n_seq, tok, seq, comp};
+    int seq2[3] = {0, 9, 39}, T2 = seq2[2];                       /* micro-batch 2: 2 sequences */
+    int *tok2 = malloc(T2 * sizeof(int));
+    unsigned char *comp2 = malloc(T2);
+    for (int i = 0; i < T2; i++) {
+        tok2[i] = (int)(urand() * cf->vocab_size) % cf->vocab_size;
+        comp2[i] = (i % 9) > 3;
+    }
+    llama_batch batch2 = {2, tok2, seq2, comp2};
 
     char envbuf[32];
     if (md->chunk) { snprintf(envbuf, sizeof envbuf, "%d", md->chunk); setenv("LLAMA_CUDA_LM_CHUNK", envbuf, 1); }
@@ -154,6 +163,21 @@ static int run_case(const char *label, const char *dir, const llama_config *rand
         if (cb->backward(cb, &batch, dl) || gb->backward(gb, &batch, dl)) {
             printf("FAIL backward: cpu \"%s\" gpu \"%s\"\n", cb->err, gb->err); g_fail++; break;
         }
+        /* from step 2 on, a second micro-batch (other lengths, fewer tokens) whose gradients
+         * must ADD to the first's: accumulation, and buffers planned for T reused at T2 < T */
+        if (step >= 2) {
+            if (cb->forward(cb, &batch2, lc) || gb->forward(gb, &batch2, lg)) {
+                printf("FAIL forward (micro-batch 2): cpu \"%s\" gpu \"%s\"\n", cb->err, gb->err); g_fail++; break;
+            }
+            e = rel_err(lg, lc, T2, 1e-30);
+            ok = e <= md->tl;
+            if (!ok) g_fail++;
+            printf("    %-4s logp    micro-batch 2 rel err %.3g\n", ok ? "ok" : "FAIL", e);
+            for (int i = 0; i < T2; i++) dl[i] = comp2[i] ? (float)(2 * urand() - 1) : 0.f;   /* per-token weights */
+            if (cb->backward(cb, &batch2, dl) || gb->backward(gb, &batch2, dl)) {
+                printf("FAIL backward (micro-batch 2): cpu \"%s\" gpu \"%s\"\n", cb->err, gb->err); g_fail++; break;
+            }
+        }
         if (cb->get_state(cb, NULL, b, NULL, NULL) || gb->get_state(gb, NULL, a, NULL, NULL)) {
             printf("FAIL get_state: %s / %s\n", cb->err, gb->err); g_fail++; break;
         }
@@ -182,6 +206,7 @@ static int run_case(const char *label, const char *dir, const llama_config *rand
     cb->destroy(cb);
     gb->destroy(gb);
 done:
+    free(tok2); free(comp2);
     free(tok); free(comp); free(lc); free(lg); free(dl); free(a); free(b);
     llama_model_free(&mc); llama_model_free(&mg);
     return 0;

@@ -219,7 +219,8 @@ template <typename F> struct launch_t {
         auto call = [&]() { f(args...); };
         typedef decltype(call) L;
         dim3 bb = b;
-        if (bb.y == 1 && bb.z == 1 && bb.x > 64 && bb.x % 64 == 0) bb.x = 64;   /* 2 warps: same code paths, 4x fewer fibers */
+        static const int full = getenv("EMU_FULL_BLOCKS") != NULL;              /* keep the launch's block size */
+        if (!full && bb.y == 1 && bb.z == 1 && bb.x > 64 && bb.x % 64 == 0) bb.x = 64;   /* 2 warps: same code paths, 4x fewer fibers */
         run(g, bb, [](void *p) { (*(L *)p)(); }, (void *)&call);
     }
 };
@@ -242,7 +243,9 @@ template <typename T> static inline T __shfl_xor_sync(unsigned mask, T v, int la
 
 
 /* block_sum / block_max with kernels.cu's contract (every thread of the block calls it, every
- * thread gets the result), as two block barriers instead of ~25 emulated shuffles. */
+ * thread gets the result), as two block barriers instead of ~25 emulated shuffles. Compile
+ * with -DEMU_REAL_SHUFFLES to run kernels.cu's own warp-shuffle versions instead (slow). */
+#ifndef EMU_REAL_SHUFFLES
 #define EMU_BLOCK_REDUCE
 namespace emu { static double red_slot[MAXT]; }
 template <typename F> static inline F block_sum(F v)
@@ -263,4 +266,5 @@ static inline float block_max(float v)
     __syncthreads();
     return m;
 }
+#endif
 #endif
