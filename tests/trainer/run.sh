@@ -139,6 +139,19 @@ resume)
   grep -q "reference log-probs (train): reused" "$W/b2.log" && ok "reference log-probs reused from the cache" || fail "reference cache not reused"
   "$TOOLS/ckpt_diff" "$W/a" "$W/b" 0 && ok "resumed run ends bit-identical to the uninterrupted one" || fail "resumed weights differ"
   cmp -s "$W/a/metrics.jsonl" "$W/b/metrics.jsonl" && ok "metrics.jsonl identical" || { fail "metrics.jsonl differ"; diff "$W/a/metrics.jsonl" "$W/b/metrics.jsonl" | head -5; }
+  # a real SIGKILL at whatever point the run has reached (perhaps mid-save) once checkpoint-3
+  # exists; the resumed run must still end with the uninterrupted run's weights
+  args_k=(--model "$MODEL" --data "$W/train32.jsonl" --lr 2e-3 --batch-size 4 --micro-batch 2 --epochs 3
+          --max-length 128 --save-every 1 --quiet)
+  "$BIN" train "${args_k[@]}" --out "$W/c" > "$W/c.log" 2>&1 || { fail "uninterrupted run (kill test)"; tail -5 "$W/c.log"; }
+  "$BIN" train "${args_k[@]}" --out "$W/d" > "$W/d1.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 3000); do [ -d "$W/d/checkpoint-3" ] && break; kill -0 $pid 2>/dev/null || break; sleep 0.01; done
+  kill -9 $pid 2>/dev/null && killed=1 || killed=0
+  wait $pid 2>/dev/null
+  "$BIN" train "${args_k[@]}" --out "$W/d" --resume > "$W/d2.log" 2>&1 || { fail "resume after SIGKILL"; tail -5 "$W/d2.log"; }
+  "$TOOLS/ckpt_diff" "$W/c" "$W/d" 0 && ok "SIGKILL (killed: $killed, $(grep -o 'resumed from [^:]*' "$W/d2.log" | sed 's|.*/||')) then --resume: bit-identical" \
+    || fail "weights after SIGKILL + resume differ"
   ls -d "$W/b"/checkpoint-* | grep -q "checkpoint-8$" && [ "$(ls -d "$W/b"/checkpoint-* | wc -l)" -eq 1 ] && ok "one checkpoint kept (checkpoint-8)" || fail "checkpoint pruning: $(ls "$W/b")"
   ;;
 
