@@ -10,7 +10,8 @@
  * loss on the summed completion log-probs (beta 0.1, reference log-probs = the first forward's,
  * as TRL's precompute_ref_log_probs would give), backward, grad norm, clip to 1, AdamW.
  *
- * Prints one RESULT line: median step time, tokens/s, MFU (model FLOPs: 6 x matmul params x T
+ * Prints one RESULT line: median step time (and its forward / backward / grad-norm + AdamW
+ * parts, medians each), tokens/s, MFU (model FLOPs: 6 x matmul params x T
  * plus causal attention 6 x L x H hd x sum n^2, over --peak-tflops, default 989 = H100 SXM
  * dense bf16), and device memory in use after the steps (everything is allocated up front).
  * Exit 0 ok, 2 the model does not fit (the backend's refusal is printed), 77 no CUDA device. */
@@ -89,6 +90,7 @@ int main(int argc, char **argv)
     unsigned char *comp = malloc(T);
     float *logp = malloc(T * 4), *dlogp = malloc(T * 4);
     double *sum = malloc(n_seq * sizeof(double)), *ref = malloc(n_seq * sizeof(double)), *times = malloc(steps * sizeof(double));
+    double *tf = malloc(steps * sizeof(double)), *tb = malloc(steps * sizeof(double)), *to = malloc(steps * sizeof(double));
     uint64_t r = 12345;
     for (int i = 0; i < T; i++) { r = r * 6364136223846793005ull + 1442695040888963407ull; tok[i] = (int)((r >> 33) % (uint64_t)c->vocab_size); }
     for (int s = 0; s <= n_seq; s++) seq[s] = s * n;
@@ -102,8 +104,11 @@ int main(int argc, char **argv)
     const double beta = 0.1;
     double loss0 = 0, loss = 0;
     for (int st = 0; st < steps + 1; st++) {    /* step 0 is a warm-up, not timed */
+        /* each backend call ends synchronised (logp copied back; backward and AdamW synchronise),
+         * so host clocks around them time the device work */
         double t0 = now();
         if (b->forward(b, &batch, logp)) { printf("FAIL forward: %s\n", b->err); return 1; }
+        double t_f = now();
         llama_completion_logp(&batch, logp, sum);
         /* APO-zero per pair (chosen = sequence 2p, rejected = 2p + 1), mean over pairs:
          * L = 1 - s(beta dw) + s(beta dl); dL/dsum_w = -beta s'(beta dw) / P, dL/dsum_l = +beta s'(beta dl) / P */
@@ -119,15 +124,17 @@ int main(int argc, char **argv)
         if (st == 0) loss0 = loss;
         b->zero_grad(b);
         if (b->backward(b, &batch, dlogp)) { printf("FAIL backward: %s\n", b->err); return 1; }
+        double t_b = now();
         double gn = b->grad_norm(b);
         h.step = st + 1;
         if (b->adamw_step(b, &h, gn > 1.0 ? (float)(1.0 / gn) : 1.f)) { printf("FAIL adamw: %s\n", b->err); return 1; }
         double t1 = now();
-        if (st > 0) times[st - 1] = t1 - t0;
+        if (st > 0) { times[st - 1] = t1 - t0; tf[st - 1] = t_f - t0; tb[st - 1] = t_b - t_f; to[st - 1] = t1 - t_b; }
         fprintf(stderr, "step %d: %.1f ms, loss %.6f, grad norm %.4g\n", st, (t1 - t0) * 1e3, loss, gn);
         if (!isfinite(loss) || !isfinite(gn)) { printf("FAIL: non-finite loss or grad norm\n"); return 1; }
     }
     qsort(times, steps, sizeof(double), cmp_d);
+    qsort(tf, steps, sizeof(double), cmp_d); qsort(tb, steps, sizeof(double), cmp_d); qsort(to, steps, sizeof(double), cmp_d);
     double med = times[steps / 2];
     size_t fr = 0, tot = 0;
     cudaMemGetInfo(&fr, &tot);
@@ -136,10 +143,10 @@ int main(int argc, char **argv)
     double flops = 6.0 * nmat * T + 6.0 * c->num_hidden_layers * (double)c->num_attention_heads * c->head_dim * (double)n * n * n_seq;
     double mfu = flops / med / (peak * 1e12);
     printf("RESULT shape=%s tokens=%d seq_len=%d mode=%s recompute=%d backend=%s params=%.3fB step_ms=%.1f tok_s=%.0f "
-           "tflops=%.1f mfu=%.1f%% mem_gib=%.2f loss0=%.6f loss=%.6f\n",
+           "tflops=%.1f mfu=%.1f%% mem_gib=%.2f fwd_ms=%.1f bwd_ms=%.1f opt_ms=%.1f loss0=%.6f loss=%.6f\n",
            sh, T, n, mode, recompute, b->name, b->n_params / 1e9, med * 1e3, T / med, flops / med / 1e12, 100 * mfu,
-           (double)(tot - fr) / (1 << 30), loss0, loss);
+           (double)(tot - fr) / (1 << 30), tf[steps / 2] * 1e3, tb[steps / 2] * 1e3, to[steps / 2] * 1e3, loss0, loss);
     b->destroy(b);
-    free(tok); free(seq); free(comp); free(logp); free(dlogp); free(sum); free(ref); free(times);
+    free(tok); free(seq); free(comp); free(logp); free(dlogp); free(sum); free(ref); free(times); free(tf); free(tb); free(to);
     return 0;
 }
