@@ -23,6 +23,8 @@
 #include <time.h>
 #include <cuda_runtime_api.h>
 #include "../llama/model.h"
+#define APO_IMPLEMENTATION
+#include "../apo.h"
 
 static double now(void)
 {
@@ -31,7 +33,6 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 static int cmp_d(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
-static double sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
 
 static void shape(llama_config *c, const char *name)
 {
@@ -101,7 +102,7 @@ int main(int argc, char **argv)
     if (b->forward(b, &batch, logp)) { printf("FAIL forward: %s\n", b->err); return 1; }
     llama_completion_logp(&batch, logp, ref);
     llama_adamw h = {1e-5, 0.9, 0.95, 1e-8, 0.0, 0};
-    const double beta = 0.1;
+    const apo_params ap = apo_default_params(APO_ZERO);   /* beta 0.1 */
     double loss0 = 0, loss = 0;
     for (int st = 0; st < steps + 1; st++) {    /* step 0 is a warm-up, not timed */
         /* each backend call ends synchronised (logp copied back; backward and AdamW synchronise),
@@ -110,14 +111,14 @@ int main(int argc, char **argv)
         if (b->forward(b, &batch, logp)) { printf("FAIL forward: %s\n", b->err); return 1; }
         double t_f = now();
         llama_completion_logp(&batch, logp, sum);
-        /* APO-zero per pair (chosen = sequence 2p, rejected = 2p + 1), mean over pairs:
-         * L = 1 - s(beta dw) + s(beta dl); dL/dsum_w = -beta s'(beta dw) / P, dL/dsum_l = +beta s'(beta dl) / P */
+        /* APO-zero (apo.h) per pair (chosen = sequence 2p, rejected = 2p + 1), mean over pairs;
+         * each completion token of a sequence gets dloss/d(summed log-prob) of that sequence */
         loss = 0;
         for (int p = 0; p < pairs; p++) {
-            double dw = sum[2 * p] - ref[2 * p], dlr = sum[2 * p + 1] - ref[2 * p + 1];
-            double sw = sigm(beta * dw), sl = sigm(beta * dlr);
-            loss += (1 - sw + sl) / pairs;
-            double gw = -beta * sw * (1 - sw) / pairs, gl = beta * sl * (1 - sl) / pairs;
+            apo_pair x = {sum[2 * p], sum[2 * p + 1], ref[2 * p], ref[2 * p + 1], n / 2, n / 2};
+            double dc, dr;
+            loss += apo_pair_loss(&ap, &x, &dc, &dr) / pairs;
+            double gw = dc / pairs, gl = dr / pairs;
             for (int i = seq[2 * p]; i < seq[2 * p + 1]; i++) dlogp[i] = comp[i] ? (float)gw : 0.f;
             for (int i = seq[2 * p + 1]; i < seq[2 * p + 2]; i++) dlogp[i] = comp[i] ? (float)gl : 0.f;
         }
