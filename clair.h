@@ -55,6 +55,35 @@
  *         printf("%s jaccard %.3f levenshtein %lld\n", clair_verdict_name(v), m.jaccard, m.levenshtein);
  *     }
  *
+ * ==== Many pairs at once: the request engine ================================================
+ *
+ * clair_http_run pulls jobs from your next() and hands each final outcome to your done(); it
+ * keeps `concurrency` requests in flight and does the retrying. One thread, no locks:
+ *
+ *     static int next(void *ctx, clair_job *job) {           // 1 = here is a job, 0 = no more
+ *         my_state *st = ctx;
+ *         if (st->i == st->n) return 0;
+ *         clair_buf b = {0};
+ *         clair_request_body(&b, "gpt-4o", 0.7, 4096, NULL, st->prompt[st->i], ..., st->answer[st->i], ...);
+ *         job->body = b.data; job->body_len = b.len;         // the engine frees body
+ *         job->user = (void *)(size_t)st->i++;
+ *         return 1;
+ *     }
+ *     static void done(void *ctx, clair_job *job) {          // once per job, after any retries
+ *         if (job->error == CLAIR_REQ_OK) use(job->content, job->content_len);   // the reply text
+ *         else fprintf(stderr, "%s after %d attempts: %s\n", clair_req_error_name(job->error),
+ *                      job->attempts, job->message);
+ *     }
+ *     clair_http_opts o = {0};
+ *     o.url = "https://api.openai.com/v1/chat/completions";
+ *     o.api_key = getenv("OPENAI_API_KEY");
+ *     o.concurrency = 16;                                    // zero fields take the defaults
+ *     char err[256];
+ *     if (clair_http_run(&o, next, done, &st, err, sizeof err)) fprintf(stderr, "%s\n", err);
+ *
+ * The engine calls curl_global_init once, on first use (not thread-safe: call clair_http_run
+ * from one thread at a time, or call curl_global_init yourself first).
+ *
  * ==== Each part's contract (details at each declaration) =====================================
  *
  * Text. Every string is UTF-8 bytes plus a length; nothing needs a NUL. Metrics work on Unicode

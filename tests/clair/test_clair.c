@@ -415,6 +415,48 @@ static void test_prompt(void) {
     clair_buf_free(&b);
 }
 
+/* Random bytes (invalid UTF-8 included) through the parser and the metrics: spans stay inside
+ * the input, Levenshtein equals the DP on the decoded code points, the diff tiles both texts.
+ * Under ASan this is the parser's and the metrics' fuzz loop. */
+static void test_fuzz_text(long iters) {
+    static const char *pieces[] = { "Revised answer:", "**", "##", "\n", " ", "{corrected_student_solution}",
+        "Reasoning:", "\xc3\xa9", "\xe4\xb8\xad", "\xf0\x9f\x98\x80", "\xff", "\xc3", "\xed\xa0\x80", "a", "b", ":", "_" };
+    long it;
+    int bad = 0;
+    for (it = 0; it < iters; it++) {
+        char buf[2][200];
+        size_t n[2], k, side;
+        for (side = 0; side < 2; side++) {
+            n[side] = 0;
+            size_t parts = rnd(12);
+            for (k = 0; k < parts; k++) {
+                const char *p = pieces[rnd(sizeof pieces / sizeof *pieces)];
+                size_t l = strlen(p);
+                memcpy(buf[side] + n[side], p, l); n[side] += l;
+            }
+        }
+        char *a = (char *)malloc(n[0] ? n[0] : 1), *b = (char *)malloc(n[1] ? n[1] : 1);
+        memcpy(a, buf[0], n[0]); memcpy(b, buf[1], n[1]);
+        clair_reply r;
+        clair_parse_status st = clair_parse_reply(a, n[0], "Revised answer:", &r);
+        if (st != CLAIR_PARSE_NO_MARKER &&
+            !(r.revision >= a && r.revision + r.revision_len <= a + n[0] && r.rationale >= a && r.rationale + r.rationale_len <= a + n[0]))
+            bad++;
+        unsigned ua[200], ub[200];
+        size_t ka = clair_utf8_decode(a, n[0], ua), kb = clair_utf8_decode(b, n[1], ub);
+        if (clair_levenshtein(a, n[0], b, n[1]) != lev_dp(ua, ka, ub, kb)) bad++;
+        clair_diff d;
+        if (clair_diff_tokens(a, n[0], b, n[1], &d) || !script_ok(a, n[0], b, n[1], &d)) bad++;
+        clair_diff_free(&d);
+        double j = clair_jaccard(a, n[0], b, n[1]);
+        if (!(j >= 0 && j <= 1)) bad++;
+        free(a); free(b);
+        checks++;
+    }
+    CHECK(bad == 0, "%d fuzzed texts broke a parser/metric contract", bad);
+    printf("text fuzz: %ld random byte strings through parse, Levenshtein, diff, Jaccard\n", iters);
+}
+
 int main(int argc, char **argv) {
     const char *expect = argc > 1 ? argv[1] : "tests/clair/expect_metrics.jsonl";
     long iters = argc > 2 ? atol(argv[2]) : 20000;
@@ -426,6 +468,7 @@ int main(int argc, char **argv) {
     test_diff_random();
     test_expectations(expect);
     test_parse();
+    test_fuzz_text(iters / 2);
     test_filter();
     test_prompt();
     printf("%d checks, %d failed\n", checks, fails);
