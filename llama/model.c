@@ -609,12 +609,47 @@ static inline double dot_f64(const float *a, const float *b, int n)
 }
 #endif
 
+/* The attention rows are compiled for AVX-512, AVX2 and baseline x86-64 and picked by the
+ * loader (GCC's target_clones, an ifunc: Linux/glibc), so dot_f64 gets wide vectors. */
+#if defined(LLAMA_X86_DISPATCH) && defined(__linux__)
+#define ATT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ATT_CLONES
+#endif
+
 #define LLAMA_ATT_MAX_HD 1024 /* head_dim limit (check_config): per-query accumulators */
 
 typedef struct {
     int H, K, hd;
     float scale; /* 1 / sqrt(hd) */
 } attn_dims;
+
+/* One query row t of one head: scores against keys 0..t (k, v point at the head's kv slice,
+ * row stride ks), softmax, output row ot [hd]; returns the log-sum-exp. sc: scratch [t + 1]. */
+ATT_CLONES static double attn_fwd_row(const float *qt, const float *k, const float *v, size_t ks,
+                                      int t, int hd, double scale, double *sc, float *ot)
+{
+    double mx = -INFINITY;
+    for (int s = 0; s <= t; s++) {
+        sc[s] = dot_f64(qt, k + s * ks, hd) * scale;
+        if (sc[s] > mx) mx = sc[s];
+    }
+    double sum = 0;
+    for (int s = 0; s <= t; s++) {
+        sc[s] = exp(sc[s] - mx);
+        sum += sc[s];
+    }
+    const double inv = 1.0 / sum;
+    double o[LLAMA_ATT_MAX_HD];
+    for (int j = 0; j < hd; j++) o[j] = 0;
+    for (int s = 0; s <= t; s++) {
+        const double p = sc[s] * inv;
+        const float *vs = v + s * ks;
+        for (int j = 0; j < hd; j++) o[j] += p * vs[j];
+    }
+    for (int j = 0; j < hd; j++) ot[j] = (float)o[j];
+    return mx + log(sum);
+}
 
 static void attention_fwd(const attn_dims *a, int n, const float *q, const float *k,
                           const float *v, float *out, float *lse, double *scratch /* [nthreads][n] */)
@@ -629,29 +664,9 @@ static void attention_fwd(const attn_dims *a, int n, const float *q, const float
 #else
             double *sc = scratch;
 #endif
-            const float *qt = q + t * qs + (size_t)h * hd;
-            const int g = h / rep;
-            double mx = -INFINITY;
-            for (int s = 0; s <= t; s++) {
-                sc[s] = dot_f64(qt, k + s * ks + (size_t)g * hd, hd) * a->scale;
-                if (sc[s] > mx) mx = sc[s];
-            }
-            double sum = 0;
-            for (int s = 0; s <= t; s++) {
-                sc[s] = exp(sc[s] - mx);
-                sum += sc[s];
-            }
-            const double inv = 1.0 / sum;
-            double o[LLAMA_ATT_MAX_HD];
-            for (int j = 0; j < hd; j++) o[j] = 0;
-            for (int s = 0; s <= t; s++) {
-                const double p = sc[s] * inv;
-                const float *vs = v + s * ks + (size_t)g * hd;
-                for (int j = 0; j < hd; j++) o[j] += p * vs[j];
-            }
-            float *ot = out + t * qs + (size_t)h * hd;
-            for (int j = 0; j < hd; j++) ot[j] = (float)o[j];
-            lse[(size_t)t * H + h] = (float)(mx + log(sum));
+            const size_t kv = (size_t)(h / rep) * hd;
+            lse[(size_t)t * H + h] = (float)attn_fwd_row(q + t * qs + (size_t)h * hd, k + kv, v + kv, ks, t,
+                                                         hd, a->scale, sc, out + t * qs + (size_t)h * hd);
         }
     }
 }
@@ -664,39 +679,43 @@ static void attention_fwd(const attn_dims *a, int n, const float *q, const float
  * Everything here is accumulated in double: dP - D_t cancels, and attention gradients are the
  * ones most sensitive to rounding; this is the cheapest place to buy back fp32 noise (see
  * docs/design.md). */
+/* One query row t of one head's backward: dq_t [hd] written; dk/dv rows 0..t of this head's
+ * slices (dkh, dvh, row stride qs) accumulated. */
+ATT_CLONES static void attn_bwd_row(const float *qt, const float *dot_, const float *ot,
+                                    const float *k, const float *v, size_t ks, size_t qs, int t,
+                                    int hd, double scale, double l, double *dkh, double *dvh,
+                                    float *dqt)
+{
+    double dqa[LLAMA_ATT_MAX_HD];
+    const double Dt = dot_f64(dot_, ot, hd);
+    for (int j = 0; j < hd; j++) dqa[j] = 0;
+    for (int s = 0; s <= t; s++) {
+        const float *ks_ = k + s * ks, *vs = v + s * ks;
+        const double p = exp(dot_f64(qt, ks_, hd) * scale - l);
+        const double ds = p * (dot_f64(dot_, vs, hd) - Dt) * scale;
+        double *dks = dkh + s * qs, *dvs = dvh + s * qs;
+        for (int j = 0; j < hd; j++) {
+            dqa[j] += ds * ks_[j];
+            dks[j] += ds * qt[j];
+            dvs[j] += p * dot_[j];
+        }
+    }
+    for (int j = 0; j < hd; j++) dqt[j] = (float)dqa[j];
+}
+
 static void attention_bwd(const attn_dims *a, int n, const float *q, const float *k,
                           const float *v, const float *out, const float *lse, const float *dout,
                           float *dq, double *dkh, double *dvh)
 {
     const int H = a->H, K = a->K, hd = a->hd, rep = H / K;
     const size_t qs = (size_t)H * hd, ks = (size_t)K * hd;
-    const double scale = a->scale;
 #pragma omp parallel for schedule(dynamic, 1) if (n > 8)
     for (int h = 0; h < H; h++) {
-        const int g = h / rep;
-        double dqa[LLAMA_ATT_MAX_HD];
-        for (int t = 0; t < n; t++) {
-            const float *qt = q + t * qs + (size_t)h * hd;
-            const float *dot_ = dout + t * qs + (size_t)h * hd;
-            const float *ot = out + t * qs + (size_t)h * hd;
-            const double l = lse[(size_t)t * H + h];
-            const double Dt = dot_f64(dot_, ot, hd);
-            for (int j = 0; j < hd; j++) dqa[j] = 0;
-            for (int s = 0; s <= t; s++) {
-                const float *ks_ = k + s * ks + (size_t)g * hd;
-                const float *vs = v + s * ks + (size_t)g * hd;
-                const double p = exp(dot_f64(qt, ks_, hd) * scale - l);
-                const double ds = p * (dot_f64(dot_, vs, hd) - Dt) * scale;
-                double *dks = dkh + s * qs + (size_t)h * hd, *dvs = dvh + s * qs + (size_t)h * hd;
-                for (int j = 0; j < hd; j++) {
-                    dqa[j] += ds * ks_[j];
-                    dks[j] += ds * qt[j];
-                    dvs[j] += p * dot_[j];
-                }
-            }
-            float *dqt = dq + t * qs + (size_t)h * hd;
-            for (int j = 0; j < hd; j++) dqt[j] = (float)dqa[j];
-        }
+        const size_t kv = (size_t)(h / rep) * hd, off = (size_t)h * hd;
+        for (int t = 0; t < n; t++)
+            attn_bwd_row(q + t * qs + off, dout + t * qs + off, out + t * qs + off, k + kv, v + kv, ks,
+                         qs, t, hd, a->scale, lse[(size_t)t * H + h], dkh + off, dvh + off,
+                         dq + t * qs + off);
     }
 }
 
