@@ -209,6 +209,10 @@ int pref_dataset_load(pref_dataset *ds, const char *path, const tokenizer *tok,
         size_t start_c = 0, start_r = 0;
         const char *raw_prompt = NULL; size_t raw_prompt_len = 0;
         lineno++;
+        if (lineno == 1 && len >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) {   /* a UTF-8 byte order mark */
+            memmove(line, line + 3, len - 2);
+            len -= 3;
+        }
         if (is_blank(line, len)) continue;
         ds->stats.n_lines++;
         if (clair_json_parse(line, len, &rec, jerr, sizeof jerr)) {
