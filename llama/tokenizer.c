@@ -707,7 +707,15 @@ int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, 
                 if (tok__str(&ct->items[i], "name") && !strcmp(tok__str(&ct->items[i], "name"), "default"))
                     tpl_text = tok__str(&ct->items[i], "template");
         }
-        t->tpl = tok__recognise(t, tpl_text);
+    }
+    {   /* transformers >= 4.43 saves the template as chat_template.jinja, which then wins */
+        char jpath[4096];
+        size_t jlen;
+        char *jtext;
+        snprintf(jpath, sizeof jpath, "%s/chat_template.jinja", dir);
+        jtext = tok__read_file(jpath, &jlen);
+        if (jtext) { t->tpl = tok__recognise(t, jtext); free(jtext); }
+        else if (tpl_text) t->tpl = tok__recognise(t, tpl_text);
     }
     if (fam_override > 0) {
         if (fam_override != t->tpl) { free(t->tpl_system); t->tpl_system = NULL; }

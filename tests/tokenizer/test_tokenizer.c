@@ -363,6 +363,35 @@ static void test_bad_files(void) {
     rmdir(dir);
 }
 
+/* A chat_template.jinja file (transformers >= 4.43 saves the template there) wins over
+ * tokenizer_config.json's chat_template. */
+static void test_jinja_file(const char *src_dir) {
+    char dir[] = "/tmp/tok-jinja-XXXXXX", path[1024], err[512];
+    size_t len;
+    char *json;
+    FILE *f;
+    tokenizer *t;
+    snprintf(path, sizeof path, "%s/tokenizer.json", src_dir);
+    if (!(json = read_file(path, &len)) || !mkdtemp(dir)) { CHECK(0, "setup for the jinja test"); free(json); return; }
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    f = fopen(path, "wb"); fwrite(json, 1, len, f); fclose(f);
+    free(json);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    f = fopen(path, "w"); fputs("{\"chat_template\": \"{{ bos_token }}[INST] <<SYS>>\"}", f); fclose(f);
+    CHECK(tokenizer_load(&t, dir, NULL, err, sizeof err) == 0, "jinja test load: %s", err);
+    CHECK(tokenizer_chat_template(t) && !strcmp(tokenizer_chat_template(t), "llama2"), "config template not recognised");
+    tokenizer_free(t);
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    f = fopen(path, "w"); fputs("{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}{% endfor %}", f); fclose(f);
+    CHECK(tokenizer_load(&t, dir, NULL, err, sizeof err) == 0, "jinja test load: %s", err);
+    CHECK(tokenizer_chat_template(t) && !strcmp(tokenizer_chat_template(t), "chatml"), "chat_template.jinja not used");
+    tokenizer_free(t);
+    remove(path);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir); remove(path);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir); remove(path);
+    rmdir(dir);
+}
+
 static int llamacpp_test(const char *dir) {
     char path[1024], err[512];
     size_t ilen, olen, n = 0, bad = 0;
@@ -439,6 +468,7 @@ int main(int argc, char **argv) {
     test_chat(dir, clair_json_get(&root, "chat"));
     test_misc(dir);
     test_bad_files();
+    test_jinja_file(dir);
     clair_json_free(&root);
     printf("%s: %s (%d failures)\n", argv[1], failures ? "FAIL" : "ok", failures);
     return failures ? 1 : 0;
