@@ -55,4 +55,15 @@ test_trainer() {
       run_test "trainer_$t" sh -c "echo 'SKIP: $bin not linked (an object it needs is not built yet)'; exit 77"
     fi
   done
+  # --device cuda end to end on the CUDA part's CPU emulator ($BUILD/emu/kernels.o: kernels.cu
+  # compiled as host C++, built by mk/60 after us, hence linked here, at test time).
+  local emu="$BUILD/emu/kernels.o" tbin="$BUILD/trainer_tests/trainer_emu" o objs="$BUILD/llama_data.o"
+  for o in llama_model llama_checkpoint llama_safetensors llama_json llama_tokenizer; do objs="$objs $BUILD/$o.o"; done
+  if [ -z "$SAN" ] && [ -f "$emu" ] && [ -x "$BUILD/trainer_tests/ckpt_diff" ]; then
+    # shellcheck disable=SC2086
+    $CC $CFLAGS $OMP -std=c99 trainer.c $objs "$emu" -lstdc++ -lm -o "$tbin"
+    run_test trainer_cuda_emu tests/trainer/run.sh cuda_emu "$tbin" "$BUILD/trainer_tests"
+  else
+    run_test trainer_cuda_emu sh -c "echo 'SKIP: no CUDA emulator object ($emu) or an ASan build'; exit 77"
+  fi
 }
