@@ -140,7 +140,12 @@ __device__ __forceinline__ void stf(bf16 *p, size_t i, float v) { p[i] = __float
 #define MAX_RBLOCKS 65535   /* row kernels: one block per row up to this */
 #endif
 
-/* Grid-stride loop over [0, n). */
+/* Grid-stride loops. GRID_LOOP(i, n) over a flat [0, n); ROWS_COLS(t, rows, c, cols) over a
+ * [rows, cols] matrix with blockIdx.y striding rows and x-threads striding columns, so kernels
+ * over [T, X] need no 64-bit division of a flat index (slow on GPUs) and stay coalesced. */
+#define ROWS_COLS(t, rows, c, cols)                                                              \
+    for (size_t t = blockIdx.y; t < (size_t)(rows); t += gridDim.y)                              \
+        for (int c = (int)(blockIdx.x * blockDim.x + threadIdx.x); c < (cols); c += (int)(gridDim.x * blockDim.x))
 #define GRID_LOOP(i, n) \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
@@ -216,26 +221,17 @@ template <typename A>
 __global__ void embed_fwd_k(float *res, const void *Wv, const int *tok, int T, int D)
 {
     const A *W = (const A *)Wv;
-    GRID_LOOP(i, (size_t)T * D) {
-        size_t t = i / D, d = i % D;
-        res[i] = ldf(W, (size_t)tok[t] * D + d);
-    }
+    ROWS_COLS(t, T, d, D) res[t * D + d] = ldf(W, (size_t)tok[t] * D + d);
 }
 
 /* gW[tok[t], :] += dres[t, :]; atomics because one token id can occur many times. */
 __global__ void embed_bwd_f32_k(float *gW, const float *dres, const int *tok, int T, int D)
 {
-    GRID_LOOP(i, (size_t)T * D) {
-        size_t t = i / D, d = i % D;
-        atomicAdd(gW + (size_t)tok[t] * D + d, dres[i]);
-    }
+    ROWS_COLS(t, T, d, D) atomicAdd(gW + (size_t)tok[t] * D + d, dres[t * D + d]);
 }
 __global__ void embed_bwd_bf16_k(bf16 *gW, const float *dres, const int *tok, int T, int D)
 {
-    GRID_LOOP(i, (size_t)T * D) {
-        size_t t = i / D, d = i % D;
-        atomicAdd(gW + (size_t)tok[t] * D + d, __float2bfloat16(dres[i]));
-    }
+    ROWS_COLS(t, T, d, D) atomicAdd(gW + (size_t)tok[t] * D + d, __float2bfloat16(dres[t * D + d]));
 }
 
 /* out[t, :] = x[t, :] * rstd[t] * w, rstd[t] = 1 / sqrt(mean(x[t]^2) + eps). One block per row. */
@@ -304,9 +300,8 @@ __global__ void rope_k(void *outv, const void *inv, const int *pos, const float 
     O *out = (O *)outv;
     const I *in = (const I *)inv;
     int half = hd / 2, rot = n_rot_heads * hd;
-    GRID_LOOP(i, (size_t)T * qkv_dim) {
-        size_t t = i / qkv_dim;
-        int c = (int)(i % qkv_dim);
+    ROWS_COLS(t, T, c, qkv_dim) {
+        size_t i = t * qkv_dim + c;
         if (c >= rot) { stf(out, i, ldf(in, i)); continue; }
         int j = c % hd;
         if (j >= half) continue;                  /* the partner thread j - half does this pair */
@@ -364,10 +359,9 @@ __global__ void swiglu_fwd_k(void *hv, const void *guv, int T, int I)
 {
     A *h = (A *)hv;
     const A *gu = (const A *)guv;
-    GRID_LOOP(k, (size_t)T * I) {
-        size_t t = k / I, i = k % I;
+    ROWS_COLS(t, T, i, I) {
         float g = ldf(gu, t * 2 * I + i), u = ldf(gu, t * 2 * I + I + i);
-        stf(h, k, g / (1.f + expf(-g)) * u);
+        stf(h, t * I + i, g / (1.f + expf(-g)) * u);
     }
 }
 
@@ -377,9 +371,8 @@ __global__ void swiglu_bwd_k(void *dguv, const void *dhv, const void *guv, int T
 {
     A *dgu = (A *)dguv;
     const A *dh = (const A *)dhv, *gu = (const A *)guv;
-    GRID_LOOP(k, (size_t)T * I) {
-        size_t t = k / I, i = k % I;
-        float g = ldf(gu, t * 2 * I + i), u = ldf(gu, t * 2 * I + I + i), d = ldf(dh, k);
+    ROWS_COLS(t, T, i, I) {
+        float g = ldf(gu, t * 2 * I + i), u = ldf(gu, t * 2 * I + I + i), d = ldf(dh, t * I + i);
         float s = 1.f / (1.f + expf(-g));
         stf(dgu, t * 2 * I + i, d * u * s * (1.f + g * (1.f - s)));
         stf(dgu, t * 2 * I + I + i, d * g * s);
@@ -445,9 +438,8 @@ __global__ void lm_bwd_chunk_k(void *dzv, const float *z, const float *lse, cons
                                const int *tgt, int T, int C, int c0)
 {
     A *dz = (A *)dzv;
-    GRID_LOOP(i, (size_t)T * C) {
-        size_t t = i / C;
-        int c = (int)(i % C);
+    ROWS_COLS(t, T, c, C) {
+        size_t i = t * C + c;
         float w = wt[t];
         float g = w == 0.f ? 0.f : w * ((c0 + c == tgt[t] ? 1.f : 0.f) - expf(z[i] - lse[t]));
         stf(dz, i, g);
@@ -599,6 +591,12 @@ typedef struct {
  * grid-stride loops do the rest; row kernels get one block per row up to 65535. */
 static int eblocks(size_t n) { size_t b = (n + 255) / 256; return (int)(b < 1 ? 1 : b > MAX_EBLOCKS ? MAX_EBLOCKS : b); }
 static int rblocks(size_t rows) { return (int)(rows < 1 ? 1 : rows > MAX_RBLOCKS ? MAX_RBLOCKS : rows); }
+/* Grid for ROWS_COLS kernels over [rows, cols] with 256-thread blocks. */
+static dim3 rcgrid(size_t rows, int cols)
+{
+    size_t bx = ((size_t)cols + 255) / 256;
+    return dim3((unsigned)(bx < 1 ? 1 : bx > MAX_EBLOCKS ? MAX_EBLOCKS : bx), (unsigned)rblocks(rows));
+}
 
 #define DISPATCH_A(c, kern, grid, block, ...)                                   \
     do {                                                                        \
@@ -751,7 +749,7 @@ static int op_lm_bwd(cuda_ctx *c, int T)
         int C = V - c0 < c->lm_chunk ? V - c0 : c->lm_chunk;
         const void *Wc = ACT(c, c->w, c->off_lm + (size_t)c0 * D);
         if (linear_fwd(c, c->logits, CUDA_R_32F, 0.f, c->xf, Wc, T, D, C)) return -1;
-        DISPATCH_A(c, lm_bwd_chunk_k, eblocks((size_t)T * C), 256, c->dlogits, c->logits, c->lse, c->wt, c->tgt, T, C, c0);
+        DISPATCH_A(c, lm_bwd_chunk_k, rcgrid(T, C), 256, c->dlogits, c->logits, c->lse, c->wt, c->tgt, T, C, c0);
         CKL();
         if (linear_bwd(c, c->dxf, CUDA_R_32F, c0 ? 1.f : 0.f, GRD(c, c->off_lm + (size_t)c0 * D),
                        c->dlogits, c->xf, Wc, T, D, C)) return -1;
@@ -777,15 +775,15 @@ static int layer_fwd(cuda_ctx *c, int l, layer_acts *a, int T, int full)
     const float *x = c->res + (size_t)l * c->max_T * D;
     if (op_rmsnorm_fwd(c, a->xn1, a->rstd1, x, ACT(c, c->w, o->ln1), T, D)) return -1;
     if (linear_fwd(c, a->qkv, act_type(c), 0.f, a->xn1, ACT(c, c->w, o->qkv), T, D, c->QKV)) return -1;
-    if (c->abf) LAUNCH(eblocks((size_t)T * c->QKV), 256, rope_k<bf16, bf16>)(a->qkv, a->qkv, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, c->QKV, c->hd, 1.f);
-    else LAUNCH(eblocks((size_t)T * c->QKV), 256, rope_k<float, float>)(a->qkv, a->qkv, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, c->QKV, c->hd, 1.f);
+    if (c->abf) LAUNCH(rcgrid(T, c->QKV), 256, rope_k<bf16, bf16>)(a->qkv, a->qkv, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, c->QKV, c->hd, 1.f);
+    else LAUNCH(rcgrid(T, c->QKV), 256, rope_k<float, float>)(a->qkv, a->qkv, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, c->QKV, c->hd, 1.f);
     CKL();
     if (op_attention_fwd(c, a->att, a->qkv, c->h_seq, c->n_seq)) return -1;
     CK(cudaMemcpy(a->xmid, x, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice));
     if (linear_fwd(c, a->xmid, CUDA_R_32F, 1.f, a->att, ACT(c, c->w, o->o), T, c->HD, D)) return -1;
     if (op_rmsnorm_fwd(c, a->xn2, a->rstd2, a->xmid, ACT(c, c->w, o->ln2), T, D)) return -1;
     if (linear_fwd(c, a->gu, act_type(c), 0.f, a->xn2, ACT(c, c->w, o->gu), T, D, 2 * I)) return -1;
-    DISPATCH_A(c, swiglu_fwd_k, eblocks((size_t)T * I), 256, a->h, a->gu, T, I);
+    DISPATCH_A(c, swiglu_fwd_k, rcgrid(T, I), 256, a->h, a->gu, T, I);
     CKL();
     if (full) {
         float *y = c->res + (size_t)(l + 1) * c->max_T * D;
@@ -807,7 +805,7 @@ static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
     const void *dy = dres_act(c, T);
     CKL();
     if (linear_bwd(c, c->dh, at, 0.f, GRD(c, o->down), dy, a->h, ACT(c, c->w, o->down), T, I, D)) return -1;
-    DISPATCH_A(c, swiglu_bwd_k, eblocks((size_t)T * I), 256, c->dbig, c->dh, a->gu, T, I);
+    DISPATCH_A(c, swiglu_bwd_k, rcgrid(T, I), 256, c->dbig, c->dh, a->gu, T, I);
     CKL();
     if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRD(c, o->gu), c->dbig, a->xn2, ACT(c, c->w, o->gu), T, D, 2 * I)) return -1;
     if (op_rmsnorm_bwd(c, c->dres, GRD(c, o->ln2), c->dxn, a->xmid, a->rstd2, ACT(c, c->w, o->ln2), T, D)) return -1;
@@ -817,8 +815,8 @@ static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
     if (linear_bwd(c, c->datt, at, 0.f, GRD(c, o->o), dy, a->att, ACT(c, c->w, o->o), T, HD, D)) return -1;
     if (op_attention_bwd(c, c->dqkvf, c->datt, a->qkv, c->h_seq, c->n_seq)) return -1;
     /* RoPE backward (inverse rotation) of dq, dk; dv copied; cast to the compute type */
-    if (c->abf) LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<float, bf16>)(c->dbig, c->dqkvf, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, QKV, c->hd, -1.f);
-    else LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<float, float>)(c->dbig, c->dqkvf, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, QKV, c->hd, -1.f);
+    if (c->abf) LAUNCH(rcgrid(T, QKV), 256, rope_k<float, bf16>)(c->dbig, c->dqkvf, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, QKV, c->hd, -1.f);
+    else LAUNCH(rcgrid(T, QKV), 256, rope_k<float, float>)(c->dbig, c->dqkvf, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, QKV, c->hd, -1.f);
     CKL();
     if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRD(c, o->qkv), c->dbig, a->xn1, ACT(c, c->w, o->qkv), T, D, QKV)) return -1;
     if (op_rmsnorm_bwd(c, c->dres, GRD(c, o->ln1), c->dxn, x, a->rstd1, ACT(c, c->w, o->ln1), T, D)) return -1;
@@ -864,8 +862,8 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
     CK(e2);
     CK(cudaMemcpy(c->tgt, c->h_tgt, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
 
-    if (c->abf) LAUNCH(eblocks((size_t)T * D), 256, embed_fwd_k<bf16>)(c->res, ACT(c, c->w, c->off_embed), c->tok, T, D);
-    else LAUNCH(eblocks((size_t)T * D), 256, embed_fwd_k<float>)(c->res, ACT(c, c->w, c->off_embed), c->tok, T, D);
+    if (c->abf) LAUNCH(rcgrid(T, D), 256, embed_fwd_k<bf16>)(c->res, ACT(c, c->w, c->off_embed), c->tok, T, D);
+    else LAUNCH(rcgrid(T, D), 256, embed_fwd_k<float>)(c->res, ACT(c, c->w, c->off_embed), c->tok, T, D);
     CKL();
     for (int l = 0; l < c->L; l++)
         if (layer_fwd(c, l, &c->acts[c->recompute ? 0 : l], T, 1)) return -1;
@@ -898,8 +896,8 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
         if (c->recompute && layer_fwd(c, l, a, T, 0)) return -1;
         if (layer_bwd(c, l, a, T)) return -1;
     }
-    if (c->lean) LAUNCH(eblocks((size_t)T * D), 256, embed_bwd_bf16_k)((bf16 *)GRD(c, c->off_embed), c->dres, c->tok, T, D);
-    else LAUNCH(eblocks((size_t)T * D), 256, embed_bwd_f32_k)((float *)GRD(c, c->off_embed), c->dres, c->tok, T, D);
+    if (c->lean) LAUNCH(rcgrid(T, D), 256, embed_bwd_bf16_k)((bf16 *)GRD(c, c->off_embed), c->dres, c->tok, T, D);
+    else LAUNCH(rcgrid(T, D), 256, embed_bwd_f32_k)((float *)GRD(c, c->off_embed), c->dres, c->tok, T, D);
     CKL();
     CK(cudaDeviceSynchronize());
     return 0;

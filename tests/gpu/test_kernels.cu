@@ -251,8 +251,8 @@ static void test_rope(int bf)
         for (int i = 0; i < QKV; i++) ref[(size_t)t * QKV + i] = row[i];
     }
     void *dx = dup_(x, (size_t)T * QKV, bf);
-    if (bf) LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<bf16, bf16>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
-    else LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<float, float>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
+    if (bf) LAUNCH(rcgrid(T, QKV), 256, rope_k<bf16, bf16>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
+    else LAUNCH(rcgrid(T, QKV), 256, rope_k<float, float>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
     CU(cudaGetLastError());
     check(bf ? "rope fwd bf16 (llama3)" : "rope fwd fp32 (llama3)", dx, bf, ref, (size_t)T * QKV, RT(bf), AT(bf, 1));
     /* backward = inverse rotation, fp32 in -> act out: twin rotates by -angle in double */
@@ -269,8 +269,8 @@ static void test_rope(int bf)
             else ref[o] = gy[b0 + j] * co - gy[b0 + j - half] * si;
         }
     void *dg = dup_(gy, (size_t)T * QKV, 0), *dout = dpoison((size_t)T * QKV, bf);
-    if (bf) LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<float, bf16>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
-    else LAUNCH(eblocks((size_t)T * QKV), 256, rope_k<float, float>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
+    if (bf) LAUNCH(rcgrid(T, QKV), 256, rope_k<float, bf16>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
+    else LAUNCH(rcgrid(T, QKV), 256, rope_k<float, float>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
     CU(cudaGetLastError());
     check(bf ? "rope bwd bf16" : "rope bwd fp32", dout, bf, ref, (size_t)T * QKV, RT(bf), AT(bf, 1));
     cudaFree(dx); cudaFree(dg); cudaFree(dout); cudaFree(dpos); cudaFree(dcos); cudaFree(dsin);
@@ -320,8 +320,8 @@ static void test_softmax_swiglu(int bf)
         }
     void *dgu_ = dup_(gu, (size_t)T * 2 * I, bf), *dh_ = dup_(dh, (size_t)T * I, bf);
     void *hout = dpoison((size_t)T * I, bf), *dgout = dpoison((size_t)T * 2 * I, bf);
-    DISPATCH_A(&c, swiglu_fwd_k, eblocks((size_t)T * I), 256, hout, dgu_, T, I);
-    DISPATCH_A(&c, swiglu_bwd_k, eblocks((size_t)T * I), 256, dgout, dh_, dgu_, T, I);
+    DISPATCH_A(&c, swiglu_fwd_k, rcgrid(T, I), 256, hout, dgu_, T, I);
+    DISPATCH_A(&c, swiglu_bwd_k, rcgrid(T, I), 256, dgout, dh_, dgu_, T, I);
     CU(cudaGetLastError());
     check(bf ? "swiglu_fwd bf16" : "swiglu_fwd fp32", hout, bf, h, (size_t)T * I, RT(bf), AT(bf, 1));
     check(bf ? "swiglu_bwd bf16" : "swiglu_bwd fp32", dgout, bf, dgu, (size_t)T * 2 * I, RT(bf), AT(bf, 1));
@@ -436,18 +436,18 @@ static void test_lm_embed(int bf)
     float *g0 = hrand((size_t)V * D, 1.f, 0), *dr = hrand((size_t)T * D, 1.f, 0);
     for (size_t i = 0; i < (size_t)V * D; i++) rg[i] = g0[i];
     for (int t = 0; t < T; t++) for (int d = 0; d < D; d++) { rres[t * D + d] = W[(size_t)tok[t] * D + d]; rg[(size_t)tok[t] * D + d] += dr[t * D + d]; }
-    DISPATCH_A(&c, embed_fwd_k, eblocks((size_t)T * D), 256, res, c.w, dtok, T, D);
+    DISPATCH_A(&c, embed_fwd_k, rcgrid(T, D), 256, res, c.w, dtok, T, D);
     CU(cudaGetLastError());
     check(bf ? "embed_fwd bf16" : "embed_fwd fp32", res, 0, rres, (size_t)T * D, 0, 0);
     void *dg = dup_(g0, (size_t)V * D, 0), *ddr = dup_(dr, (size_t)T * D, 0);
-    LAUNCH(eblocks((size_t)T * D), 256, embed_bwd_f32_k)((float *)dg, (const float *)ddr, dtok, T, D);
+    LAUNCH(rcgrid(T, D), 256, embed_bwd_f32_k)((float *)dg, (const float *)ddr, dtok, T, D);
     CU(cudaGetLastError());
     check("embed_bwd fp32", dg, 0, rg, (size_t)V * D, 1e-6, 1e-6);
     if (bf) {
         float *g0b = hrand((size_t)V * D, 1.f, 1);
         for (size_t i = 0; i < (size_t)V * D; i++) rg[i] += g0b[i] - g0[i];
         void *dgb = dup_(g0b, (size_t)V * D, 1);
-        LAUNCH(eblocks((size_t)T * D), 256, embed_bwd_bf16_k)((bf16 *)dgb, (const float *)ddr, dtok, T, D);
+        LAUNCH(rcgrid(T, D), 256, embed_bwd_bf16_k)((bf16 *)dgb, (const float *)ddr, dtok, T, D);
         CU(cudaGetLastError());
         check("embed_bwd lean bf16", dgb, 1, rg, (size_t)V * D, 2e-2, 2e-2);
         cudaFree(dgb); free(g0b);
