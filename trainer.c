@@ -252,6 +252,8 @@ typedef struct {
     const char *device;      /* "cpu" | "cuda" */
     const char *precision;   /* "fp32" | "bf16" */
     int max_tokens;          /* largest batch the backend must plan for */
+    int lean_optimizer;      /* CUDA: bf16 weights + bf16 moments (8 bytes/parameter) */
+    int cuda_device;         /* CUDA device index */
 } backend_opts;
 
 static llama_backend *backend_open(llama_model *m, const backend_opts *o, char *err, size_t errsz) {
@@ -269,6 +271,9 @@ static llama_backend *backend_open(llama_model *m, const backend_opts *o, char *
         else if (strcmp(o->precision, "fp32")) { fmt(err, errsz, "--precision must be fp32 or bf16, got '%s'", o->precision); return NULL; }
         co.recompute = 1;
         co.max_tokens = o->max_tokens;
+        co.lean_optimizer = o->lean_optimizer;
+        co.device = o->cuda_device;
+        if (co.lean_optimizer && !co.bf16) { fmt(err, errsz, "--lean-optimizer needs --precision bf16"); return NULL; }
         return llama_cuda_backend_create(m, &co, err, errsz);
     }
     fmt(err, errsz, "--device must be cpu or cuda, got '%s'", o->device);
@@ -498,7 +503,7 @@ typedef struct {
     double beta, label_smoothing, discopop_tau, lr, warmup_ratio, weight_decay, max_grad_norm;
     double eval_split, adam_beta1, adam_beta2, adam_eps;
     int epochs, batch_size, micro_batch, max_length, save_every, eval_every, resume, overwrite;
-    int max_steps, log_every, max_bad_steps, raw_text, keep_checkpoints, quiet;
+    int max_steps, log_every, max_bad_steps, raw_text, keep_checkpoints, quiet, lean_optimizer, cuda_device;
     uint64_t seed;
     const char *debug_dump_grad;   /* test hook: write the first step's gradient here */
 } train_args;
@@ -879,7 +884,9 @@ static int run_train(const train_args *a, train_result *res) {
 
     {
         backend_opts bo;
+        memset(&bo, 0, sizeof bo);
         bo.device = a->device; bo.precision = a->precision;
+        bo.lean_optimizer = a->lean_optimizer; bo.cuda_device = a->cuda_device;
         bo.max_tokens = 2 * a->micro_batch * (ds.max_side_len > eds.max_side_len ? ds.max_side_len : eds.max_side_len);
         b = backend_open(&m, &bo, err, sizeof err);
         if (!b) { fprintf(stderr, "trainer train: backend: %s\n", err); goto done; }
@@ -1200,6 +1207,8 @@ static int cmd_train(int argc, char **argv) {
             { "--max-bad-steps", OPT_INT, &a.max_bad_steps, "N", "stop after N steps in a row with a non-finite loss or gradient" },
             { "--device", OPT_STR, &a.device, "D", "cpu or cuda" },
             { "--precision", OPT_STR, &a.precision, "P", "fp32 or bf16 (bf16: CUDA only)" },
+            { "--lean-optimizer", OPT_FLAG, &a.lean_optimizer, "", "CUDA bf16: bf16 weights and Adam moments, stochastic rounding (fits 8B on 80 GB)" },
+            { "--cuda-device", OPT_INT, &a.cuda_device, "N", "CUDA device index" },
             { "--chat-template", OPT_STR, &a.chat_template, "NAME", "override the template family: llama3, chatml, llama2" },
             { "--raw-text", OPT_FLAG, &a.raw_text, "", "no chat template: prompt text + response text + eos (TRL's standard format)" },
             { "--quiet", OPT_FLAG, &a.quiet, "", "no progress lines" },
@@ -1281,6 +1290,7 @@ static int cmd_eval(int argc, char **argv) {
     for (i = 0; i < 2; i++) {             /* i = 0: the reference (when given), 1: the policy */
         const char *dir = i == 0 ? ref : model;
         backend_opts bo;
+        memset(&bo, 0, sizeof bo);
         if (!dir) continue;
         if (llama_model_load(&m, dir, err, sizeof err)) { fprintf(stderr, "trainer eval: %s\n", err); goto done; }
         bo.device = device; bo.precision = precision; bo.max_tokens = 2 * micro * ds.max_side_len;
