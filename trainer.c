@@ -300,7 +300,8 @@ static uint64_t model_hash(const llama_model *m) {
 /* Log-probs of every pair (the reference pass, evaluation)                                   */
 
 /* Summed completion log-probs of both sides of every pair of ds under the backend's current
- * weights: out_c[i], out_r[i]. Micro-batches of `micro` pairs. tokens_out: tokens processed. */
+ * weights: out_c[i], out_r[i]. Micro-batches of `micro` pairs; `what` names the pass in the
+ * progress messages (NULL: quiet). */
 static int dataset_logps(llama_backend *b, const pref_dataset *ds, int micro, double *out_c, double *out_r,
                          const char *what, char *err, size_t errsz) {
     pref_batch pb;
