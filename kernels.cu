@@ -1043,6 +1043,8 @@ static int cuda_set_state(llama_backend *b, const float *params, const float *ad
 static void ctx_free(cuda_ctx *c)
 {
     if (!c) return;
+    if (c->cub) cublasDestroy(c->cub);           /* before its workspace (c->cub_ws) goes */
+    c->cub = NULL;
     void *bufs[] = {c->master, c->w != c->master ? c->w : NULL, c->grad, c->am, c->av, c->res, c->xf, c->rstdf,
                     c->dres, c->dxn, c->dY, c->datt, c->dh, c->dbig, c->dqkvf, c->S, c->P, c->logits, c->dlogits,
                     c->dxf, c->mx, c->se, c->tl, c->lse, c->logp, c->wt, c->tok, c->pos, c->tgt, c->rope_cos,
@@ -1054,7 +1056,6 @@ static void ctx_free(cuda_ctx *c)
             void *ab[] = {a->xn1, a->rstd1, a->qkv, a->att, a->xmid, a->xn2, a->rstd2, a->gu, a->h};
             for (size_t k = 0; k < sizeof ab / sizeof ab[0]; k++) if (ab[k]) cudaFree(ab[k]);
         }
-    if (c->cub) cublasDestroy(c->cub);
     free(c->acts); free(c->tens); free(c->lo); free(c->h_seq); free(c->h_tgt); free(c->h_wt);
     free(c);
 }
