@@ -939,6 +939,67 @@ static size_t clair__tokenize(const char *s, size_t n, int words_only, clair__to
 
 typedef unsigned long long clair__u64;
 
+/* Pattern a[0..m) as match bits: hash of its distinct code points -> row of `words` words. */
+typedef struct {
+    size_t m, words, cap, nuniq;
+    unsigned *hkey; long *hval;        /* open addressing, cap slots */
+    clair__u64 *peq;                   /* (nuniq + 1) x words; the last row is all zero */
+    clair__u64 *P, *M;                 /* words: the column's vertical +1 / -1 bits */
+} clair__lev;
+
+static const clair__u64 *clair__lev_eq(const clair__lev *L, unsigned c) {
+    size_t h = (size_t)((c * 2654435761u) & (L->cap - 1));
+    while (L->hval[h] >= 0 && L->hkey[h] != c) h = (h + 1) & (L->cap - 1);
+    return L->peq + (size_t)(L->hval[h] >= 0 ? L->hval[h] : (long)L->nuniq) * L->words;
+}
+
+/* One sweep over the text b[0..n) computing only the rows a path of cost <= k can touch:
+ * at column j, rows [j-k-1, j-(n-m)+k] (cost >= |i-j| and >= the length gap left), rounded out
+ * to whole blocks. Rows above the band are fed in as "+1 to the right" (an overestimate), new
+ * blocks below start as "+1 downwards" (also an overestimate), so every computed value is >= the
+ * true one, and along an optimal path of cost <= k it is exact. Returns the computed distance:
+ * exact if <= k, otherwise only known to be > k. k >= n covers every row (the plain algorithm). */
+static long long clair__lev_sweep(clair__lev *L, const unsigned *b, size_t n, long long k) {
+    const size_t m = L->m, words = L->words;
+    const int lastsh = (int)((m - 1) % 64);        /* the pattern's last row, in its block */
+    long long bottom = 0;                          /* value at the last active block's last row */
+    long cur_last = -1;                            /* blocks [0, cur_last] have been started */
+    size_t j, w;
+    for (j = 1; j <= n; j++) {
+        long long lo = (long long)j - k - 1, hi = (long long)j - (long long)(n - m) + k;
+        if (lo < 1) lo = 1;
+        if (hi > (long long)m) hi = (long long)m;
+        size_t first = (size_t)(lo - 1) / 64, last = (size_t)(hi - 1) / 64;
+        while ((long)last > cur_last) {            /* start a block: column j-1 rises by 1 per row */
+            cur_last++;
+            L->P[cur_last] = ~0ULL; L->M[cur_last] = 0;
+            bottom += (size_t)cur_last + 1 == words ? (long long)(m - 64 * (size_t)cur_last) : 64;
+        }
+        const clair__u64 *eq = clair__lev_eq(L, b[j - 1]);
+        /* Horizontal delta entering the first block's top row: +1 (exact at the DP's row 0,
+         * an overestimate above the band), then what each block passes down. Two 0/1 words,
+         * hp (+1) and hn (-1), so the loop has no branches (Myers 1999's advanceBlock). */
+        clair__u64 hp = 1, hn = 0;
+        for (w = first; w <= last; w++) {
+            clair__u64 Pv = L->P[w], Mv = L->M[w], Eq = eq[w];
+            clair__u64 Xv = Eq | Mv;
+            Eq |= hn;
+            clair__u64 Xh = (((Eq & Pv) + Pv) ^ Pv) | Eq;
+            clair__u64 Ph = Mv | ~(Xh | Pv);
+            clair__u64 Mh = Pv & Xh;
+            int sh = w + 1 == words ? lastsh : 63;
+            clair__u64 hpo = (Ph >> sh) & 1, hno = (Mh >> sh) & 1;
+            Ph = (Ph << 1) | hp;
+            Mh = (Mh << 1) | hn;
+            L->P[w] = Mh | ~(Xv | Ph);
+            L->M[w] = Ph & Xv;
+            hp = hpo; hn = hno;
+        }
+        bottom += (long long)hp - (long long)hn;
+    }
+    return bottom;                                 /* at j = n the last block is the final one */
+}
+
 CLAIR_DEF long long clair_levenshtein_u32(const unsigned *a, size_t na, const unsigned *b, size_t nb) {
     /* common prefix and suffix never change the distance */
     while (na && nb && a[0] == b[0]) { a++; b++; na--; nb--; }
@@ -946,61 +1007,41 @@ CLAIR_DEF long long clair_levenshtein_u32(const unsigned *a, size_t na, const un
     if (na > nb) { const unsigned *t = a; a = b; b = t; size_t tn = na; na = nb; nb = tn; }
     if (na == 0) return (long long)nb;
     /* a is the pattern (the shorter). Map its distinct code points to rows of Peq. */
-    size_t m = na, n = nb, words = (m + 63) / 64, cap = 16, i, j, w, nuniq = 0;
-    while (cap < 2 * m) cap *= 2;
-    unsigned *hkey = (unsigned *)CLAIR_MALLOC(cap * sizeof *hkey);
-    long *hval = (long *)CLAIR_MALLOC(cap * sizeof *hval);
-    long *row = (long *)CLAIR_MALLOC(m * sizeof *row);
-    clair__u64 *peq = NULL, *P = NULL, *M = NULL;
-    long long dist = -1;
-    if (!hkey || !hval || !row) goto done;
-    for (i = 0; i < cap; i++) hval[i] = -1;
+    clair__lev L;
+    size_t i, m = na, n = nb;
+    long *row = NULL;
+    long long dist = -1, k;
+    memset(&L, 0, sizeof L);
+    L.m = m; L.words = (m + 63) / 64; L.cap = 16;
+    while (L.cap < 2 * m) L.cap *= 2;
+    L.hkey = (unsigned *)CLAIR_MALLOC(L.cap * sizeof *L.hkey);
+    L.hval = (long *)CLAIR_MALLOC(L.cap * sizeof *L.hval);
+    row = (long *)CLAIR_MALLOC(m * sizeof *row);
+    if (!L.hkey || !L.hval || !row) goto done;
+    for (i = 0; i < L.cap; i++) L.hval[i] = -1;
     for (i = 0; i < m; i++) {
-        size_t h = (size_t)((a[i] * 2654435761u) & (cap - 1));
-        while (hval[h] >= 0 && hkey[h] != a[i]) h = (h + 1) & (cap - 1);
-        if (hval[h] < 0) { hkey[h] = a[i]; hval[h] = (long)nuniq++; }
-        row[i] = hval[h];
+        size_t h = (size_t)((a[i] * 2654435761u) & (L.cap - 1));
+        while (L.hval[h] >= 0 && L.hkey[h] != a[i]) h = (h + 1) & (L.cap - 1);
+        if (L.hval[h] < 0) { L.hkey[h] = a[i]; L.hval[h] = (long)L.nuniq++; }
+        row[i] = L.hval[h];
     }
-    /* one extra all-zero row for text characters absent from the pattern */
-    peq = (clair__u64 *)calloc((nuniq + 1) * words, sizeof *peq);
-    P = (clair__u64 *)CLAIR_MALLOC(words * sizeof *P);
-    M = (clair__u64 *)CLAIR_MALLOC(words * sizeof *M);
-    if (!peq || !P || !M) goto done;
-    for (i = 0; i < m; i++) peq[(size_t)row[i] * words + i / 64] |= 1ULL << (i % 64);
-    for (w = 0; w < words; w++) { P[w] = ~0ULL; M[w] = 0; }
-    {
-        long long score = (long long)m;
-        const int lastsh = (int)((m - 1) % 64);               /* the pattern's last row, in its block */
-        for (j = 0; j < n; j++) {
-            size_t h = (size_t)((b[j] * 2654435761u) & (cap - 1));
-            while (hval[h] >= 0 && hkey[h] != b[j]) h = (h + 1) & (cap - 1);
-            const clair__u64 *eq = peq + (size_t)(hval[h] >= 0 ? hval[h] : (long)nuniq) * words;
-            /* Horizontal delta entering each block's row 0: +1 for the first block (row 0 of the
-             * DP is 0,1,2,...), then what the block above passed down. Kept as two 0/1 words,
-             * hp (delta +1) and hn (delta -1), so the loop has no branches. */
-            clair__u64 hp = 1, hn = 0;
-            for (w = 0; w < words; w++) {
-                clair__u64 Pv = P[w], Mv = M[w], Eq = eq[w];
-                clair__u64 Xv = Eq | Mv;
-                Eq |= hn;
-                clair__u64 Xh = (((Eq & Pv) + Pv) ^ Pv) | Eq;
-                clair__u64 Ph = Mv | ~(Xh | Pv);
-                clair__u64 Mh = Pv & Xh;
-                clair__u64 hpo = Ph >> 63, hno = Mh >> 63;   /* row 63 of the block */
-                if (w + 1 == words) { hpo = (Ph >> lastsh) & 1; hno = (Mh >> lastsh) & 1; }
-                Ph = (Ph << 1) | hp;
-                Mh = (Mh << 1) | hn;
-                P[w] = Mh | ~(Xv | Ph);
-                M[w] = Ph & Xv;
-                hp = hpo; hn = hno;
-            }
-            score += (long long)hp - (long long)hn;
-        }
-        dist = score;
+    L.peq = (clair__u64 *)calloc((L.nuniq + 1) * L.words, sizeof *L.peq);
+    L.P = (clair__u64 *)CLAIR_MALLOC(L.words * sizeof *L.P);
+    L.M = (clair__u64 *)CLAIR_MALLOC(L.words * sizeof *L.M);
+    if (!L.peq || !L.P || !L.M) goto done;
+    for (i = 0; i < m; i++) L.peq[(size_t)row[i] * L.words + i / 64] |= 1ULL << (i % 64);
+    /* Try a narrow band first (minimal revisions are close); widen 4x until the result fits in
+     * it. The tries cost a geometric series: at most ~1/3 more than one full sweep. */
+    k = (long long)(n - m) + 64;
+    for (;;) {
+        if (k >= (long long)n) { dist = clair__lev_sweep(&L, b, n, (long long)n); break; }
+        dist = clair__lev_sweep(&L, b, n, k);
+        if (dist <= k) break;
+        k *= 4;
     }
 done:
-    CLAIR_FREE(hkey); CLAIR_FREE(hval); CLAIR_FREE(row);
-    free(peq); CLAIR_FREE(P); CLAIR_FREE(M);
+    CLAIR_FREE(L.hkey); CLAIR_FREE(L.hval); CLAIR_FREE(row);
+    free(L.peq); CLAIR_FREE(L.P); CLAIR_FREE(L.M);
     return dist;
 }
 

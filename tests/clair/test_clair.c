@@ -192,6 +192,31 @@ static void test_levenshtein_random(void) {
         checks++;
     }
     CHECK(bad == 0, "%d random Levenshtein mismatches", bad);
+    /* long texts with few edits: the banded sweep's result is used directly; with distances
+     * around the band's edges (64, 256, 1024) the widening path too */
+    {
+        static unsigned x[3200], y[3300];
+        int e;
+        for (t = 0; t < 24; t++) {
+            size_t n = 500 + rnd(2600), m = 0, i;
+            unsigned alpha = 2 + rnd(40);
+            int edits = t < 8 ? (int)rnd(40) : t < 16 ? 50 + (int)rnd(300) : 200 + (int)rnd(900);
+            for (i = 0; i < n; i++) x[i] = 'a' + rnd(alpha);
+            for (i = 0; i < n && m < sizeof y / sizeof *y - 2; i++) {
+                if ((int)rnd((unsigned)n) < edits) {
+                    unsigned op = rnd(3);
+                    if (op == 0) y[m++] = 'a' + rnd(alpha);                  /* substitute */
+                    else if (op == 1) { y[m++] = 'a' + rnd(alpha); y[m++] = x[i]; }   /* insert */
+                    /* op 2: delete */
+                } else y[m++] = x[i];
+            }
+            long long want = lev_dp(x, n, y, m), got = clair_levenshtein_u32(x, n, y, m);
+            e = want != got;
+            if (e && bad++ < 5) CHECK(0, "long levenshtein n=%zu m=%zu: got %lld want %lld", n, m, got, want);
+            checks++;
+        }
+        CHECK(bad == 0, "long-text Levenshtein mismatches");
+    }
     /* bytes vs code points: "é" is 1 code point (2 bytes) */
     CHECK(clair_levenshtein("caf\xc3\xa9", 5, "cafe", 4) == 1, "code points, not bytes");
     CHECK(clair_levenshtein("\xff\xfe", 2, "\xff", 1) == 1, "invalid bytes count as one symbol each");
