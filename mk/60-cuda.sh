@@ -14,6 +14,9 @@
 
 CUDA_NVCCFLAGS="-O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -Xcompiler -Wall,-Wextra"
 
+# Outputs are written to OUT.tmp.PID and renamed: several people build in one tree at once, and a
+# half-written kernels.o must never be linked. (Separate commands, not `&&`: under set -e a
+# failing compiler must stop the build.)
 # cuda__stale OUT IN...: true when OUT is missing or older than any IN (nvcc is slow on 2 cores).
 cuda__stale() {
   local out=$1; shift
@@ -56,20 +59,20 @@ build_cuda_emu() {
   local objs emuh; objs=$(cuda__cpu_objs); emuh="tests/gpu/emu/cuda_runtime.h tests/gpu/emu/cuda_bf16.h tests/gpu/emu/cublas_v2.h"
   # shellcheck disable=SC2086
   if cuda__stale "$BUILD/emu/kernels.o" kernels.cu llama/model.h $emuh; then
-    $cxx -O2 -std=c++17 -Wall -Wextra -Itests/gpu/emu -x c++ -c kernels.cu -o "$BUILD/emu/kernels.o"
+    $cxx -O2 -std=c++17 -Wall -Wextra -Itests/gpu/emu -x c++ -c kernels.cu -o "$BUILD/emu/kernels.o.tmp.$$"; mv -f "$BUILD/emu/kernels.o.tmp.$$" "$BUILD/emu/kernels.o"
   fi
   # shellcheck disable=SC2086
   if cuda__stale "$BUILD/emu/cuda_kernels" tests/gpu/test_kernels.cu kernels.cu llama/model.h $emuh "$BUILD/llama_model.o"; then
-    $cxx -O2 -std=c++17 -Wall -Wextra -Itests/gpu/emu -x c++ tests/gpu/test_kernels.cu -x none $objs $OMP -lm -o "$BUILD/emu/cuda_kernels"
+    $cxx -O2 -std=c++17 -Wall -Wextra -Itests/gpu/emu -x c++ tests/gpu/test_kernels.cu -x none $objs $OMP -lm -o "$BUILD/emu/cuda_kernels.tmp.$$"; mv -f "$BUILD/emu/cuda_kernels.tmp.$$" "$BUILD/emu/cuda_kernels"
   fi
   if cuda__has "$BUILD/llama_model.o" llama_cpu_backend_create llama_model_alloc llama_model_init_random &&
      cuda__has "$BUILD/llama_checkpoint.o" llama_model_load; then
     # shellcheck disable=SC2086
-    $CC $CFLAGS -std=c99 tests/gpu/test_parity.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm -o "$BUILD/emu/cuda_parity"
+    $CC $CFLAGS -std=c99 tests/gpu/test_parity.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm -o "$BUILD/emu/cuda_parity.tmp.$$"; mv -f "$BUILD/emu/cuda_parity.tmp.$$" "$BUILD/emu/cuda_parity"
   fi
   if [ -n "$NVCC" ]; then   # the refusals a real device gives (bad index, won't fit), on the emulator's "device"
     # shellcheck disable=SC2086
-    $CC $CFLAGS -std=c99 -I"$(cuda__home)/include" tests/gpu/test_nodevice.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm -o "$BUILD/emu/cuda_refusals"
+    $CC $CFLAGS -std=c99 -I"$(cuda__home)/include" tests/gpu/test_nodevice.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm -o "$BUILD/emu/cuda_refusals.tmp.$$"; mv -f "$BUILD/emu/cuda_refusals.tmp.$$" "$BUILD/emu/cuda_refusals"
   fi
 }
 
@@ -77,11 +80,11 @@ build_cuda() {
   mkdir -p "$BUILD/gpu"
   [ -z "$SAN" ] && build_cuda_emu
   if [ -z "$NVCC" ]; then
-    $CC $CFLAGS -std=c99 -c llama/cuda_stub.c -o "$BUILD/cuda_stub.o"
+    $CC $CFLAGS -std=c99 -c llama/cuda_stub.c -o "$BUILD/cuda_stub.o.tmp.$$"; mv -f "$BUILD/cuda_stub.o.tmp.$$" "$BUILD/cuda_stub.o"
     return 0
   fi
   if cuda__stale "$BUILD/kernels.o" kernels.cu llama/model.h; then
-    $NVCC $CUDA_NVCCFLAGS -c kernels.cu -o "$BUILD/kernels.o"
+    $NVCC $CUDA_NVCCFLAGS -c kernels.cu -o "$BUILD/kernels.o.tmp.$$"; mv -f "$BUILD/kernels.o.tmp.$$" "$BUILD/kernels.o"
   fi
   # Programs below link the CPU path; they wait for it.
   if ! cuda__has "$BUILD/llama_model.o" llama_layout llama_rope_inv_freq; then
@@ -92,13 +95,13 @@ build_cuda() {
   objs=$(cuda__cpu_objs); libs=$(cuda__libs); inc="-I$(cuda__home)/include"
   # The no-device test runs everywhere (it checks the error path on a machine without a GPU).
   # shellcheck disable=SC2086
-  $CC $CFLAGS -std=c99 $inc tests/gpu/test_nodevice.c "$BUILD/kernels.o" $objs $OMP $libs -o "$BUILD/cuda_nodevice"
+  $CC $CFLAGS -std=c99 $inc tests/gpu/test_nodevice.c "$BUILD/kernels.o" $objs $OMP $libs -o "$BUILD/cuda_nodevice.tmp.$$"; mv -f "$BUILD/cuda_nodevice.tmp.$$" "$BUILD/cuda_nodevice"
   [ -n "$SAN" ] && return 0   # nvcc-linked programs are not built under ASan (GPU tests do not run there)
   if [ ! -f tests/gpu/test_kernels.cu ]; then :
   elif cuda__has "$BUILD/llama_model.o" llama_matmul llama_rmsnorm llama_rope_apply; then
     if cuda__stale "$BUILD/gpu/cuda_kernels" tests/gpu/test_kernels.cu kernels.cu llama/model.h "$BUILD/llama_model.o"; then
       # shellcheck disable=SC2086
-      $NVCC $CUDA_NVCCFLAGS ${OMP:+-Xcompiler $OMP} tests/gpu/test_kernels.cu $objs -lcublas -lcublasLt -o "$BUILD/gpu/cuda_kernels"
+      $NVCC $CUDA_NVCCFLAGS ${OMP:+-Xcompiler $OMP} tests/gpu/test_kernels.cu $objs -lcublas -lcublasLt -o "$BUILD/gpu/cuda_kernels.tmp.$$"; mv -f "$BUILD/gpu/cuda_kernels.tmp.$$" "$BUILD/gpu/cuda_kernels"
     fi
   else
     echo "cuda: llama_model.o lacks the CPU twins (llama_matmul, llama_rmsnorm, llama_rope_apply): cuda_kernels not linked"
@@ -107,9 +110,9 @@ build_cuda() {
   elif cuda__has "$BUILD/llama_model.o" llama_cpu_backend_create llama_model_alloc llama_model_init_random &&
      cuda__has "$BUILD/llama_checkpoint.o" llama_model_load; then
     # shellcheck disable=SC2086
-    $CC $CFLAGS -std=c99 $inc tests/gpu/test_parity.c "$BUILD/kernels.o" $objs $OMP $libs -o "$BUILD/gpu/cuda_parity"
+    $CC $CFLAGS -std=c99 $inc tests/gpu/test_parity.c "$BUILD/kernels.o" $objs $OMP $libs -o "$BUILD/gpu/cuda_parity.tmp.$$"; mv -f "$BUILD/gpu/cuda_parity.tmp.$$" "$BUILD/gpu/cuda_parity"
     # shellcheck disable=SC2086
-    [ -f bench/gpu_bench.c ] && $CC $CFLAGS -std=c99 $inc bench/gpu_bench.c "$BUILD/kernels.o" $objs $OMP $libs -o "$BUILD/cuda_bench"
+    $CC $CFLAGS -std=c99 $inc bench/gpu_bench.c "$BUILD/kernels.o" $objs $OMP $libs -o "$BUILD/cuda_bench.tmp.$$"; mv -f "$BUILD/cuda_bench.tmp.$$" "$BUILD/cuda_bench"
   else
     echo "cuda: llama_model.o lacks the CPU backend (llama_cpu_backend_create): cuda_parity and cuda_bench not linked"
   fi
