@@ -25,6 +25,8 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#elif defined(__GNUC__)
+#pragma GCC diagnostic ignored "-Wunknown-pragmas" /* built without OpenMP: serial loops */
 #endif
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -652,11 +654,13 @@ ATT_CLONES static double attn_fwd_row(const float *qt, const float *k, const flo
 }
 
 static void attention_fwd(const attn_dims *a, int n, const float *q, const float *k,
-                          const float *v, float *out, float *lse, double *scratch /* [nthreads][n] */)
+                          const float *v, float *out, float *lse, double *scratch /* [nthreads][n] */,
+                          int nthreads)
 {
     const int H = a->H, K = a->K, hd = a->hd, rep = H / K;
     const size_t qs = (size_t)H * hd, ks = (size_t)K * hd;
-#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (n > 8)
+    (void)nthreads; /* without OpenMP */
+#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (n > 8) num_threads(nthreads)
     for (int h = 0; h < H; h++) {
         for (int t = 0; t < n; t++) {
 #ifdef _OPENMP
@@ -875,7 +879,7 @@ static void rope_batch(cpu_impl *c, const llama_batch *b, float *x, int n_heads,
     }
 }
 
-/* position t predicts token t + 1 when both are in the same sequence; returns the sequence end */
+/* next[t]: the token position t predicts (t + 1 in the same sequence), or -1 at a sequence end */
 static void fill_next(const llama_batch *b, int *next /* [T]: token id or -1 */)
 {
     for (int s = 0; s < b->n_seq; s++)
@@ -892,7 +896,10 @@ static int cpu_forward(llama_backend *be, const llama_batch *b, float *logp)
     if (check_batch(cf, b, be->err, sizeof be->err)) return -1;
     const int T = b->seq_start[b->n_seq];
     int maxlen = 0;
-    for (int s = 0; s < b->n_seq; s++) maxlen = maxlen > b->seq_start[s + 1] - b->seq_start[s] ? maxlen : b->seq_start[s + 1] - b->seq_start[s];
+    for (int s = 0; s < b->n_seq; s++) {
+        const int len = b->seq_start[s + 1] - b->seq_start[s];
+        if (len > maxlen) maxlen = len;
+    }
     if (cpu_reserve(c, T, be->err, sizeof be->err) || cpu_rope_tables(c, maxlen, be->err, sizeof be->err))
         return -1;
 
@@ -925,7 +932,7 @@ static int cpu_forward(llama_backend *be, const llama_batch *b, float *logp)
         for (int s = 0; s < b->n_seq; s++) {
             const size_t t0 = (size_t)b->seq_start[s];
             attention_fwd(&ad, b->seq_start[s + 1] - b->seq_start[s], q + t0 * qd, k + t0 * kd,
-                          v + t0 * kd, att + t0 * qd, lse + t0 * H, c->att_scr);
+                          v + t0 * kd, att + t0 * qd, lse + t0 * H, c->att_scr, c->n_threads);
         }
         mm_fwd(c->buf_d2, att, w->o_proj, T, qd, D);
         for (size_t i = 0; i < n * D; i++) xmid[i] = x[i] + c->buf_d2[i];
