@@ -291,8 +291,9 @@ static int tok__pre_step(tokenizer *t, const clair_json *p, int *saw_bytelevel, 
         const char *rep = tok__str(p, "replacement");
         if (rep && strcmp(rep, "\xE2\x96\x81"))
             return tok__fail(err, errsz, "%s: Metaspace replacement must be U+2581", path);
-        if (clair_json_get(p, "split") && tok__bool(p, "split"))
-            return tok__fail(err, errsz, "%s: Metaspace with split=true is not supported", path);
+        if (!clair_json_get(p, "split") || tok__bool(p, "split"))   /* HF's default is split=true */
+            return tok__fail(err, errsz, "%s: Metaspace with split=true (or no \"split\", which means true) "
+                             "is not supported", path);
         t->spm_prepend = !sch || !strcmp(sch, "always") ? 3 : !strcmp(sch, "first") ? 2 : 0;
         return 0;
     }
@@ -447,6 +448,8 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
             if (t->spm_prepend) return tok__fail(err, errsz, "%s: Metaspace together with ByteLevel is not supported", path);
             if (norm && norm->type != CLAIR_JSON_NULL)
                 return tok__fail(err, errsz, "%s: a normalizer with a ByteLevel pre-tokenizer is not supported", path);
+            if (!dec || !tok__is(dec, "ByteLevel"))
+                return tok__fail(err, errsz, "%s: a ByteLevel pre-tokenizer needs the ByteLevel decoder", path);
         } else {
             t->kind = TOK_SPM;
             if (t->pre || t->digits)
