@@ -95,6 +95,16 @@ print("  run :", {k: last[k] for k in ("eval_logps/chosen", "eval_logps/rejected
 sys.exit(1 if bad else 0)
 EOF
   "$TOOLS/ckpt_diff" --moved "$MODEL" "$W/run" 1e-4 >/dev/null && ok "training changed the weights" || fail "weights did not move"
+  # a seeded eval split and a BF16 final model
+  "$BIN" train --model "$MODEL" --data "$W/train16.jsonl" --out "$W/split" --eval-split 0.25 --batch-size 4 \
+    --lr 1e-3 --save-dtype bf16 --max-length 128 --quiet > "$W/split.log" 2>&1 || { fail "eval split run"; tail -5 "$W/split.log"; }
+  grep -q "eval split: 4 pairs held out, 12 for training" "$W/split.log" && json_check "$W/split/metrics.jsonl" 'len(train) == 3 and len(evals) == 2' \
+    && ok "--eval-split holds out 4 of 16 pairs" || fail "--eval-split"
+  python3 - "$W/split/model.safetensors" <<'EOF' && ok "--save-dtype bf16 writes BF16 tensors" || fail "--save-dtype bf16"
+import json, struct, sys
+f = open(sys.argv[1], "rb"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n))
+sys.exit(0 if {v["dtype"] for k, v in h.items() if k != "__metadata__"} == {"BF16"} else 1)
+EOF
   # the same pair in the four layouts TRL reads gives the same tokens, hence the same log-probs
   cat > "$W/formats.jsonl" <<'EOF'
 {"prompt": "What is 12 + 30?", "chosen": "12 + 30 = 42.", "rejected": "12 + 30 = 52."}
@@ -134,6 +144,7 @@ resume)
   [ $rc -eq 137 ] && [ -d "$W/b/checkpoint-2" ] && [ ! -f "$W/b/model.safetensors" ] && ok "killed after step 3, checkpoint-2 on disk" \
     || { fail "simulated kill (rc $rc)"; tail -5 "$W/b1.log"; ls "$W/b"; }
   expect_fail "rerun without --resume is refused" "already holds a training run" "$BIN" train "${args[@]}" --out "$W/b"
+  expect_fail "resume with other data is refused" "other data" "$BIN" train "${args[@]/train32/train16}" --out "$W/b" --resume
   "$BIN" train "${args[@]}" --out "$W/b" --resume > "$W/b2.log" 2>&1 || { fail "resume"; tail -20 "$W/b2.log"; }
   grep -q "resumed from .*checkpoint-2" "$W/b2.log" && ok "resumed from checkpoint-2" || fail "did not resume"
   grep -q "reference log-probs (train): reused" "$W/b2.log" && ok "reference log-probs reused from the cache" || fail "reference cache not reused"
