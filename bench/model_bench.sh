@@ -3,6 +3,7 @@
 # CPU, same thread count, in one run. Default shape: SmolLM2-135M (30 layers, D 576, I 1536,
 # 9 heads / 3 KV heads, V 49152, tied embeddings); T tokens as n_seq equal sequences.
 #   bench/model_bench.sh [T] [n_seq] [rounds] [threads]      (defaults 256 2 2 2)
+#   SHAPE="V D I L H K" bench/model_bench.sh ...               (another shape)
 # The two programs alternate for `rounds` rounds (each: one warm-up step, one timed step) and
 # the best of each is kept: on a shared machine, load changes from minute to minute, and
 # alternating gives both sides the same chances. Needs a C compiler; the baseline needs torch +
@@ -10,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-256}; NSEQ=${2:-2}; ROUNDS=${3:-2}; THREADS=${4:-2}
-SHAPE="49152 576 1536 30 9 3"
+SHAPE=${SHAPE:-"49152 576 1536 30 9 3"}   # V D I L H K; override for other shapes
 OMPF=""; echo 'int main(void){return 0;}' | cc -fopenmp -x c - -o /dev/null 2>/dev/null && OMPF=-fopenmp
 mkdir -p build/bench
 cc -O3 -ffp-contract=fast -Wall -Wextra $OMPF -std=c99 -c llama/model.c -o build/bench/llama_model.o
