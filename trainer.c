@@ -933,8 +933,11 @@ static int run_train(const train_args *a, train_result *res) {
         }
         if (saved.data_hash != st.data_hash || saved.model_hash != mh || saved.batch_size != a->batch_size ||
             saved.shuffle_seed != a->seed) {
-            fprintf(stderr, "trainer train: --resume: %s was made with other data, initial model, --batch-size or "
-                            "--seed; resume with the same ones (or start a new --out)\n", path);
+            fprintf(stderr, "trainer train: --resume: %s was made with %s; resume with the same ones it was started "
+                            "with (or start a new --out)\n", path,
+                    saved.data_hash != st.data_hash ? "other data (or another --max-length, template or tokenizer)"
+                    : saved.model_hash != mh ? "another initial --model"
+                    : saved.batch_size != a->batch_size ? "another --batch-size" : "another --seed");
             goto done;
         }
         st = saved;
