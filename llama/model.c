@@ -23,9 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#elif defined(__GNUC__)
+#if !defined(_OPENMP) && defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wunknown-pragmas" /* built without OpenMP: serial loops */
 #endif
 
@@ -143,8 +141,7 @@ static int check_config(const llama_config *c, char *err, size_t errsz)
     else if (c->num_hidden_layers <= 0) bad = "num_hidden_layers";
     else if (c->num_attention_heads <= 0) bad = "num_attention_heads";
     else if (c->num_key_value_heads <= 0) bad = "num_key_value_heads";
-    else if (c->head_dim <= 0 || c->head_dim % 2 || c->head_dim > 1024)
-        bad = "head_dim (must be positive, even and at most 1024)";
+    else if (c->head_dim <= 0 || c->head_dim % 2) bad = "head_dim (must be positive and even)";
     if (bad) {
         snprintf(err, errsz, "config: %s is not a valid size; fix config.json", bad);
         return -1;
@@ -157,7 +154,7 @@ static int check_config(const llama_config *c, char *err, size_t errsz)
     /* every dimension below 2^24 and the products in double: no size_t overflow possible */
     const int lim = 1 << 24;
     if (c->vocab_size > lim || c->hidden_size > lim || c->intermediate_size > lim ||
-        c->num_hidden_layers > 4096 || c->num_attention_heads > 4096) {
+        c->num_hidden_layers > 4096 || c->num_attention_heads > 4096 || c->head_dim > 65536) {
         snprintf(err, errsz, "config: a dimension is absurdly large (vocab %d, hidden %d, "
                  "intermediate %d, layers %d, heads %d, head_dim %d)", c->vocab_size,
                  c->hidden_size, c->intermediate_size, c->num_hidden_layers,
@@ -569,13 +566,10 @@ static inline float silu(float g) { return g / (1.0f + expf(-g)); }
 
 /* ========================================================================================== */
 /* Attention over one sequence (causal, GQA). q [n, H*hd], k/v [n, K*hd], out [n, H*hd],      */
-/* lse [n, H] (log-sum-exp of each query's scaled scores, kept for backward). Scores, softmax */
-/* and the weighted sum of v are accumulated in double: attention gradients are the ones most  */
-/* sensitive to forward rounding (see docs/design.md), and this costs little.                  */
+/* lse [n, H] (log-sum-exp of each query's scaled scores, kept for backward).                  */
 
-/* sum_j a[j] * b[j] in double. Products of two floats are exact in double; the vector form
- * keeps eight independent partial sums, so the loop is not one long chain of dependent adds
- * (which made attention the bottleneck for long sequences). */
+/* sum_j a[j] * b[j] in double (D_t = dO_t . O_t, where dP - D cancels). Products of two floats
+ * are exact in double; the vector form keeps eight independent partial sums. */
 #if defined(LLAMA_VEC) && (defined(__clang__) || __GNUC__ >= 9)
 typedef double vd4 __attribute__((vector_size(4 * sizeof(double))));
 typedef float vf4 __attribute__((vector_size(4 * sizeof(float))));
@@ -611,116 +605,104 @@ static inline double dot_f64(const float *a, const float *b, int n)
 }
 #endif
 
-/* The attention rows are compiled for AVX-512, AVX2 and baseline x86-64 and picked by the
- * loader (GCC's target_clones, an ifunc: Linux/glibc), so dot_f64 gets wide vectors. */
-#if defined(LLAMA_X86_DISPATCH) && defined(__linux__)
-#define ATT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ATT_CLONES
-#endif
-
-#define LLAMA_ATT_MAX_HD 1024 /* head_dim limit (check_config): per-query accumulators */
-
 typedef struct {
     int H, K, hd;
     float scale; /* 1 / sqrt(hd) */
 } attn_dims;
 
-/* One query row t of one head: scores against keys 0..t (k, v point at the head's kv slice,
- * row stride ks), softmax, output row ot [hd]; returns the log-sum-exp. sc: scratch [t + 1]. */
-ATT_CLONES static double attn_fwd_row(const float *qt, const float *k, const float *v, size_t ks,
-                                      int t, int hd, double scale, double *sc, float *ot)
-{
-    double mx = -INFINITY;
-    for (int s = 0; s <= t; s++) {
-        sc[s] = dot_f64(qt, k + s * ks, hd) * scale;
-        if (sc[s] > mx) mx = sc[s];
-    }
-    double sum = 0;
-    for (int s = 0; s <= t; s++) {
-        sc[s] = exp(sc[s] - mx);
-        sum += sc[s];
-    }
-    const double inv = 1.0 / sum;
-    double o[LLAMA_ATT_MAX_HD];
-    for (int j = 0; j < hd; j++) o[j] = 0;
-    for (int s = 0; s <= t; s++) {
-        const double p = sc[s] * inv;
-        const float *vs = v + s * ks;
-        for (int j = 0; j < hd; j++) o[j] += p * vs[j];
-    }
-    for (int j = 0; j < hd; j++) ot[j] = (float)o[j];
-    return mx + log(sum);
-}
+/* Attention as GEMMs, one head at a time, in query blocks of ATT_QB rows (so scratch is
+ * [ATT_QB, n], never [n, n] per head): S = Q K^T over the keys up to the block's last query,
+ * causal softmax per row (fp64 sums) into P, O = P V; q/k/v/out are read in place through the
+ * GEMM's strides (head h uses kv head h / (H/K), HF's repeat_kv). Only lse [n, H] is kept.
+ * Backward recomputes S and P from lse (flash-attention style: no [H, n, n] tensor is stored),
+ * then dP = dO V^T, dS = P (dP - D) scale with D_t = dO_t . O_t, dQ = dS K, dK += dS^T Q,
+ * dV += P^T dO. Returns -1 when out of memory. */
+#define ATT_QB 128
 
-static void attention_fwd(const attn_dims *a, int n, const float *q, const float *k,
-                          const float *v, float *out, float *lse, double *scratch /* [nthreads][n] */,
-                          int nthreads)
+static int attention_fwd_gemm(const attn_dims *a, int n, const float *q, const float *k,
+                              const float *v, float *out, float *lse)
 {
     const int H = a->H, K = a->K, hd = a->hd, rep = H / K;
     const size_t qs = (size_t)H * hd, ks = (size_t)K * hd;
-    (void)nthreads; /* without OpenMP */
-#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (n > 8) num_threads(nthreads)
+    float *S = (float *)malloc((size_t)MIN(ATT_QB, n) * n * sizeof(float));
+    if (!S) return -1;
     for (int h = 0; h < H; h++) {
-        for (int t = 0; t < n; t++) {
-#ifdef _OPENMP
-            double *sc = scratch + (size_t)omp_get_thread_num() * n;
-#else
-            double *sc = scratch;
-#endif
-            const size_t kv = (size_t)(h / rep) * hd;
-            lse[(size_t)t * H + h] = (float)attn_fwd_row(q + t * qs + (size_t)h * hd, k + kv, v + kv, ks, t,
-                                                         hd, a->scale, sc, out + t * qs + (size_t)h * hd);
+        const size_t off = (size_t)h * hd, kv = (size_t)(h / rep) * hd;
+        for (int t0 = 0; t0 < n; t0 += ATT_QB) {
+            const int nq = MIN(ATT_QB, n - t0), nk = t0 + nq; /* keys 0 .. nk-1 */
+            memset(S, 0, (size_t)nq * nk * sizeof(float));
+            gemm(S, (size_t)nk, q + (size_t)t0 * qs + off, (ptrdiff_t)qs, 1, k + kv, 1, (ptrdiff_t)ks, nq, hd, nk);
+#pragma omp parallel for schedule(static) if (nq * nk > 4096)
+            for (int r = 0; r < nq; r++) {
+                float *row = S + (size_t)r * nk;
+                const int last = t0 + r; /* causal: keys 0 .. last */
+                double mx = -INFINITY, sum = 0;
+                for (int s = 0; s <= last; s++) {
+                    row[s] *= a->scale;
+                    if (row[s] > mx) mx = row[s];
+                }
+                for (int s = 0; s <= last; s++) sum += exp((double)row[s] - mx);
+                const double l = mx + log(sum);
+                for (int s = 0; s <= last; s++) row[s] = (float)exp((double)row[s] - l);
+                for (int s = last + 1; s < nk; s++) row[s] = 0.0f;
+                lse[(size_t)(t0 + r) * H + h] = (float)l;
+                float *o = out + (size_t)(t0 + r) * qs + off;
+                for (int j = 0; j < hd; j++) o[j] = 0.0f;
+            }
+            gemm(out + (size_t)t0 * qs + off, qs, S, (ptrdiff_t)nk, 1, v + kv, (ptrdiff_t)ks, 1, nq, nk, hd);
         }
     }
+    free(S);
+    return 0;
 }
 
-/* Backward of one sequence's attention. With P = exp(S - lse) recomputed from q, k:
- *   dV_s += P_ts dO_t;  dP_ts = dO_t . v_s;  dS_ts = P_ts (dP_ts - dO_t . O_t)
- *   dq_t += scale sum_s dS_ts k_s;  dk_s += scale dS_ts q_t.
- * Query heads run in parallel; each writes its own dk/dv slice dkh/dvh [n, H*hd] (zeroed by
- * the caller), summed into the kv heads afterwards, so no two threads touch the same memory.
- * Everything here is accumulated in double: dP - D_t cancels, and attention gradients are the
- * ones most sensitive to rounding; this is the cheapest place to buy back fp32 noise (see
- * docs/design.md). */
-/* One query row t of one head's backward: dq_t [hd] written; dk/dv rows 0..t of this head's
- * slices (dkh, dvh, row stride qs) accumulated. */
-ATT_CLONES static void attn_bwd_row(const float *qt, const float *dot_, const float *ot,
-                                    const float *k, const float *v, size_t ks, size_t qs, int t,
-                                    int hd, double scale, double l, double *dkh, double *dvh,
-                                    float *dqt)
-{
-    double dqa[LLAMA_ATT_MAX_HD];
-    const double Dt = dot_f64(dot_, ot, hd);
-    for (int j = 0; j < hd; j++) dqa[j] = 0;
-    for (int s = 0; s <= t; s++) {
-        const float *ks_ = k + s * ks, *vs = v + s * ks;
-        const double p = exp(dot_f64(qt, ks_, hd) * scale - l);
-        const double ds = p * (dot_f64(dot_, vs, hd) - Dt) * scale;
-        double *dks = dkh + s * qs, *dvs = dvh + s * qs;
-        for (int j = 0; j < hd; j++) {
-            dqa[j] += ds * ks_[j];
-            dks[j] += ds * qt[j];
-            dvs[j] += p * dot_[j];
-        }
-    }
-    for (int j = 0; j < hd; j++) dqt[j] = (float)dqa[j];
-}
-
-static void attention_bwd(const attn_dims *a, int n, const float *q, const float *k,
-                          const float *v, const float *out, const float *lse, const float *dout,
-                          float *dq, double *dkh, double *dvh)
+/* dq [n, H*hd] overwritten; dkh, dvh [n, H*hd] (per query head) accumulated, zeroed by the caller */
+static int attention_bwd_gemm(const attn_dims *a, int n, const float *q, const float *k,
+                              const float *v, const float *out, const float *lse, const float *dout,
+                              float *dq, float *dkh, float *dvh)
 {
     const int H = a->H, K = a->K, hd = a->hd, rep = H / K;
     const size_t qs = (size_t)H * hd, ks = (size_t)K * hd;
-#pragma omp parallel for schedule(dynamic, 1) if (n > 8)
-    for (int h = 0; h < H; h++) {
-        const size_t kv = (size_t)(h / rep) * hd, off = (size_t)h * hd;
-        for (int t = 0; t < n; t++)
-            attn_bwd_row(q + t * qs + off, dout + t * qs + off, out + t * qs + off, k + kv, v + kv, ks,
-                         qs, t, hd, a->scale, lse[(size_t)t * H + h], dkh + off, dvh + off,
-                         dq + t * qs + off);
+    const size_t cap = (size_t)MIN(ATT_QB, n) * n;
+    float *P = (float *)malloc(cap * sizeof(float)), *dP = (float *)malloc(cap * sizeof(float));
+    if (!P || !dP) {
+        free(P);
+        free(dP);
+        return -1;
     }
+    for (int h = 0; h < H; h++) {
+        const size_t off = (size_t)h * hd, kv = (size_t)(h / rep) * hd;
+        for (int t0 = 0; t0 < n; t0 += ATT_QB) {
+            const int nq = MIN(ATT_QB, n - t0), nk = t0 + nq;
+            const float *qb = q + (size_t)t0 * qs + off, *dob = dout + (size_t)t0 * qs + off;
+            memset(P, 0, (size_t)nq * nk * sizeof(float));
+            memset(dP, 0, (size_t)nq * nk * sizeof(float));
+            gemm(P, (size_t)nk, qb, (ptrdiff_t)qs, 1, k + kv, 1, (ptrdiff_t)ks, nq, hd, nk);
+            gemm(dP, (size_t)nk, dob, (ptrdiff_t)qs, 1, v + kv, 1, (ptrdiff_t)ks, nq, hd, nk);
+#pragma omp parallel for schedule(static) if (nq * nk > 4096)
+            for (int r = 0; r < nq; r++) {
+                const int t = t0 + r;
+                float *pr = P + (size_t)r * nk, *dpr = dP + (size_t)r * nk;
+                const double l = lse[(size_t)t * H + h];
+                const double Dt = dot_f64(dout + (size_t)t * qs + off, out + (size_t)t * qs + off, hd);
+                for (int s = 0; s <= t; s++) {
+                    const double p = exp((double)pr[s] * a->scale - l);
+                    pr[s] = (float)p;
+                    dpr[s] = (float)(p * ((double)dpr[s] - Dt) * a->scale); /* dS */
+                }
+                for (int s = t + 1; s < nk; s++) pr[s] = dpr[s] = 0.0f;
+                float *dqt = dq + (size_t)t * qs + off;
+                for (int j = 0; j < hd; j++) dqt[j] = 0.0f;
+            }
+            /* dQ_blk = dS K;  dK[0..nk) += dS^T Q_blk;  dV[0..nk) += P^T dO_blk */
+            gemm(dq + (size_t)t0 * qs + off, qs, dP, (ptrdiff_t)nk, 1, k + kv, (ptrdiff_t)ks, 1, nq, nk, hd);
+            gemm(dkh + off, qs, dP, 1, (ptrdiff_t)nk, qb, (ptrdiff_t)qs, 1, nk, nq, hd);
+            gemm(dvh + off, qs, P, 1, (ptrdiff_t)nk, dob, (ptrdiff_t)qs, 1, nk, nq, hd);
+        }
+    }
+    free(P);
+    free(dP);
+    return 0;
 }
 
 /* ========================================================================================== */
@@ -745,15 +727,14 @@ typedef struct {
      *   xmid      [T, D]     residual after attention
      *   gate, up  [T, I]     MLP pre-activations (silu(gate)*up is recomputed)
      * Final: rstdf [T], xf [T, D] (normed), lm_lse [T] (LM-head log-sum-exp per position). */
-    int T_cap, T_last, have_fwd, n_threads;
+    int T_cap, T_last, have_fwd;
     int *last_tokens, *last_start, last_n_seq; /* the batch of the last forward, to check backward's */
     float *xres, *rstd1, *rstd2, *q, *k, *v, *att, *lse, *xmid, *gate, *up;
     float *rstdf, *xf, *lm_lse;
     /* scratch */
     float *buf_d, *buf_d2, *buf_d3, *buf_i, *buf_i2, *buf_q, *buf_q2;
-    double *buf_kh, *buf_vh;    /* [T, H*hd] per-query-head dk, dv (double accumulators) */
+    float *buf_kh, *buf_vh;     /* [T, H*hd] per-query-head dk, dv (summed into kv heads) */
     float *buf_dk, *buf_dv, *logits;
-    double *att_scr;            /* [n_threads, T] attention scores */
     float *rope_c, *rope_s;     /* [maxlen, hd/2] for the current batch */
     int rope_cap;
     double *inv_freq;           /* [hd/2] */
@@ -764,15 +745,11 @@ static void cpu_free_acts(cpu_impl *c)
     float **p[] = {&c->xres, &c->rstd1, &c->rstd2, &c->q, &c->k, &c->v, &c->att, &c->lse,
                    &c->xmid, &c->gate, &c->up, &c->rstdf, &c->xf, &c->lm_lse, &c->buf_d,
                    &c->buf_d2, &c->buf_d3, &c->buf_i, &c->buf_i2, &c->buf_q, &c->buf_q2,
-                   &c->buf_dk, &c->buf_dv, &c->logits};
+                   &c->buf_dk, &c->buf_dv, &c->logits, &c->buf_kh, &c->buf_vh};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
         free(*p[i]);
         *p[i] = NULL;
     }
-    free(c->att_scr);
-    free(c->buf_kh);
-    free(c->buf_vh);
-    c->att_scr = c->buf_kh = c->buf_vh = NULL;
     c->T_cap = 0;
 }
 
@@ -788,8 +765,8 @@ static int cpu_reserve(cpu_impl *c, int T, char *err, size_t errsz)
     const size_t H = (size_t)cf->num_attention_heads, n = (size_t)T;
     /* float count of everything, in double first, so that a huge T is an error, not a wrap */
     double total = (double)n * (L + 1) * D + 2.0 * L * n + (double)L * n * (2 * qd + 2 * kd + H + D + 2 * I) +
-                   n + 4.0 * n * D + 2.0 * n * I + 6.0 * n * qd + 2.0 * n * kd +
-                   (double)LM_CHUNK * V + (double)c->n_threads * n;
+                   n + 4.0 * n * D + 2.0 * n * I + 4.0 * n * qd + 2.0 * n * kd +
+                   (double)LM_CHUNK * V;
     if (total * 4 > 1e12) {
         snprintf(err, errsz, "batch of %d tokens needs %.1f GB of activations; use smaller batches",
                  T, total * 4 / 1e9);
@@ -804,9 +781,7 @@ static int cpu_reserve(cpu_impl *c, int T, char *err, size_t errsz)
              A_(buf_q, n * qd) && A_(buf_q2, n * qd) &&
              A_(buf_dk, n * kd) && A_(buf_dv, n * kd) &&
              A_(logits, (size_t)LM_CHUNK * V) &&
-             (c->att_scr = (double *)malloc((size_t)c->n_threads * n * sizeof(double))) &&
-             (c->buf_kh = (double *)malloc(n * qd * sizeof(double))) &&
-             (c->buf_vh = (double *)malloc(n * qd * sizeof(double)));
+             A_(buf_kh, n * qd) && A_(buf_vh, n * qd);
 #undef A_
     if (!ok) {
         cpu_free_acts(c);
@@ -931,8 +906,11 @@ static int cpu_forward(llama_backend *be, const llama_batch *b, float *logp)
         rope_batch(c, b, k, K, 1.0f);
         for (int s = 0; s < b->n_seq; s++) {
             const size_t t0 = (size_t)b->seq_start[s];
-            attention_fwd(&ad, b->seq_start[s + 1] - b->seq_start[s], q + t0 * qd, k + t0 * kd,
-                          v + t0 * kd, att + t0 * qd, lse + t0 * H, c->att_scr, c->n_threads);
+            if (attention_fwd_gemm(&ad, b->seq_start[s + 1] - b->seq_start[s], q + t0 * qd,
+                                   k + t0 * kd, v + t0 * kd, att + t0 * qd, lse + t0 * H)) {
+                snprintf(be->err, sizeof be->err, "out of memory for attention scratch");
+                return -1;
+            }
         }
         mm_fwd(c->buf_d2, att, w->o_proj, T, qd, D);
         for (size_t i = 0; i < n * D; i++) xmid[i] = x[i] + c->buf_d2[i];
@@ -1100,14 +1078,17 @@ static int cpu_backward(llama_backend *be, const llama_batch *b, const float *dl
         memset(datt, 0, n * qd * sizeof(float));
         mm_bwd_x(datt, dx, w->o_proj, T, qd, D);
         float *dq = c->buf_q2;
-        double *dkh = c->buf_kh, *dvh = c->buf_vh;
-        memset(dkh, 0, n * qd * sizeof(double));
-        memset(dvh, 0, n * qd * sizeof(double));
+        float *dkh = c->buf_kh, *dvh = c->buf_vh;
+        memset(dkh, 0, n * qd * sizeof(float));
+        memset(dvh, 0, n * qd * sizeof(float));
         for (int s = 0; s < b->n_seq; s++) {
             const size_t t0 = (size_t)b->seq_start[s];
-            attention_bwd(&ad, b->seq_start[s + 1] - b->seq_start[s], q + t0 * qd, k + t0 * kd,
-                          v + t0 * kd, att + t0 * qd, lse + t0 * H, datt + t0 * qd, dq + t0 * qd,
-                          dkh + t0 * qd, dvh + t0 * qd);
+            if (attention_bwd_gemm(&ad, b->seq_start[s + 1] - b->seq_start[s], q + t0 * qd, k + t0 * kd,
+                                   v + t0 * kd, att + t0 * qd, lse + t0 * H, datt + t0 * qd,
+                                   dq + t0 * qd, dkh + t0 * qd, dvh + t0 * qd)) {
+                snprintf(be->err, sizeof be->err, "out of memory for attention scratch");
+                return -1;
+            }
         }
         /* per-query-head dk/dv -> kv heads (GQA: sum over the heads sharing a kv head) */
         float *dk = c->buf_dk, *dv = c->buf_dv;
@@ -1115,13 +1096,13 @@ static int cpu_backward(llama_backend *be, const llama_batch *b, const float *dl
         for (size_t t = 0; t < n; t++)
             for (int kh = 0; kh < K; kh++)
                 for (int j = 0; j < hd; j++) {
-                    double sk = 0, sv = 0;
+                    float sk = 0, sv = 0;
                     for (int r = 0; r < rep; r++) {
                         sk += dkh[t * qd + (size_t)(kh * rep + r) * hd + j];
                         sv += dvh[t * qd + (size_t)(kh * rep + r) * hd + j];
                     }
-                    dk[t * kd + (size_t)kh * hd + j] = (float)sk;
-                    dv[t * kd + (size_t)kh * hd + j] = (float)sv;
+                    dk[t * kd + (size_t)kh * hd + j] = sk;
+                    dv[t * kd + (size_t)kh * hd + j] = sv;
                 }
         rope_batch(c, b, dq, H, -1.0f); /* gradient w.r.t. pre-RoPE q, k: the inverse rotation */
         rope_batch(c, b, dk, K, -1.0f);
@@ -1268,11 +1249,6 @@ llama_backend *llama_cpu_backend_create(llama_model *m, char *err, size_t errsz)
     if (!be || !c) goto oom;
     be->impl = c;
     c->m = m;
-#ifdef _OPENMP
-    c->n_threads = omp_get_max_threads();
-#else
-    c->n_threads = 1;
-#endif
     c->grads = (float *)calloc(m->n_params, sizeof(float));
     c->inv_freq = (double *)malloc((size_t)(m->cfg.head_dim / 2) * sizeof(double));
     if (!c->grads || !c->inv_freq || llama_weights_view(&m->cfg, c->grads, &c->gw)) goto oom;
@@ -1374,7 +1350,7 @@ int llama_decode_step(const llama_model *m, llama_kv_cache *c, int token, float 
         mm_fwd(vc + (size_t)pos * kd, nrm, w->v_proj, 1, D, kd);
         llama_rope_apply(q, H, hd, pos, inv);
         llama_rope_apply(kc + (size_t)pos * kd, K, hd, pos, inv);
-        for (int h = 0; h < H; h++) { /* same arithmetic as attention_fwd, one query */
+        for (int h = 0; h < H; h++) { /* one query against the cache */
             const float *qh = q + (size_t)h * hd;
             const int gk = h / rep;
             float mx = -INFINITY;

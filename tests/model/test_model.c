@@ -419,7 +419,7 @@ static void test_decode_vs_forward(void)
     c.rope_theta = 50000;
     llama_model m;
     make_model(&m, &c, 11);
-    const int lens[] = {70, 3, 90}; /* T = 163 > 2 LM-head chunks */
+    const int lens[] = {150, 3, 90}; /* T > 3 LM-head chunks; 150 > one attention query block */
     test_batch tb;
     make_batch(&tb, lens, 3, c.vocab_size, 5);
     llama_backend *be = backend(&m);
@@ -522,7 +522,7 @@ static void test_finite_differences(void)
     llama_config c = tiny_config(40, 24, 40, 2, 3, 1, 8, 1);
     llama_model m;
     make_model(&m, &c, 7);
-    const int lens[] = {10, 7};
+    const int lens[] = {10, 140}; /* 140: two attention query blocks (ATT_QB 128) */
     test_batch tb;
     make_batch(&tb, lens, 2, c.vocab_size, 9);
     llama_backend *be = backend(&m);
@@ -541,13 +541,16 @@ static void test_finite_differences(void)
         for (size_t i = 0; i < ti->numel; i++)
             if (fabsf(grads[ti->offset + i]) > fabsf(grads[ti->offset + best])) best = i;
         float *p = m.params + ti->offset + best;
-        const float p0 = *p, h = 1e-2f * fmaxf(1.0f, fabsf(p0));
-        *p = p0 + h;
-        double jp = objective(be, &tb);
-        *p = p0 - h;
-        double jm = objective(be, &tb);
+        /* five-point stencil: truncation O(h^4), so h can be large enough to drown fp32 noise */
+        const float p0 = *p, h = 2e-2f * fmaxf(1.0f, fabsf(p0));
+        double J[4];
+        const float steps[4] = {p0 + h, p0 - h, p0 + 2 * h, p0 - 2 * h};
+        for (int i = 0; i < 4; i++) {
+            *p = steps[i];
+            J[i] = objective(be, &tb);
+        }
         *p = p0;
-        const double fd = (jp - jm) / (2.0 * ((double)(p0 + h) - p0));
+        const double fd = (8 * (J[0] - J[1]) - (J[2] - J[3])) / (12.0 * h);
         const double an = grads[ti->offset + best];
         const double e = fabs(fd - an) / fmax(fabs(an), 1e-3);
         worst = fmax(worst, e);
