@@ -60,9 +60,13 @@ test_trainer() {
   local emu="$BUILD/emu/kernels.o" tbin="$BUILD/trainer_tests/trainer_emu" o objs="$BUILD/llama_data.o"
   for o in llama_model llama_checkpoint llama_safetensors llama_json llama_tokenizer; do objs="$objs $BUILD/$o.o"; done
   if [ -z "$SAN" ] && [ -f "$emu" ] && [ -x "$BUILD/trainer_tests/ckpt_diff" ]; then
+    # (a failed link is this test's failure, not the end of the whole test run)
     # shellcheck disable=SC2086
-    $CC $CFLAGS $OMP -std=c99 trainer.c $objs "$emu" -lstdc++ -lm -o "$tbin"
-    run_test trainer_cuda_emu tests/trainer/run.sh cuda_emu "$tbin" "$BUILD/trainer_tests"
+    if $CC $CFLAGS $OMP -std=c99 trainer.c $objs "$emu" -lstdc++ -lm -o "$tbin"; then
+      run_test trainer_cuda_emu tests/trainer/run.sh cuda_emu "$tbin" "$BUILD/trainer_tests"
+    else
+      run_test trainer_cuda_emu sh -c "echo 'linking the trainer with $emu failed (see above)'; exit 1"
+    fi
   else
     run_test trainer_cuda_emu sh -c "echo 'SKIP: no CUDA emulator object ($emu) or an ASan build'; exit 77"
   fi
