@@ -1030,15 +1030,12 @@ CLAIR_DEF long long clair_levenshtein_u32(const unsigned *a, size_t na, const un
     L.M = (clair__u64 *)CLAIR_MALLOC(L.words * sizeof *L.M);
     if (!L.peq || !L.P || !L.M) goto done;
     for (i = 0; i < m; i++) L.peq[(size_t)row[i] * L.words + i / 64] |= 1ULL << (i % 64);
-    /* Try a narrow band first (minimal revisions are close); widen 4x until the result fits in
-     * it. The tries cost a geometric series: at most ~1/3 more than one full sweep. */
+    /* Try a narrow band first (minimal revisions are close). If the result does not fit in it,
+     * it is still an upper bound on the distance (computed values never go below the true
+     * ones), so a second sweep with that band is exact: at most two sweeps. */
     k = (long long)(n - m) + 64;
-    for (;;) {
-        if (k >= (long long)n) { dist = clair__lev_sweep(&L, b, n, (long long)n); break; }
-        dist = clair__lev_sweep(&L, b, n, k);
-        if (dist <= k) break;
-        k *= 4;
-    }
+    dist = clair__lev_sweep(&L, b, n, k < (long long)n ? k : (long long)n);
+    if (dist > k && k < (long long)n) dist = clair__lev_sweep(&L, b, n, dist < (long long)n ? dist : (long long)n);
 done:
     CLAIR_FREE(L.hkey); CLAIR_FREE(L.hval); CLAIR_FREE(row);
     free(L.peq); CLAIR_FREE(L.P); CLAIR_FREE(L.M);
@@ -1245,8 +1242,61 @@ CLAIR_DEF void clair_diff_render(clair_buf *out, const char *a, const char *b, c
     }
 }
 
+/* Length of the longest common subsequence of two token lists, bit-parallel (Allison-Dix /
+ * Hyyro: V' = (V + (V & M)) | (V & ~M), multi-word with carry; LCS = zero bits of V).
+ * O(|A| |B| / 64) whatever the distance, where Myers' O(ND) diff is quadratic on unrelated
+ * texts. Tokens of b are mapped to a's distinct tokens by hash, then bytes. -1: out of memory. */
+static long long clair__token_lcs(const char *a, const clair__tok *ta, size_t ka, const char *b, const clair__tok *tb, size_t kb) {
+    size_t words = (ka + 63) / 64, cap = 16, i, j, w, nuniq = 0;
+    long long lcs = -1;
+    if (ka == 0 || kb == 0) return 0;
+    while (cap < 2 * ka) cap *= 2;
+    long *slot = (long *)CLAIR_MALLOC(cap * sizeof *slot);        /* -> index of a representative token */
+    long *id = (long *)CLAIR_MALLOC(cap * sizeof *id);
+    long *row = (long *)CLAIR_MALLOC(ka * sizeof *row);
+    clair__u64 *pm = NULL, *V = NULL;
+    if (!slot || !id || !row) goto done;
+    for (i = 0; i < cap; i++) slot[i] = -1;
+    for (i = 0; i < ka; i++) {
+        size_t h = (size_t)(ta[i].hash & (cap - 1));
+        while (slot[h] >= 0) {
+            const clair__tok *r = &ta[slot[h]];
+            if (r->hash == ta[i].hash && r->len == ta[i].len && !memcmp(a + r->off, a + ta[i].off, r->len)) break;
+            h = (h + 1) & (cap - 1);
+        }
+        if (slot[h] < 0) { slot[h] = (long)i; id[h] = (long)nuniq++; }
+        row[i] = id[h];
+    }
+    pm = (clair__u64 *)calloc((nuniq + 1) * words, sizeof *pm);
+    V = (clair__u64 *)CLAIR_MALLOC(words * sizeof *V);
+    if (!pm || !V) goto done;
+    for (i = 0; i < ka; i++) pm[(size_t)row[i] * words + i / 64] |= 1ULL << (i % 64);
+    for (w = 0; w < words; w++) V[w] = ~0ULL;
+    for (j = 0; j < kb; j++) {
+        size_t h = (size_t)(tb[j].hash & (cap - 1));
+        long r = (long)nuniq;                                      /* the all-zero row */
+        while (slot[h] >= 0) {
+            const clair__tok *t = &ta[slot[h]];
+            if (t->hash == tb[j].hash && t->len == tb[j].len && !memcmp(a + t->off, b + tb[j].off, t->len)) { r = id[h]; break; }
+            h = (h + 1) & (cap - 1);
+        }
+        const clair__u64 *M = pm + (size_t)r * words;
+        clair__u64 carry = 0;
+        for (w = 0; w < words; w++) {
+            clair__u64 u = V[w] & M[w], x = V[w] + u, sum = x + carry;
+            clair__u64 c2 = (x < u) | (sum < x);                     /* carry out of V + u + carry */
+            V[w] = sum | (V[w] & ~M[w]);
+            carry = c2;
+        }
+    }
+    lcs = 0;
+    for (i = 0; i < ka; i++) lcs += !((V[i / 64] >> (i % 64)) & 1);
+done:
+    CLAIR_FREE(slot); CLAIR_FREE(id); CLAIR_FREE(row); free(pm); CLAIR_FREE(V);
+    return lcs;
+}
+
 CLAIR_DEF int clair_metrics_compute(const char *a, size_t na, const char *b, size_t nb, clair_metrics *m) {
-    clair_diff d;
     unsigned *ua, *ub;
     memset(m, 0, sizeof *m);
     ua = (unsigned *)CLAIR_MALLOC((na + 1) * sizeof *ua);
@@ -1263,10 +1313,19 @@ CLAIR_DEF int clair_metrics_compute(const char *a, size_t na, const char *b, siz
     }
     m->jaccard = clair_jaccard(a, na, b, nb);
     if (m->jaccard < 0) return -1;
-    if (clair_diff_tokens(a, na, b, nb, &d)) return -1;
-    m->token_edits = d.n_del + d.n_ins;
-    m->tokens_a = d.tokens_a; m->tokens_b = d.tokens_b;
-    clair_diff_free(&d);
+    {
+        clair__tok *ta = NULL, *tb = NULL;
+        size_t ka = clair__tokenize(a, na, 0, &ta), kb;
+        long long lcs;
+        if (ka == (size_t)-1) return -1;
+        kb = clair__tokenize(b, nb, 0, &tb);
+        if (kb == (size_t)-1) { CLAIR_FREE(ta); return -1; }
+        lcs = clair__token_lcs(a, ta, ka, b, tb, kb);
+        CLAIR_FREE(ta); CLAIR_FREE(tb);
+        if (lcs < 0) return -1;
+        m->token_edits = ka + kb - 2 * (size_t)lcs;   /* = n_del + n_ins of a shortest script */
+        m->tokens_a = ka; m->tokens_b = kb;
+    }
     return 0;
 }
 

@@ -269,7 +269,10 @@ static void test_diff_random(void) {
         clair__tok *ta, *tb;
         size_t ka = clair__tokenize(a, na, 0, &ta), kb = clair__tokenize(b, nb, 0, &tb);
         size_t lcs = lcs_dp(ta, a, ka, tb, b, kb);
-        int ok = d.tokens_a == ka && d.tokens_b == kb && d.n_del + d.n_ins == ka + kb - 2 * lcs && script_ok(a, na, b, nb, &d);
+        clair_metrics mm;
+        clair_metrics_compute(a, na, b, nb, &mm);            /* bit-parallel LCS count */
+        int ok = d.tokens_a == ka && d.tokens_b == kb && d.n_del + d.n_ins == ka + kb - 2 * lcs && script_ok(a, na, b, nb, &d) &&
+                 mm.token_edits == ka + kb - 2 * lcs && (long long)clair__token_lcs(a, ta, ka, b, tb, kb) == (long long)lcs;
         if (!ok && bad++ < 5) CHECK(0, "diff t=%d: del %zu ins %zu, want total %zu", t, d.n_del, d.n_ins, ka + kb - 2 * lcs);
         checks++;
         free(ta); free(tb);
