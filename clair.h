@@ -214,8 +214,9 @@ CLAIR_DEF int clair_is_space(unsigned c);
 
 /* Character Levenshtein distance (unit insert/delete/substitute) over Unicode code points, the
  * same number as rapidfuzz.distance.Levenshtein.distance(a, b) on Python strings. Bit-parallel
- * (Myers 1999 with Hyyro's blocks): O(ceil(m/64) * n) words after stripping the common prefix
- * and suffix. Returns -1 only if memory runs out. */
+ * (Myers 1999, 64-row blocks), banded: O(ceil(d/64) * n) words when the distance d is small,
+ * at most ~1.3 full O(ceil(m/64) * n) sweeps otherwise, after stripping the common prefix and
+ * suffix. Returns -1 only if memory runs out. */
 CLAIR_DEF long long clair_levenshtein(const char *a, size_t na, const char *b, size_t nb);
 CLAIR_DEF long long clair_levenshtein_u32(const unsigned *a, size_t na, const unsigned *b, size_t nb);
 
