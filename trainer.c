@@ -1,6 +1,6 @@
 /* trainer.c - align a Llama checkpoint with the APO family of preference losses.
  *
- *   ./trainer                      the built-in demonstration (examples/, about a minute)
+ *   ./trainer                      the built-in demonstration (examples/, a few seconds)
  *   ./trainer train    ...         preference data -> aligned Hugging Face checkpoint
  *   ./trainer generate ...         sample answers (CLAIR's first step: the rejected responses)
  *   ./trainer eval     ...         reward metrics and log-probs of a model on preference data
@@ -1658,7 +1658,7 @@ static int cmd_demo(const char *argv0) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: trainer [COMMAND] [flags]\n\n"
-               "  (no command)   run the built-in demonstration on examples/ (about a minute on 2 cores)\n"
+               "  (no command)   run the built-in demonstration on examples/ (a few seconds on one core)\n"
                "  train          align a Llama checkpoint on preference pairs (APO-zero, APO-down, DPO, ...)\n"
                "  generate       sample answers to prompts (CLAIR's first step), JSONL for `clair revise`\n"
                "  eval           reward metrics and log-probs of a model on preference pairs\n"
