@@ -248,22 +248,34 @@ void llama_completion_logp(const llama_batch *b, const float *logp, double *out)
 }
 
 /* ========================================================================================== */
-/* Matrix multiply: one blocked kernel, three uses.                                            */
+/* Matrix multiply: one packed, blocked kernel, three uses.                                    */
 /*
  * gemm: C[r, j] += sum_kk A(r, kk) * B(kk, j) for r < n, j < m, kk < k, where A and B are read
  * through strides: A(r, kk) = A[r*ars + kk*aks], B(kk, j) = B[kk*bks + j*bjs]. That covers
  *   forward   Y = X W^T      (B = W^T read in place: bks = 1, bjs = in)
  *   backward  dX += dY W     (B = W as stored)
  *   backward  dW += dY^T X   (A = dY^T read in place: ars = 1, aks = out)
- * Columns are cut into panels of NR (parallel over panels: no two threads write the same C),
- * k into blocks of KB; each B block [KB, NR] is packed contiguously (zero-padded) on the stack,
- * so the micro kernel's inner loop is a fixed-length, unit-stride, vectorisable update of an
- * MR x NR register tile:  acc[r][0..NR) += a[r] * b[0..NR).
+ * and attention's products on strided views of q/k/v.
+ *
+ * The classic Goto/BLIS scheme, plainly:
+ *   for each column block of NC columns:
+ *     for each k block of KB:
+ *       pack B[KB, NC] into panels of NR columns: [panel][kk][NR], zero-padded  (shared, L2/L3)
+ *       for each row block of MC rows:
+ *         pack A[MC, KB] into slivers of MR rows: [sliver][kk][MR], zero-padded (shared, L2)
+ *         every (panel, sliver) pair: a register tile C[MR, NR] += sliver * panel
+ * Packing makes the tile's inner loop two unit-stride streams whatever the strides (the
+ * transposes of the weight-gradient and attention products cost nothing extra) and copies each
+ * operand once per block instead of once per use. Threads split the packing and the
+ * (panel, sliver) pairs; pairs own disjoint C tiles, so no two threads write the same C.
+ * Every C element is summed in the same order (k blocks in order, kk in order inside one) for
+ * any thread count or tile shape, so results do not depend on OMP_NUM_THREADS.
  */
-#define MR 6   /* rows of the register tile */
-#define NR 16  /* columns of the register tile (one vf16) */
-#define KB 256 /* k block: a packed B block is KB * NR floats = 16 KiB, L1-resident */
-#define MB 96  /* row block: an A slice is MB * KB floats = 96 KiB, L2-resident */
+#define KB 256   /* k block: an A sliver is KB*MR floats (8 KiB at MR 8), a B panel KB*NR     */
+#define MC 192   /* rows packed at once: A block MC*KB floats = 192 KiB, stays in L2          */
+#define NC 1024  /* columns packed at once: B block KB*NC floats = 1 MiB, L2/L3               */
+#define MR_MAX 8
+#define NR_MAX 32
 
 #if defined(__GNUC__) && !defined(__clang__)
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -281,128 +293,190 @@ typedef struct {
     int n, k, m;
 } gemm_args;
 
-/* One column panel [j0, j0 + NR) of C, all rows. With GCC/Clang the register tile is written
- * with vector extensions (vf16 = 16 floats: one AVX-512 register, two AVX2, four SSE), because
- * auto-vectorisers do not reliably keep a 2-D accumulator array in registers. */
-#if defined(__GNUC__)
-typedef float vf16 __attribute__((vector_size(NR * sizeof(float))));
-#define LLAMA_VEC 1
-#endif
+/* A register tile: C[mr, nr] += a[kk][0..MR) x b[kk][0..NR) over kk < kn, where a and b are a
+ * packed sliver and panel and mr <= MR, nr <= NR say how much of the tile is inside C. */
+typedef void (*gemm_tile_fn)(int kn, const float *a, const float *b, float *C, size_t ldc, int mr,
+                             int nr);
+typedef struct {
+    gemm_tile_fn tile;
+    int mr, nr;
+} gemm_kernel;
 
-static ALWAYS_INLINE void gemm_panel_body(const gemm_args *g, int j0, int rb0, int rb1, int k0)
+/* With GCC/Clang the tile is written with vector extensions (vf16 = 16 floats: one AVX-512
+ * register, two AVX2, four SSE), because auto-vectorisers do not reliably keep a 2-D
+ * accumulator array in registers. The body is a template in MR_ rows x NV_ vf16's: after
+ * inlining with constants the loops unroll completely and acc lives in registers. Sizes:
+ * AVX-512 has 32 registers: 8 x 32 (16 accumulators, 16 FMAs per 8 broadcasts + 2 loads);
+ * AVX2 and SSE have 16: 6 x 16 (12 accumulators in AVX2 registers). */
+#if defined(__GNUC__)
+typedef float vf16 __attribute__((vector_size(16 * sizeof(float))));
+#define LLAMA_VEC 1
+
+static ALWAYS_INLINE void tile_body(const int MR_, const int NV_, int kn, const float *a,
+                                    const float *b, float *C, size_t ldc, int mr, int nr)
 {
-#ifdef LLAMA_VEC
-    vf16 Bp[KB]; /* B block [KB, NR], packed, zero-padded past jn */
-#else
-    float Bp[KB][NR];
-#endif
-    const int jn = MIN(NR, g->m - j0);
-    {
-        const int kn = MIN(KB, g->k - k0);
-        for (int kk = 0; kk < kn; kk++) {
-            const float *src = g->B + (ptrdiff_t)(k0 + kk) * g->bks + (ptrdiff_t)j0 * g->bjs;
-            float tmp[NR];
-            for (int j = 0; j < NR; j++) tmp[j] = j < jn ? src[j * g->bjs] : 0.0f;
-            memcpy(&Bp[kk], tmp, sizeof tmp);
-        }
-        int r0 = rb0;
-#ifdef LLAMA_VEC
-        for (; r0 + MR <= rb1; r0 += MR) {
-            vf16 acc[MR];
-            for (int r = 0; r < MR; r++) acc[r] = (vf16){0};
-            const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
-            const ptrdiff_t ars = g->ars, aks = g->aks;
-            for (int kk = 0; kk < kn; kk++) {
-                const vf16 b = Bp[kk];
-                acc[0] += a[0] * b;
-                acc[1] += a[ars] * b;
-                acc[2] += a[2 * ars] * b;
-                acc[3] += a[3 * ars] * b;
-                acc[4] += a[4 * ars] * b;
-                acc[5] += a[5 * ars] * b;
-                a += aks;
+    vf16 acc[MR_MAX][2];
+    for (int r = 0; r < MR_; r++)
+        for (int v = 0; v < NV_; v++) acc[r][v] = (vf16){0};
+    for (int kk = 0; kk < kn; kk++) {
+        vf16 bv[2];
+        for (int v = 0; v < NV_; v++) memcpy(&bv[v], b + 16 * v, sizeof(vf16));
+        for (int r = 0; r < MR_; r++)
+            for (int v = 0; v < NV_; v++) acc[r][v] += a[r] * bv[v];
+        a += MR_;
+        b += 16 * NV_;
+    }
+    if (mr == MR_ && nr == 16 * NV_) { /* whole tile inside C: vector adds */
+        for (int r = 0; r < MR_; r++)
+            for (int v = 0; v < NV_; v++) {
+                float *c = C + (size_t)r * ldc + 16 * v;
+                vf16 t;
+                memcpy(&t, c, sizeof t);
+                t += acc[r][v];
+                memcpy(c, &t, sizeof t);
             }
-            for (int r = 0; r < MR; r++) {
-                float *c = g->C + (size_t)(r0 + r) * g->ldc + j0;
-                float t[NR];
-                memcpy(t, &acc[r], sizeof t);
-                for (int j = 0; j < jn; j++) c[j] += t[j];
+    } else { /* an edge tile: only the part inside C */
+        for (int r = 0; r < mr; r++)
+            for (int v = 0; v < NV_; v++) {
+                float t[16];
+                memcpy(t, &acc[r][v], sizeof t);
+                for (int j = 0; j < 16 && 16 * v + j < nr; j++) C[(size_t)r * ldc + 16 * v + j] += t[j];
             }
-        }
-        for (; r0 < rb1; r0++) { /* leftover rows, one at a time */
-            vf16 acc = (vf16){0};
-            const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
-            for (int kk = 0; kk < kn; kk++) acc += a[(ptrdiff_t)kk * g->aks] * Bp[kk];
-            float *c = g->C + (size_t)r0 * g->ldc + j0;
-            float t[NR];
-            memcpy(t, &acc, sizeof t);
-            for (int j = 0; j < jn; j++) c[j] += t[j];
-        }
-#else
-        for (; r0 < rb1; r0++) { /* portable C: one row at a time */
-            float acc[NR] = {0};
-            const float *a = g->A + (ptrdiff_t)r0 * g->ars + (ptrdiff_t)k0 * g->aks;
-            for (int kk = 0; kk < kn; kk++) {
-                const float ar = a[(ptrdiff_t)kk * g->aks];
-                for (int j = 0; j < NR; j++) acc[j] += ar * Bp[kk][j];
-            }
-            float *c = g->C + (size_t)r0 * g->ldc + j0;
-            for (int j = 0; j < jn; j++) c[j] += acc[j];
-        }
-#endif
     }
 }
 
-static void gemm_panel_generic(const gemm_args *g, int j0, int rb0, int rb1, int k0)
+static void tile_6x16(int kn, const float *a, const float *b, float *C, size_t ldc, int mr, int nr)
 {
-    gemm_panel_body(g, j0, rb0, rb1, k0);
+    tile_body(6, 1, kn, a, b, C, ldc, mr, nr);
 }
+#else
+/* Portable C: the same tile as plain loops. */
+static void tile_6x16(int kn, const float *a, const float *b, float *C, size_t ldc, int mr, int nr)
+{
+    float acc[6][16] = {{0}};
+    for (int kk = 0; kk < kn; kk++, a += 6, b += 16)
+        for (int r = 0; r < 6; r++)
+            for (int j = 0; j < 16; j++) acc[r][j] += a[r] * b[j];
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) C[(size_t)r * ldc + j] += acc[r][j];
+}
+#endif
 
 /* On x86 with GCC, the same C compiled for AVX2+FMA and AVX-512, picked at run time: the
  * binary still runs on any x86-64. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define LLAMA_X86_DISPATCH 1
-__attribute__((target("avx2,fma"))) static void gemm_panel_avx2(const gemm_args *g, int j0,
-                                                                  int rb0, int rb1, int k0)
+__attribute__((target("avx2,fma"))) static void tile_6x16_avx2(int kn, const float *a,
+                                                                const float *b, float *C,
+                                                                size_t ldc, int mr, int nr)
 {
-    gemm_panel_body(g, j0, rb0, rb1, k0);
+    tile_body(6, 1, kn, a, b, C, ldc, mr, nr);
 }
-__attribute__((target("avx512f,avx2,fma"))) static void gemm_panel_avx512(const gemm_args *g,
-                                                                         int j0, int rb0,
-                                                                         int rb1, int k0)
+__attribute__((target("avx512f,avx2,fma"))) static void tile_8x32_avx512(int kn, const float *a,
+                                                                         const float *b, float *C,
+                                                                         size_t ldc, int mr, int nr)
 {
-    gemm_panel_body(g, j0, rb0, rb1, k0);
+    tile_body(8, 2, kn, a, b, C, ldc, mr, nr);
 }
 #endif
 
-typedef void (*gemm_panel_fn)(const gemm_args *, int, int, int, int);
-
-static gemm_panel_fn pick_gemm_panel(void)
+static gemm_kernel pick_gemm_kernel(void)
 {
 #ifdef LLAMA_X86_DISPATCH
     /* libgcc's constructor has filled in the CPU model before main: no __builtin_cpu_init */
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) return gemm_panel_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return gemm_panel_avx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"))
+        return (gemm_kernel){tile_8x32_avx512, 8, 32};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return (gemm_kernel){tile_6x16_avx2, 6, 16};
 #endif
-    return gemm_panel_generic;
+    return (gemm_kernel){tile_6x16, 6, 16};
+}
+
+/* Sliver s of rows [r0, r0 + rn): ap[kk*mr + r] = A(r0 + s*mr + r, k0 + kk), zero past rn.
+ * The loop order follows whichever of A's strides is 1, so reads are sequential. */
+static void pack_a(float *ap, const gemm_args *g, int r0, int rn, int k0, int kn, int s, int mr)
+{
+    const int rs = s * mr, rv = MIN(mr, rn - rs); /* valid rows in this sliver */
+    const float *A = g->A + (ptrdiff_t)(r0 + rs) * g->ars + (ptrdiff_t)k0 * g->aks;
+    if (g->aks == 1) {
+        for (int r = 0; r < rv; r++)
+            for (int kk = 0; kk < kn; kk++) ap[kk * mr + r] = A[(ptrdiff_t)r * g->ars + kk];
+    } else {
+        for (int kk = 0; kk < kn; kk++)
+            for (int r = 0; r < rv; r++) ap[kk * mr + r] = A[(ptrdiff_t)r * g->ars + (ptrdiff_t)kk * g->aks];
+    }
+    for (int kk = 0; kk < kn; kk++)
+        for (int r = rv; r < mr; r++) ap[kk * mr + r] = 0.0f;
+}
+
+/* Panel p of columns [j0, j0 + jn): bp[kk*nr + j] = B(k0 + kk, j0 + p*nr + j), zero past jn. */
+static void pack_b(float *bp, const gemm_args *g, int j0, int jn, int k0, int kn, int p, int nr)
+{
+    const int js = p * nr, jv = MIN(nr, jn - js);
+    const float *B = g->B + (ptrdiff_t)k0 * g->bks + (ptrdiff_t)(j0 + js) * g->bjs;
+    if (g->bks == 1) { /* B = W^T: column j of the panel is a row of W */
+        for (int j = 0; j < jv; j++)
+            for (int kk = 0; kk < kn; kk++) bp[kk * nr + j] = B[(ptrdiff_t)j * g->bjs + kk];
+    } else {
+        for (int kk = 0; kk < kn; kk++)
+            for (int j = 0; j < jv; j++) bp[kk * nr + j] = B[(ptrdiff_t)kk * g->bks + (ptrdiff_t)j * g->bjs];
+    }
+    for (int kk = 0; kk < kn; kk++)
+        for (int j = jv; j < nr; j++) bp[kk * nr + j] = 0.0f;
 }
 
 static void gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t aks,
                  const float *B, ptrdiff_t bks, ptrdiff_t bjs, int n, int k, int m)
 {
     if (n <= 0 || m <= 0 || k <= 0) return;
-    gemm_args g = {C, ldc, A, ars, aks, B, bks, bjs, n, k, m};
-    const int np = (m + NR - 1) / NR;
-    const int nrb = (n + MB - 1) / MB;
-    const gemm_panel_fn fn = pick_gemm_panel(); /* a few loads; no shared state to race on */
-    /* k blocks outermost: within one, a row block's A slice [MB, KB] stays in L2 while a
-     * thread sweeps the panels (static schedule = contiguous (row block, panel) ranges), so A is
-     * read from memory once however many panels there are. */
-    for (int k0 = 0; k0 < k; k0 += KB) {
-#pragma omp parallel for collapse(2) schedule(static) if ((double)n * MIN(KB, k) * m > 1e5)
-        for (int rb = 0; rb < nrb; rb++)
-            for (int p = 0; p < np; p++) fn(&g, p * NR, rb * MB, MIN(n, (rb + 1) * MB), k0);
+    const gemm_args g = {C, ldc, A, ars, aks, B, bks, bjs, n, k, m};
+    const gemm_kernel kr = pick_gemm_kernel(); /* a few loads; no shared state to race on */
+    const int mr = kr.mr, nr = kr.nr;
+    /* packing buffers, sized for this product's blocks (64-byte aligned for the vector loads) */
+    const int kb = MIN(KB, k);
+    const size_t a_cap = (size_t)((MIN(MC, n) + mr - 1) / mr * mr) * kb;
+    const size_t b_cap = (size_t)((MIN(NC, m) + nr - 1) / nr * nr) * kb;
+    float *buf = (float *)malloc((a_cap + b_cap) * sizeof(float) + 64);
+    if (!buf) { /* no memory for packing: a plain loop, same sums in the same order, slower */
+        for (int k0 = 0; k0 < k; k0 += KB)
+            for (int r = 0; r < n; r++)
+                for (int j = 0; j < m; j++) {
+                    float s = 0;
+                    for (int kk = k0; kk < MIN(k, k0 + KB); kk++)
+                        s += A[(ptrdiff_t)r * ars + (ptrdiff_t)kk * aks] * B[(ptrdiff_t)kk * bks + (ptrdiff_t)j * bjs];
+                    C[(size_t)r * ldc + j] += s;
+                }
+        return;
     }
+    float *Ap = (float *)(((uintptr_t)buf + 63) & ~(uintptr_t)63), *Bp = Ap + a_cap;
+#pragma omp parallel if ((double)n * k * m > 2e5)
+    for (int j0 = 0; j0 < m; j0 += NC) {
+        const int jn = MIN(NC, m - j0), np = (jn + nr - 1) / nr;
+        for (int k0 = 0; k0 < k; k0 += KB) {
+            const int kn = MIN(KB, k - k0);
+#pragma omp for schedule(static)
+            for (int p = 0; p < np; p++) pack_b(Bp + (size_t)p * kn * nr, &g, j0, jn, k0, kn, p, nr);
+            for (int r0 = 0; r0 < n; r0 += MC) {
+                const int rn = MIN(MC, n - r0), ns = (rn + mr - 1) / mr;
+#pragma omp for schedule(static)
+                for (int s = 0; s < ns; s++) pack_a(Ap + (size_t)s * kn * mr, &g, r0, rn, k0, kn, s, mr);
+                /* panels outer: a thread keeps one B panel in L1 and sweeps the A slivers (L2) */
+#pragma omp for collapse(2) schedule(static)
+                for (int p = 0; p < np; p++)
+                    for (int s = 0; s < ns; s++)
+                        kr.tile(kn, Ap + (size_t)s * kn * mr, Bp + (size_t)p * kn * nr,
+                                C + (size_t)(r0 + s * mr) * ldc + j0 + p * nr, ldc,
+                                MIN(mr, rn - s * mr), MIN(nr, jn - p * nr));
+            }
+        }
+    }
+    free(buf);
+}
+
+void llama_gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t aks, const float *B,
+                ptrdiff_t bks, ptrdiff_t bjs, int n, int k, int m)
+{
+    gemm(C, ldc, A, ars, aks, B, bks, bjs, n, k, m);
 }
 
 /* Y[n, o] = X[n, i] @ W[o, i]^T */
@@ -418,22 +492,10 @@ static void mm_bwd_x(float *dX, const float *dY, const float *W, int n, int in, 
     gemm(dX, (size_t)in, dY, out, 1, W, in, 1, n, out, in);
 }
 
-/* dW[o, i] += dY[n, o]^T @ X[n, i]. dY is transposed into [o, n] first: read in place, the
- * tile's six rows would be six neighbouring columns of dY and every k step would land on a new
- * cache line (a new page for the LM head's [64, V] chunk). The copy costs n*o, the product n*o*i. */
+/* dW[o, i] += dY[n, o]^T @ X[n, i]: A = dY^T read in place (packing transposes it) */
 static void mm_bwd_w(float *dW, const float *dY, const float *X, int n, int in, int out)
 {
-    float *dYt = (float *)malloc((size_t)n * out * sizeof(float));
-    if (!dYt) { /* no memory for the copy: same result, slower */
-        gemm(dW, (size_t)in, dY, 1, out, X, in, 1, out, n, in);
-        return;
-    }
-#pragma omp parallel for schedule(static) if ((double)n * out > 1e5)
-    for (int o0 = 0; o0 < out; o0 += 32) /* 32 x n blocks: both sides stay in cache */
-        for (int t = 0; t < n; t++)
-            for (int o = o0; o < MIN(out, o0 + 32); o++) dYt[(size_t)o * n + t] = dY[(size_t)t * out + o];
-    gemm(dW, (size_t)in, dYt, n, 1, X, in, 1, out, n, in);
-    free(dYt);
+    gemm(dW, (size_t)in, dY, 1, out, X, in, 1, out, n, in);
 }
 
 void llama_matmul(float *out, const float *x, const float *w, int n, int in_dim, int out_dim)

@@ -202,6 +202,10 @@ llama_backend *llama_cuda_backend_create(const llama_model *m, const llama_cuda_
 
 /* out[n, o] = x[n, i] @ w[o, i]^T   (a Linear layer; w as HF stores it) */
 void llama_matmul(float *out, const float *x, const float *w, int n, int in_dim, int out_dim);
+/* C[r, j] += sum_kk A[r*ars + kk*aks] * B[kk*bks + j*bjs] for r < n, j < m, kk < k (C row-major
+ * with leading dimension ldc): the strided GEMM every product of the CPU model goes through. */
+void llama_gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t aks, const float *B,
+                ptrdiff_t bks, ptrdiff_t bjs, int n, int k, int m);
 /* out[n, d] = x / sqrt(mean(x^2) + eps) * w, per row */
 void llama_rmsnorm(float *out, const float *x, const float *w, int n, int d, float eps);
 /* inv_freq[hd/2] for the config, llama3 rope scaling applied when configured */

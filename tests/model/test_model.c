@@ -4,6 +4,7 @@
  *                 log-probs and every parameter gradient of J = sum_s w_s * completion_logp[s]
  *                 against transformers (tools/gen_llama_fixtures.py), max relative error 1e-4
  *   matmul        the blocked kernel against a naive triple loop, awkward sizes
+ *   gemm          the strided kernel in all four operand layouts, accumulating into C
  *   decode        KV-cache decode_step's full logits -> log-softmax == the batched forward's
  *                 chunked LM-head log-probs (also the "naive full-logits" check of the chunking)
  *   gqa           a GQA model equals the MHA model with repeated k/v heads (log-probs, grads)
@@ -407,6 +408,55 @@ static void test_matmul(void)
     printf("matmul vs naive fp64: max error / sum|x w| %.2e\n", worst);
 }
 
+/* llama_gemm, the kernel under every product, against a double-precision triple loop: all four
+ * operand layouts (A and B each row-major or transposed, read through strides), C with a
+ * leading dimension equal to or wider than m and non-zero before (the kernel accumulates), and
+ * sizes that are odd, below and above the kernel's blocks (tile 8 x 32 or 6 x 16, k block 256,
+ * row block 192, column block 1024). A broken tile, packing or edge case fails here first. */
+static void test_gemm(void)
+{
+    const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {9, 257, 33}, {8, 256, 32}, {6, 16, 16},
+                            {200, 70, 41}, {17, 300, 1030}, {197, 530, 1037}, {385, 3, 2}};
+    double worst = 0;
+    for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++) {
+        const int n = sizes[c][0], k = sizes[c][1], m = sizes[c][2];
+        const size_t ldc = (size_t)m + (c % 2 ? 3 : 0); /* ldc == m too: ASan sees a write past C */
+        float *a = (float *)xmalloc((size_t)n * k * 4), *b = (float *)xmalloc((size_t)k * m * 4);
+        float *C = (float *)xmalloc((size_t)n * ldc * 4), *C0 = (float *)xmalloc((size_t)n * ldc * 4);
+        for (size_t i = 0; i < (size_t)n * k; i++) a[i] = sinf(0.37f * (float)i + 1);
+        for (size_t i = 0; i < (size_t)k * m; i++) b[i] = cosf(0.11f * (float)i);
+        for (size_t i = 0; i < (size_t)n * ldc; i++) C0[i] = 0.25f * sinf(0.05f * (float)i);
+        for (int layout = 0; layout < 4; layout++) {
+            /* layout bit 0: A stored [k, n] (transposed); bit 1: B stored [m, k] (transposed) */
+            const ptrdiff_t ars = layout & 1 ? 1 : k, aks = layout & 1 ? n : 1;
+            const ptrdiff_t bks = layout & 2 ? 1 : m, bjs = layout & 2 ? k : 1;
+            memcpy(C, C0, (size_t)n * ldc * 4);
+            llama_gemm(C, ldc, a, ars, aks, b, bks, bjs, n, k, m);
+            double e = 0;
+            for (int r = 0; r < n; r++)
+                for (size_t j = 0; j < ldc; j++) {
+                    const size_t at = (size_t)r * ldc + j;
+                    if (j >= (size_t)m) { /* padding columns of C: untouched */
+                        CHECK(C[at] == C0[at], "gemm %dx%dx%d layout %d wrote C[%d][%zu] past m", n, k, m, layout, r, j);
+                        continue;
+                    }
+                    double s = C0[at], sa = fabs(C0[at]);
+                    for (int kk = 0; kk < k; kk++) {
+                        const double p = (double)a[r * ars + kk * aks] * b[kk * bks + (ptrdiff_t)j * bjs];
+                        s += p;
+                        sa += fabs(p);
+                    }
+                    e = fmax(e, fabs(C[at] - s) / sa);
+                }
+            worst = fmax(worst, e);
+            CHECK(e < 1e-6, "gemm %dx%dx%d layout %d: error %.2e (relative to sum |a b|)", n, k, m, layout, e);
+        }
+        free(a); free(b); free(C); free(C0);
+    }
+    printf("gemm (4 layouts, %d shapes) vs naive fp64: max error / sum|a b| %.2e\n",
+           (int)(sizeof sizes / sizeof sizes[0]), worst);
+}
+
 /* decode_step (full logits, one token at a time) against the batched, chunked forward. */
 static void test_decode_vs_forward(void)
 {
@@ -682,6 +732,7 @@ int main(int argc, char **argv)
 {
     const char *root = argc > 1 ? argv[1] : "tests/fixtures/llama";
     test_matmul();
+    test_gemm();
     test_decode_vs_forward();
     test_gqa_equals_repeated_kv();
     test_finite_differences();
