@@ -770,8 +770,13 @@ static int attention_bwd_gemm(const attn_dims *a, int n, const float *q, const f
 /* ========================================================================================== */
 /* The CPU backend                                                                             */
 
-/* Tokens per LM-head chunk: logits for LM_CHUNK tokens at a time ([LM_CHUNK, V] floats). */
-#define LM_CHUNK 64
+/* The LM head works on blocks of LM_TOK positions x LM_VOC vocabulary rows of logits
+ * ([LM_TOK, LM_VOC] floats = 2 MiB, never [T, V]). Blocking the vocabulary as well as the
+ * positions means each block of the LM-head weight is packed once per LM_TOK positions, and the
+ * weight gradient gets products of depth LM_TOK instead of many thin ones (each a read and write
+ * of the whole [V, D] gradient). */
+#define LM_TOK 256
+#define LM_VOC 2048
 
 typedef struct {
     llama_model *m;
@@ -828,7 +833,7 @@ static int cpu_reserve(cpu_impl *c, int T, char *err, size_t errsz)
     /* float count of everything, in double first, so that a huge T is an error, not a wrap */
     double total = (double)n * (L + 1) * D + 2.0 * L * n + (double)L * n * (2 * qd + 2 * kd + H + D + 2 * I) +
                    n + 4.0 * n * D + 2.0 * n * I + 4.0 * n * qd + 2.0 * n * kd +
-                   (double)LM_CHUNK * V;
+                   (double)LM_TOK * MIN(LM_VOC, V);
     if (total * 4 > 1e12) {
         snprintf(err, errsz, "batch of %d tokens needs %.1f GB of activations; use smaller batches",
                  T, total * 4 / 1e9);
@@ -842,7 +847,7 @@ static int cpu_reserve(cpu_impl *c, int T, char *err, size_t errsz)
              A_(buf_d2, n * D) && A_(buf_d3, n * D) && A_(buf_i, n * I) && A_(buf_i2, n * I) &&
              A_(buf_q, n * qd) && A_(buf_q2, n * qd) &&
              A_(buf_dk, n * kd) && A_(buf_dv, n * kd) &&
-             A_(logits, (size_t)LM_CHUNK * V) &&
+             A_(logits, (size_t)LM_TOK * MIN(LM_VOC, V)) &&
              A_(buf_kh, n * qd) && A_(buf_vh, n * qd);
 #undef A_
     if (!ok) {
@@ -988,31 +993,53 @@ static int cpu_forward(llama_backend *be, const llama_batch *b, float *logp)
     }
     rmsnorm_fwd(c->xf, c->rstdf, c->xres + (size_t)L * n * D, m->w.norm, T, D, cf->rms_norm_eps);
 
-    /* LM head in chunks of LM_CHUNK positions: logits [chunk, V], then per row the log-sum-exp
-     * (fp64 sum) and the next token's logit. Never more than [LM_CHUNK, V] logits at once. */
+    /* LM head in blocks of [LM_TOK positions, LM_VOC vocabulary rows] of logits: per position
+     * a running log-sum-exp over the vocabulary blocks (each block: its max in fp32 and
+     * sum exp(logit - max) in fp64; blocks merged in fp64) and the next token's logit. */
     int *next = (int *)malloc(n * sizeof(int));
-    if (!next) {
+    double *run_mx = (double *)malloc(2 * LM_TOK * sizeof(double)), *run_sum = run_mx + LM_TOK;
+    float *tgt = (float *)malloc(LM_TOK * sizeof(float));
+    if (!next || !run_mx || !tgt) {
+        free(next); free(run_mx); free(tgt);
         snprintf(be->err, sizeof be->err, "out of memory");
         return -1;
     }
     fill_next(b, next);
     for (int s = 0; s < b->n_seq; s++) logp[b->seq_start[s]] = 0.0f;
-    for (int t0 = 0; t0 < T; t0 += LM_CHUNK) {
-        const int cn = MIN(LM_CHUNK, T - t0);
-        mm_fwd(c->logits, c->xf + (size_t)t0 * D, m->w.lm_head, cn, D, V);
-#pragma omp parallel for schedule(static)
+    for (int t0 = 0; t0 < T; t0 += LM_TOK) {
+        const int cn = MIN(LM_TOK, T - t0);
         for (int r = 0; r < cn; r++) {
-            const float *lg = c->logits + (size_t)r * V;
-            float mx = -INFINITY;
-            for (int j = 0; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
-            double sum = 0;
-            for (int j = 0; j < V; j++) sum += expf(lg[j] - mx);
-            const float lse = mx + (float)log(sum);
+            run_mx[r] = -INFINITY;
+            run_sum[r] = 0;
+            tgt[r] = 0;
+        }
+        for (int v0 = 0; v0 < V; v0 += LM_VOC) {
+            const int vn = MIN(LM_VOC, V - v0);
+            mm_fwd(c->logits, c->xf + (size_t)t0 * D, m->w.lm_head + (size_t)v0 * D, cn, D, vn);
+#pragma omp parallel for schedule(static)
+            for (int r = 0; r < cn; r++) {
+                const float *lg = c->logits + (size_t)r * vn;
+                float bm = -INFINITY;
+                for (int j = 0; j < vn; j++) bm = lg[j] > bm ? lg[j] : bm;
+                double bs = 0;
+                for (int j = 0; j < vn; j++) bs += expf(lg[j] - bm);
+                if (bm > run_mx[r]) {
+                    run_sum[r] = run_sum[r] * exp(run_mx[r] - bm) + bs;
+                    run_mx[r] = bm;
+                } else {
+                    run_sum[r] += bs * exp(bm - run_mx[r]);
+                }
+                const int nt = next[t0 + r];
+                if (nt >= v0 && nt < v0 + vn) tgt[r] = lg[nt - v0];
+            }
+        }
+        for (int r = 0; r < cn; r++) {
+            const float lse = (float)(run_mx[r] + log(run_sum[r]));
             c->lm_lse[t0 + r] = lse;
-            if (next[t0 + r] >= 0) logp[t0 + r + 1] = lg[next[t0 + r]] - lse;
+            if (next[t0 + r] >= 0) logp[t0 + r + 1] = tgt[r] - lse;
         }
     }
-    free(next);
+    free(next); free(run_mx); free(tgt);
     /* remember the batch: backward must get the same one */
     free(c->last_tokens);
     free(c->last_start);
@@ -1057,8 +1084,8 @@ static int cpu_backward(llama_backend *be, const llama_batch *b, const float *dl
 
     /* ---- LM head: only positions whose next token carries weight ------------------------ */
     int *pos = (int *)malloc(n * sizeof(int)), *next = (int *)malloc(n * sizeof(int));
-    float *xg = (float *)malloc((size_t)LM_CHUNK * D * sizeof(float));
-    float *dxg = (float *)malloc((size_t)LM_CHUNK * D * sizeof(float));
+    float *xg = (float *)malloc((size_t)LM_TOK * D * sizeof(float));
+    float *dxg = (float *)malloc((size_t)LM_TOK * D * sizeof(float));
     if (!pos || !next || !xg || !dxg) {
         free(pos); free(next); free(xg); free(dxg);
         snprintf(be->err, sizeof be->err, "out of memory");
@@ -1070,23 +1097,30 @@ static int cpu_backward(llama_backend *be, const llama_batch *b, const float *dl
         if (next[t] >= 0 && dlogp[t + 1] != 0.0f) pos[np++] = t;
     float *dxf = c->buf_d2; /* [T, D] gradient w.r.t. the final normed hidden state */
     memset(dxf, 0, n * D * sizeof(float));
-    for (int p0 = 0; p0 < np; p0 += LM_CHUNK) {
-        const int cn = MIN(LM_CHUNK, np - p0);
+    /* per block of LM_TOK positions x LM_VOC vocabulary rows: logits again (bit-identical to
+     * the forward's: every element is summed in the same order), d logp / d logits =
+     * onehot(next) - softmax, times the weight of that log-prob, then both products */
+    for (int p0 = 0; p0 < np; p0 += LM_TOK) {
+        const int cn = MIN(LM_TOK, np - p0);
         for (int r = 0; r < cn; r++)
             memcpy(xg + (size_t)r * D, c->xf + (size_t)pos[p0 + r] * D, D * sizeof(float));
-        mm_fwd(c->logits, xg, m->w.lm_head, cn, D, V);
-        /* d logp / d logits = onehot(next) - softmax; times the weight of that log-prob */
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < cn; r++) {
-            const int t = pos[p0 + r];
-            const float g = dlogp[t + 1], lse = c->lm_lse[t];
-            float *lg = c->logits + (size_t)r * V;
-            for (int j = 0; j < V; j++) lg[j] = -g * expf(lg[j] - lse);
-            lg[next[t]] += g;
-        }
         memset(dxg, 0, (size_t)cn * D * sizeof(float));
-        mm_bwd_x(dxg, c->logits, m->w.lm_head, cn, D, V);
-        mm_bwd_w(gw->lm_head, c->logits, xg, cn, D, V); /* tied: lands in embed_tokens' grad */
+        for (int v0 = 0; v0 < V; v0 += LM_VOC) {
+            const int vn = MIN(LM_VOC, V - v0);
+            const float *wb = m->w.lm_head + (size_t)v0 * D; /* [vn, D] */
+            mm_fwd(c->logits, xg, wb, cn, D, vn);
+#pragma omp parallel for schedule(static)
+            for (int r = 0; r < cn; r++) {
+                const int t = pos[p0 + r], nt = next[t];
+                const float g = dlogp[t + 1], lse = c->lm_lse[t];
+                float *lg = c->logits + (size_t)r * vn;
+                for (int j = 0; j < vn; j++) lg[j] = -g * expf(lg[j] - lse);
+                if (nt >= v0 && nt < v0 + vn) lg[nt - v0] += g;
+            }
+            mm_bwd_x(dxg, c->logits, wb, cn, D, vn);
+            /* tied embeddings: this lands in embed_tokens' gradient */
+            mm_bwd_w(gw->lm_head + (size_t)v0 * D, c->logits, xg, cn, D, vn);
+        }
         for (int r = 0; r < cn; r++) {
             float *d = dxf + (size_t)pos[p0 + r] * D;
             for (int j = 0; j < D; j++) d[j] += dxg[(size_t)r * D + j];
