@@ -624,6 +624,78 @@ void llama_rope_apply(float *x, int n_heads, int hd, int pos, const double *inv_
         }
 }
 
+/* x[i] = e^(x[i] * scale - shift), in fp32, for softmax arguments (<= 0, or barely above from
+ * rounding). libm's expf is a call per element and was most of attention's time; this is Cephes'
+ * expf written so that compilers vectorise the loop: e^a = 2^n e^r with n = round(a log2 e) (by
+ * adding 1.5 * 2^23), r = a - n ln 2 in two parts (|r| <= ln2 / 2), e^r by a degree-6
+ * polynomial, 2^n put straight into the exponent bits. a is clamped to [-87, 88] so 2^n stays a
+ * normal float; below -87 the result is 0 (e^-87 ~ 1.6e-38), NaN stays NaN. The selects are
+ * integer masks: float ?: would be a branch under GCC's default -ftrapping-math and stop the
+ * vectoriser. Relative error ~1e-7 (test: against exp in double). */
+static ALWAYS_INLINE void exp_body(float *x, int n, float scale, float shift)
+{
+    for (int i = 0; i < n; i++) {
+        const float a = x[i] * scale - shift;
+        uint32_t ab, cb, tb, sb, yb;
+        memcpy(&ab, &a, 4);
+        const uint32_t lo = -(uint32_t)(a < -87.0f), hi = -(uint32_t)(a > 88.0f);
+        const uint32_t nan = -(uint32_t)(a != a);
+        cb = (ab & ~(lo | hi)) | (0xC2AE0000u & lo) | (0x42B00000u & hi); /* bits of -87, 88 */
+        float c, s, y;
+        memcpy(&c, &cb, 4);
+        const float t = c * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23 + n */
+        const float nf = t - 12582912.0f;
+        const float r = (c - nf * 0.693359375f) - nf * -2.12194440e-4f;
+        float p = 1.9875691500e-4f;
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        const float er = p * (r * r) + r + 1.0f;
+        memcpy(&tb, &t, 4);
+        sb = (tb - 0x4B400000u + 127u) << 23; /* tb - bits(1.5 * 2^23) = n; biased exponent */
+        memcpy(&s, &sb, 4);
+        y = er * s;
+        memcpy(&yb, &y, 4);
+        yb = (yb & ~(lo | nan)) | (ab & nan);
+        memcpy(&x[i], &yb, 4);
+    }
+}
+
+#ifdef LLAMA_X86_DISPATCH
+__attribute__((target("avx512f,avx2,fma"))) static void exp_avx512(float *x, int n, float scale, float shift)
+{
+    exp_body(x, n, scale, shift);
+}
+#endif
+
+void llama_exp_f32(float *x, int n, float scale, float shift)
+{
+#ifdef LLAMA_X86_DISPATCH
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
+        exp_avx512(x, n, scale, shift);
+        return;
+    }
+#endif
+    exp_body(x, n, scale, shift);
+}
+
+/* sum of x[0..n) in fp64, four partial sums (a fixed order: the same result every run) */
+static double sum_f64(const float *x, int n)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        s0 += x[j];
+        s1 += x[j + 1];
+        s2 += x[j + 2];
+        s3 += x[j + 3];
+    }
+    for (; j < n; j++) s0 += x[j];
+    return (s0 + s1) + (s2 + s3);
+}
+
 static inline float silu(float g) { return g / (1.0f + expf(-g)); }
 
 /* ========================================================================================== */
@@ -698,14 +770,18 @@ static int attention_fwd_gemm(const attn_dims *a, int n, const float *q, const f
             for (int r = 0; r < nq; r++) {
                 float *row = S + (size_t)r * nk;
                 const int last = t0 + r; /* causal: keys 0 .. last */
-                double mx = -INFINITY, sum = 0;
+                float mx = -INFINITY;
                 for (int s = 0; s <= last; s++) {
                     row[s] *= a->scale;
                     if (row[s] > mx) mx = row[s];
                 }
-                for (int s = 0; s <= last; s++) sum += exp((double)row[s] - mx);
+                /* one fp32 exp per score, their sum in fp64, p = e / sum (this was two fp64
+                 * exps per score, most of attention's time) */
+                llama_exp_f32(row, last + 1, 1.0f, mx);
+                const double sum = sum_f64(row, last + 1);
                 const double l = mx + log(sum);
-                for (int s = 0; s <= last; s++) row[s] = (float)exp((double)row[s] - l);
+                const float inv = (float)(1.0 / sum);
+                for (int s = 0; s <= last; s++) row[s] *= inv;
                 for (int s = last + 1; s < nk; s++) row[s] = 0.0f;
                 lse[(size_t)(t0 + r) * H + h] = (float)l;
                 float *o = out + (size_t)(t0 + r) * qs + off;
@@ -745,13 +821,11 @@ static int attention_bwd_gemm(const attn_dims *a, int n, const float *q, const f
             for (int r = 0; r < nq; r++) {
                 const int t = t0 + r;
                 float *pr = P + (size_t)r * nk, *dpr = dP + (size_t)r * nk;
-                const double l = lse[(size_t)t * H + h];
+                const float l = lse[(size_t)t * H + h];
                 const double Dt = dot_f64(dout + (size_t)t * qs + off, out + (size_t)t * qs + off, hd);
-                for (int s = 0; s <= t; s++) {
-                    const double p = exp((double)pr[s] * a->scale - l);
-                    pr[s] = (float)p;
-                    dpr[s] = (float)(p * ((double)dpr[s] - Dt) * a->scale); /* dS */
-                }
+                llama_exp_f32(pr, t + 1, a->scale, l); /* P, as in the forward */
+                for (int s = 0; s <= t; s++)
+                    dpr[s] = (float)(pr[s] * ((double)dpr[s] - Dt) * a->scale); /* dS */
                 for (int s = t + 1; s < nk; s++) pr[s] = dpr[s] = 0.0f;
                 float *dqt = dq + (size_t)t * qs + off;
                 for (int j = 0; j < hd; j++) dqt[j] = 0.0f;
@@ -1018,19 +1092,19 @@ static int cpu_forward(llama_backend *be, const llama_batch *b, float *logp)
             mm_fwd(c->logits, c->xf + (size_t)t0 * D, m->w.lm_head + (size_t)v0 * D, cn, D, vn);
 #pragma omp parallel for schedule(static)
             for (int r = 0; r < cn; r++) {
-                const float *lg = c->logits + (size_t)r * vn;
+                float *lg = c->logits + (size_t)r * vn;
+                const int nt = next[t0 + r];
+                if (nt >= v0 && nt < v0 + vn) tgt[r] = lg[nt - v0];
                 float bm = -INFINITY;
                 for (int j = 0; j < vn; j++) bm = lg[j] > bm ? lg[j] : bm;
-                double bs = 0;
-                for (int j = 0; j < vn; j++) bs += expf(lg[j] - bm);
+                llama_exp_f32(lg, vn, 1.0f, bm); /* in place: the block is scratch */
+                const double bs = sum_f64(lg, vn);
                 if (bm > run_mx[r]) {
                     run_sum[r] = run_sum[r] * exp(run_mx[r] - bm) + bs;
                     run_mx[r] = bm;
                 } else {
                     run_sum[r] += bs * exp(bm - run_mx[r]);
                 }
-                const int nt = next[t0 + r];
-                if (nt >= v0 && nt < v0 + vn) tgt[r] = lg[nt - v0];
             }
         }
         for (int r = 0; r < cn; r++) {
@@ -1114,7 +1188,8 @@ static int cpu_backward(llama_backend *be, const llama_batch *b, const float *dl
                 const int t = pos[p0 + r], nt = next[t];
                 const float g = dlogp[t + 1], lse = c->lm_lse[t];
                 float *lg = c->logits + (size_t)r * vn;
-                for (int j = 0; j < vn; j++) lg[j] = -g * expf(lg[j] - lse);
+                llama_exp_f32(lg, vn, 1.0f, lse); /* softmax */
+                for (int j = 0; j < vn; j++) lg[j] *= -g;
                 if (nt >= v0 && nt < v0 + vn) lg[nt - v0] += g;
             }
             mm_bwd_x(dxg, c->logits, wb, cn, D, vn);

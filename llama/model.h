@@ -206,6 +206,9 @@ void llama_matmul(float *out, const float *x, const float *w, int n, int in_dim,
  * with leading dimension ldc): the strided GEMM every product of the CPU model goes through. */
 void llama_gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t aks, const float *B,
                 ptrdiff_t bks, ptrdiff_t bjs, int n, int k, int m);
+/* x[i] = exp(x[i] * scale - shift) in fp32, vectorisable (the softmax exps of attention and the
+ * LM head); for arguments <= 88, 0 below -87, relative error ~1e-7 */
+void llama_exp_f32(float *x, int n, float scale, float shift);
 /* out[n, d] = x / sqrt(mean(x^2) + eps) * w, per row */
 void llama_rmsnorm(float *out, const float *x, const float *w, int n, int d, float eps);
 /* inv_freq[hd/2] for the config, llama3 rope scaling applied when configured */

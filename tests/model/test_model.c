@@ -5,6 +5,7 @@
  *                 against transformers (tools/gen_llama_fixtures.py), max relative error 1e-4
  *   matmul        the blocked kernel against a naive triple loop, awkward sizes
  *   gemm          the strided kernel in all four operand layouts, accumulating into C
+ *   exp           the vectorised softmax exp against exp in double
  *   decode        KV-cache decode_step's full logits -> log-softmax == the batched forward's
  *                 chunked LM-head log-probs (also the "naive full-logits" check of the chunking)
  *   gqa           a GQA model equals the MHA model with repeated k/v heads (log-probs, grads)
@@ -457,6 +458,31 @@ static void test_gemm(void)
            (int)(sizeof sizes / sizeof sizes[0]), worst);
 }
 
+/* llama_exp_f32 (the softmax exps) against exp in double: relative error on a fine grid of
+ * arguments from -87 to 1 through scale and shift, exactly 0 below -87, NaN kept. */
+static void test_exp(void)
+{
+    enum { N = 200001 };
+    float *x = (float *)xmalloc(N * sizeof(float));
+    for (int i = 0; i < N; i++) x[i] = (float)(-88.0 + 89.0 * i / (N - 1)); /* -88 .. 1 */
+    llama_exp_f32(x, N, 2.0f, 1.0f); /* e^(2a - 1) */
+    double e = 0;
+    for (int i = 0; i < N; i++) {
+        const float a = (float)(-88.0 + 89.0 * i / (N - 1)), arg = a * 2.0f - 1.0f;
+        if (arg < -87.0f) {
+            CHECK(x[i] == 0.0f, "exp_f32(%g) = %g, expected 0 below -87", arg, x[i]);
+            continue;
+        }
+        e = fmax(e, fabs(x[i] - exp((double)arg)) / exp((double)arg));
+    }
+    CHECK(e < 3e-7, "exp_f32: relative error %.2e", e);
+    float y[3] = {NAN, -INFINITY, 0.0f};
+    llama_exp_f32(y, 3, 1.0f, 0.0f);
+    CHECK(isnan(y[0]) && y[1] == 0.0f && y[2] == 1.0f, "exp_f32(NaN, -inf, 0) = %g %g %g", y[0], y[1], y[2]);
+    printf("exp_f32 vs exp in double: max relative error %.2e\n", e);
+    free(x);
+}
+
 /* decode_step (full logits, one token at a time) against the batched, chunked forward. */
 static void test_decode_vs_forward(void)
 {
@@ -733,6 +759,7 @@ int main(int argc, char **argv)
     const char *root = argc > 1 ? argv[1] : "tests/fixtures/llama";
     test_matmul();
     test_gemm();
+    test_exp();
     test_decode_vs_forward();
     test_gqa_equals_repeated_kv();
     test_finite_differences();
