@@ -283,22 +283,17 @@ void llama_completion_logp(const llama_batch *b, const float *logp, double *out)
 #define ALWAYS_INLINE inline
 #endif
 
-typedef struct {
-    float *C;
-    size_t ldc;
-    const float *A;
-    ptrdiff_t ars, aks;
-    const float *B;
-    ptrdiff_t bks, bjs;
-    int n, k, m;
-} gemm_args;
-
 /* A register tile: C[mr, nr] += a[kk][0..MR) x b[kk][0..NR) over kk < kn, where a and b are a
  * packed sliver and panel and mr <= MR, nr <= NR say how much of the tile is inside C. */
 typedef void (*gemm_tile_fn)(int kn, const float *a, const float *b, float *C, size_t ldc, int mr,
                              int nr);
+/* Packing, the same for slivers of A and panels of B: dst[kk*w + r] = src[r*rs + kk*ks] for
+ * r < rv, kk < kn, and 0 for rv <= r < w. */
+typedef void (*gemm_pack_fn)(float *dst, const float *src, ptrdiff_t rs, ptrdiff_t ks, int rv,
+                             int kn, int w);
 typedef struct {
     gemm_tile_fn tile;
+    gemm_pack_fn pack;
     int mr, nr;
 } gemm_kernel;
 
@@ -362,74 +357,127 @@ static void tile_6x16(int kn, const float *a, const float *b, float *C, size_t l
 }
 #endif
 
+/* dst[c*ldd + r] = src[r*lds + c] for r, c < 8: an 8x8 transpose in registers, three rounds of
+ * two-input shuffles (GCC's __builtin_shuffle; elsewhere the scalar loop in pack_body). This is
+ * where packing spends its time when the packed index is the strided one (A = dY in dX = dY W,
+ * B = W^T in Y = X W^T, attention's P and dS): element by element it cost as much as a
+ * sixth of the whole step. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define LLAMA_SHUFFLE 1
+typedef float vf8 __attribute__((vector_size(8 * sizeof(float))));
+typedef int vi8 __attribute__((vector_size(8 * sizeof(int))));
+static ALWAYS_INLINE void transpose8(float *dst, ptrdiff_t ldd, const float *src, ptrdiff_t lds)
+{
+    vf8 a[8], b[8];
+    for (int i = 0; i < 8; i++) memcpy(&a[i], src + i * lds, sizeof(vf8));
+    for (int i = 0; i < 8; i += 2) { /* rows i, i+1 interleaved: columns (0,1|4,5), (2,3|6,7) */
+        b[i] = __builtin_shuffle(a[i], a[i + 1], (vi8){0, 8, 1, 9, 4, 12, 5, 13});
+        b[i + 1] = __builtin_shuffle(a[i], a[i + 1], (vi8){2, 10, 3, 11, 6, 14, 7, 15});
+    }
+    for (int i = 0; i < 8; i += 4) { /* rows i..i+3 of columns (0|4), (1|5), (2|6), (3|7) */
+        a[i] = __builtin_shuffle(b[i], b[i + 2], (vi8){0, 1, 8, 9, 4, 5, 12, 13});
+        a[i + 1] = __builtin_shuffle(b[i], b[i + 2], (vi8){2, 3, 10, 11, 6, 7, 14, 15});
+        a[i + 2] = __builtin_shuffle(b[i + 1], b[i + 3], (vi8){0, 1, 8, 9, 4, 5, 12, 13});
+        a[i + 3] = __builtin_shuffle(b[i + 1], b[i + 3], (vi8){2, 3, 10, 11, 6, 7, 14, 15});
+    }
+    for (int c = 0; c < 4; c++) { /* columns c and c+4, rows 0..7 */
+        b[c] = __builtin_shuffle(a[c], a[c + 4], (vi8){0, 1, 2, 3, 8, 9, 10, 11});
+        b[c + 4] = __builtin_shuffle(a[c], a[c + 4], (vi8){4, 5, 6, 7, 12, 13, 14, 15});
+    }
+    for (int c = 0; c < 8; c++) memcpy(dst + c * ldd, &b[c], sizeof(vf8));
+}
+#endif
+
+static ALWAYS_INLINE void pack_body(float *dst, const float *src, ptrdiff_t rs, ptrdiff_t ks,
+                                    int rv, int kn, int w)
+{
+    if (ks == 1) { /* each packed row is contiguous in src: a transpose */
+        int r = 0;
+#ifdef LLAMA_SHUFFLE
+        for (; r + 8 <= rv; r += 8) {
+            int kk = 0;
+            for (; kk + 8 <= kn; kk += 8) transpose8(dst + (ptrdiff_t)kk * w + r, w, src + r * rs + kk, rs);
+            for (; kk < kn; kk++)
+                for (int i = r; i < r + 8; i++) dst[(ptrdiff_t)kk * w + i] = src[i * rs + kk];
+        }
+#endif
+        for (; r < rv; r++)
+            for (int kk = 0; kk < kn; kk++) dst[(ptrdiff_t)kk * w + r] = src[r * rs + kk];
+    } else if (rs == 1) { /* contiguous along the packed row: plain copies */
+        for (int kk = 0; kk < kn; kk++) memcpy(dst + (ptrdiff_t)kk * w, src + kk * ks, (size_t)rv * sizeof(float));
+    } else {
+        for (int kk = 0; kk < kn; kk++)
+            for (int r = 0; r < rv; r++) dst[(ptrdiff_t)kk * w + r] = src[r * rs + kk * ks];
+    }
+    for (int kk = 0; kk < kn; kk++)
+        for (int r = rv; r < w; r++) dst[(ptrdiff_t)kk * w + r] = 0.0f;
+}
+
+static void pack_generic(float *dst, const float *src, ptrdiff_t rs, ptrdiff_t ks, int rv, int kn,
+                         int w)
+{
+    pack_body(dst, src, rs, ks, rv, kn, w);
+}
+
 /* On x86 with GCC, the same C compiled for AVX2+FMA and AVX-512, picked at run time: the
  * binary still runs on any x86-64. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define LLAMA_X86_DISPATCH 1
-__attribute__((target("avx2,fma"))) static void tile_6x16_avx2(int kn, const float *a,
-                                                                const float *b, float *C,
-                                                                size_t ldc, int mr, int nr)
+#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+AVX2 static void tile_6x16_avx2(int kn, const float *a, const float *b, float *C, size_t ldc,
+                                int mr, int nr)
 {
     tile_body(6, 1, kn, a, b, C, ldc, mr, nr);
 }
-__attribute__((target("avx512f,avx2,fma"))) static void tile_8x32_avx512(int kn, const float *a,
-                                                                         const float *b, float *C,
-                                                                         size_t ldc, int mr, int nr)
+AVX2 static void pack_avx2(float *dst, const float *src, ptrdiff_t rs, ptrdiff_t ks, int rv, int kn,
+                           int w)
+{
+    pack_body(dst, src, rs, ks, rv, kn, w);
+}
+AVX512 static void tile_8x32_avx512(int kn, const float *a, const float *b, float *C, size_t ldc,
+                                    int mr, int nr)
 {
     tile_body(8, 2, kn, a, b, C, ldc, mr, nr);
 }
+AVX512 static void pack_avx512(float *dst, const float *src, ptrdiff_t rs, ptrdiff_t ks, int rv,
+                               int kn, int w)
+{
+    pack_body(dst, src, rs, ks, rv, kn, w);
+}
 #endif
+
+static int gemm_level_forced = 0; /* llama_gemm_force_level: tests run every kernel there is */
 
 static gemm_kernel pick_gemm_kernel(void)
 {
 #ifdef LLAMA_X86_DISPATCH
     /* libgcc's constructor has filled in the CPU model before main: no __builtin_cpu_init */
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"))
-        return (gemm_kernel){tile_8x32_avx512, 8, 32};
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return (gemm_kernel){tile_6x16_avx2, 6, 16};
+    const int f = gemm_level_forced;
+    if ((f == 0 || f == 3) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"))
+        return (gemm_kernel){tile_8x32_avx512, pack_avx512, 8, 32};
+    if ((f == 0 || f == 2) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return (gemm_kernel){tile_6x16_avx2, pack_avx2, 6, 16};
 #endif
-    return (gemm_kernel){tile_6x16, 6, 16};
+    return (gemm_kernel){tile_6x16, pack_generic, 6, 16};
 }
 
-/* Sliver s of rows [r0, r0 + rn): ap[kk*mr + r] = A(r0 + s*mr + r, k0 + kk), zero past rn.
- * The loop order follows whichever of A's strides is 1, so reads are sequential. */
-static void pack_a(float *ap, const gemm_args *g, int r0, int rn, int k0, int kn, int s, int mr)
+int llama_gemm_force_level(int level)
 {
-    const int rs = s * mr, rv = MIN(mr, rn - rs); /* valid rows in this sliver */
-    const float *A = g->A + (ptrdiff_t)(r0 + rs) * g->ars + (ptrdiff_t)k0 * g->aks;
-    if (g->aks == 1) {
-        for (int r = 0; r < rv; r++)
-            for (int kk = 0; kk < kn; kk++) ap[kk * mr + r] = A[(ptrdiff_t)r * g->ars + kk];
-    } else {
-        for (int kk = 0; kk < kn; kk++)
-            for (int r = 0; r < rv; r++) ap[kk * mr + r] = A[(ptrdiff_t)r * g->ars + (ptrdiff_t)kk * g->aks];
-    }
-    for (int kk = 0; kk < kn; kk++)
-        for (int r = rv; r < mr; r++) ap[kk * mr + r] = 0.0f;
-}
-
-/* Panel p of columns [j0, j0 + jn): bp[kk*nr + j] = B(k0 + kk, j0 + p*nr + j), zero past jn. */
-static void pack_b(float *bp, const gemm_args *g, int j0, int jn, int k0, int kn, int p, int nr)
-{
-    const int js = p * nr, jv = MIN(nr, jn - js);
-    const float *B = g->B + (ptrdiff_t)k0 * g->bks + (ptrdiff_t)(j0 + js) * g->bjs;
-    if (g->bks == 1) { /* B = W^T: column j of the panel is a row of W */
-        for (int j = 0; j < jv; j++)
-            for (int kk = 0; kk < kn; kk++) bp[kk * nr + j] = B[(ptrdiff_t)j * g->bjs + kk];
-    } else {
-        for (int kk = 0; kk < kn; kk++)
-            for (int j = 0; j < jv; j++) bp[kk * nr + j] = B[(ptrdiff_t)kk * g->bks + (ptrdiff_t)j * g->bjs];
-    }
-    for (int kk = 0; kk < kn; kk++)
-        for (int j = jv; j < nr; j++) bp[kk * nr + j] = 0.0f;
+    int ok = level == 0 || level == 1;
+#ifdef LLAMA_X86_DISPATCH
+    if (level == 2) ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (level == 3) ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#endif
+    if (!ok) return -1;
+    gemm_level_forced = level;
+    return 0;
 }
 
 static void gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t aks,
                  const float *B, ptrdiff_t bks, ptrdiff_t bjs, int n, int k, int m)
 {
     if (n <= 0 || m <= 0 || k <= 0) return;
-    const gemm_args g = {C, ldc, A, ars, aks, B, bks, bjs, n, k, m};
     const gemm_kernel kr = pick_gemm_kernel(); /* a few loads; no shared state to race on */
     const int mr = kr.mr, nr = kr.nr;
     /* packing buffers, sized for this product's blocks (64-byte aligned for the vector loads) */
@@ -455,11 +503,15 @@ static void gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t 
         for (int k0 = 0; k0 < k; k0 += KB) {
             const int kn = MIN(KB, k - k0);
 #pragma omp for schedule(static)
-            for (int p = 0; p < np; p++) pack_b(Bp + (size_t)p * kn * nr, &g, j0, jn, k0, kn, p, nr);
+            for (int p = 0; p < np; p++) /* panel p: columns j0 + p*nr ... */
+                kr.pack(Bp + (size_t)p * kn * nr, B + (ptrdiff_t)k0 * bks + (ptrdiff_t)(j0 + p * nr) * bjs,
+                        bjs, bks, MIN(nr, jn - p * nr), kn, nr);
             for (int r0 = 0; r0 < n; r0 += MC) {
                 const int rn = MIN(MC, n - r0), ns = (rn + mr - 1) / mr;
 #pragma omp for schedule(static)
-                for (int s = 0; s < ns; s++) pack_a(Ap + (size_t)s * kn * mr, &g, r0, rn, k0, kn, s, mr);
+                for (int s = 0; s < ns; s++) /* sliver s: rows r0 + s*mr ... */
+                    kr.pack(Ap + (size_t)s * kn * mr, A + (ptrdiff_t)(r0 + s * mr) * ars + (ptrdiff_t)k0 * aks,
+                            ars, aks, MIN(mr, rn - s * mr), kn, mr);
                 /* panels outer: a thread keeps one B panel in L1 and sweeps the A slivers (L2) */
 #pragma omp for collapse(2) schedule(static)
                 for (int p = 0; p < np; p++)
@@ -673,7 +725,8 @@ __attribute__((target("avx512f,avx2,fma"))) static void exp_avx512(float *x, int
 void llama_exp_f32(float *x, int n, float scale, float shift)
 {
 #ifdef LLAMA_X86_DISPATCH
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
+    const int f = gemm_level_forced; /* the tests run both versions */
+    if ((f == 0 || f == 3) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma")) {
         exp_avx512(x, n, scale, shift);
         return;
     }

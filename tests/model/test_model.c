@@ -414,7 +414,18 @@ static void test_matmul(void)
  * leading dimension equal to or wider than m and non-zero before (the kernel accumulates), and
  * sizes that are odd, below and above the kernel's blocks (tile 8 x 32 or 6 x 16, k block 256,
  * row block 192, column block 1024). A broken tile, packing or edge case fails here first. */
+static void test_gemm_kernel(const char *kernel);
 static void test_gemm(void)
+{
+    const char *names[] = {"auto", "portable C", "AVX2", "AVX-512"};
+    for (int level = 1; level <= 3; level++) {
+        if (llama_gemm_force_level(level) == 0) test_gemm_kernel(names[level]);
+        else printf("gemm: no %s kernel on this CPU/build: not tested\n", names[level]);
+    }
+    llama_gemm_force_level(0);
+}
+
+static void test_gemm_kernel(const char *kernel)
 {
     const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {9, 257, 33}, {8, 256, 32}, {6, 16, 16},
                             {200, 70, 41}, {17, 300, 1030}, {197, 530, 1037}, {385, 3, 2}};
@@ -438,7 +449,8 @@ static void test_gemm(void)
                 for (size_t j = 0; j < ldc; j++) {
                     const size_t at = (size_t)r * ldc + j;
                     if (j >= (size_t)m) { /* padding columns of C: untouched */
-                        CHECK(C[at] == C0[at], "gemm %dx%dx%d layout %d wrote C[%d][%zu] past m", n, k, m, layout, r, j);
+                        CHECK(C[at] == C0[at], "gemm %s %dx%dx%d layout %d wrote C[%d][%zu] past m", kernel, n, k, m,
+                              layout, r, j);
                         continue;
                     }
                     double s = C0[at], sa = fabs(C0[at]);
@@ -450,17 +462,27 @@ static void test_gemm(void)
                     e = fmax(e, fabs(C[at] - s) / sa);
                 }
             worst = fmax(worst, e);
-            CHECK(e < 1e-6, "gemm %dx%dx%d layout %d: error %.2e (relative to sum |a b|)", n, k, m, layout, e);
+            CHECK(e < 1e-6, "gemm %s %dx%dx%d layout %d: error %.2e (relative to sum |a b|)", kernel, n, k, m,
+                  layout, e);
         }
         free(a); free(b); free(C); free(C0);
     }
-    printf("gemm (4 layouts, %d shapes) vs naive fp64: max error / sum|a b| %.2e\n",
-           (int)(sizeof sizes / sizeof sizes[0]), worst);
+    printf("gemm, %s kernel (4 layouts, %d shapes) vs naive fp64: max error / sum|a b| %.2e\n",
+           kernel, (int)(sizeof sizes / sizeof sizes[0]), worst);
 }
 
 /* llama_exp_f32 (the softmax exps) against exp in double: relative error on a fine grid of
  * arguments from -87 to 1 through scale and shift, exactly 0 below -87, NaN kept. */
+static void test_exp_kernel(const char *kernel);
 static void test_exp(void)
+{
+    llama_gemm_force_level(1);
+    test_exp_kernel("portable");
+    if (llama_gemm_force_level(3) == 0) test_exp_kernel("AVX-512");
+    llama_gemm_force_level(0);
+}
+
+static void test_exp_kernel(const char *kernel)
 {
     enum { N = 200001 };
     float *x = (float *)xmalloc(N * sizeof(float));
@@ -475,11 +497,12 @@ static void test_exp(void)
         }
         e = fmax(e, fabs(x[i] - exp((double)arg)) / exp((double)arg));
     }
-    CHECK(e < 3e-7, "exp_f32: relative error %.2e", e);
+    CHECK(e < 3e-7, "exp_f32 (%s): relative error %.2e", kernel, e);
     float y[3] = {NAN, -INFINITY, 0.0f};
     llama_exp_f32(y, 3, 1.0f, 0.0f);
-    CHECK(isnan(y[0]) && y[1] == 0.0f && y[2] == 1.0f, "exp_f32(NaN, -inf, 0) = %g %g %g", y[0], y[1], y[2]);
-    printf("exp_f32 vs exp in double: max relative error %.2e\n", e);
+    CHECK(isnan(y[0]) && y[1] == 0.0f && y[2] == 1.0f, "exp_f32 (%s) of NaN, -inf, 0 = %g %g %g", kernel,
+          y[0], y[1], y[2]);
+    printf("exp_f32 (%s) vs exp in double: max relative error %.2e\n", kernel, e);
     free(x);
 }
 
