@@ -403,8 +403,10 @@ static ALWAYS_INLINE void pack_body(float *dst, const float *src, ptrdiff_t rs, 
 #endif
         for (; r < rv; r++)
             for (int kk = 0; kk < kn; kk++) dst[(ptrdiff_t)kk * w + r] = src[r * rs + kk];
-    } else if (rs == 1) { /* contiguous along the packed row: plain copies */
-        for (int kk = 0; kk < kn; kk++) memcpy(dst + (ptrdiff_t)kk * w, src + kk * ks, (size_t)rv * sizeof(float));
+    } else if (rs == 1) { /* contiguous along the packed row: plain copies (a loop, not a
+                           * memcpy call per 32 floats) */
+        for (int kk = 0; kk < kn; kk++)
+            for (int r = 0; r < rv; r++) dst[(ptrdiff_t)kk * w + r] = src[kk * ks + r];
     } else {
         for (int kk = 0; kk < kn; kk++)
             for (int r = 0; r < rv; r++) dst[(ptrdiff_t)kk * w + r] = src[r * rs + kk * ks];
