@@ -206,7 +206,8 @@ void llama_matmul(float *out, const float *x, const float *w, int n, int in_dim,
  * with leading dimension ldc): the strided GEMM every product of the CPU model goes through. */
 void llama_gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t aks, const float *B,
                 ptrdiff_t bks, ptrdiff_t bjs, int n, int k, int m);
-/* For tests: which kernel llama_gemm uses; 0 = the best this CPU has (default), 1 = portable C,
+/* For tests: which kernel llama_gemm (and llama_exp_f32) uses; 0 = the best this CPU has
+ * (default), 1 = generic (GCC/Clang vector extensions for the baseline target, or plain C),
  * 2 = AVX2+FMA, 3 = AVX-512. Returns -1 (and changes nothing) where the CPU or build lacks it.
  * Not to be called while a product runs. */
 int llama_gemm_force_level(int level);

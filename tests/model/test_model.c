@@ -417,7 +417,7 @@ static void test_matmul(void)
 static void test_gemm_kernel(const char *kernel);
 static void test_gemm(void)
 {
-    const char *names[] = {"auto", "portable C", "AVX2", "AVX-512"};
+    const char *names[] = {"auto", "generic (vector extensions or plain C)", "AVX2", "AVX-512"};
     for (int level = 1; level <= 3; level++) {
         if (llama_gemm_force_level(level) == 0) test_gemm_kernel(names[level]);
         else printf("gemm: no %s kernel on this CPU/build: not tested\n", names[level]);
@@ -477,7 +477,7 @@ static void test_exp_kernel(const char *kernel);
 static void test_exp(void)
 {
     llama_gemm_force_level(1);
-    test_exp_kernel("portable");
+    test_exp_kernel("generic");
     if (llama_gemm_force_level(3) == 0) test_exp_kernel("AVX-512");
     llama_gemm_force_level(0);
 }
