@@ -1108,7 +1108,9 @@ static int cpu_forward(llama_backend *be, const llama_batch *b, float *logp)
             const size_t t0 = (size_t)b->seq_start[s];
             if (attention_fwd_gemm(&ad, b->seq_start[s + 1] - b->seq_start[s], q + t0 * qd,
                                    k + t0 * kd, v + t0 * kd, att + t0 * qd, lse + t0 * H)) {
-                snprintf(be->err, sizeof be->err, "out of memory for attention scratch");
+                snprintf(be->err, sizeof be->err, "out of memory for the attention scratch of a %d-token "
+                         "sequence; free memory or use a smaller --max-length",
+                         b->seq_start[s + 1] - b->seq_start[s]);
                 return -1;
             }
         }
@@ -1316,7 +1318,9 @@ static int cpu_backward(llama_backend *be, const llama_batch *b, const float *dl
             if (attention_bwd_gemm(&ad, b->seq_start[s + 1] - b->seq_start[s], q + t0 * qd, k + t0 * kd,
                                    v + t0 * kd, att + t0 * qd, lse + t0 * H, datt + t0 * qd,
                                    dq + t0 * qd, dkh + t0 * qd, dvh + t0 * qd)) {
-                snprintf(be->err, sizeof be->err, "out of memory for attention scratch");
+                snprintf(be->err, sizeof be->err, "out of memory for the attention scratch of a %d-token "
+                         "sequence; free memory or use a smaller --max-length",
+                         b->seq_start[s + 1] - b->seq_start[s]);
                 return -1;
             }
         }
