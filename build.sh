@@ -13,16 +13,17 @@ cd "$(dirname "$0")"
 
 CC=${CC:-cc}
 NVCC=${NVCC:-$(command -v nvcc || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; } || true)}
+[ "$NVCC" = none ] && NVCC=""   # NVCC=none: build as on a machine without the CUDA toolkit
 OPT=${OPT:--O2}
 WARN="-Wall -Wextra"
 SAN=""
 OMP=""
 if echo 'int main(void){return 0;}' | $CC -fopenmp -x c - -o /dev/null 2>/dev/null; then OMP="-fopenmp"; fi
-BUILD=build
+BUILD=${BUILD_DIR:-build}   # BUILD_DIR: another output folder (./trainer and ./clair then go there too)
 mode=${1:-all}
 case "$mode" in
   all|test) ;;
-  asan) SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"; OPT="-O1 -g"; BUILD=build/asan ;;
+  asan) SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"; OPT="-O1 -g"; BUILD=${BUILD_DIR:-build}/asan ;;
   clean) rm -rf build trainer clair; exit 0 ;;
   -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
   *) echo "build.sh: unknown mode '$mode' (use: all, test, asan, clean)" >&2; exit 2 ;;

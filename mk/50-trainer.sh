@@ -6,7 +6,7 @@
 # $BUILD/kernels.o (+ CUDA runtime, cuBLAS) when it exists, else its $BUILD/cuda_stub.o. A missing
 # object skips the link, saying which. tests/trainer/ holds the end-to-end tests (shell).
 
-trainer__bin() { if [ -n "$SAN" ]; then echo "$BUILD/trainer"; else echo "./trainer"; fi; }
+trainer__bin() { if [ "$BUILD" = build ]; then echo "./trainer"; else echo "$BUILD/trainer"; fi; }
 
 build_trainer() {
   mkdir -p "$BUILD/trainer_tests"
