@@ -3,6 +3,7 @@
 #
 #   ./build.sh            build everything this machine can build (CPU always; kernels.cu when nvcc exists)
 #   ./build.sh test       build, then run every test (GPU tests say "skipped" without a GPU)
+#   ./build.sh test PART  build, then run the tests of the named parts only (apo, clair, model, ...)
 #   ./build.sh asan       build and run the tests under AddressSanitizer + UBSan
 #   ./build.sh clean      remove build outputs
 #
@@ -21,11 +22,13 @@ OMP=""
 if echo 'int main(void){return 0;}' | $CC -fopenmp -x c - -o /dev/null 2>/dev/null; then OMP="-fopenmp"; fi
 BUILD=${BUILD_DIR:-build}   # BUILD_DIR: another output folder (./trainer and ./clair then go there too)
 mode=${1:-all}
+[ $# -gt 0 ] && shift
+ONLY=" $* "   # test/asan: the parts whose tests run (all when empty)
 case "$mode" in
   all|test) ;;
   asan) SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"; OPT="-O1 -g"; BUILD=${BUILD_DIR:-build}/asan ;;
   clean) rm -rf build trainer clair; exit 0 ;;
-  -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
   *) echo "build.sh: unknown mode '$mode' (use: all, test, asan, clean)" >&2; exit 2 ;;
 esac
 CFLAGS="$OPT $WARN $SAN"
@@ -52,7 +55,9 @@ done
 
 for p in "${PARTS[@]}"; do "build_$p"; done
 if [ "$mode" = test ] || [ "$mode" = asan ]; then
-  for p in "${PARTS[@]}"; do "test_$p"; done
+  for p in "${PARTS[@]}"; do
+    if [ "$ONLY" = "  " ] || [[ "$ONLY" == *" $p "* ]]; then "test_$p"; fi
+  done
   echo
   [ -n "$FAILED_NAMES" ] && echo "failed:$FAILED_NAMES"
   echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
