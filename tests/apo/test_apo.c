@@ -3,7 +3,7 @@
  *   test_apo [reference.txt]
  *
  * 1. every loss against tests/apo/reference.txt (TRL's formulas evaluated with mpmath and
- *    torch autograd by tests/apo/gen_reference.py): per-pair values and gradients, unpaired
+ *    torch autograd by tools/gen_apo_reference.py): per-pair values and gradients, unpaired
  *    APO-zero, batches of weighted loss lists with TRL's metrics, sequence log-probs and dlogits;
  * 2. finite-difference gradients of every loss at random points;
  * 3. the paper's behaviour at initialisation (APO-zero, APO-down, DPO);

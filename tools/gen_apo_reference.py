@@ -18,7 +18,7 @@ sequence log-probs from logits are computed with torch float64 autograd.
 Conventions pinned here (documented in apo.h): exo_pair with label_smoothing 0 uses 1e-3;
 bco_pair uses a given delta (0 = TRL 1.x); token counts are clamped to >= 1.
 
-Usage: python3 tests/apo/gen_reference.py > tests/apo/reference.txt
+Usage: python3 tools/gen_apo_reference.py > tests/apo/reference.txt
 """
 import random
 import sys
@@ -171,7 +171,7 @@ def g(x):
 def main():
     rng = random.Random(20241108)
     out = sys.stdout
-    out.write("# apo.h reference table, written by tests/apo/gen_reference.py (do not edit).\n")
+    out.write("# apo.h reference table, written by tools/gen_apo_reference.py (do not edit).\n")
     out.write("# pair type beta label_smoothing tau bco_delta pc pr rc rr nc nr | loss dloss/dpc dloss/dpr\n")
     n_rows = n_torch_overflow = 0
     for name in NAMES:
