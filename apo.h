@@ -271,6 +271,41 @@ APO_DEF APO_HD double apo_zero_unpaired_loss(double beta, double policy_logp, do
 APO_DEF double apo_batch_loss(const apo_term *terms, int n_terms, const apo_pair *pairs, int n,
                               double *d_chosen, double *d_rejected, apo_metrics *m);
 
+/* What a micro-batch must know about the whole (global) batch it belongs to. */
+typedef struct {
+    int n_pairs;            /* pairs in the global batch */
+    double chosen_tokens;   /* sum of n_chosen over the global batch (the sft denominator) */
+} apo_batch_totals;
+
+/* The share of one micro-batch in the loss of its global batch: sum over the micro-batches of the
+ * returned values equals apo_batch_loss over the whole batch, and d_chosen[i], d_rejected[i] are
+ * d(global loss)/d(policy log-probs of pair i) (so the gradients of all micro-batches simply add up).
+ * Pairwise terms contribute sum_i loss_i / totals->n_pairs; sft contributes -sum_i pc_i /
+ * max(1, totals->chosen_tokens). If m is non-NULL it receives this micro-batch's shares of the
+ * metrics (loss, rewards_*, logps_* divided by totals->n_pairs, counts n_pairs / n_nonfinite as
+ * counts), so adding the apo_metrics of all micro-batches field by field with apo_metrics_add gives
+ * the metrics of the whole batch. Non-finite pairs: zero gradient, counted in n_nonfinite (the
+ * equality with apo_batch_loss then no longer holds; why is said below).
+ *
+ * The totals are known before any log-prob is: n_pairs and the token counts come from the
+ * tokenised data (count a chosen answer's n_chosen below 0 as 0, as apo_batch_loss does). The
+ * sum of the returns equals apo_batch_loss up to rounding (the same terms, added in another
+ * order; the gradients are bit-identical), provided every pair is finite. A pair with NaN/Inf
+ * inputs shows up only when its own micro-batch is computed, after the shares of the others may
+ * already be backpropagated, so it stays in the denominators: it counts as a pair with loss 0
+ * (and its chosen tokens as tokens with log-prob 0), whereas apo_batch_loss, which sees the
+ * whole batch at once, averages over the finite pairs only. With m == NULL a non-finite pair
+ * makes the return value NaN (never silent). Totals that cannot hold this micro-batch
+ * (totals NULL, totals->n_pairs < n, chosen_tokens NaN/Inf) give NaN, zero gradients, and
+ * zero metrics with loss NaN. */
+APO_DEF double apo_microbatch_loss(const apo_term *terms, int n_terms, const apo_pair *pairs, int n,
+                                   const apo_batch_totals *totals, double *d_chosen, double *d_rejected,
+                                   apo_metrics *m);
+
+/* acc += part, field by field (sums the shares apo_microbatch_loss reports). Start acc from a
+ * zeroed apo_metrics (memset(&acc, 0, sizeof acc)). */
+APO_DEF void apo_metrics_add(apo_metrics *acc, const apo_metrics *part);
+
 /* Parses "apo_zero" or "apo_zero:1,sft:0.1" into terms (each gets *defaults, or TRL's defaults
  * if defaults is NULL, with its type); a missing weight is 1; spaces around names and weights
  * are allowed; weights must be finite and >= 0; each term must pass apo_params_check.
@@ -496,37 +531,57 @@ APO_DEF const char *apo_params_check(const apo_params *p) {
     return 0;
 }
 
-APO_DEF double apo_batch_loss(const apo_term *terms, int n_terms, const apo_pair *pairs, int n,
-                              double *d_chosen, double *d_rejected, apo_metrics *m) {
-    double total = 0, beta = n_terms > 0 ? terms[0].p.beta : 0.0;
-    double sum_rw = 0, sum_rl = 0, sum_acc = 0, sum_pc = 0, sum_pr = 0;
-    double sft_tokens = 0;          /* completion tokens of all used chosen answers (sft) */
-    int i, k, used = 0, bad = 0;
-    /* pass 1: which pairs are usable, and the batch sums the metrics and sft need */
+/* ---- batches and micro-batches -------------------------------------------------------- */
+
+/* Both batch calls compute the same sums and differ only in what they divide by: apo_batch_loss
+ * by its own finite pairs and chosen tokens, apo_microbatch_loss by the global batch's totals. */
+
+static int apo__pair_finite(const apo_pair *x) {
+    return apo__finite(x->policy_chosen) && apo__finite(x->policy_rejected) &&
+           apo__finite(x->ref_chosen) && apo__finite(x->ref_rejected);
+}
+
+/* Pass 1 over pairs[0..n): sums over the finite pairs, for the metrics and the sft denominator. */
+typedef struct {
+    double sum_rw, sum_rl, sum_acc, sum_pc, sum_pr;
+    double chosen_tokens;            /* completion tokens of the finite pairs' chosen answers */
+    int used, bad;                   /* finite pairs; pairs with NaN/Inf inputs */
+} apo__batch_sums;
+
+static apo__batch_sums apo__batch_scan(double beta, const apo_pair *pairs, int n) {
+    apo__batch_sums s;
+    int i;
+    s.sum_rw = s.sum_rl = s.sum_acc = s.sum_pc = s.sum_pr = 0;
+    s.chosen_tokens = 0;
+    s.used = s.bad = 0;
     for (i = 0; i < n; i++) {
         const apo_pair *x = &pairs[i];
-        if (!apo__finite(x->policy_chosen) || !apo__finite(x->policy_rejected) ||
-            !apo__finite(x->ref_chosen) || !apo__finite(x->ref_rejected)) { bad++; continue; }
-        {
-            double rw = beta * (x->policy_chosen - x->ref_chosen);
-            double rl = beta * (x->policy_rejected - x->ref_rejected);
-            used++;
-            sum_rw += rw; sum_rl += rl; sum_acc += rw > rl ? 1.0 : 0.0;
-            sum_pc += x->policy_chosen; sum_pr += x->policy_rejected;
-            sft_tokens += x->n_chosen > 0 ? x->n_chosen : 0;
-        }
+        double rw, rl;
+        if (!apo__pair_finite(x)) { s.bad++; continue; }
+        rw = beta * (x->policy_chosen - x->ref_chosen);
+        rl = beta * (x->policy_rejected - x->ref_rejected);
+        s.used++;
+        s.sum_rw += rw; s.sum_rl += rl; s.sum_acc += rw > rl ? 1.0 : 0.0;
+        s.sum_pc += x->policy_chosen; s.sum_pr += x->policy_rejected;
+        /* TRL counts the chosen tokens as they are (an empty answer adds 0 tokens and a
+         * log-prob of 0) */
+        s.chosen_tokens += x->n_chosen > 0 ? x->n_chosen : 0;
     }
-    /* TRL counts the batch's chosen tokens as they are (an empty answer adds 0 tokens and a
-     * log-prob of 0); only an all-empty batch would divide by 0 */
-    if (sft_tokens < 1) sft_tokens = 1;
-    /* pass 2: values and gradients; each term contributes weight_k * mean_i (or TRL's token
-     * mean for sft), so a pair's gradient carries the weight_k / used factor */
+    return s;
+}
+
+/* Pass 2: sum_k weight_k * (sum_i loss_k(pair i) / pair_count), with sft as TRL's token mean
+ * -sum_i pc_i / sft_tokens; writes each pair's gradient (weight_k / pair_count, or
+ * weight_k / sft_tokens, included). Non-finite pairs add nothing and get zero gradients. */
+static double apo__batch_terms(const apo_term *terms, int n_terms, const apo_pair *pairs, int n,
+                               double pair_count, double sft_tokens,
+                               double *d_chosen, double *d_rejected) {
+    double total = 0;
+    int i, k;
     for (i = 0; i < n; i++) {
         const apo_pair *x = &pairs[i];
         double gc_sum = 0, gr_sum = 0;
-        int ok = apo__finite(x->policy_chosen) && apo__finite(x->policy_rejected) &&
-                 apo__finite(x->ref_chosen) && apo__finite(x->ref_rejected);
-        if (ok) {
+        if (apo__pair_finite(x)) {
             for (k = 0; k < n_terms; k++) {
                 double gc, gr, w = terms[k].weight;
                 if (terms[k].p.type == APO_SFT) {
@@ -534,30 +589,80 @@ APO_DEF double apo_batch_loss(const apo_term *terms, int n_terms, const apo_pair
                     total += w * (-x->policy_chosen / sft_tokens);
                     gc_sum += w * (-1.0 / sft_tokens);
                 } else {
-                    total += w * apo_pair_loss(&terms[k].p, x, &gc, &gr) / used;
-                    gc_sum += w * gc / used;
-                    gr_sum += w * gr / used;
+                    total += w * apo_pair_loss(&terms[k].p, x, &gc, &gr) / pair_count;
+                    gc_sum += w * gc / pair_count;
+                    gr_sum += w * gr / pair_count;
                 }
             }
         }
         if (d_chosen) d_chosen[i] = gc_sum;
         if (d_rejected) d_rejected[i] = gr_sum;
     }
-    if (m) {
-        double inv = used > 0 ? 1.0 / used : 0.0;
-        m->loss = total;
-        m->rewards_chosen = sum_rw * inv;
-        m->rewards_rejected = sum_rl * inv;
-        m->rewards_accuracies = sum_acc * inv;
-        m->rewards_margins = (sum_rw - sum_rl) * inv;
-        m->logps_chosen = sum_pc * inv;
-        m->logps_rejected = sum_pr * inv;
-        m->n_pairs = used;
-        m->n_nonfinite = bad;
-    } else if (bad > 0) {
-        return apo__nan(); /* no other way to report the skipped pairs */
-    }
     return total;
+}
+
+/* The metrics: every mean is a sum times inv (1/pairs of the batch that owns the means). */
+static void apo__batch_metrics(const apo__batch_sums *s, double total, double inv, apo_metrics *m) {
+    m->loss = total;
+    m->rewards_chosen = s->sum_rw * inv;
+    m->rewards_rejected = s->sum_rl * inv;
+    m->rewards_accuracies = s->sum_acc * inv;
+    m->rewards_margins = (s->sum_rw - s->sum_rl) * inv;
+    m->logps_chosen = s->sum_pc * inv;
+    m->logps_rejected = s->sum_pr * inv;
+    m->n_pairs = s->used;
+    m->n_nonfinite = s->bad;
+}
+
+APO_DEF double apo_batch_loss(const apo_term *terms, int n_terms, const apo_pair *pairs, int n,
+                              double *d_chosen, double *d_rejected, apo_metrics *m) {
+    double beta = n_terms > 0 ? terms[0].p.beta : 0.0, total;
+    apo__batch_sums s = apo__batch_scan(beta, pairs, n);
+    /* only an all-empty batch would divide by 0 */
+    double sft_tokens = s.chosen_tokens < 1 ? 1.0 : s.chosen_tokens;
+    total = apo__batch_terms(terms, n_terms, pairs, n, (double)s.used, sft_tokens, d_chosen, d_rejected);
+    if (m) apo__batch_metrics(&s, total, s.used > 0 ? 1.0 / s.used : 0.0, m);
+    else if (s.bad > 0) return apo__nan(); /* no other way to report the skipped pairs */
+    return total;
+}
+
+APO_DEF double apo_microbatch_loss(const apo_term *terms, int n_terms, const apo_pair *pairs, int n,
+                                   const apo_batch_totals *totals, double *d_chosen, double *d_rejected,
+                                   apo_metrics *m) {
+    double beta = n_terms > 0 ? terms[0].p.beta : 0.0, total, sft_tokens;
+    apo__batch_sums s;
+    if (!totals || totals->n_pairs < n || !apo__finite(totals->chosen_tokens)) {
+        /* totals that cannot describe a batch holding these pairs: report, never guess */
+        int i;
+        for (i = 0; i < n; i++) {
+            if (d_chosen) d_chosen[i] = 0;
+            if (d_rejected) d_rejected[i] = 0;
+        }
+        if (m) {
+            apo__batch_sums none = apo__batch_scan(beta, pairs, 0);
+            apo__batch_metrics(&none, apo__nan(), 0.0, m);
+        }
+        return apo__nan();
+    }
+    s = apo__batch_scan(beta, pairs, n);
+    sft_tokens = totals->chosen_tokens < 1 ? 1.0 : totals->chosen_tokens;
+    total = apo__batch_terms(terms, n_terms, pairs, n, (double)totals->n_pairs, sft_tokens,
+                             d_chosen, d_rejected);
+    if (m) apo__batch_metrics(&s, total, totals->n_pairs > 0 ? 1.0 / totals->n_pairs : 0.0, m);
+    else if (s.bad > 0) return apo__nan(); /* as apo_batch_loss: no other way to report them */
+    return total;
+}
+
+APO_DEF void apo_metrics_add(apo_metrics *acc, const apo_metrics *part) {
+    acc->loss += part->loss;
+    acc->rewards_chosen += part->rewards_chosen;
+    acc->rewards_rejected += part->rewards_rejected;
+    acc->rewards_accuracies += part->rewards_accuracies;
+    acc->rewards_margins += part->rewards_margins;
+    acc->logps_chosen += part->logps_chosen;
+    acc->logps_rejected += part->logps_rejected;
+    acc->n_pairs += part->n_pairs;
+    acc->n_nonfinite += part->n_nonfinite;
 }
 
 /* ---- names and the loss-list parser ---------------------------------------------------- */

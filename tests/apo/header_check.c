@@ -14,7 +14,8 @@ int main(void) {
     apo_params p = apo_default_params(APO_ZERO);
     apo_pair x = { -10, -12, -10, -12, 5, 6 };
     apo_term terms[4];
-    apo_metrics m;
+    apo_metrics m, acc = { 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+    apo_batch_totals totals = { 1, 5 };
     apo_running_mean r = { 0, 0 };
     apo_loss_type t;
     char err[128];
@@ -29,6 +30,9 @@ int main(void) {
     ok &= k == 2;
     total = apo_batch_loss(terms, k, &x, 1, &dc, &dr, &m);
     ok &= total > 1.0 && m.n_pairs == 1;
+    ok &= apo_microbatch_loss(terms, k, &x, 1, &totals, &dc, &dr, &m) == total;  /* a batch of one */
+    apo_metrics_add(&acc, &m);
+    ok &= acc.loss == total && acc.n_pairs == 1;
     ok &= apo_loss_from_name(apo_loss_name(APO_DISCOPOP), &t) == 0 && t == APO_DISCOPOP;
     ok &= apo_params_check(&p) == 0;
     ok &= apo_running_mean_update(&r, 2.0) == 2.0;

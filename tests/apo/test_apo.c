@@ -9,7 +9,9 @@
  * 3. the paper's behaviour at initialisation (APO-zero, APO-down, DPO);
  * 4. NaN/Inf inputs are reported (pair, batch, sequence), not propagated;
  * 5. finite values and gradients for |log-probs| up to 1e4 and beta in [1e-3, 1e3];
- * 6. names, the loss-list parser and its error messages, parameter checks.
+ * 6. names, the loss-list parser and its error messages, parameter checks;
+ * 7. micro-batches: the shares of apo_microbatch_loss add up to apo_batch_loss (values,
+ *    gradients, metrics), non-finite pairs, and the share is the global batch's, not its own.
  * Exit 0 when everything passes, 1 otherwise (each failure is printed).
  */
 #define APO_IMPLEMENTATION
@@ -117,7 +119,7 @@ static void test_reference(const char *path) {
             inplace = (float *)malloc(sizeof(float) * T * V); want_g = (double *)malloc(sizeof(double) * T * V);
             labels = (int *)malloc(sizeof(int) * T); mask = (unsigned char *)malloc(T);
             for (t = 0; t < T && ok; t++) {
-                int mk;
+                int mk = 0;
                 ok = expect_word(f, "seqrow") && fscanf(f, "%d %d", &labels[t], &mk) == 2;
                 mask[t] = (unsigned char)mk;
                 for (v = 0; v < V && ok; v++) { double d; ok = fscanf(f, "%lf", &d) == 1; logits[t * V + v] = (float)d; }
@@ -464,6 +466,211 @@ static void test_batch_structure(void) {
     CHECK(total == 0 && m.n_pairs == 0, "empty batch is 0 with n_pairs 0");
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* 7. micro-batches (gradient accumulation)                                                 */
+
+#define MB_MAX 40
+
+/* A random weighted loss list. Lists 0..12 are each loss type alone (sft included), the rest
+ * 2-4 random types with random weights and their own hyper-parameters; every fourth of those
+ * gets an sft term, so the token mean is mixed with pairwise means. Returns the count. */
+static int random_terms(int which, apo_term *terms) {
+    int k, count = which < (int)APO_LOSS_COUNT ? 1 : 2 + (int)(urand() * 3);
+    for (k = 0; k < count; k++) {
+        apo_loss_type t = which < (int)APO_LOSS_COUNT ? (apo_loss_type)which
+                        : (apo_loss_type)(int)(urand() * APO_LOSS_COUNT);
+        if (which >= (int)APO_LOSS_COUNT && which % 4 == 0 && k == count - 1) t = APO_SFT;
+        terms[k].p = apo_default_params(t);
+        terms[k].p.beta = uniform(0.02, 2.0);
+        if (t == APO_ROBUST || t == APO_SIGMOID || t == APO_EXO_PAIR) terms[k].p.label_smoothing = uniform(0, 0.4);
+        if (t == APO_DISCOPOP) terms[k].p.discopop_tau = uniform(0.03, 0.8);
+        if (t == APO_BCO_PAIR) terms[k].p.bco_delta = uniform(-0.5, 0.5);
+        terms[k].weight = which < (int)APO_LOSS_COUNT ? 1.0 : uniform(0, 2);
+    }
+    return count;
+}
+
+/* Random pairs; token counts from 0 to 300, a fifth of the chosen ones empty (0 tokens). */
+static void random_pairs(apo_pair *pairs, int n) {
+    int i;
+    for (i = 0; i < n; i++) {
+        apo_pair *x = &pairs[i];
+        x->ref_chosen = -uniform(0, 300); x->ref_rejected = -uniform(0, 300);
+        x->policy_chosen = x->ref_chosen + uniform(-20, 20);
+        x->policy_rejected = x->ref_rejected + uniform(-20, 20);
+        x->n_chosen = urand() < 0.2 ? 0 : (int)(urand() * 301);
+        x->n_rejected = urand() < 0.2 ? 0 : (int)(urand() * 301);
+    }
+}
+
+static apo_batch_totals totals_of(const apo_pair *pairs, int n) {
+    apo_batch_totals t;
+    int i;
+    t.n_pairs = n;
+    t.chosen_tokens = 0;
+    for (i = 0; i < n; i++) t.chosen_tokens += pairs[i].n_chosen > 0 ? pairs[i].n_chosen : 0;
+    return t;
+}
+
+/* Runs pairs[0..n) as micro-batches of random sizes (1 to what is left); returns the summed
+ * shares, writes the gradients and the summed metrics. */
+static double run_microbatches(const apo_term *terms, int k, const apo_pair *pairs, int n,
+                               const apo_batch_totals *totals, double *dc, double *dr, apo_metrics *acc) {
+    double sum = 0;
+    int start = 0;
+    memset(acc, 0, sizeof *acc);
+    while (start < n) {
+        int len = 1 + (int)(urand() * (n - start));
+        apo_metrics part;
+        sum += apo_microbatch_loss(terms, k, pairs + start, len, totals, dc + start, dr + start, &part);
+        apo_metrics_add(acc, &part);
+        start += len;
+    }
+    return sum;
+}
+
+/* |a - b| <= tol (1 + scale): scale is the sum of the magnitudes that were added up */
+static int close_in(double a, double b, double scale, double tol) { return fabs(a - b) <= tol * (1 + scale); }
+
+static void test_microbatch_sums(void) {
+    int b, i, k, n_batches = 0, n_micro_pairs = 0;
+    double worst = 0;
+    for (b = 0; b < 600; b++) {
+        apo_term terms[4]; apo_pair pairs[MB_MAX];
+        double dc_b[MB_MAX], dr_b[MB_MAX], dc_m[MB_MAX], dr_m[MB_MAX], total_b, total_m;
+        double mag_loss = 0, mag_r = 0, mag_lp = 0, beta;
+        apo_metrics mb, mm;
+        apo_batch_totals totals;
+        int nt = random_terms(b % 40, terms), n = 1 + (int)(urand() * MB_MAX), same_grads = 1;
+        random_pairs(pairs, n);
+        totals = totals_of(pairs, n);
+        total_b = apo_batch_loss(terms, nt, pairs, n, dc_b, dr_b, &mb);
+        total_m = run_microbatches(terms, nt, pairs, n, &totals, dc_m, dr_m, &mm);
+        /* The shares add the same rounded per-pair terms as apo_batch_loss, grouped differently
+         * (one partial sum per micro-batch, then the sum of those), and each grouping rounds
+         * on its own: the two totals may differ by a few ulps of the MAGNITUDES added (up to
+         * ~n ulps; terms of either sign can cancel, so the result itself may be small). 1e-12
+         * of the magnitudes is ~4500 ulps: ample for 40 pairs, yet a share divided by the
+         * wrong count is off by a factor, far outside. */
+        beta = terms[0].p.beta;
+        for (i = 0; i < n; i++) {
+            for (k = 0; k < nt; k++)
+                mag_loss += terms[k].p.type == APO_SFT
+                    ? fabs(terms[k].weight * pairs[i].policy_chosen) / (totals.chosen_tokens < 1 ? 1 : totals.chosen_tokens)
+                    : fabs(terms[k].weight * apo_pair_loss(&terms[k].p, &pairs[i], NULL, NULL)) / n;
+            mag_r += (fabs(beta * (pairs[i].policy_chosen - pairs[i].ref_chosen)) +
+                      fabs(beta * (pairs[i].policy_rejected - pairs[i].ref_rejected))) / n;
+            mag_lp += (fabs(pairs[i].policy_chosen) + fabs(pairs[i].policy_rejected)) / n;
+        }
+        CHECK(close_in(total_m, total_b, mag_loss, 1e-12) && close_in(mm.loss, total_b, mag_loss, 1e-12),
+              "micro-batches of a batch of %d (%d terms, first %s): summed shares %.17g (metrics %.17g), batch %.17g",
+              n, nt, apo_loss_name(terms[0].p.type), total_m, mm.loss, total_b);
+        if (fabs(total_m - total_b) / (1 + mag_loss) > worst) worst = fabs(total_m - total_b) / (1 + mag_loss);
+        /* each pair's gradient is the same expression with the same denominators: bit-identical */
+        for (i = 0; i < n; i++) same_grads &= dc_m[i] == dc_b[i] && dr_m[i] == dr_b[i];
+        CHECK(same_grads, "micro-batch gradients differ from apo_batch_loss's (batch of %d, first term %s)",
+              n, apo_loss_name(terms[0].p.type));
+        CHECK(close_in(mm.rewards_chosen, mb.rewards_chosen, mag_r, 1e-12) &&
+              close_in(mm.rewards_rejected, mb.rewards_rejected, mag_r, 1e-12) &&
+              close_in(mm.rewards_margins, mb.rewards_margins, mag_r, 1e-12) &&
+              close_in(mm.rewards_accuracies, mb.rewards_accuracies, 1, 1e-12) &&
+              close_in(mm.logps_chosen, mb.logps_chosen, mag_lp, 1e-12) &&
+              close_in(mm.logps_rejected, mb.logps_rejected, mag_lp, 1e-12) &&
+              mm.n_pairs == mb.n_pairs && mm.n_pairs == n && mm.n_nonfinite == 0 && mb.n_nonfinite == 0,
+              "summed micro-batch metrics %.17g %.17g %.17g %.17g %.17g %.17g %d differ from the batch's %.17g %.17g %.17g %.17g %.17g %.17g %d",
+              mm.rewards_chosen, mm.rewards_rejected, mm.rewards_accuracies, mm.rewards_margins, mm.logps_chosen,
+              mm.logps_rejected, mm.n_pairs, mb.rewards_chosen, mb.rewards_rejected, mb.rewards_accuracies,
+              mb.rewards_margins, mb.logps_chosen, mb.logps_rejected, mb.n_pairs);
+        n_batches++; n_micro_pairs += n;
+    }
+    printf("micro-batches: %d random batches (%d pairs) split at random: shares sum to the batch loss "
+           "(worst %.2g of the magnitudes), gradients bit-identical, metrics add up\n", n_batches, n_micro_pairs, worst);
+}
+
+/* One pair of a batch of three: its share must use the batch's count and tokens, not its own. */
+static void test_microbatch_share(void) {
+    apo_pair pairs[3] = { { -10, -14, -11, -11, 5, 6 }, { -20, -30, -25, -26, 15, 2 }, { -3, -8, -4, -8, 7, 1 } };
+    apo_batch_totals totals = { 3, 5 + 15 + 7 };
+    apo_term terms[2]; apo_metrics m; double dc, dr, gc, gr, L, share, empty;
+    terms[0].p = apo_default_params(APO_ZERO); terms[0].weight = 1;
+    L = apo_pair_loss(&terms[0].p, &pairs[0], &gc, &gr);
+    share = apo_microbatch_loss(terms, 1, pairs, 1, &totals, &dc, &dr, &m);
+    CHECK(close_to(share, L / 3, 1e-15) && close_to(dc, gc / 3, 1e-15) && close_to(dr, gr / 3, 1e-15),
+          "share of pair 0 in a batch of 3: %.17g, want loss / 3 = %.17g (its own size would give %.17g)", share, L / 3, L);
+    CHECK(close_to(m.rewards_chosen, 0.1 * (-10 + 11) / 3, 1e-15) && m.rewards_accuracies == 1.0 / 3 && m.n_pairs == 1,
+          "metric shares of pair 0: rewards_chosen %.17g accuracies %.17g n_pairs %d", m.rewards_chosen,
+          m.rewards_accuracies, m.n_pairs);
+    terms[0].p = apo_default_params(APO_SFT);
+    share = apo_microbatch_loss(terms, 1, pairs, 1, &totals, &dc, &dr, NULL);
+    CHECK(close_to(share, 10.0 / 27, 1e-15) && close_to(dc, -1.0 / 27, 1e-15) && dr == 0,
+          "sft share of pair 0: %.17g (grad %.17g), want -pc / all 27 chosen tokens = %.17g (its own 5 would give %.17g)",
+          share, dc, 10.0 / 27, 10.0 / 5);
+    empty = apo_microbatch_loss(terms, 1, pairs, 0, &totals, NULL, NULL, &m);
+    CHECK(empty == 0 && m.loss == 0 && m.n_pairs == 0 && m.rewards_chosen == 0, "an empty micro-batch has share 0");
+    /* totals that cannot hold the micro-batch are reported, not used */
+    {
+        apo_batch_totals small = { 2, 27 };
+        dc = dr = 1;
+        share = apo_microbatch_loss(terms, 1, pairs, 3, &small, &dc, &dr, &m);
+        CHECK(share != share && m.loss != m.loss && m.n_pairs == 0, "totals.n_pairs 2 < 3 pairs: want NaN, got %g", share);
+        share = apo_microbatch_loss(terms, 1, pairs, 1, NULL, &dc, &dr, NULL);
+        CHECK(share != share && dc == 0 && dr == 0, "NULL totals: want NaN and zero gradients, got %g %g %g", share, dc, dr);
+    }
+}
+
+/* NaN/Inf pairs in micro-batches: zero gradients, counted, and still in the denominators. */
+static void test_microbatch_nonfinite(void) {
+    int b, i, k;
+    double bad = strtod("nan", NULL), inf = strtod("inf", NULL);
+    for (b = 0; b < 100; b++) {
+        apo_term terms[4]; apo_pair pairs[MB_MAX];
+        double dc[MB_MAX], dr[MB_MAX], total, want = 0, mag = 0;
+        apo_metrics m; apo_batch_totals totals;
+        int nt = random_terms(b % 40, terms), n = 2 + (int)(urand() * (MB_MAX - 1)), n_bad = 0, grads_ok = 1;
+        random_pairs(pairs, n);
+        totals = totals_of(pairs, n);           /* known before the log-probs: bad pairs count */
+        for (i = 0; i < n; i++)
+            if (urand() < 0.2 || i == 1) {
+                if (i % 2) pairs[i].policy_rejected = bad; else pairs[i].ref_chosen = -inf;
+                n_bad++;
+            }
+        total = run_microbatches(terms, nt, pairs, n, &totals, dc, dr, &m);
+        /* what the share promises: finite pairs' terms over the global totals; a bad pair
+         * counts as loss 0 (and log-prob 0 for its tokens) */
+        for (i = 0; i < n; i++) {
+            double gc_want = 0, gr_want = 0;
+            int finite = isfinite(pairs[i].policy_rejected) && isfinite(pairs[i].ref_chosen);
+            for (k = 0; k < nt && finite; k++) {
+                double gc, gr, w = terms[k].weight, tok = totals.chosen_tokens < 1 ? 1 : totals.chosen_tokens;
+                if (terms[k].p.type == APO_SFT) {
+                    want += w * (-pairs[i].policy_chosen / tok); gc_want += w * (-1.0 / tok);
+                    mag += fabs(w * pairs[i].policy_chosen / tok);
+                } else {
+                    double L = apo_pair_loss(&terms[k].p, &pairs[i], &gc, &gr);
+                    want += w * L / n; gc_want += w * gc / n; gr_want += w * gr / n;
+                    mag += fabs(w * L / n);
+                }
+            }
+            grads_ok &= dc[i] == gc_want && dr[i] == gr_want;
+        }
+        CHECK(close_in(total, want, mag, 1e-12) && m.n_nonfinite == n_bad && m.n_pairs == n - n_bad && grads_ok,
+              "micro-batches with %d of %d pairs non-finite: total %.17g want %.17g, counts %d %d, gradients %s",
+              n_bad, n, total, want, m.n_pairs, m.n_nonfinite, grads_ok ? "ok" : "differ");
+    }
+    {   /* without metrics a non-finite pair makes the share NaN (never silent); others stay finite */
+        apo_pair pairs[4] = { { -10, -12, -11, -11, 5, 6 }, { -10, -12, -11, -11, 5, 6 },
+                              { -20, -22, -21, -20, 7, 8 }, { -10, -12, -11, -11, 5, 6 } };
+        apo_term term; apo_batch_totals totals = { 4, 23 }; double dc[4], dr[4], s0, s1;
+        term.p = apo_default_params(APO_DOWN); term.weight = 1;
+        pairs[3].policy_chosen = bad;
+        s0 = apo_microbatch_loss(&term, 1, pairs, 2, &totals, dc, dr, NULL);
+        s1 = apo_microbatch_loss(&term, 1, pairs + 2, 2, &totals, dc + 2, dr + 2, NULL);
+        CHECK(isfinite(s0) && s1 != s1 && dc[3] == 0 && dr[3] == 0 && dc[2] != 0,
+              "micro-batch with a NaN pair and no metrics: want a finite share, then NaN: %g %g", s0, s1);
+    }
+    printf("micro-batches with non-finite pairs: zero gradients, counted, share over the global totals\n");
+}
+
 int main(int argc, char **argv) {
     const char *ref = argc > 1 ? argv[1] : "tests/apo/reference.txt";
     test_reference(ref);
@@ -473,6 +680,9 @@ int main(int argc, char **argv) {
     test_stability();
     test_names_and_parser();
     test_batch_structure();
+    test_microbatch_share();
+    test_microbatch_sums();
+    test_microbatch_nonfinite();
     printf("%d checks, %d failed\n", n_checks, n_fail);
     return n_fail ? 1 : 0;
 }
