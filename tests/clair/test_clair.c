@@ -1,6 +1,7 @@
 /* tests/clair/test_clair.c - unit tests of clair.h (no network): JSON, metrics against
- * committed Python expectations (tests/clair/expect_metrics.jsonl) and against brute-force
- * DP references, the token diff, reply parsing, the filter and the prompt.
+ * committed Python expectations (tests/clair/expect_metrics.jsonl, written by
+ * tools/gen_clair_expect.py) and against brute-force DP references, the token diff, reply
+ * parsing, the filter and the prompt.
  *
  *   test_clair [path/to/expect_metrics.jsonl] [fuzz_iterations]
  */

@@ -10,7 +10,8 @@ reference implementations, for test_clair.c to compare against.
   tokens_a/b   len(tokens(.))
   difflib_ratio difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() (informational only)
 
-Run: python3 tests/clair/gen_expect.py  (needs rapidfuzz; output is committed, so CI needs no Python)
+Run: python3 tools/gen_clair_expect.py  (from any directory; needs rapidfuzz; the output is
+committed, so CI needs no Python)
 """
 import difflib, json, os, random, re
 from rapidfuzz.distance import Levenshtein, Indel
@@ -85,7 +86,8 @@ def main():
     for n in (200, 700, 1500):   # long answers, a few edits: multi-block bit vectors
         a = rand_text(r, n)
         pairs.append((a, mutate(r, a, 12)))
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "expect_metrics.jsonl")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = os.path.join(repo, "tests", "clair", "expect_metrics.jsonl")
     with open(out + ".tmp", "w", encoding="utf-8") as f:
         for a, b in pairs:
             f.write(json.dumps(record(a, b), ensure_ascii=True) + "\n")
