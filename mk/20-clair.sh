@@ -3,9 +3,11 @@
 #
 # Builds ./clair (the tool, links libcurl) and $BUILD/clair/ test programs. Tests: unit tests of
 # clair.h (JSON, metrics vs committed Python expectations, diff, parse, filter, prompt), the
-# header compiled as C99 -pedantic and C++11 (with and without curl), and end-to-end runs of
-# `clair revise` / `clair stats` against tests/clair/server.py (Python standard library only),
-# and `clair revise` against a real llama.cpp server (tests/clair/real_server.sh; skips offline).
+# request engine (tests/clair/test_http.c), end-to-end runs of `clair revise` / `clair stats`
+# against tests/clair/server.py (Python standard library only), and `clair revise` against a
+# real llama.cpp server (tests/clair/real_server.sh; skips offline).
+# The header alone (C99 and C++11, with and without curl, its examples) is checked by
+# mk/05-headers.sh. tools/gen_clair_expect.py regenerates tests/clair/expect_metrics.jsonl.
 build_clair() {
   mkdir -p "$BUILD/clair"
   # Link to a temporary name, then rename: others may be running ./clair from a parallel build.
@@ -18,23 +20,7 @@ build_clair() {
     mv -f "$BUILD/clair/test_http.tmp.$$" "$BUILD/clair/test_http"
 }
 
-# The header must compile warning-free as C99 -pedantic and as C++11, with and without curl.
-clair_header_check() {
-  local out="$BUILD/clair" src='#define CLAIR_IMPLEMENTATION
-#include "clair.h"
-int main(void) { clair_buf b = {0, 0, 0, 0}; clair_json_write_number(&b, 1); clair_buf_free(&b); return 0; }'
-  printf '%s\n' "$src" >"$out/hdr.c"
-  printf '%s\n' "$src" >"$out/hdr.cpp"
-  cc -std=c99 -pedantic -Wall -Wextra -Werror -I. -c "$out/hdr.c" -o "$out/hdr_c.o" &&
-  cc -std=c99 -pedantic -Wall -Wextra -Werror -DCLAIR_NO_CURL -I. -c "$out/hdr.c" -o "$out/hdr_c2.o" &&
-  cc -std=c99 -pedantic -Wall -Wextra -Werror -DCLAIR_STATIC -I. -c "$out/hdr.c" -o "$out/hdr_c3.o" &&
-  { ! command -v c++ >/dev/null || {
-    c++ -std=c++11 -pedantic -Wall -Wextra -Werror -I. -c "$out/hdr.cpp" -o "$out/hdr_cpp.o" &&
-    c++ -std=c++11 -pedantic -Wall -Wextra -Werror -DCLAIR_NO_CURL -I. -c "$out/hdr.cpp" -o "$out/hdr_cpp2.o"; }; }
-}
-
 test_clair() {
-  run_test clair_header clair_header_check
   run_test clair_unit "$BUILD/clair/test_clair" tests/clair/expect_metrics.jsonl 20000
   run_test clair_http "$BUILD/clair/test_http"
   local bin=./clair
