@@ -62,7 +62,8 @@ for p in docs/ tests/ tools/ llama/ trainer.c clair.c kernels.cu; do
 done
 [ $path_ok -eq 1 ] && ok "self-contained: no repository paths in $name"
 
-# Extract the examples: snip_LINE.c holds the example whose first line is LINE of the header.
+# Extract the examples: snip_LINE.c holds the example whose first line is LINE of the header;
+# the file "snippets" lists the LINEs in order.
 awk -v dir="$work" '
   function text(s) { sub(/^[ \t]*\*/, "", s); return s }
   {
@@ -75,7 +76,7 @@ awk -v dir="$work" '
       f = dir "/snip_" start ".c"
       printf "" > f
       for (i = 1; i <= n; i++) print (body[i] ~ /[^ \t]/ ? substr(body[i], ind + 1) : "") > f
-      close(f); in_snip = 0; next
+      close(f); print start > (dir "/snippets"); in_snip = 0; next
     }
     if (in_snip) body[++n] = text($0)
   }
@@ -84,11 +85,11 @@ awk -v dir="$work" '
 if [ -f "$work/unclosed" ]; then
   fail "examples: the fence opened at $name:$(cat "$work/unclosed") is never closed (a line ' *   \`\`\`')"
 fi
-snips=$(cd "$work" && ls snip_*.c 2>/dev/null | sed 's/^snip_//; s/\.c$//' | sort -n)
+snips=$(cat "$work/snippets" 2>/dev/null)
 if [ -z "$snips" ]; then
   fail "examples: $name has no example (a fenced ' *   \`\`\`c' block in its comment)"
 else
-  ok "examples: $(echo "$snips" | wc -l) found in $name (lines $(echo $snips | tr ' ' ','))"
+  ok "examples: $(echo "$snips" | wc -l) found in $name (lines $(echo "$snips" | paste -s -d, -))"
 fi
 
 # ------------------------------------------------------------------------------ the compilers
