@@ -37,8 +37,8 @@
  * reruns layer l's forward into one shared activation set before differentiating it. Without
  * it, every layer keeps its own activation set.
  *
- * Errors: every CUDA and cuBLAS call is checked; a failure sets backend->err to
- * "kernels.cu:LINE: CALL failed: REASON (hint: ...)" and the call returns -1.
+ * Errors: every CUDA and cuBLAS call is checked; a failure sets backend->err (at creation, the
+ * caller's err) to "kernels.cu:LINE: CALL failed: REASON (hint: ...)" and the call returns -1.
  *
  * A model whose params pointer is NULL (a config only) is initialised randomly on the device
  * with HF's init (normal(0, initializer_range) for matrices, 1 for norms): benchmarks of large
@@ -87,6 +87,8 @@ static const char *cublas_name(cublasStatus_t s)
     }
 }
 
+/* Writes one message into a caller's buffer (creation, which has no backend yet). Backend
+ * calls report through ctx_error and the CHECK macros below the backend state instead. */
 static void set_err(char *err, size_t errsz, const char *fmt, ...)
 {
     if (!err || !errsz) return;
@@ -96,38 +98,15 @@ static void set_err(char *err, size_t errsz, const char *fmt, ...)
     va_end(ap);
 }
 
-/* CK / CB check one CUDA / cuBLAS call inside a function that has `char *err` and `size_t
- * errsz` in scope and returns int. */
-#define CK(call)                                                                              \
-    do {                                                                                      \
-        cudaError_t e_ = (call);                                                              \
-        if (e_ != cudaSuccess) {                                                              \
-            set_err(err, errsz, "kernels.cu:%d: %s failed: %s (hint: %s)", __LINE__, #call,   \
-                    cudaGetErrorString(e_), cuda_hint(e_));                                   \
-            return -1;                                                                        \
-        }                                                                                     \
-    } while (0)
-#define CB(call)                                                                              \
-    do {                                                                                      \
-        cublasStatus_t s_ = (call);                                                           \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                    \
-            set_err(err, errsz, "kernels.cu:%d: %s failed: %s (hint: check the shapes; "      \
-                    "an ALLOC_FAILED means GPU memory ran out)", __LINE__, #call,             \
-                    cublas_name(s_));                                                         \
-            return -1;                                                                        \
-        }                                                                                     \
-    } while (0)
-/* After each kernel launch: catches bad launch configurations at once (and, since launches are
- * asynchronous, faults of earlier kernels at the next synchronising call). */
-#define CKL() CK(cudaGetLastError())
-
 /* ------------------------------------------------------------------------------------------ */
 /* Device helpers                                                                              */
 
-__device__ __forceinline__ float ldf(const float *p, size_t i) { return p[i]; }
-__device__ __forceinline__ float ldf(const bf16 *p, size_t i) { return __bfloat162float(p[i]); }
-__device__ __forceinline__ void stf(float *p, size_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void stf(bf16 *p, size_t i, float v) { p[i] = __float2bfloat16(v); }
+/* Kernels are templates over the storage type of activations and weights (float or bf16) and
+ * compute in fp32: load_float / store_float convert at the memory boundary only. */
+__device__ __forceinline__ float load_float(const float *p, size_t i) { return p[i]; }
+__device__ __forceinline__ float load_float(const bf16 *p, size_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void store_float(float *p, size_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void store_float(bf16 *p, size_t i, float v) { p[i] = __float2bfloat16(v); }
 
 /* Kernel launches are written LAUNCH(grid, block, kernel)(args...): CUDA's <<<>>> here, and a
  * CPU emulator in tests/gpu/emu/ (which defines LAUNCH first) runs this very file without a
@@ -135,9 +114,9 @@ __device__ __forceinline__ void stf(bf16 *p, size_t i, float v) { p[i] = __float
 #ifndef LAUNCH
 #define LAUNCH(grid, block, ...) __VA_ARGS__<<<(grid), (block)>>>
 #endif
-#ifndef MAX_EBLOCKS
-#define MAX_EBLOCKS 32768   /* elementwise grids; grid-stride loops do the rest */
-#define MAX_RBLOCKS 65535   /* row kernels: one block per row up to this */
+#ifndef MAX_ELEM_BLOCKS
+#define MAX_ELEM_BLOCKS 32768   /* elementwise grids; grid-stride loops do the rest */
+#define MAX_ROW_BLOCKS 65535    /* row kernels: one block per row up to this */
 #endif
 
 /* Grid-stride loops. GRID_LOOP(i, n) over a flat [0, n); ROWS_COLS(t, rows, c, cols) over a
@@ -154,39 +133,39 @@ __device__ __forceinline__ void stf(bf16 *p, size_t i, float v) { p[i] = __float
  * several times in a row with the one shared array. (The CPU emulator brings its own, with the
  * same contract, because emulating each shuffle is slow; test_kernels checks these on a GPU.) */
 #ifndef EMU_BLOCK_REDUCE
-template <typename F>
-__device__ F block_sum(F v)
+template <typename Num>
+__device__ Num block_sum(Num v)
 {
-    __shared__ F sh[32];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __shared__ Num warp_sums[32];
+    for (int lanes = 16; lanes > 0; lanes >>= 1) v += __shfl_xor_sync(0xffffffffu, v, lanes);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     __syncthreads();
-    if (lane == 0) sh[wid] = v;
+    if (lane == 0) warp_sums[warp] = v;
     __syncthreads();
-    if (wid == 0) {
-        v = lane < nw ? sh[lane] : (F)0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) sh[0] = v;
+    if (warp == 0) {
+        v = lane < n_warps ? warp_sums[lane] : (Num)0;
+        for (int lanes = 16; lanes > 0; lanes >>= 1) v += __shfl_xor_sync(0xffffffffu, v, lanes);
+        if (lane == 0) warp_sums[0] = v;
     }
     __syncthreads();
-    return sh[0];
+    return warp_sums[0];
 }
 
 __device__ float block_max(float v)
 {
-    __shared__ float sh[32];
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __shared__ float warp_maxes[32];
+    for (int lanes = 16; lanes > 0; lanes >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, lanes));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     __syncthreads();
-    if (lane == 0) sh[wid] = v;
+    if (lane == 0) warp_maxes[warp] = v;
     __syncthreads();
-    if (wid == 0) {
-        v = lane < nw ? sh[lane] : -INFINITY;
-        for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-        if (lane == 0) sh[0] = v;
+    if (warp == 0) {
+        v = lane < n_warps ? warp_maxes[lane] : -INFINITY;
+        for (int lanes = 16; lanes > 0; lanes >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, lanes));
+        if (lane == 0) warp_maxes[0] = v;
     }
     __syncthreads();
-    return sh[0];
+    return warp_maxes[0];
 }
 #endif
 
@@ -197,128 +176,131 @@ __device__ __forceinline__ uint32_t hash32(uint32_t x)
     x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
     return x;
 }
-__device__ __forceinline__ uint32_t hash_idx(uint32_t seed, size_t i)
+__device__ __forceinline__ uint32_t hash_index(uint32_t seed, size_t i)
 {
     return hash32((uint32_t)i ^ hash32((uint32_t)(i >> 32) ^ hash32(seed)));
 }
 
 /* Stochastic rounding fp32 -> bf16: add 16 random bits below the kept mantissa, then truncate,
  * so E[round(x)] = x and tiny Adam updates are not all rounded away. */
-__device__ __forceinline__ bf16 bf16_sr(float x, uint32_t r)
+__device__ __forceinline__ bf16 bf16_round_stochastic(float x, uint32_t random_bits)
 {
     if (!isfinite(x)) return __float2bfloat16(x);
     uint32_t u = __float_as_uint(x);
-    u += r & 0xffffu;
+    u += random_bits & 0xffffu;
     u &= 0xffff0000u;
     return __ushort_as_bfloat16((unsigned short)(u >> 16));
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Kernels (each has a CPU twin: llama_* in llama/model.c or a reference in tests/gpu/)        */
+/* Template parameters name storage types: Act the compute type of activations and weights,
+ * Grad the gradient type, Param the parameter type (each float or bf16). A `void *x_act`
+ * argument holds Act elements: the host side picks the instantiation at run time (LAUNCH_ACT). */
 
-/* res[t, :] = W[tok[t], :] (fp32 residual stream). */
-template <typename A>
-__global__ void embed_fwd_k(float *res, const void *Wv, const int *tok, int T, int D)
+/* res[t, :] = W[tokens[t], :] (fp32 residual stream). */
+template <typename Act>
+__global__ void embed_fwd_k(float *res, const void *W_act, const int *tokens, int T, int D)
 {
-    const A *W = (const A *)Wv;
-    ROWS_COLS(t, T, d, D) res[t * D + d] = ldf(W, (size_t)tok[t] * D + d);
+    const Act *W = (const Act *)W_act;
+    ROWS_COLS(t, T, d, D) res[t * D + d] = load_float(W, (size_t)tokens[t] * D + d);
 }
 
-/* gW[tok[t], :] += dres[t, :]; atomics because one token id can occur many times. */
-__global__ void embed_bwd_f32_k(float *gW, const float *dres, const int *tok, int T, int D)
+/* dW[tokens[t], :] += dres[t, :]; atomics because one token id can occur many times. */
+__global__ void embed_bwd_f32_k(float *dW, const float *dres, const int *tokens, int T, int D)
 {
-    ROWS_COLS(t, T, d, D) atomicAdd(gW + (size_t)tok[t] * D + d, dres[t * D + d]);
+    ROWS_COLS(t, T, d, D) atomicAdd(dW + (size_t)tokens[t] * D + d, dres[t * D + d]);
 }
-__global__ void embed_bwd_bf16_k(bf16 *gW, const float *dres, const int *tok, int T, int D)
+__global__ void embed_bwd_bf16_k(bf16 *dW, const float *dres, const int *tokens, int T, int D)
 {
-    ROWS_COLS(t, T, d, D) atomicAdd(gW + (size_t)tok[t] * D + d, __float2bfloat16(dres[t * D + d]));
+    ROWS_COLS(t, T, d, D) atomicAdd(dW + (size_t)tokens[t] * D + d, __float2bfloat16(dres[t * D + d]));
 }
 
 /* out[t, :] = x[t, :] * rstd[t] * w, rstd[t] = 1 / sqrt(mean(x[t]^2) + eps). One block per row. */
-template <typename A>
-__global__ void rmsnorm_fwd_k(void *outv, float *rstd, const float *x, const void *wv, int T, int D,
+template <typename Act>
+__global__ void rmsnorm_fwd_k(void *out_act, float *rstd, const float *x, const void *w_act, int T, int D,
                               float eps)
 {
-    A *out = (A *)outv;
-    const A *w = (const A *)wv;
+    Act *out = (Act *)out_act;
+    const Act *w = (const Act *)w_act;
     for (int t = blockIdx.x; t < T; t += gridDim.x) {
-        const float *xr = x + (size_t)t * D;
-        float ss = 0.f;
-        for (int d = threadIdx.x; d < D; d += blockDim.x) ss += xr[d] * xr[d];
-        ss = block_sum(ss);
-        float r = rsqrtf(ss / D + eps);
+        const float *x_row = x + (size_t)t * D;
+        float sumsq = 0.f;
+        for (int d = threadIdx.x; d < D; d += blockDim.x) sumsq += x_row[d] * x_row[d];
+        sumsq = block_sum(sumsq);
+        float rstd_t = rsqrtf(sumsq / D + eps);
         for (int d = threadIdx.x; d < D; d += blockDim.x)
-            stf(out, (size_t)t * D + d, xr[d] * r * ldf(w, d));
-        if (threadIdx.x == 0) rstd[t] = r;
+            store_float(out, (size_t)t * D + d, x_row[d] * rstd_t * load_float(w, d));
+        if (threadIdx.x == 0) rstd[t] = rstd_t;
     }
 }
 
 /* dx[t, :] += rstd (dxh - xh mean(dxh xh)), xh = x rstd, dxh = dy w. One block per row. */
-template <typename A>
+template <typename Act>
 __global__ void rmsnorm_bwd_k(float *dx, const float *dy, const float *x, const float *rstd,
-                              const void *wv, int T, int D)
+                              const void *w_act, int T, int D)
 {
-    const A *w = (const A *)wv;
+    const Act *w = (const Act *)w_act;
     for (int t = blockIdx.x; t < T; t += gridDim.x) {
-        size_t o = (size_t)t * D;
-        float r = rstd[t], dot = 0.f;
-        for (int d = threadIdx.x; d < D; d += blockDim.x) dot += dy[o + d] * ldf(w, d) * x[o + d] * r;
+        size_t row = (size_t)t * D;
+        float rstd_t = rstd[t], dot = 0.f;
+        for (int d = threadIdx.x; d < D; d += blockDim.x) dot += dy[row + d] * load_float(w, d) * x[row + d] * rstd_t;
         dot = block_sum(dot) / D;
         for (int d = threadIdx.x; d < D; d += blockDim.x) {
-            float xh = x[o + d] * r;
-            dx[o + d] += r * (dy[o + d] * ldf(w, d) - xh * dot);
+            float xh = x[row + d] * rstd_t;
+            dx[row + d] += rstd_t * (dy[row + d] * load_float(w, d) - xh * dot);
         }
     }
 }
 
 /* dw[d] += sum_t dy[t, d] x[t, d] rstd[t]. Blocks of 32 columns x 16 row stripes: the 16 partial
  * sums of a column meet in shared memory, so no atomics and a fixed summation order. */
-template <typename G>
-__global__ void rmsnorm_dw_k(G *dw, const float *dy, const float *x, const float *rstd, int T, int D)
+template <typename Grad>
+__global__ void rmsnorm_dw_k(Grad *dw, const float *dy, const float *x, const float *rstd, int T, int D)
 {
-    __shared__ float sh[16][33];
+    __shared__ float stripe_sums[16][33];          /* 33: no shared-memory bank conflicts */
     int d = blockIdx.x * 32 + threadIdx.x;
-    float s = 0.f;
+    float sum = 0.f;
     if (d < D)
-        for (int t = threadIdx.y; t < T; t += 16) s += dy[(size_t)t * D + d] * x[(size_t)t * D + d] * rstd[t];
-    sh[threadIdx.y][threadIdx.x] = s;
+        for (int t = threadIdx.y; t < T; t += 16) sum += dy[(size_t)t * D + d] * x[(size_t)t * D + d] * rstd[t];
+    stripe_sums[threadIdx.y][threadIdx.x] = sum;
     __syncthreads();
     if (threadIdx.y == 0 && d < D) {
-        for (int k = 1; k < 16; k++) s += sh[k][threadIdx.x];
-        stf(dw, d, ldf(dw, d) + s);
+        for (int k = 1; k < 16; k++) sum += stripe_sums[k][threadIdx.x];
+        store_float(dw, d, load_float(dw, d) + sum);
     }
 }
 
 /* RoPE, HF rotate-half: for j < hd/2, (x[j], x[j + hd/2]) rotated by angle pos * inv_freq[j].
  * Works on a whole [T, (H + 2K) hd] qkv row set: the H + K heads of q and k are rotated, the v
- * columns copied. sgn = +1 is the forward rotation, -1 its inverse (= its transpose, so this
- * is also the backward). `in` may equal `out` (each thread owns a pair). */
-template <typename I, typename O>
-__global__ void rope_k(void *outv, const void *inv, const int *pos, const float *cs, const float *sn,
-                       int T, int n_rot_heads, int qkv_dim, int hd, float sgn)
+ * columns copied. sign = +1 is the forward rotation, -1 its inverse (= its transpose, so this
+ * is also the backward). `in_buf` may equal `out_buf` (each thread owns a pair). */
+template <typename In, typename Out>
+__global__ void rope_k(void *out_buf, const void *in_buf, const int *positions, const float *cos_tab,
+                       const float *sin_tab, int T, int n_rot_heads, int qkv_dim, int hd, float sign)
 {
-    O *out = (O *)outv;
-    const I *in = (const I *)inv;
-    int half = hd / 2, rot = n_rot_heads * hd;
+    Out *out = (Out *)out_buf;
+    const In *in = (const In *)in_buf;
+    int half = hd / 2, rot_cols = n_rot_heads * hd;
     ROWS_COLS(t, T, c, qkv_dim) {
         size_t i = t * qkv_dim + c;
-        if (c >= rot) { stf(out, i, ldf(in, i)); continue; }
+        if (c >= rot_cols) { store_float(out, i, load_float(in, i)); continue; }
         int j = c % hd;
         if (j >= half) continue;                  /* the partner thread j - half does this pair */
-        size_t tab = (size_t)pos[t] * half + j;
-        float co = cs[tab], si = sgn * sn[tab];
-        float x1 = ldf(in, i), x2 = ldf(in, i + half);
-        stf(out, i, x1 * co - x2 * si);
-        stf(out, i + half, x2 * co + x1 * si);
+        size_t tab = (size_t)positions[t] * half + j;
+        float co = cos_tab[tab], si = sign * sin_tab[tab];
+        float x1 = load_float(in, i), x2 = load_float(in, i + half);
+        store_float(out, i, x1 * co - x2 * si);
+        store_float(out, i + half, x2 * co + x1 * si);
     }
 }
 
 /* Causal softmax over rows of scores S [B, n, n] (row r of each matrix is query position r):
  * P[r, c] = softmax_c(S[r, 0..r]) for c <= r, 0 above the diagonal. One block per row. */
-template <typename A>
-__global__ void softmax_causal_k(void *Pv, const float *S, int n, int rows)
+template <typename Act>
+__global__ void softmax_causal_k(void *P_act, const float *S, int n, int rows)
 {
-    A *P = (A *)Pv;
+    Act *P = (Act *)P_act;
     for (int row = blockIdx.x; row < rows; row += gridDim.x) {
         int r = row % n;
         const float *s = S + (size_t)row * n;
@@ -330,60 +312,62 @@ __global__ void softmax_causal_k(void *Pv, const float *S, int n, int rows)
         sum = block_sum(sum);
         float inv = 1.f / sum;
         for (int c = threadIdx.x; c < n; c += blockDim.x)
-            stf(P, (size_t)row * n + c, c <= r ? expf(s[c] - mx) * inv : 0.f);
+            store_float(P, (size_t)row * n + c, c <= r ? expf(s[c] - mx) * inv : 0.f);
     }
 }
 
 /* Softmax backward, in place: PdS holds P on entry and dS on exit,
  * dS[r, c] = P[r, c] (dP[r, c] - sum_c' P[r, c'] dP[r, c']) for c <= r, else 0. */
-template <typename A>
-__global__ void softmax_causal_bwd_k(void *PdSv, const float *dP, int n, int rows)
+template <typename Act>
+__global__ void softmax_causal_bwd_k(void *PdS_act, const float *dP, int n, int rows)
 {
-    A *PdS = (A *)PdSv;
+    Act *PdS = (Act *)PdS_act;
     for (int row = blockIdx.x; row < rows; row += gridDim.x) {
         int r = row % n;
-        size_t o = (size_t)row * n;
+        size_t start = (size_t)row * n;
         float dot = 0.f;
-        for (int c = threadIdx.x; c <= r; c += blockDim.x) dot += ldf(PdS, o + c) * dP[o + c];
+        for (int c = threadIdx.x; c <= r; c += blockDim.x) dot += load_float(PdS, start + c) * dP[start + c];
         dot = block_sum(dot);                     /* barrier: every read of P is done */
         for (int c = threadIdx.x; c < n; c += blockDim.x) {
-            float p = c <= r ? ldf(PdS, o + c) : 0.f;
-            stf(PdS, o + c, c <= r ? p * (dP[o + c] - dot) : 0.f);
+            float p = c <= r ? load_float(PdS, start + c) : 0.f;
+            store_float(PdS, start + c, c <= r ? p * (dP[start + c] - dot) : 0.f);
         }
     }
 }
 
-/* h[t, i] = silu(gu[t, i]) * gu[t, I + i]. */
-template <typename A>
-__global__ void swiglu_fwd_k(void *hv, const void *guv, int T, int I)
+/* h[t, i] = silu(gate[t, i]) * up[t, i], with gu[t] = gate | up (I columns each). */
+template <typename Act>
+__global__ void swiglu_fwd_k(void *h_act, const void *gu_act, int T, int I)
 {
-    A *h = (A *)hv;
-    const A *gu = (const A *)guv;
+    Act *h = (Act *)h_act;
+    const Act *gu = (const Act *)gu_act;
     ROWS_COLS(t, T, i, I) {
-        float g = ldf(gu, t * 2 * I + i), u = ldf(gu, t * 2 * I + I + i);
-        stf(h, t * I + i, g / (1.f + expf(-g)) * u);
+        float gate = load_float(gu, t * 2 * I + i), up = load_float(gu, t * 2 * I + I + i);
+        store_float(h, t * I + i, gate / (1.f + expf(-gate)) * up);
     }
 }
 
-/* dgu[t, i] = dh u silu'(g), dgu[t, I + i] = dh silu(g); silu' = s (1 + g (1 - s)), s = sigmoid(g). */
-template <typename A>
-__global__ void swiglu_bwd_k(void *dguv, const void *dhv, const void *guv, int T, int I)
+/* dgate = dh up silu'(gate), dup = dh silu(gate); silu' = s (1 + gate (1 - s)), s = sigmoid(gate). */
+template <typename Act>
+__global__ void swiglu_bwd_k(void *dgu_act, const void *dh_act, const void *gu_act, int T, int I)
 {
-    A *dgu = (A *)dguv;
-    const A *dh = (const A *)dhv, *gu = (const A *)guv;
+    Act *dgu = (Act *)dgu_act;
+    const Act *dh = (const Act *)dh_act, *gu = (const Act *)gu_act;
     ROWS_COLS(t, T, i, I) {
-        float g = ldf(gu, t * 2 * I + i), u = ldf(gu, t * 2 * I + I + i), d = ldf(dh, t * I + i);
-        float s = 1.f / (1.f + expf(-g));
-        stf(dgu, t * 2 * I + i, d * u * s * (1.f + g * (1.f - s)));
-        stf(dgu, t * 2 * I + I + i, d * g * s);
+        float gate = load_float(gu, t * 2 * I + i), up = load_float(gu, t * 2 * I + I + i);
+        float dh_ti = load_float(dh, t * I + i);
+        float s = 1.f / (1.f + expf(-gate));
+        store_float(dgu, t * 2 * I + i, dh_ti * up * s * (1.f + gate * (1.f - s)));
+        store_float(dgu, t * 2 * I + I + i, dh_ti * gate * s);
     }
 }
 
-template <typename O>
-__global__ void cast_k(void *outv, const float *in, size_t n)
+/* out[i] = in[i] in the type Out (round to nearest). */
+template <typename Out>
+__global__ void cast_k(void *out_buf, const float *in, size_t n)
 {
-    O *out = (O *)outv;
-    GRID_LOOP(i, n) stf(out, i, in[i]);
+    Out *out = (Out *)out_buf;
+    GRID_LOOP(i, n) store_float(out, i, in[i]);
 }
 
 __global__ void f32_to_bf16_k(bf16 *out, const float *in, size_t n)
@@ -392,14 +376,15 @@ __global__ void f32_to_bf16_k(bf16 *out, const float *in, size_t n)
 }
 
 /* LM head, one vocabulary chunk [c0, c0 + C) of the logits [T, C] (fp32): merges the chunk's
- * max and sum of exponentials into the running (mx, se) of each row (online log-sum-exp), and
- * picks the label's logit when the label falls in this chunk. One block per row. */
-__global__ void lse_chunk_k(float *mx, float *se, float *tl, const float *logits, const int *tgt,
-                            int T, int C, int c0, int first)
+ * max and sum of exponentials into the running (row_max, row_sumexp) of each row (online
+ * log-sum-exp), and picks the label's logit when the label falls in this chunk. One block per
+ * row. */
+__global__ void lse_chunk_k(float *row_max, float *row_sumexp, float *label_logit, const float *logits,
+                            const int *labels, int T, int C, int c0, int first)
 {
     for (int t = blockIdx.x; t < T; t += gridDim.x) {
         const float *z = logits + (size_t)t * C;
-        float m = -INFINITY, s = 0.f;
+        float m = -INFINITY, s = 0.f;             /* this thread's running max and sum */
         for (int c = threadIdx.x; c < C; c += blockDim.x) {
             float x = z[c];
             if (x > m) { s = s * expf(m - x) + 1.f; m = x; }
@@ -408,51 +393,51 @@ __global__ void lse_chunk_k(float *mx, float *se, float *tl, const float *logits
         float M = block_max(m);
         s = block_sum(m == -INFINITY ? 0.f : s * expf(m - M));
         if (threadIdx.x == 0) {
-            if (first) { mx[t] = M; se[t] = s; }
+            if (first) { row_max[t] = M; row_sumexp[t] = s; }
             else {
-                float M2 = fmaxf(mx[t], M);
-                se[t] = se[t] * expf(mx[t] - M2) + s * expf(M - M2);
-                mx[t] = M2;
+                float M2 = fmaxf(row_max[t], M);
+                row_sumexp[t] = row_sumexp[t] * expf(row_max[t] - M2) + s * expf(M - M2);
+                row_max[t] = M2;
             }
-            int y = tgt[t];
-            if (y >= c0 && y < c0 + C) tl[t] = z[y - c0];
+            int y = labels[t];
+            if (y >= c0 && y < c0 + C) label_logit[t] = z[y - c0];
         }
     }
 }
 
 /* logp[i] = label logit - log-sum-exp at position i - 1, 0 for a sequence's first token
- * (position i - 1 then has no label: tgt[i - 1] < 0). Also stores lse[p] for backward. */
-__global__ void logp_k(float *logp, float *lse, const float *mx, const float *se, const float *tl,
-                       const int *tgt, int T)
+ * (position i - 1 then has no label: labels[i - 1] < 0). Also stores lse[i] for backward. */
+__global__ void logp_k(float *logp, float *lse, const float *row_max, const float *row_sumexp,
+                       const float *label_logit, const int *labels, int T)
 {
     GRID_LOOP(i, (size_t)T) {
-        lse[i] = mx[i] + logf(se[i]);
-        logp[i] = (i == 0 || tgt[i - 1] < 0) ? 0.f : tl[i - 1] - (mx[i - 1] + logf(se[i - 1]));
+        lse[i] = row_max[i] + logf(row_sumexp[i]);
+        logp[i] = (i == 0 || labels[i - 1] < 0) ? 0.f : label_logit[i - 1] - (row_max[i - 1] + logf(row_sumexp[i - 1]));
     }
 }
 
-/* dlogits of one chunk: dz[t, c] = wt[t] (1[c0 + c == tgt[t]] - exp(z[t, c] - lse[t])),
- * wt[t] = dlogp of the token that position t predicts (0 where it predicts none). */
-template <typename A>
-__global__ void lm_bwd_chunk_k(void *dzv, const float *z, const float *lse, const float *wt,
-                               const int *tgt, int T, int C, int c0)
+/* dlogits of one chunk: dz[t, c] = label_dlogp[t] (1[c0 + c == labels[t]] - exp(z[t, c] - lse[t])),
+ * label_dlogp[t] = dlogp of the token that position t predicts (0 where it predicts none). */
+template <typename Act>
+__global__ void lm_bwd_chunk_k(void *dz_act, const float *z, const float *lse, const float *label_dlogp,
+                               const int *labels, int T, int C, int c0)
 {
-    A *dz = (A *)dzv;
+    Act *dz = (Act *)dz_act;
     ROWS_COLS(t, T, c, C) {
         size_t i = t * C + c;
-        float w = wt[t];
-        float g = w == 0.f ? 0.f : w * ((c0 + c == tgt[t] ? 1.f : 0.f) - expf(z[i] - lse[t]));
-        stf(dz, i, g);
+        float w = label_dlogp[t];
+        float dz_i = w == 0.f ? 0.f : w * ((c0 + c == labels[t] ? 1.f : 0.f) - expf(z[i] - lse[t]));
+        store_float(dz, i, dz_i);
     }
 }
 
 /* Sum of squares in fp64 (the interface promises fp64 accumulation): block partials, then one
  * atomicAdd per block into out[0]. */
-template <typename G>
-__global__ void sumsq_k(double *out, const G *g, size_t n)
+template <typename Grad>
+__global__ void sumsq_k(double *out, const Grad *grad, size_t n)
 {
     double s = 0.0;
-    GRID_LOOP(i, n) { double x = ldf(g, i); s += x * x; }
+    GRID_LOOP(i, n) { double x = load_float(grad, i); s += x * x; }
     s = block_sum(s);
     if (threadIdx.x == 0) atomicAdd(out, s);
 }
@@ -460,7 +445,8 @@ __global__ void sumsq_k(double *out, const G *g, size_t n)
 /* AdamW on one tensor (fp32 master, moments and grads), torch.optim.AdamW's arithmetic as the
  * CPU path does it: p = p (1 - lr wd) - (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps), with
  * decay = 1 - lr wd, step = lr / bc1, sq_bc2 = sqrt(bc2) formed on the host. Optionally
- * refreshes the bf16 compute copy w16 (round to nearest). */
+ * refreshes the bf16 compute copy w16 (round to nearest). Letters as in model.h's AdamW comment
+ * (p, g, m, v, b1, b2); gi, mi, vi, pi are element i's values. */
 __global__ void adamw_f32_k(float *p, const float *g, float *m, float *v, bf16 *w16, size_t n,
                             float scale, float b1, float b2, float eps, float decay, float step,
                             float sq_bc2)
@@ -486,165 +472,240 @@ __global__ void adamw_bf16_k(bf16 *p, const bf16 *g, bf16 *m, bf16 *v, size_t n,
         float mi = b1 * __bfloat162float(m[i]) + (1.f - b1) * gi;
         float vi = b2 * __bfloat162float(v[i]) + (1.f - b2) * gi * gi;
         float pi = __bfloat162float(p[i]) * decay - step * mi / (sqrtf(vi) / sq_bc2 + eps);
-        p[i] = bf16_sr(pi, hash_idx(seed * 3u + 0u, i));
-        m[i] = bf16_sr(mi, hash_idx(seed * 3u + 1u, i));
-        v[i] = bf16_sr(vi, hash_idx(seed * 3u + 2u, i));
+        p[i] = bf16_round_stochastic(pi, hash_index(seed * 3u + 0u, i));
+        m[i] = bf16_round_stochastic(mi, hash_index(seed * 3u + 1u, i));
+        v[i] = bf16_round_stochastic(vi, hash_index(seed * 3u + 2u, i));
     }
 }
 
 /* Device-side random init: normal(0, std) by Box-Muller from two hashed uniforms. */
-template <typename P>
-__global__ void init_normal_k(P *p, size_t n, float std, uint32_t seed)
+template <typename Param>
+__global__ void init_normal_k(Param *p, size_t n, float std, uint32_t seed)
 {
     GRID_LOOP(i, n) {
-        float u1 = (hash_idx(seed, 2 * i) + 1.f) * 2.3283064e-10f;   /* (0, 1] */
-        float u2 = hash_idx(seed, 2 * i + 1) * 2.3283064e-10f;
-        stf(p, i, std * sqrtf(-2.f * logf(u1)) * cospif(2.f * u2));
+        float u1 = (hash_index(seed, 2 * i) + 1.f) * 2.3283064e-10f;   /* * 2^-32: (0, 1] */
+        float u2 = hash_index(seed, 2 * i + 1) * 2.3283064e-10f;
+        store_float(p, i, std * sqrtf(-2.f * logf(u1)) * cospif(2.f * u2));
     }
 }
-template <typename P>
-__global__ void fill_k(P *p, size_t n, float val)
+/* p[i] = val (norm weights start at 1). */
+template <typename Param>
+__global__ void fill_k(Param *p, size_t n, float val)
 {
-    GRID_LOOP(i, n) stf(p, i, val);
+    GRID_LOOP(i, n) store_float(p, i, val);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* The backend state                                                                           */
+/* Shapes below use model.h's letters plus QKV = (H + 2K) hd and HD = H hd; "act" means the
+ * compute type (fp32, or bf16 with opts.bf16). Buffers are sized for max_T tokens; a batch
+ * of T <= max_T tokens uses their first T rows. */
 
+/* What one layer's forward keeps for its backward (one set per layer, or one shared set that
+ * backward refills by recomputation). */
 typedef struct {
-    void *xn1;     /* [T, D] act: input_layernorm output */
-    float *rstd1;  /* [T] */
-    void *qkv;     /* [T, QKV] act: q and k after RoPE, v */
-    void *att;     /* [T, HD] act: attention output (o_proj input) */
-    float *xmid;   /* [T, D] residual after attention */
-    void *xn2;     /* [T, D] act: post_attention_layernorm output */
-    float *rstd2;  /* [T] */
-    void *gu;      /* [T, 2I] act: gate | up */
-    void *h;       /* [T, I] act: silu(gate) * up */
+    void *xn1;     /* [max_T, D] act: input_layernorm output (q/k/v projections' input) */
+    float *rstd1;  /* [max_T] 1 / rms of each row of res[l], for the norm's backward */
+    void *qkv;     /* [max_T, QKV] act: q and k after RoPE, v */
+    void *att;     /* [max_T, HD] act: attention output (o_proj input) */
+    float *xmid;   /* [max_T, D] residual stream after attention, fp32 */
+    void *xn2;     /* [max_T, D] act: post_attention_layernorm output */
+    float *rstd2;  /* [max_T] 1 / rms of each row of xmid */
+    void *gu;      /* [max_T, 2I] act: gate | up, the fused gate_proj and up_proj outputs */
+    void *h;       /* [max_T, I] act: silu(gate) * up (down_proj input) */
 } layer_acts;
 
-typedef struct { size_t ln1, qkv, o, ln2, gu, down; } layer_offsets;   /* in elements */
-
+/* Where one layer's tensors start in the flat parameter layout, in elements (llama_layout
+ * order). q, k, v follow each other, and so do gate, up: each pair of offsets below starts a
+ * fused [rows, D] matrix. */
 typedef struct {
-    llama_backend *b;
-    llama_config cfg;
-    int L, D, I, H, K, hd, V, QKV, HD, g;  /* QKV = (H + 2K) hd, HD = H hd, g = H / K */
-    int dev;
-    int abf;                 /* activations and compute weights are bf16 */
-    int lean;                /* master weights, grads and moments are bf16 */
-    int recompute;
-    int max_T;
-    size_t asz;              /* bytes per activation element: 4 or 2 */
-    size_t n_params;
-    int n_tens;
-    llama_tensor_info *tens;
-    layer_offsets *lo;
-    size_t off_embed, off_norm, off_lm;
-    int lm_chunk;            /* vocabulary columns per LM-head chunk */
-    cublasHandle_t cub;
-    void *cub_ws; size_t cub_ws_size;
+    size_t input_layernorm;          /* [D] */
+    size_t qkv_proj;                 /* [QKV, D]: q_proj, k_proj, v_proj */
+    size_t o_proj;                   /* [D, HD] */
+    size_t post_attention_layernorm; /* [D] */
+    size_t gate_up_proj;             /* [2I, D]: gate_proj, up_proj */
+    size_t down_proj;                /* [D, I] */
+} layer_offsets;
 
-    /* parameters and optimizer */
-    void *master;            /* [n_params] fp32 (bf16 in lean mode) */
-    void *w;                 /* [n_params] compute weights, act type (== master unless bf16 non-lean) */
+typedef struct cuda_ctx {
+    llama_backend *backend;  /* the interface this implements; its err buffer gets our messages */
+    llama_config cfg;
+    int L, D, I, H, K, hd, V;    /* model.h's shape letters, from cfg */
+    int QKV;                 /* (H + 2K) hd: columns of the fused q/k/v projection */
+    int HD;                  /* H hd: columns of the attention output */
+    int q_per_kv;            /* H / K: query heads that share one KV head (GQA group) */
+    int device;              /* CUDA device index; set current at each entry point */
+    int bf16_compute;        /* activations and compute weights are bf16 (opts.bf16) */
+    int lean;                /* master weights, grads and moments are bf16 too (opts.lean_optimizer) */
+    int recompute;           /* keep only res[l]; backward reruns each layer's forward */
+    int max_T;               /* tokens the buffers are planned for (opts.max_tokens) */
+    size_t act_size;         /* bytes per activation / compute-weight element: 4 or 2 */
+    size_t n_params;
+    int n_tensors;
+    llama_tensor_info *tensors;      /* [n_tensors] the llama_layout table */
+    layer_offsets *layer_offs;       /* [L] */
+    size_t off_embed, off_norm, off_lm;   /* element offsets; off_lm == off_embed when tied */
+    int lm_chunk;            /* vocabulary columns per LM-head chunk: bounds the logits' memory */
+    cublasHandle_t cublas;
+    void *cublas_ws;         /* [cublas_ws_size] bytes: cuBLAS workspace, allocated with the rest */
+    size_t cublas_ws_size;   /*   so that no GEMM allocates memory mid-step */
+
+    /* parameters and optimizer, flat in llama_layout order */
+    void *master;            /* [n_params] fp32 (bf16 in lean mode): what AdamW updates */
+    void *weights;           /* [n_params] act: what forward reads (== master unless bf16 non-lean) */
     void *grad;              /* [n_params] fp32 (bf16 in lean mode) */
-    void *am, *av;           /* [n_params] Adam moments, fp32 (bf16 in lean mode) */
+    void *adam_m, *adam_v;   /* [n_params] each, Adam moments, fp32 (bf16 in lean mode) */
 
     /* activations */
     float *res;              /* [L + 1, max_T, D] residual stream at each layer input; res[L] final */
-    layer_acts *acts; int n_acts;
-    void *xf;                /* [T, D] act: final norm output */
-    float *rstdf;            /* [T] */
+    layer_acts *acts;        /* [n_acts] */
+    int n_acts;              /* L, or 1 with recompute */
+    void *xf;                /* [max_T, D] act: final norm output (LM head input) */
+    float *rstd_final;       /* [max_T] 1 / rms of each row of res[L] */
 
-    /* workspace */
-    float *dres;             /* [T, D] gradient of the residual stream */
-    float *dxn;              /* [T, D] gradient of a norm output */
-    void *dY;                /* [T, D] act: dres cast for the GEMMs (unused in fp32) */
-    void *datt;              /* [T, HD] act */
-    void *dh;                /* [T, I] act */
-    void *dbig;              /* [T, max(2I, QKV)] act: dgu, then dqkv */
-    float *dqkvf;            /* [T, QKV] fp32: dq, dk, dv before the RoPE backward */
-    float *S;                /* [K, max_T, max_T] scores, then dP */
-    void *P;                 /* [K, max_T, max_T] act: probabilities, then dS */
-    float *logits;           /* [T, lm_chunk] */
-    void *dlogits;           /* [T, lm_chunk] act */
-    float *dxf;              /* [T, D] */
-    float *mx, *se, *tl, *lse, *logp, *wt;   /* [T] each */
-    int *tok, *pos, *tgt;    /* [T] each */
-    float *rope_cos, *rope_sin;              /* [max_T, hd/2] */
-    double *dsum;            /* [1] */
+    /* workspace: reused by every layer */
+    float *dres;             /* [max_T, D] gradient of the residual stream */
+    float *dxn;              /* [max_T, D] gradient of a norm output */
+    void *dres_cast;         /* [max_T, D] act: dres cast for the GEMMs (unused in fp32) */
+    void *datt;              /* [max_T, HD] act */
+    void *dh;                /* [max_T, I] act */
+    void *dproj;             /* [max_T, max(2I, QKV)] act: gradient of a fused projection's
+                                output: dgu, then dqkv */
+    float *dqkv_f32;         /* [max_T, QKV] fp32: dq, dk, dv before the RoPE backward */
+    float *scores;           /* [K, max_T, max_T] fp32 attention scores S, then dP */
+    void *probs;             /* [K, max_T, max_T] act: probabilities P, then dS */
+    float *logits;           /* [max_T, lm_chunk] one vocabulary chunk's logits */
+    void *dlogits;           /* [max_T, lm_chunk] act */
+    float *dxf;              /* [max_T, D] gradient of xf */
+    float *row_max, *row_sumexp;   /* [max_T] each: running log-sum-exp over the chunks */
+    float *label_logit;      /* [max_T] the logit of the token position t predicts */
+    float *lse;              /* [max_T] log-sum-exp of each row's logits, for backward */
+    float *logp;             /* [max_T] forward's output (see llama_batch) */
+    float *label_dlogp;      /* [max_T] dlogp of the token position t predicts, 0 where none */
+    int *tokens;             /* [max_T] the batch's token ids */
+    int *positions;          /* [max_T] position of each token within its sequence (RoPE) */
+    int *labels;             /* [max_T] the token position t predicts, -1 at a sequence's end */
+    float *rope_cos, *rope_sin;    /* [max_T, hd/2] each, by position and frequency */
+    double *sumsq;           /* [1] the gradient norm's fp64 accumulator */
 
-    /* the last forward's batch (host) */
-    int T, n_seq, have_fwd;
-    int *h_seq;              /* [max_T + 1] */
-    int *h_tgt;              /* [max_T] */
-    float *h_wt;             /* [max_T] */
-    uint32_t sr_seed;        /* stochastic rounding: advanced every step */
+    /* the last forward's batch, on the host: backward and attention's per-sequence loops */
+    int T, n_seq;
+    int have_forward;        /* backward refuses to run without a forward on this batch */
+    int *host_seq_start;     /* [max_T + 1] */
+    int *host_labels;        /* [max_T] */
+    float *host_label_dlogp; /* [max_T] */
+    uint32_t sr_seed;        /* stochastic rounding seed: advanced every AdamW step */
 } cuda_ctx;
 
-/* Element offsets into the compute-type buffers (weights c->w, activations) and into the
- * gradient buffer, whose element size differs in bf16 non-lean mode (fp32 grads, bf16 weights). */
-#define ACT(c, p, off) ((void *)((char *)(p) + (size_t)(off) * (c)->asz))
-#define GRD(c, off) ((void *)((char *)(c)->grad + (size_t)(off) * ((c)->lean ? 2 : 4)))
+static cuda_ctx *ctx_of(llama_backend *b) { return (cuda_ctx *)b->impl; }
+
+/* Backend calls report a failure in the backend's err buffer, where llama_backend promises it
+ * after a -1. */
+static void ctx_error(cuda_ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->backend->err, sizeof c->backend->err, fmt, ap);
+    va_end(ap);
+}
+
+/* CUDA_CHECK / CUBLAS_CHECK check one CUDA / cuBLAS call in a function that has the context
+ * `c` in scope and returns int: a failure names the line, the call and a hint, and returns -1. */
+#define CUDA_CHECK(call)                                                                      \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess) {                                                              \
+            ctx_error(c, "kernels.cu:%d: %s failed: %s (hint: %s)", __LINE__, #call,          \
+                      cudaGetErrorString(e_), cuda_hint(e_));                                 \
+            return -1;                                                                        \
+        }                                                                                     \
+    } while (0)
+#define CUBLAS_CHECK(call)                                                                    \
+    do {                                                                                      \
+        cublasStatus_t s_ = (call);                                                           \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                    \
+            ctx_error(c, "kernels.cu:%d: %s failed: %s (hint: check the shapes; "             \
+                      "an ALLOC_FAILED means GPU memory ran out)", __LINE__, #call,           \
+                      cublas_name(s_));                                                       \
+            return -1;                                                                        \
+        }                                                                                     \
+    } while (0)
+/* After each kernel launch: catches bad launch configurations at once (and, since launches are
+ * asynchronous, faults of earlier kernels at the next synchronising call). */
+#define CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+/* Addresses of element `off` of a compute-type buffer (c->weights, activations) and of the
+ * gradient buffer: the two element sizes differ in bf16 non-lean mode (bf16 weights, fp32
+ * grads), so offsets from the layout cannot be shared as pointers. */
+#define ACT_AT(c, buf, off) ((void *)((char *)(buf) + (size_t)(off) * (c)->act_size))
+#define GRAD_AT(c, off) ((void *)((char *)(c)->grad + (size_t)(off) * grad_size(c)))
+static size_t grad_size(const cuda_ctx *c) { return c->lean ? 2 : 4; }   /* bytes per grad or moment */
+static void *weight_at(const cuda_ctx *c, size_t off) { return ACT_AT(c, c->weights, off); }
 
 /* Kernel launch shapes: elementwise work gets enough blocks to fill any GPU, capped so the
  * grid-stride loops do the rest; row kernels get one block per row up to 65535. */
-static int eblocks(size_t n) { size_t b = (n + 255) / 256; return (int)(b < 1 ? 1 : b > MAX_EBLOCKS ? MAX_EBLOCKS : b); }
-static int rblocks(size_t rows) { return (int)(rows < 1 ? 1 : rows > MAX_RBLOCKS ? MAX_RBLOCKS : rows); }
+static int elem_blocks(size_t n)
+{
+    size_t blocks = (n + 255) / 256;
+    return (int)(blocks < 1 ? 1 : blocks > MAX_ELEM_BLOCKS ? MAX_ELEM_BLOCKS : blocks);
+}
+static int row_blocks(size_t rows) { return (int)(rows < 1 ? 1 : rows > MAX_ROW_BLOCKS ? MAX_ROW_BLOCKS : rows); }
 /* Grid for ROWS_COLS kernels over [rows, cols] with 256-thread blocks. */
-static dim3 rcgrid(size_t rows, int cols)
+static dim3 rows_cols_grid(size_t rows, int cols)
 {
     size_t bx = ((size_t)cols + 255) / 256;
-    return dim3((unsigned)(bx < 1 ? 1 : bx > MAX_EBLOCKS ? MAX_EBLOCKS : bx), (unsigned)rblocks(rows));
+    return dim3((unsigned)(bx < 1 ? 1 : bx > MAX_ELEM_BLOCKS ? MAX_ELEM_BLOCKS : bx), (unsigned)row_blocks(rows));
 }
 
-#define DISPATCH_A(c, kern, grid, block, ...)                                   \
+/* Launches the instantiation of `kern` for the compute type: kern<bf16> or kern<float>. */
+#define LAUNCH_ACT(c, kern, grid, block, ...)                                   \
     do {                                                                        \
-        if ((c)->abf) LAUNCH((grid), (block), kern<bf16>)(__VA_ARGS__);         \
+        if ((c)->bf16_compute) LAUNCH((grid), (block), kern<bf16>)(__VA_ARGS__); \
         else LAUNCH((grid), (block), kern<float>)(__VA_ARGS__);                 \
     } while (0)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Operations (host side): each launches one kernel or GEMM and checks it                     */
 
-/* Row-major strided-batched GEMM: C[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C, with A and B
- * in the compute type and C in ct (fp32 or the compute type); lda/ldb/ldc are row strides.
+/* Row-major strided-batched GEMM (BLAS argument names): C[m, n] = alpha op(A)[m, k] op(B)[k, n]
+ * + beta C, op transposing when tA / tB, with A and B in the compute type and C in c_type (fp32
+ * or the compute type); lda/ldb/ldc are row strides, sA/sB/sC the strides between the `batch`
+ * matrices.
  * cuBLAS is column-major, where a row-major matrix is its own transpose, so we ask it for
  * C^T = op(B)^T op(A)^T. fp32 mode uses the pedantic fp32 compute type: no TF32. */
 static int gemm(cuda_ctx *c, int tA, int tB, int m, int n, int k, float alpha,
                 const void *A, int lda, long long sA, const void *B, int ldb, long long sB,
-                float beta, void *C, cudaDataType_t ct, int ldc, long long sC, int batch)
+                float beta, void *C, cudaDataType_t c_type, int ldc, long long sC, int batch)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    cudaDataType_t at = c->abf ? CUDA_R_16BF : CUDA_R_32F;
-    cublasComputeType_t comp = c->abf ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC;
-    CB(cublasGemmStridedBatchedEx(c->cub, tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                  n, m, k, &alpha, B, at, ldb, sB, A, at, lda, sA, &beta, C, ct, ldc, sC,
-                                  batch, comp, CUBLAS_GEMM_DEFAULT));
+    cudaDataType_t ab_type = c->bf16_compute ? CUDA_R_16BF : CUDA_R_32F;
+    cublasComputeType_t compute_type = c->bf16_compute ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC;
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(c->cublas, tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                            n, m, k, &alpha, B, ab_type, ldb, sB, A, ab_type, lda, sA, &beta, C, c_type,
+                                            ldc, sC, batch, compute_type, CUBLAS_GEMM_DEFAULT));
     return 0;
 }
-static cudaDataType_t act_type(const cuda_ctx *c) { return c->abf ? CUDA_R_16BF : CUDA_R_32F; }
+static cudaDataType_t act_type(const cuda_ctx *c) { return c->bf16_compute ? CUDA_R_16BF : CUDA_R_32F; }
 static cudaDataType_t grad_type(const cuda_ctx *c) { return c->lean ? CUDA_R_16BF : CUDA_R_32F; }
 
-/* Linear layer y[T, out] = x[T, in] @ W[out, in]^T (+ beta y), y in type yt. */
-static int linear_fwd(cuda_ctx *c, void *y, cudaDataType_t yt, float beta, const void *x,
+/* Linear layer y[T, out] = x[T, in] @ W[out, in]^T (+ beta y), y in type y_type. */
+static int linear_fwd(cuda_ctx *c, void *y, cudaDataType_t y_type, float beta, const void *x,
                       const void *W, int T, int in, int out)
 {
-    return gemm(c, 0, 1, T, out, in, 1.f, x, in, 0, W, in, 0, beta, y, yt, out, 0, 1);
+    return gemm(c, 0, 1, T, out, in, 1.f, x, in, 0, W, in, 0, beta, y, y_type, out, 0, 1);
 }
 /* Its backward: dx[T, in] (= or +=, by beta_x) dy[T, out] @ W, and dW[out, in] += dy^T @ x. */
-static int linear_bwd(cuda_ctx *c, void *dx, cudaDataType_t dxt, float beta_x, void *dW,
+static int linear_bwd(cuda_ctx *c, void *dx, cudaDataType_t dx_type, float beta_x, void *dW,
                       const void *dy, const void *x, const void *W, int T, int in, int out)
 {
-    if (gemm(c, 0, 0, T, in, out, 1.f, dy, out, 0, W, in, 0, beta_x, dx, dxt, in, 0, 1)) return -1;
+    if (gemm(c, 0, 0, T, in, out, 1.f, dy, out, 0, W, in, 0, beta_x, dx, dx_type, in, 0, 1)) return -1;
     return gemm(c, 1, 0, out, in, T, 1.f, dy, out, 0, x, in, 0, 1.f, dW, grad_type(c), in, 0, 1);
 }
 
+/* out = rmsnorm(x) * w, rstd kept for the backward. */
 static int op_rmsnorm_fwd(cuda_ctx *c, void *out, float *rstd, const float *x, const void *w, int T, int D)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    DISPATCH_A(c, rmsnorm_fwd_k, rblocks(T), 256, out, rstd, x, w, T, D, c->cfg.rms_norm_eps);
-    CKL();
+    LAUNCH_ACT(c, rmsnorm_fwd_k, row_blocks(T), 256, out, rstd, x, w, T, D, c->cfg.rms_norm_eps);
+    CHECK_LAUNCH();
     return 0;
 }
 
@@ -652,143 +713,174 @@ static int op_rmsnorm_fwd(cuda_ctx *c, void *out, float *rstd, const float *x, c
 static int op_rmsnorm_bwd(cuda_ctx *c, float *dx, void *dw, const float *dy, const float *x,
                           const float *rstd, const void *w, int T, int D)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    dim3 blk(32, 16), grd((D + 31) / 32);
-    if (c->lean) LAUNCH(grd, blk, rmsnorm_dw_k<bf16>)((bf16 *)dw, dy, x, rstd, T, D);
-    else LAUNCH(grd, blk, rmsnorm_dw_k<float>)((float *)dw, dy, x, rstd, T, D);
-    CKL();
-    DISPATCH_A(c, rmsnorm_bwd_k, rblocks(T), 256, dx, dy, x, rstd, w, T, D);
-    CKL();
+    dim3 dw_block(32, 16), dw_grid((D + 31) / 32);   /* rmsnorm_dw_k's 32 columns x 16 stripes */
+    if (c->lean) LAUNCH(dw_grid, dw_block, rmsnorm_dw_k<bf16>)((bf16 *)dw, dy, x, rstd, T, D);
+    else LAUNCH(dw_grid, dw_block, rmsnorm_dw_k<float>)((float *)dw, dy, x, rstd, T, D);
+    CHECK_LAUNCH();
+    LAUNCH_ACT(c, rmsnorm_bwd_k, row_blocks(T), 256, dx, dy, x, rstd, w, T, D);
+    CHECK_LAUNCH();
     return 0;
 }
 
-/* Causal GQA attention over the packed batch (see the header comment).
- * qkv [T, QKV] act (q, k after RoPE); att [T, HD] act. */
-static int op_attention_fwd(cuda_ctx *c, void *att, const void *qkv, const int *seq, int n_seq)
+/* Causal GQA attention over the packed batch (see the header comment): sequence s is rows
+ * seq_start[s] .. seq_start[s + 1] - 1. qkv [T, QKV] act (q, k after RoPE); att [T, HD] act.
+ * In a sequence of n tokens, the GEMMs' batch runs over the K KV heads; query head kh
+ * q_per_kv + j is KV head kh's j-th, so one GEMM per j covers every query head. */
+static int op_attention_fwd(cuda_ctx *c, void *att, const void *qkv, const int *seq_start, int n_seq)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    int K = c->K, g = c->g, hd = c->hd, QKV = c->QKV, HD = c->HD;
+    int K = c->K, q_per_kv = c->q_per_kv, hd = c->hd, QKV = c->QKV, HD = c->HD;
     float scale = 1.f / sqrtf((float)hd);
     for (int s = 0; s < n_seq; s++) {
-        int s0 = seq[s], n = seq[s + 1] - seq[s];
+        int first = seq_start[s], n = seq_start[s + 1] - seq_start[s];
         if (n <= 0) continue;
-        long long nn = (long long)n * n;
-        for (int j = 0; j < g; j++) {
-            /* S[kh] = scale Q_j[kh] K[kh]^T, query head kh g + j */
-            if (gemm(c, 0, 1, n, n, hd, scale, ACT(c, qkv, (size_t)s0 * QKV + (size_t)j * hd), QKV, (long long)g * hd,
-                     ACT(c, qkv, (size_t)s0 * QKV + HD), QKV, hd, 0.f, c->S, CUDA_R_32F, n, nn, K)) return -1;
-            DISPATCH_A(c, softmax_causal_k, rblocks((size_t)K * n), 256, c->P, c->S, n, K * n);
-            CKL();
+        long long score_stride = (long long)n * n;   /* between the K score matrices */
+        long long q_stride = (long long)q_per_kv * hd;   /* between KV groups' j-th query heads */
+        const void *keys = ACT_AT(c, qkv, (size_t)first * QKV + HD);
+        const void *values = ACT_AT(c, qkv, (size_t)first * QKV + HD + (size_t)K * hd);
+        for (int j = 0; j < q_per_kv; j++) {
+            /* S[kh] = scale Q_j[kh] K[kh]^T */
+            if (gemm(c, 0, 1, n, n, hd, scale, ACT_AT(c, qkv, (size_t)first * QKV + (size_t)j * hd), QKV, q_stride,
+                     keys, QKV, hd, 0.f, c->scores, CUDA_R_32F, n, score_stride, K)) return -1;
+            LAUNCH_ACT(c, softmax_causal_k, row_blocks((size_t)K * n), 256, c->probs, c->scores, n, K * n);
+            CHECK_LAUNCH();
             /* O_j[kh] = P[kh] V[kh] */
-            if (gemm(c, 0, 0, n, hd, n, 1.f, c->P, n, nn, ACT(c, qkv, (size_t)s0 * QKV + HD + (size_t)K * hd), QKV, hd,
-                     0.f, ACT(c, att, (size_t)s0 * HD + (size_t)j * hd), act_type(c), HD, (long long)g * hd, K)) return -1;
+            if (gemm(c, 0, 0, n, hd, n, 1.f, c->probs, n, score_stride, values, QKV, hd,
+                     0.f, ACT_AT(c, att, (size_t)first * HD + (size_t)j * hd), act_type(c), HD, q_stride, K)) return -1;
         }
     }
     return 0;
 }
 
-/* Attention backward: datt [T, HD] act -> dqkvf [T, QKV] fp32 (dq, dk, dv; written, not added). */
-static int op_attention_bwd(cuda_ctx *c, float *dqkvf, const void *datt, const void *qkv, const int *seq, int n_seq)
+/* Attention backward: datt [T, HD] act -> dqkv_f32 [T, QKV] fp32 (dq, dk, dv; written, not
+ * added). Recomputes each P from q and k rather than keeping [K, n, n] per query head. */
+static int op_attention_bwd(cuda_ctx *c, float *dqkv_f32, const void *datt, const void *qkv, const int *seq_start,
+                            int n_seq)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    int K = c->K, g = c->g, hd = c->hd, QKV = c->QKV, HD = c->HD;
+    int K = c->K, q_per_kv = c->q_per_kv, hd = c->hd, QKV = c->QKV, HD = c->HD;
     float scale = 1.f / sqrtf((float)hd);
     for (int s = 0; s < n_seq; s++) {
-        int s0 = seq[s], n = seq[s + 1] - seq[s];
+        int first = seq_start[s], n = seq_start[s + 1] - seq_start[s];
         if (n <= 0) continue;
-        long long nn = (long long)n * n;
-        const void *Kp = ACT(c, qkv, (size_t)s0 * QKV + HD), *Vp = ACT(c, qkv, (size_t)s0 * QKV + HD + (size_t)K * hd);
-        float *dK = dqkvf + (size_t)s0 * QKV + HD, *dV = dqkvf + (size_t)s0 * QKV + HD + (size_t)K * hd;
-        for (int j = 0; j < g; j++) {
-            const void *Qj = ACT(c, qkv, (size_t)s0 * QKV + (size_t)j * hd);
-            const void *dO = ACT(c, datt, (size_t)s0 * HD + (size_t)j * hd);
-            float *dQ = dqkvf + (size_t)s0 * QKV + (size_t)j * hd;
-            float acc = j ? 1.f : 0.f;            /* dK, dV sum over the g query heads */
+        long long score_stride = (long long)n * n;
+        long long q_stride = (long long)q_per_kv * hd;
+        const void *keys = ACT_AT(c, qkv, (size_t)first * QKV + HD);
+        const void *values = ACT_AT(c, qkv, (size_t)first * QKV + HD + (size_t)K * hd);
+        float *dkeys = dqkv_f32 + (size_t)first * QKV + HD;
+        float *dvalues = dqkv_f32 + (size_t)first * QKV + HD + (size_t)K * hd;
+        for (int j = 0; j < q_per_kv; j++) {
+            const void *queries_j = ACT_AT(c, qkv, (size_t)first * QKV + (size_t)j * hd);
+            const void *dout_j = ACT_AT(c, datt, (size_t)first * HD + (size_t)j * hd);
+            float *dqueries_j = dqkv_f32 + (size_t)first * QKV + (size_t)j * hd;
+            float beta_kv = j ? 1.f : 0.f;        /* dK, dV sum over a group's query heads */
             /* recompute P */
-            if (gemm(c, 0, 1, n, n, hd, scale, Qj, QKV, (long long)g * hd, Kp, QKV, hd, 0.f, c->S, CUDA_R_32F, n, nn, K)) return -1;
-            DISPATCH_A(c, softmax_causal_k, rblocks((size_t)K * n), 256, c->P, c->S, n, K * n);
-            CKL();
+            if (gemm(c, 0, 1, n, n, hd, scale, queries_j, QKV, q_stride, keys, QKV, hd, 0.f, c->scores, CUDA_R_32F, n,
+                     score_stride, K)) return -1;
+            LAUNCH_ACT(c, softmax_causal_k, row_blocks((size_t)K * n), 256, c->probs, c->scores, n, K * n);
+            CHECK_LAUNCH();
             /* dV[kh] += P^T dO_j */
-            if (gemm(c, 1, 0, n, hd, n, 1.f, c->P, n, nn, dO, HD, (long long)g * hd, acc, dV, CUDA_R_32F, QKV, hd, K)) return -1;
-            /* dP = dO_j V^T (into S) */
-            if (gemm(c, 0, 1, n, n, hd, 1.f, dO, HD, (long long)g * hd, Vp, QKV, hd, 0.f, c->S, CUDA_R_32F, n, nn, K)) return -1;
-            DISPATCH_A(c, softmax_causal_bwd_k, rblocks((size_t)K * n), 256, c->P, c->S, n, K * n);
-            CKL();
+            if (gemm(c, 1, 0, n, hd, n, 1.f, c->probs, n, score_stride, dout_j, HD, q_stride, beta_kv, dvalues,
+                     CUDA_R_32F, QKV, hd, K)) return -1;
+            /* dP = dO_j V^T (into scores) */
+            if (gemm(c, 0, 1, n, n, hd, 1.f, dout_j, HD, q_stride, values, QKV, hd, 0.f, c->scores, CUDA_R_32F, n,
+                     score_stride, K)) return -1;
+            LAUNCH_ACT(c, softmax_causal_bwd_k, row_blocks((size_t)K * n), 256, c->probs, c->scores, n, K * n);
+            CHECK_LAUNCH();
             /* dQ_j = scale dS K;  dK += scale dS^T Q_j */
-            if (gemm(c, 0, 0, n, hd, n, scale, c->P, n, nn, Kp, QKV, hd, 0.f, dQ, CUDA_R_32F, QKV, (long long)g * hd, K)) return -1;
-            if (gemm(c, 1, 0, n, hd, n, scale, c->P, n, nn, Qj, QKV, (long long)g * hd, acc, dK, CUDA_R_32F, QKV, hd, K)) return -1;
+            if (gemm(c, 0, 0, n, hd, n, scale, c->probs, n, score_stride, keys, QKV, hd, 0.f, dqueries_j, CUDA_R_32F,
+                     QKV, q_stride, K)) return -1;
+            if (gemm(c, 1, 0, n, hd, n, scale, c->probs, n, score_stride, queries_j, QKV, q_stride, beta_kv, dkeys,
+                     CUDA_R_32F, QKV, hd, K)) return -1;
         }
     }
     return 0;
 }
 
-/* LM head forward over vocabulary chunks: xf [T, D] -> logp [T] (device) and lse [T]; the
- * chunk's logits [T, C] are the only logits alive. */
+/* LM head forward over vocabulary chunks of C <= lm_chunk columns: xf [T, D] -> logp [T]
+ * (device) and lse [T]; the chunk's logits [T, C] are the only logits alive. */
 static int op_lm_fwd(cuda_ctx *c, int T)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
     int V = c->V, D = c->D;
     for (int c0 = 0; c0 < V; c0 += c->lm_chunk) {
         int C = V - c0 < c->lm_chunk ? V - c0 : c->lm_chunk;
-        if (linear_fwd(c, c->logits, CUDA_R_32F, 0.f, c->xf, ACT(c, c->w, c->off_lm + (size_t)c0 * D), T, D, C)) return -1;
-        LAUNCH(rblocks(T), 256, lse_chunk_k)(c->mx, c->se, c->tl, c->logits, c->tgt, T, C, c0, c0 == 0);
-        CKL();
+        const void *W_chunk = weight_at(c, c->off_lm + (size_t)c0 * D);
+        if (linear_fwd(c, c->logits, CUDA_R_32F, 0.f, c->xf, W_chunk, T, D, C)) return -1;
+        LAUNCH(row_blocks(T), 256, lse_chunk_k)(c->row_max, c->row_sumexp, c->label_logit, c->logits, c->labels, T, C,
+                                                c0, c0 == 0);
+        CHECK_LAUNCH();
     }
-    LAUNCH(eblocks(T), 256, logp_k)(c->logp, c->lse, c->mx, c->se, c->tl, c->tgt, T);
-    CKL();
+    LAUNCH(elem_blocks(T), 256, logp_k)(c->logp, c->lse, c->row_max, c->row_sumexp, c->label_logit, c->labels, T);
+    CHECK_LAUNCH();
     return 0;
 }
 
-/* LM head backward, chunk by chunk: recompute the logits, form dlogits from wt and lse;
- * dxf = sum_chunks dz Wc (written), dWc += dz^T xf. */
+/* LM head backward, chunk by chunk: recompute the logits, form dlogits from label_dlogp and
+ * lse; dxf = sum_chunks dz W_chunk (written), dW_chunk += dz^T xf. */
 static int op_lm_bwd(cuda_ctx *c, int T)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
     int V = c->V, D = c->D;
     for (int c0 = 0; c0 < V; c0 += c->lm_chunk) {
         int C = V - c0 < c->lm_chunk ? V - c0 : c->lm_chunk;
-        const void *Wc = ACT(c, c->w, c->off_lm + (size_t)c0 * D);
-        if (linear_fwd(c, c->logits, CUDA_R_32F, 0.f, c->xf, Wc, T, D, C)) return -1;
-        DISPATCH_A(c, lm_bwd_chunk_k, rcgrid(T, C), 256, c->dlogits, c->logits, c->lse, c->wt, c->tgt, T, C, c0);
-        CKL();
-        if (linear_bwd(c, c->dxf, CUDA_R_32F, c0 ? 1.f : 0.f, GRD(c, c->off_lm + (size_t)c0 * D),
-                       c->dlogits, c->xf, Wc, T, D, C)) return -1;
+        const void *W_chunk = weight_at(c, c->off_lm + (size_t)c0 * D);
+        if (linear_fwd(c, c->logits, CUDA_R_32F, 0.f, c->xf, W_chunk, T, D, C)) return -1;
+        LAUNCH_ACT(c, lm_bwd_chunk_k, rows_cols_grid(T, C), 256, c->dlogits, c->logits, c->lse, c->label_dlogp,
+                   c->labels, T, C, c0);
+        CHECK_LAUNCH();
+        if (linear_bwd(c, c->dxf, CUDA_R_32F, c0 ? 1.f : 0.f, GRAD_AT(c, c->off_lm + (size_t)c0 * D),
+                       c->dlogits, c->xf, W_chunk, T, D, C)) return -1;
     }
     return 0;
 }
 
 /* dres cast to the compute type for the GEMMs (fp32 mode uses dres itself). */
-static const void *dres_act(cuda_ctx *c, int T)
+static const void *cast_dres(cuda_ctx *c, int T)
 {
-    if (!c->abf) return c->dres;
-    LAUNCH(eblocks((size_t)T * c->D), 256, cast_k<bf16>)(c->dY, c->dres, (size_t)T * c->D);
-    return c->dY;
+    if (!c->bf16_compute) return c->dres;
+    LAUNCH(elem_blocks((size_t)T * c->D), 256, cast_k<bf16>)(c->dres_cast, c->dres, (size_t)T * c->D);
+    return c->dres_cast;
+}
+
+/* RoPE over the q and k heads of [T, QKV] rows, v copied: sign +1 rotates (forward, in place on
+ * the activations), -1 rotates back (backward, from the fp32 dq dk dv when in_f32). */
+static int op_rope(cuda_ctx *c, void *out, const void *in, int in_f32, float sign, int T)
+{
+    dim3 grid = rows_cols_grid(T, c->QKV);
+    int n_rot_heads = c->H + c->K;
+    if (!c->bf16_compute)
+        LAUNCH(grid, 256, rope_k<float, float>)(out, in, c->positions, c->rope_cos, c->rope_sin, T, n_rot_heads, c->QKV,
+                                                c->hd, sign);
+    else if (in_f32)
+        LAUNCH(grid, 256, rope_k<float, bf16>)(out, in, c->positions, c->rope_cos, c->rope_sin, T, n_rot_heads, c->QKV,
+                                               c->hd, sign);
+    else
+        LAUNCH(grid, 256, rope_k<bf16, bf16>)(out, in, c->positions, c->rope_cos, c->rope_sin, T, n_rot_heads, c->QKV,
+                                              c->hd, sign);
+    CHECK_LAUNCH();
+    return 0;
 }
 
 /* Layer l forward from res[l] into a; writes res[l + 1] when `full` (backward's recomputation
  * needs everything but the layer output). */
 static int layer_fwd(cuda_ctx *c, int l, layer_acts *a, int T, int full)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    const layer_offsets *o = &c->lo[l];
+    const layer_offsets *off = &c->layer_offs[l];
     int D = c->D, I = c->I;
     const float *x = c->res + (size_t)l * c->max_T * D;
-    if (op_rmsnorm_fwd(c, a->xn1, a->rstd1, x, ACT(c, c->w, o->ln1), T, D)) return -1;
-    if (linear_fwd(c, a->qkv, act_type(c), 0.f, a->xn1, ACT(c, c->w, o->qkv), T, D, c->QKV)) return -1;
-    if (c->abf) LAUNCH(rcgrid(T, c->QKV), 256, rope_k<bf16, bf16>)(a->qkv, a->qkv, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, c->QKV, c->hd, 1.f);
-    else LAUNCH(rcgrid(T, c->QKV), 256, rope_k<float, float>)(a->qkv, a->qkv, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, c->QKV, c->hd, 1.f);
-    CKL();
-    if (op_attention_fwd(c, a->att, a->qkv, c->h_seq, c->n_seq)) return -1;
-    CK(cudaMemcpy(a->xmid, x, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice));
-    if (linear_fwd(c, a->xmid, CUDA_R_32F, 1.f, a->att, ACT(c, c->w, o->o), T, c->HD, D)) return -1;
-    if (op_rmsnorm_fwd(c, a->xn2, a->rstd2, a->xmid, ACT(c, c->w, o->ln2), T, D)) return -1;
-    if (linear_fwd(c, a->gu, act_type(c), 0.f, a->xn2, ACT(c, c->w, o->gu), T, D, 2 * I)) return -1;
-    DISPATCH_A(c, swiglu_fwd_k, rcgrid(T, I), 256, a->h, a->gu, T, I);
-    CKL();
+    /* attention block: xmid = res[l] + attention(rope(xn1 [Wq; Wk; Wv]^T)) Wo^T */
+    if (op_rmsnorm_fwd(c, a->xn1, a->rstd1, x, weight_at(c, off->input_layernorm), T, D)) return -1;
+    if (linear_fwd(c, a->qkv, act_type(c), 0.f, a->xn1, weight_at(c, off->qkv_proj), T, D, c->QKV)) return -1;
+    if (op_rope(c, a->qkv, a->qkv, 0, 1.f, T)) return -1;
+    if (op_attention_fwd(c, a->att, a->qkv, c->host_seq_start, c->n_seq)) return -1;
+    CUDA_CHECK(cudaMemcpy(a->xmid, x, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice));
+    if (linear_fwd(c, a->xmid, CUDA_R_32F, 1.f, a->att, weight_at(c, off->o_proj), T, c->HD, D)) return -1;
+    /* MLP block: res[l + 1] = xmid + swiglu(xn2 [Wgate; Wup]^T) Wdown^T */
+    if (op_rmsnorm_fwd(c, a->xn2, a->rstd2, a->xmid, weight_at(c, off->post_attention_layernorm), T, D)) return -1;
+    if (linear_fwd(c, a->gu, act_type(c), 0.f, a->xn2, weight_at(c, off->gate_up_proj), T, D, 2 * I)) return -1;
+    LAUNCH_ACT(c, swiglu_fwd_k, rows_cols_grid(T, I), 256, a->h, a->gu, T, I);
+    CHECK_LAUNCH();
     if (full) {
         float *y = c->res + (size_t)(l + 1) * c->max_T * D;
-        CK(cudaMemcpy(y, a->xmid, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice));
-        if (linear_fwd(c, y, CUDA_R_32F, 1.f, a->h, ACT(c, c->w, o->down), T, I, D)) return -1;
+        CUDA_CHECK(cudaMemcpy(y, a->xmid, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice));
+        if (linear_fwd(c, y, CUDA_R_32F, 1.f, a->h, weight_at(c, off->down_proj), T, I, D)) return -1;
     }
     return 0;
 }
@@ -796,172 +888,200 @@ static int layer_fwd(cuda_ctx *c, int l, layer_acts *a, int T, int full)
 /* Layer l backward: c->dres holds d res[l + 1] on entry and d res[l] on exit. */
 static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    const layer_offsets *o = &c->lo[l];
+    const layer_offsets *off = &c->layer_offs[l];
     int D = c->D, I = c->I, QKV = c->QKV, HD = c->HD;
     const float *x = c->res + (size_t)l * c->max_T * D;
-    cudaDataType_t at = act_type(c);
+    cudaDataType_t act = act_type(c);
     /* MLP block: res[l+1] = xmid + h Wd^T */
-    const void *dy = dres_act(c, T);
-    CKL();
-    if (linear_bwd(c, c->dh, at, 0.f, GRD(c, o->down), dy, a->h, ACT(c, c->w, o->down), T, I, D)) return -1;
-    DISPATCH_A(c, swiglu_bwd_k, rcgrid(T, I), 256, c->dbig, c->dh, a->gu, T, I);
-    CKL();
-    if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRD(c, o->gu), c->dbig, a->xn2, ACT(c, c->w, o->gu), T, D, 2 * I)) return -1;
-    if (op_rmsnorm_bwd(c, c->dres, GRD(c, o->ln2), c->dxn, a->xmid, a->rstd2, ACT(c, c->w, o->ln2), T, D)) return -1;
+    const void *dy = cast_dres(c, T);
+    CHECK_LAUNCH();
+    if (linear_bwd(c, c->dh, act, 0.f, GRAD_AT(c, off->down_proj), dy, a->h, weight_at(c, off->down_proj), T, I, D))
+        return -1;
+    LAUNCH_ACT(c, swiglu_bwd_k, rows_cols_grid(T, I), 256, c->dproj, c->dh, a->gu, T, I);
+    CHECK_LAUNCH();
+    if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRAD_AT(c, off->gate_up_proj), c->dproj, a->xn2,
+                   weight_at(c, off->gate_up_proj), T, D, 2 * I)) return -1;
+    if (op_rmsnorm_bwd(c, c->dres, GRAD_AT(c, off->post_attention_layernorm), c->dxn, a->xmid, a->rstd2,
+                       weight_at(c, off->post_attention_layernorm), T, D)) return -1;
     /* attention block: xmid = res[l] + att Wo^T */
-    dy = dres_act(c, T);
-    CKL();
-    if (linear_bwd(c, c->datt, at, 0.f, GRD(c, o->o), dy, a->att, ACT(c, c->w, o->o), T, HD, D)) return -1;
-    if (op_attention_bwd(c, c->dqkvf, c->datt, a->qkv, c->h_seq, c->n_seq)) return -1;
+    dy = cast_dres(c, T);
+    CHECK_LAUNCH();
+    if (linear_bwd(c, c->datt, act, 0.f, GRAD_AT(c, off->o_proj), dy, a->att, weight_at(c, off->o_proj), T, HD, D))
+        return -1;
+    if (op_attention_bwd(c, c->dqkv_f32, c->datt, a->qkv, c->host_seq_start, c->n_seq)) return -1;
     /* RoPE backward (inverse rotation) of dq, dk; dv copied; cast to the compute type */
-    if (c->abf) LAUNCH(rcgrid(T, QKV), 256, rope_k<float, bf16>)(c->dbig, c->dqkvf, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, QKV, c->hd, -1.f);
-    else LAUNCH(rcgrid(T, QKV), 256, rope_k<float, float>)(c->dbig, c->dqkvf, c->pos, c->rope_cos, c->rope_sin, T, c->H + c->K, QKV, c->hd, -1.f);
-    CKL();
-    if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRD(c, o->qkv), c->dbig, a->xn1, ACT(c, c->w, o->qkv), T, D, QKV)) return -1;
-    if (op_rmsnorm_bwd(c, c->dres, GRD(c, o->ln1), c->dxn, x, a->rstd1, ACT(c, c->w, o->ln1), T, D)) return -1;
+    if (op_rope(c, c->dproj, c->dqkv_f32, 1, -1.f, T)) return -1;
+    if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRAD_AT(c, off->qkv_proj), c->dproj, a->xn1, weight_at(c, off->qkv_proj),
+                   T, D, QKV)) return -1;
+    if (op_rmsnorm_bwd(c, c->dres, GRAD_AT(c, off->input_layernorm), c->dxn, x, a->rstd1,
+                       weight_at(c, off->input_layernorm), T, D)) return -1;
     return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Backend calls                                                                               */
+/* The llama_backend entry points. Each makes the backend's device current first (CUDA's current
+ * device belongs to the host thread, which may have switched it since the last call) and
+ * reports failures through ctx_error. */
 
 static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
 {
-    cuda_ctx *c = (cuda_ctx *)b->impl;
-    char *err = b->err; size_t errsz = sizeof b->err;
+    cuda_ctx *c = ctx_of(b);
     int T = batch->seq_start[batch->n_seq], D = c->D, V = c->V;
-    c->have_fwd = 0;
+    c->have_forward = 0;
     if (batch->n_seq < 1 || batch->seq_start[0] != 0 || T < 1 || T > c->max_T) {
-        set_err(err, errsz, "cuda forward: batch has %d tokens in %d sequences; the backend was planned for "
+        ctx_error(c, "cuda forward: batch has %d tokens in %d sequences; the backend was planned for "
                 "1..%d tokens (raise max_tokens)", T, batch->n_seq, c->max_T);
         return -1;
     }
-    if (batch->n_seq > c->max_T) { set_err(err, errsz, "cuda forward: %d sequences for %d tokens", batch->n_seq, T); return -1; }
-    int *h_tok = (int *)malloc((size_t)T * sizeof(int) * 2);
-    if (!h_tok) { set_err(err, errsz, "cuda forward: out of host memory"); return -1; }
-    int *h_pos = h_tok + T;
+    if (batch->n_seq > c->max_T) {
+        ctx_error(c, "cuda forward: %d sequences for %d tokens", batch->n_seq, T);
+        return -1;
+    }
+    int *host_tokens = (int *)malloc((size_t)T * sizeof(int) * 2);
+    if (!host_tokens) { ctx_error(c, "cuda forward: out of host memory"); return -1; }
+    int *host_positions = host_tokens + T;
     for (int s = 0; s < batch->n_seq; s++) {
-        int a = batch->seq_start[s], e = batch->seq_start[s + 1];
-        if (e < a) { free(h_tok); set_err(err, errsz, "cuda forward: seq_start[%d] = %d > seq_start[%d] = %d", s, a, s + 1, e); return -1; }
-        for (int i = a; i < e; i++) {
-            int y = batch->tokens[i];
-            if (y < 0 || y >= V) { free(h_tok); set_err(err, errsz, "cuda forward: token %d at position %d is outside the vocabulary [0, %d)", y, i, V); return -1; }
-            h_tok[i] = y;
-            h_pos[i] = i - a;
-            c->h_tgt[i] = i + 1 < e ? batch->tokens[i + 1] : -1;   /* what position i predicts */
+        int start = batch->seq_start[s], end = batch->seq_start[s + 1];
+        if (end < start) {
+            free(host_tokens);
+            ctx_error(c, "cuda forward: seq_start[%d] = %d > seq_start[%d] = %d", s, start, s + 1, end);
+            return -1;
+        }
+        for (int i = start; i < end; i++) {
+            int token = batch->tokens[i];
+            if (token < 0 || token >= V) {
+                free(host_tokens);
+                ctx_error(c, "cuda forward: token %d at position %d is outside the vocabulary [0, %d)", token, i, V);
+                return -1;
+            }
+            host_tokens[i] = token;
+            host_positions[i] = i - start;
+            c->host_labels[i] = i + 1 < end ? batch->tokens[i + 1] : -1;   /* what position i predicts */
         }
     }
-    memcpy(c->h_seq, batch->seq_start, (size_t)(batch->n_seq + 1) * sizeof(int));
+    memcpy(c->host_seq_start, batch->seq_start, (size_t)(batch->n_seq + 1) * sizeof(int));
     c->n_seq = batch->n_seq;
     c->T = T;
-    CK(cudaSetDevice(c->dev));
-    cudaError_t e1 = cudaMemcpy(c->tok, h_tok, (size_t)T * sizeof(int), cudaMemcpyHostToDevice);
-    cudaError_t e2 = e1 ? e1 : cudaMemcpy(c->pos, h_pos, (size_t)T * sizeof(int), cudaMemcpyHostToDevice);
-    free(h_tok);
-    CK(e2);
-    CK(cudaMemcpy(c->tgt, c->h_tgt, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaSetDevice(c->device));
+    cudaError_t copy_status = cudaMemcpy(c->tokens, host_tokens, (size_t)T * sizeof(int), cudaMemcpyHostToDevice);
+    if (copy_status == cudaSuccess)
+        copy_status = cudaMemcpy(c->positions, host_positions, (size_t)T * sizeof(int), cudaMemcpyHostToDevice);
+    free(host_tokens);
+    CUDA_CHECK(copy_status);
+    CUDA_CHECK(cudaMemcpy(c->labels, c->host_labels, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
 
-    if (c->abf) LAUNCH(rcgrid(T, D), 256, embed_fwd_k<bf16>)(c->res, ACT(c, c->w, c->off_embed), c->tok, T, D);
-    else LAUNCH(rcgrid(T, D), 256, embed_fwd_k<float>)(c->res, ACT(c, c->w, c->off_embed), c->tok, T, D);
-    CKL();
+    LAUNCH_ACT(c, embed_fwd_k, rows_cols_grid(T, D), 256, c->res, weight_at(c, c->off_embed), c->tokens, T, D);
+    CHECK_LAUNCH();
     for (int l = 0; l < c->L; l++)
         if (layer_fwd(c, l, &c->acts[c->recompute ? 0 : l], T, 1)) return -1;
-    if (op_rmsnorm_fwd(c, c->xf, c->rstdf, c->res + (size_t)c->L * c->max_T * D, ACT(c, c->w, c->off_norm), T, D)) return -1;
+    if (op_rmsnorm_fwd(c, c->xf, c->rstd_final, c->res + (size_t)c->L * c->max_T * D, weight_at(c, c->off_norm), T, D))
+        return -1;
     if (op_lm_fwd(c, T)) return -1;
-    CK(cudaMemcpy(logp, c->logp, (size_t)T * sizeof(float), cudaMemcpyDeviceToHost));
-    c->have_fwd = 1;
+    CUDA_CHECK(cudaMemcpy(logp, c->logp, (size_t)T * sizeof(float), cudaMemcpyDeviceToHost));
+    c->have_forward = 1;
     return 0;
 }
 
 static int cuda_backward(llama_backend *b, const llama_batch *batch, const float *dlogp)
 {
-    cuda_ctx *c = (cuda_ctx *)b->impl;
-    char *err = b->err; size_t errsz = sizeof b->err;
+    cuda_ctx *c = ctx_of(b);
     int T = c->T, D = c->D;
-    if (!c->have_fwd || batch->n_seq != c->n_seq || batch->seq_start[batch->n_seq] != T) {
-        set_err(err, errsz, "cuda backward: call forward on this batch first (backward differentiates the last forward)");
+    if (!c->have_forward || batch->n_seq != c->n_seq || batch->seq_start[batch->n_seq] != T) {
+        ctx_error(c, "cuda backward: call forward on this batch first (backward differentiates the last forward)");
         return -1;
     }
-    CK(cudaSetDevice(c->dev));
-    for (int p = 0; p < T; p++) c->h_wt[p] = c->h_tgt[p] >= 0 ? dlogp[p + 1] : 0.f;
-    CK(cudaMemcpy(c->wt, c->h_wt, (size_t)T * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaSetDevice(c->device));
+    for (int t = 0; t < T; t++) c->host_label_dlogp[t] = c->host_labels[t] >= 0 ? dlogp[t + 1] : 0.f;
+    CUDA_CHECK(cudaMemcpy(c->label_dlogp, c->host_label_dlogp, (size_t)T * sizeof(float), cudaMemcpyHostToDevice));
 
     if (op_lm_bwd(c, T)) return -1;
-    CK(cudaMemset(c->dres, 0, (size_t)T * D * sizeof(float)));
-    if (op_rmsnorm_bwd(c, c->dres, GRD(c, c->off_norm), c->dxf, c->res + (size_t)c->L * c->max_T * D,
-                       c->rstdf, ACT(c, c->w, c->off_norm), T, D)) return -1;
+    CUDA_CHECK(cudaMemset(c->dres, 0, (size_t)T * D * sizeof(float)));
+    if (op_rmsnorm_bwd(c, c->dres, GRAD_AT(c, c->off_norm), c->dxf, c->res + (size_t)c->L * c->max_T * D,
+                       c->rstd_final, weight_at(c, c->off_norm), T, D)) return -1;
     for (int l = c->L - 1; l >= 0; l--) {
         layer_acts *a = &c->acts[c->recompute ? 0 : l];
         if (c->recompute && layer_fwd(c, l, a, T, 0)) return -1;
         if (layer_bwd(c, l, a, T)) return -1;
     }
-    if (c->lean) LAUNCH(rcgrid(T, D), 256, embed_bwd_bf16_k)((bf16 *)GRD(c, c->off_embed), c->dres, c->tok, T, D);
-    else LAUNCH(rcgrid(T, D), 256, embed_bwd_f32_k)((float *)GRD(c, c->off_embed), c->dres, c->tok, T, D);
-    CKL();
-    CK(cudaDeviceSynchronize());
+    void *d_embed = GRAD_AT(c, c->off_embed);
+    if (c->lean) LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_bf16_k)((bf16 *)d_embed, c->dres, c->tokens, T, D);
+    else LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_f32_k)((float *)d_embed, c->dres, c->tokens, T, D);
+    CHECK_LAUNCH();
+    CUDA_CHECK(cudaDeviceSynchronize());
     return 0;
 }
 
-static size_t gsz(const cuda_ctx *c) { return c->lean ? 2 : 4; }
-
 static void cuda_zero_grad(llama_backend *b)
 {
-    cuda_ctx *c = (cuda_ctx *)b->impl;
-    char *err = b->err; size_t errsz = sizeof b->err;
-    cudaError_t e = cudaMemset(c->grad, 0, c->n_params * gsz(c));
-    if (e != cudaSuccess) set_err(err, errsz, "kernels.cu:%d: cudaMemset(grad) failed: %s", __LINE__, cudaGetErrorString(e));
+    cuda_ctx *c = ctx_of(b);
+    cudaError_t e = cudaMemset(c->grad, 0, c->n_params * grad_size(c));   /* no status to return: err only */
+    if (e != cudaSuccess) ctx_error(c, "kernels.cu:%d: cudaMemset(grad) failed: %s", __LINE__, cudaGetErrorString(e));
 }
 
+/* *out = sum of the squared gradients, accumulated in fp64 on the device. */
 static int grad_sumsq(cuda_ctx *c, double *out)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    CK(cudaMemset(c->dsum, 0, sizeof(double)));
-    if (c->lean) LAUNCH(eblocks(c->n_params), 256, sumsq_k<bf16>)(c->dsum, (const bf16 *)c->grad, c->n_params);
-    else LAUNCH(eblocks(c->n_params), 256, sumsq_k<float>)(c->dsum, (const float *)c->grad, c->n_params);
-    CKL();
-    CK(cudaMemcpy(out, c->dsum, sizeof(double), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemset(c->sumsq, 0, sizeof(double)));
+    if (c->lean) LAUNCH(elem_blocks(c->n_params), 256, sumsq_k<bf16>)(c->sumsq, (const bf16 *)c->grad, c->n_params);
+    else LAUNCH(elem_blocks(c->n_params), 256, sumsq_k<float>)(c->sumsq, (const float *)c->grad, c->n_params);
+    CHECK_LAUNCH();
+    CUDA_CHECK(cudaMemcpy(out, c->sumsq, sizeof(double), cudaMemcpyDeviceToHost));
     return 0;
 }
 
 static double cuda_grad_norm(llama_backend *b)
 {
-    cuda_ctx *c = (cuda_ctx *)b->impl;
-    double s = 0;
-    if (grad_sumsq(c, &s)) return NAN;
-    return sqrt(s);
+    cuda_ctx *c = ctx_of(b);
+    double sumsq = 0;
+    if (grad_sumsq(c, &sumsq)) return NAN;   /* NaN: the interface's "not finite" (err says why) */
+    return sqrt(sumsq);
 }
 
-static int cuda_adamw_step(llama_backend *b, const llama_adamw *h, float grad_scale)
+/* Per tensor, because weight decay depends on the tensor (2-D only) and lean mode's rounding
+ * seed does too; the scalar parts of the update are formed here in double. */
+static int cuda_adamw_step(llama_backend *b, const llama_adamw *opt, float grad_scale)
 {
-    cuda_ctx *c = (cuda_ctx *)b->impl;
-    char *err = b->err; size_t errsz = sizeof b->err;
-    if (h->step < 1) { set_err(err, errsz, "cuda adamw_step: step must be >= 1 (bias correction), got %ld", h->step); return -1; }
-    CK(cudaSetDevice(c->dev));
-    double bc1 = 1.0 - pow(h->beta1, (double)h->step), bc2 = 1.0 - pow(h->beta2, (double)h->step);
-    float step = (float)(h->lr / bc1), sq_bc2 = (float)sqrt(bc2);
+    cuda_ctx *c = ctx_of(b);
+    if (opt->step < 1) {
+        ctx_error(c, "cuda adamw_step: step must be >= 1 (bias correction), got %ld", opt->step);
+        return -1;
+    }
+    CUDA_CHECK(cudaSetDevice(c->device));
+    double bc1 = 1.0 - pow(opt->beta1, (double)opt->step), bc2 = 1.0 - pow(opt->beta2, (double)opt->step);
+    float step = (float)(opt->lr / bc1), sq_bc2 = (float)sqrt(bc2);
     c->sr_seed++;
-    for (int i = 0; i < c->n_tens; i++) {
-        const llama_tensor_info *ti = &c->tens[i];
-        float decay = (float)(1.0 - h->lr * (ti->ndim == 2 ? h->weight_decay : 0.0));
+    for (int i = 0; i < c->n_tensors; i++) {
+        const llama_tensor_info *ti = &c->tensors[i];
+        float decay = (float)(1.0 - opt->lr * (ti->ndim == 2 ? opt->weight_decay : 0.0));
         size_t off = ti->offset, n = ti->numel;
         if (c->lean)
-            LAUNCH(eblocks(n), 256, adamw_bf16_k)((bf16 *)c->master + off, (const bf16 *)c->grad + off, (bf16 *)c->am + off,
-                                              (bf16 *)c->av + off, n, grad_scale, (float)h->beta1, (float)h->beta2,
-                                              (float)h->eps, decay, step, sq_bc2, c->sr_seed * 7919u + (uint32_t)i);
+            LAUNCH(elem_blocks(n), 256, adamw_bf16_k)((bf16 *)c->master + off, (const bf16 *)c->grad + off,
+                                                      (bf16 *)c->adam_m + off,
+                                                      (bf16 *)c->adam_v + off, n, grad_scale, (float)opt->beta1,
+                                                      (float)opt->beta2, (float)opt->eps, decay, step, sq_bc2,
+                                                      c->sr_seed * 7919u + (uint32_t)i);
         else
-            LAUNCH(eblocks(n), 256, adamw_f32_k)((float *)c->master + off, (const float *)c->grad + off, (float *)c->am + off,
-                                             (float *)c->av + off, c->abf ? (bf16 *)c->w + off : NULL, n, grad_scale,
-                                             (float)h->beta1, (float)h->beta2, (float)h->eps, decay, step, sq_bc2);
-        CKL();
+            LAUNCH(elem_blocks(n), 256, adamw_f32_k)((float *)c->master + off, (const float *)c->grad + off,
+                                                     (float *)c->adam_m + off, (float *)c->adam_v + off,
+                                                     c->bf16_compute ? (bf16 *)c->weights + off : NULL, n, grad_scale,
+                                                     (float)opt->beta1, (float)opt->beta2, (float)opt->eps, decay, step,
+                                                     sq_bc2);
+        CHECK_LAUNCH();
     }
-    CK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaDeviceSynchronize());
     return 0;
 }
 
 /* Host <-> device copies of a flat [n_params] buffer stored as fp32 or bf16 (bf16 converted on
  * the host in chunks: round to nearest even on the way in). */
-static float bf16_bits_to_f32(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+static float bf16_bits_to_f32(uint16_t bits)
+{
+    uint32_t u = (uint32_t)bits << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 static uint16_t f32_to_bf16_bits(float f)
 {
     uint32_t u; memcpy(&u, &f, 4);
@@ -972,15 +1092,14 @@ static uint16_t f32_to_bf16_bits(float f)
 
 static int download(cuda_ctx *c, float *dst, const void *src, int is_bf16)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    if (!is_bf16) { CK(cudaMemcpy(dst, src, c->n_params * 4, cudaMemcpyDeviceToHost)); return 0; }
-    const size_t chunk = (size_t)1 << 24;
+    if (!is_bf16) { CUDA_CHECK(cudaMemcpy(dst, src, c->n_params * 4, cudaMemcpyDeviceToHost)); return 0; }
+    const size_t chunk = (size_t)1 << 24;        /* 32 MiB of host staging, whatever the model */
     uint16_t *tmp = (uint16_t *)malloc(chunk * 2);
-    if (!tmp) { set_err(err, errsz, "cuda get_state: out of host memory"); return -1; }
+    if (!tmp) { ctx_error(c, "cuda get_state: out of host memory"); return -1; }
     for (size_t i = 0; i < c->n_params; i += chunk) {
         size_t n = c->n_params - i < chunk ? c->n_params - i : chunk;
         cudaError_t e = cudaMemcpy(tmp, (const uint16_t *)src + i, n * 2, cudaMemcpyDeviceToHost);
-        if (e != cudaSuccess) { free(tmp); CK(e); }
+        if (e != cudaSuccess) { free(tmp); CUDA_CHECK(e); }
         for (size_t k = 0; k < n; k++) dst[i + k] = bf16_bits_to_f32(tmp[k]);
     }
     free(tmp);
@@ -989,107 +1108,117 @@ static int download(cuda_ctx *c, float *dst, const void *src, int is_bf16)
 
 static int upload(cuda_ctx *c, void *dst, const float *src, int is_bf16)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    if (!is_bf16) { CK(cudaMemcpy(dst, src, c->n_params * 4, cudaMemcpyHostToDevice)); return 0; }
+    if (!is_bf16) { CUDA_CHECK(cudaMemcpy(dst, src, c->n_params * 4, cudaMemcpyHostToDevice)); return 0; }
     const size_t chunk = (size_t)1 << 24;
     uint16_t *tmp = (uint16_t *)malloc(chunk * 2);
-    if (!tmp) { set_err(err, errsz, "cuda set_state: out of host memory"); return -1; }
+    if (!tmp) { ctx_error(c, "cuda set_state: out of host memory"); return -1; }
     for (size_t i = 0; i < c->n_params; i += chunk) {
         size_t n = c->n_params - i < chunk ? c->n_params - i : chunk;
         for (size_t k = 0; k < n; k++) tmp[k] = f32_to_bf16_bits(src[i + k]);
         cudaError_t e = cudaMemcpy((uint16_t *)dst + i, tmp, n * 2, cudaMemcpyHostToDevice);
-        if (e != cudaSuccess) { free(tmp); CK(e); }
+        if (e != cudaSuccess) { free(tmp); CUDA_CHECK(e); }
     }
     free(tmp);
     return 0;
 }
 
-/* bf16 non-lean mode: the compute copy follows the fp32 master. */
+/* bf16 non-lean mode: the bf16 compute weights follow the fp32 master (after set_state and at
+ * creation; AdamW refreshes them itself). */
 static int refresh_w16(cuda_ctx *c)
 {
-    char *err = c->b->err; size_t errsz = sizeof c->b->err;
-    if (!c->abf || c->lean) return 0;
-    LAUNCH(eblocks(c->n_params), 256, f32_to_bf16_k)((bf16 *)c->w, (const float *)c->master, c->n_params);
-    CKL();
-    CK(cudaDeviceSynchronize());
+    if (!c->bf16_compute || c->lean) return 0;
+    LAUNCH(elem_blocks(c->n_params), 256, f32_to_bf16_k)((bf16 *)c->weights, (const float *)c->master, c->n_params);
+    CHECK_LAUNCH();
+    CUDA_CHECK(cudaDeviceSynchronize());
     return 0;
 }
 
 static int cuda_get_state(llama_backend *b, float *params, float *grads, float *adam_m, float *adam_v)
 {
-    cuda_ctx *c = (cuda_ctx *)b->impl;
-    char *err = b->err; size_t errsz = sizeof b->err;
-    CK(cudaSetDevice(c->dev));
-    CK(cudaDeviceSynchronize());
+    cuda_ctx *c = ctx_of(b);
+    CUDA_CHECK(cudaSetDevice(c->device));
+    CUDA_CHECK(cudaDeviceSynchronize());
     if (params && download(c, params, c->master, c->lean)) return -1;
     if (grads && download(c, grads, c->grad, c->lean)) return -1;
-    if (adam_m && download(c, adam_m, c->am, c->lean)) return -1;
-    if (adam_v && download(c, adam_v, c->av, c->lean)) return -1;
+    if (adam_m && download(c, adam_m, c->adam_m, c->lean)) return -1;
+    if (adam_v && download(c, adam_v, c->adam_v, c->lean)) return -1;
     return 0;
 }
 
 static int cuda_set_state(llama_backend *b, const float *params, const float *adam_m, const float *adam_v)
 {
-    cuda_ctx *c = (cuda_ctx *)b->impl;
-    char *err = b->err; size_t errsz = sizeof b->err;
-    CK(cudaSetDevice(c->dev));
+    cuda_ctx *c = ctx_of(b);
+    CUDA_CHECK(cudaSetDevice(c->device));
     if (params && (upload(c, c->master, params, c->lean) || refresh_w16(c))) return -1;
-    if (adam_m && upload(c, c->am, adam_m, c->lean)) return -1;
-    if (adam_v && upload(c, c->av, adam_v, c->lean)) return -1;
-    c->have_fwd = 0;
+    if (adam_m && upload(c, c->adam_m, adam_m, c->lean)) return -1;
+    if (adam_v && upload(c, c->adam_v, adam_v, c->lean)) return -1;
+    c->have_forward = 0;
     return 0;
 }
 
+/* Frees whatever a partial creation got to (every pointer starts NULL), then the context. */
 static void ctx_free(cuda_ctx *c)
 {
     if (!c) return;
-    if (c->cub) cublasDestroy(c->cub);           /* before its workspace (c->cub_ws) goes */
-    c->cub = NULL;
-    void *bufs[] = {c->master, c->w != c->master ? c->w : NULL, c->grad, c->am, c->av, c->res, c->xf, c->rstdf,
-                    c->dres, c->dxn, c->dY, c->datt, c->dh, c->dbig, c->dqkvf, c->S, c->P, c->logits, c->dlogits,
-                    c->dxf, c->mx, c->se, c->tl, c->lse, c->logp, c->wt, c->tok, c->pos, c->tgt, c->rope_cos,
-                    c->rope_sin, c->dsum, c->cub_ws};
+    if (c->cublas) cublasDestroy(c->cublas);     /* before its workspace (c->cublas_ws) goes */
+    c->cublas = NULL;
+    void *bufs[] = {c->master, c->weights != c->master ? c->weights : NULL, c->grad, c->adam_m, c->adam_v, c->res,
+                    c->xf, c->rstd_final, c->dres, c->dxn, c->dres_cast, c->datt, c->dh, c->dproj, c->dqkv_f32,
+                    c->scores, c->probs, c->logits, c->dlogits, c->dxf, c->row_max, c->row_sumexp, c->label_logit,
+                    c->lse, c->logp, c->label_dlogp, c->tokens, c->positions, c->labels, c->rope_cos, c->rope_sin,
+                    c->sumsq, c->cublas_ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) if (bufs[i]) cudaFree(bufs[i]);
     if (c->acts)
         for (int i = 0; i < c->n_acts; i++) {
             layer_acts *a = &c->acts[i];
-            void *ab[] = {a->xn1, a->rstd1, a->qkv, a->att, a->xmid, a->xn2, a->rstd2, a->gu, a->h};
-            for (size_t k = 0; k < sizeof ab / sizeof ab[0]; k++) if (ab[k]) cudaFree(ab[k]);
+            void *act_bufs[] = {a->xn1, a->rstd1, a->qkv, a->att, a->xmid, a->xn2, a->rstd2, a->gu, a->h};
+            for (size_t k = 0; k < sizeof act_bufs / sizeof act_bufs[0]; k++) if (act_bufs[k]) cudaFree(act_bufs[k]);
         }
-    free(c->acts); free(c->tens); free(c->lo); free(c->h_seq); free(c->h_tgt); free(c->h_wt);
+    free(c->acts); free(c->tensors); free(c->layer_offs);
+    free(c->host_seq_start); free(c->host_labels); free(c->host_label_dlogp);
     free(c);
 }
 
 static void cuda_destroy(llama_backend *b)
 {
     if (!b) return;
-    cuda_ctx *c = (cuda_ctx *)b->impl;
-    if (c) { cudaSetDevice(c->dev); ctx_free(c); }
+    cuda_ctx *c = ctx_of(b);
+    if (c) { cudaSetDevice(c->device); ctx_free(c); }
     free(b);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Creation: shapes, the memory plan, allocation, upload                                       */
+/* Everything is allocated here, before the first step, so that a model that does not fit is
+ * refused at once with the plan in the message, never an out-of-memory error mid-training. */
 
+/* Device memory by use, in bytes (what the cudaMallocs below will ask for). */
 typedef struct {
-    size_t weights, grads, optim, acts, work, total;
+    size_t weights;   /* master (+ the bf16 compute copy in bf16 non-lean mode) */
+    size_t grads;
+    size_t optim;     /* Adam m and v */
+    size_t acts;      /* residual stream, per-layer activation sets, final norm */
+    size_t work;      /* gradients of activations, scores, LM-head chunk, tables, cuBLAS workspace */
+    size_t total;
 } mem_plan;
 
-static double gib(size_t x) { return (double)x / (1024.0 * 1024.0 * 1024.0); }
+static double gib(size_t bytes) { return (double)bytes / (1024.0 * 1024.0 * 1024.0); }
 
+/* Must match the allocations in llama_cuda_backend_create term by term. */
 static void plan_memory(const cuda_ctx *c, mem_plan *p)
 {
-    size_t N = c->n_params, T = (size_t)c->max_T, a = c->asz, D = c->D, I = c->I;
-    size_t ms = c->lean ? 2 : 4;
-    p->weights = N * ms + (c->abf && !c->lean ? N * 2 : 0);
-    p->grads = N * (c->lean ? 2 : 4);
-    p->optim = 2 * N * ms;
-    size_t per_layer = T * (D * a + 4 + (size_t)c->QKV * a + (size_t)c->HD * a + D * 4 + D * a + 4 + 2 * I * a + I * a);
-    p->acts = (size_t)(c->L + 1) * T * D * 4 + (size_t)c->n_acts * per_layer + T * (D * a + 4);
-    size_t big = (size_t)(2 * c->I > c->QKV ? 2 * c->I : c->QKV);
-    p->work = T * D * 4 * 3 + T * D * a + T * (size_t)c->HD * a + T * I * a + T * big * a + T * (size_t)c->QKV * 4 +
-              (size_t)c->K * T * T * (4 + a) + T * (size_t)c->lm_chunk * (4 + a) + T * 6 * 4 + T * 3 * 4 +
-              T * (size_t)(c->hd / 2) * 8 + c->cub_ws_size;
+    size_t N = c->n_params, T = (size_t)c->max_T, act = c->act_size, D = c->D, I = c->I;
+    size_t master_size = c->lean ? 2 : 4;
+    p->weights = N * master_size + (c->bf16_compute && !c->lean ? N * 2 : 0);
+    p->grads = N * grad_size(c);
+    p->optim = 2 * N * master_size;
+    size_t per_layer = T * (D * act + 4 + (size_t)c->QKV * act + (size_t)c->HD * act + D * 4 + D * act + 4 +
+                            2 * I * act + I * act);
+    p->acts = (size_t)(c->L + 1) * T * D * 4 + (size_t)c->n_acts * per_layer + T * (D * act + 4);
+    size_t proj_cols = (size_t)(2 * c->I > c->QKV ? 2 * c->I : c->QKV);
+    p->work = T * D * 4 * 3 + T * D * act + T * (size_t)c->HD * act + T * I * act + T * proj_cols * act +
+              T * (size_t)c->QKV * 4 + (size_t)c->K * T * T * (4 + act) + T * (size_t)c->lm_chunk * (4 + act) +
+              T * 6 * 4 + T * 3 * 4 + T * (size_t)(c->hd / 2) * 8 + c->cublas_ws_size;
     p->total = p->weights + p->grads + p->optim + p->acts + p->work;
 }
 
@@ -1098,41 +1227,41 @@ static void plan_text(const cuda_ctx *c, const mem_plan *p, char *out, size_t ou
     snprintf(out, outsz,
              "memory plan (%s%s%s, %zu params, %d tokens): weights %.2f GiB, grads %.2f GiB, optimizer %.2f GiB, "
              "activations %.2f GiB, workspace %.2f GiB, total %.2f GiB",
-             c->abf ? "bf16" : "fp32", c->lean ? " lean" : "", c->recompute ? " recompute" : "", c->n_params, c->max_T,
-             gib(p->weights), gib(p->grads), gib(p->optim), gib(p->acts), gib(p->work), gib(p->total));
+             c->bf16_compute ? "bf16" : "fp32", c->lean ? " lean" : "", c->recompute ? " recompute" : "", c->n_params,
+             c->max_T, gib(p->weights), gib(p->grads), gib(p->optim), gib(p->acts), gib(p->work), gib(p->total));
 }
 
-/* cudaMalloc of `n` bytes into *p, counting failures as errors with the buffer's name. */
-static int dalloc(cuda_ctx *c, void **p, size_t n, const char *what, char *err, size_t errsz)
+/* cudaMalloc of `bytes` into *p; a failure names the buffer (`what`) in the caller's err. */
+static int device_alloc(void **p, size_t bytes, const char *what, char *err, size_t errsz)
 {
-    cudaError_t e = cudaMalloc(p, n ? n : 16);
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
     if (e != cudaSuccess) {
         *p = NULL;
-        set_err(err, errsz, "kernels.cu:%d: cudaMalloc(%s, %.2f GiB) failed: %s (hint: %s)", __LINE__, what, gib(n),
+        set_err(err, errsz, "kernels.cu:%d: cudaMalloc(%s, %.2f GiB) failed: %s (hint: %s)", __LINE__, what, gib(bytes),
                 cudaGetErrorString(e), cuda_hint(e));
         return -1;
     }
-    (void)c;
     return 0;
 }
 
 /* Random init on the device (model with params == NULL): HF init, deterministic per seed. */
-static int init_random_device(cuda_ctx *c, char *err, size_t errsz)
+static int init_random_device(cuda_ctx *c)
 {
-    for (int i = 0; i < c->n_tens; i++) {
-        const llama_tensor_info *ti = &c->tens[i];
+    for (int i = 0; i < c->n_tensors; i++) {
+        const llama_tensor_info *ti = &c->tensors[i];
         void *p = (char *)c->master + ti->offset * (c->lean ? 2 : 4);
         if (ti->ndim == 1) {
-            if (c->lean) LAUNCH(eblocks(ti->numel), 256, fill_k<bf16>)((bf16 *)p, ti->numel, 1.f);
-            else LAUNCH(eblocks(ti->numel), 256, fill_k<float>)((float *)p, ti->numel, 1.f);
+            if (c->lean) LAUNCH(elem_blocks(ti->numel), 256, fill_k<bf16>)((bf16 *)p, ti->numel, 1.f);
+            else LAUNCH(elem_blocks(ti->numel), 256, fill_k<float>)((float *)p, ti->numel, 1.f);
         } else {
-            float sd = (float)(c->cfg.initializer_range > 0 ? c->cfg.initializer_range : 0.02);
-            if (c->lean) LAUNCH(eblocks(ti->numel), 256, init_normal_k<bf16>)((bf16 *)p, ti->numel, sd, 1234u + (uint32_t)i);
-            else LAUNCH(eblocks(ti->numel), 256, init_normal_k<float>)((float *)p, ti->numel, sd, 1234u + (uint32_t)i);
+            float std = (float)(c->cfg.initializer_range > 0 ? c->cfg.initializer_range : 0.02);
+            uint32_t seed = 1234u + (uint32_t)i;
+            if (c->lean) LAUNCH(elem_blocks(ti->numel), 256, init_normal_k<bf16>)((bf16 *)p, ti->numel, std, seed);
+            else LAUNCH(elem_blocks(ti->numel), 256, init_normal_k<float>)((float *)p, ti->numel, std, seed);
         }
-        CKL();
+        CHECK_LAUNCH();
     }
-    CK(cudaDeviceSynchronize());
+    CUDA_CHECK(cudaDeviceSynchronize());
     return 0;
 }
 
@@ -1141,43 +1270,50 @@ static int init_random_device(cuda_ctx *c, char *err, size_t errsz)
 static int find_offsets(cuda_ctx *c, char *err, size_t errsz)
 {
     int L = c->L;
-    if (c->n_tens != 2 + 9 * L + (c->cfg.tie_word_embeddings ? 0 : 1)) {
-        set_err(err, errsz, "cuda backend: unexpected tensor table (%d tensors for %d layers)", c->n_tens, L);
+    if (c->n_tensors != 2 + 9 * L + (c->cfg.tie_word_embeddings ? 0 : 1)) {
+        set_err(err, errsz, "cuda backend: unexpected tensor table (%d tensors for %d layers)", c->n_tensors, L);
         return -1;
     }
-    const llama_tensor_info *t = c->tens;
-    c->off_embed = t[0].offset;
+    const llama_tensor_info *tab = c->tensors;
+    c->off_embed = tab[0].offset;
     for (int l = 0; l < L; l++) {
-        const llama_tensor_info *b = t + 1 + 9 * l;   /* ln1 q k v o ln2 gate up down */
-        layer_offsets *o = &c->lo[l];
-        o->ln1 = b[0].offset; o->qkv = b[1].offset; o->o = b[4].offset; o->ln2 = b[5].offset;
-        o->gu = b[6].offset; o->down = b[8].offset;
-        if (b[2].offset != b[1].offset + b[1].numel || b[3].offset != b[2].offset + b[2].numel ||
-            b[7].offset != b[6].offset + b[6].numel) {
+        const llama_tensor_info *layer = tab + 1 + 9 * l;   /* ln1 q k v o ln2 gate up down */
+        layer_offsets *off = &c->layer_offs[l];
+        off->input_layernorm = layer[0].offset;
+        off->qkv_proj = layer[1].offset;
+        off->o_proj = layer[4].offset;
+        off->post_attention_layernorm = layer[5].offset;
+        off->gate_up_proj = layer[6].offset;
+        off->down_proj = layer[8].offset;
+        int qkv_fused = layer[2].offset == layer[1].offset + layer[1].numel &&
+                        layer[3].offset == layer[2].offset + layer[2].numel;
+        int gate_up_fused = layer[7].offset == layer[6].offset + layer[6].numel;
+        if (!qkv_fused || !gate_up_fused) {
             set_err(err, errsz, "cuda backend: layer %d: q/k/v or gate/up are not consecutive in the layout", l);
             return -1;
         }
     }
-    c->off_norm = t[1 + 9 * L].offset;
-    c->off_lm = c->cfg.tie_word_embeddings ? c->off_embed : t[2 + 9 * L].offset;
+    c->off_norm = tab[1 + 9 * L].offset;
+    c->off_lm = c->cfg.tie_word_embeddings ? c->off_embed : tab[2 + 9 * L].offset;
     return 0;
 }
 
 extern "C" llama_backend *llama_cuda_backend_create(const llama_model *m, const llama_cuda_opts *opts,
                                                     char *err, size_t errsz)
 {
-    int ndev = 0;
-    cudaError_t e = cudaGetDeviceCount(&ndev);
-    if (e != cudaSuccess || ndev == 0) {
+    int n_devices = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_devices);
+    if (e != cudaSuccess || n_devices == 0) {
         set_err(err, errsz, "no CUDA device: %s (hint: %s; or train on the CPU backend)",
                 e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found 0 devices",
                 e != cudaSuccess ? cuda_hint(e) : cuda_hint(cudaErrorNoDevice));
-        cudaGetLastError();                        /* clear the sticky-free error state */
+        cudaGetLastError();                        /* not a sticky error: clear it for later calls */
         return NULL;
     }
     if (!m || !opts) { set_err(err, errsz, "llama_cuda_backend_create: model and opts are required"); return NULL; }
-    if (opts->device < 0 || opts->device >= ndev) {
-        set_err(err, errsz, "cuda device %d does not exist: this machine has %d (0..%d)", opts->device, ndev, ndev - 1);
+    if (opts->device < 0 || opts->device >= n_devices) {
+        set_err(err, errsz, "cuda device %d does not exist: this machine has %d (0..%d)", opts->device, n_devices,
+                n_devices - 1);
         return NULL;
     }
     if (opts->lean_optimizer && !opts->bf16) {
@@ -1185,7 +1321,10 @@ extern "C" llama_backend *llama_cuda_backend_create(const llama_model *m, const 
         return NULL;
     }
     const llama_config *cfg = &m->cfg;
-    if (opts->max_tokens < 1) { set_err(err, errsz, "cuda backend: max_tokens must be >= 1 (the largest batch), got %d", opts->max_tokens); return NULL; }
+    if (opts->max_tokens < 1) {
+        set_err(err, errsz, "cuda backend: max_tokens must be >= 1 (the largest batch), got %d", opts->max_tokens);
+        return NULL;
+    }
     if (cfg->num_key_value_heads < 1 || cfg->num_attention_heads % cfg->num_key_value_heads || cfg->head_dim % 2) {
         set_err(err, errsz, "cuda backend: heads %d / kv heads %d / head_dim %d not supported", cfg->num_attention_heads,
                 cfg->num_key_value_heads, cfg->head_dim);
@@ -1196,109 +1335,127 @@ extern "C" llama_backend *llama_cuda_backend_create(const llama_model *m, const 
     cuda_ctx *c = (cuda_ctx *)calloc(1, sizeof *c);
     if (!b || !c) { free(b); free(c); set_err(err, errsz, "cuda backend: out of host memory"); return NULL; }
     b->impl = c;
-    c->b = b;
+    c->backend = b;
     c->cfg = *cfg;
-    c->dev = opts->device;
+    c->device = opts->device;
     c->L = cfg->num_hidden_layers; c->D = cfg->hidden_size; c->I = cfg->intermediate_size;
     c->H = cfg->num_attention_heads; c->K = cfg->num_key_value_heads; c->hd = cfg->head_dim; c->V = cfg->vocab_size;
-    c->QKV = (c->H + 2 * c->K) * c->hd; c->HD = c->H * c->hd; c->g = c->H / c->K;
-    c->abf = opts->bf16 ? 1 : 0; c->lean = opts->lean_optimizer ? 1 : 0; c->recompute = opts->recompute ? 1 : 0;
-    c->asz = c->abf ? 2 : 4;
+    c->QKV = (c->H + 2 * c->K) * c->hd; c->HD = c->H * c->hd; c->q_per_kv = c->H / c->K;
+    c->bf16_compute = opts->bf16 ? 1 : 0;
+    c->lean = opts->lean_optimizer ? 1 : 0;
+    c->recompute = opts->recompute ? 1 : 0;
+    c->act_size = c->bf16_compute ? 2 : 4;
     c->max_T = opts->max_tokens;
     c->n_acts = c->recompute ? 1 : c->L;
-    c->cub_ws_size = (size_t)32 << 20;
+    c->cublas_ws_size = (size_t)32 << 20;
     /* LM-head chunk: about 256 MiB of fp32 logits, a multiple of 128 columns. Tests force small
      * chunks with LLAMA_CUDA_LM_CHUNK to exercise the merging across chunks. */
     {
         size_t cols = ((size_t)256 << 20) / ((size_t)c->max_T * 4);
         cols = cols / 128 * 128;
         if (cols < 128) cols = 128;
-        const char *ev = getenv("LLAMA_CUDA_LM_CHUNK");
-        if (ev && atoi(ev) > 0) cols = (size_t)atoi(ev);
+        const char *forced = getenv("LLAMA_CUDA_LM_CHUNK");
+        if (forced && atoi(forced) > 0) cols = (size_t)atoi(forced);
         c->lm_chunk = cols >= (size_t)c->V ? c->V : (int)cols;
     }
     b->cfg = *cfg;
-    b->name = c->lean ? "cuda-bf16-lean" : c->abf ? "cuda-bf16" : "cuda-fp32";
+    b->name = c->lean ? "cuda-bf16-lean" : c->bf16_compute ? "cuda-bf16" : "cuda-fp32";
     b->forward = cuda_forward; b->backward = cuda_backward; b->zero_grad = cuda_zero_grad;
     b->grad_norm = cuda_grad_norm; b->adamw_step = cuda_adamw_step; b->get_state = cuda_get_state;
     b->set_state = cuda_set_state; b->destroy = cuda_destroy;
 
-    int nt = llama_layout(cfg, NULL, &c->n_params);
-    c->tens = (llama_tensor_info *)calloc((size_t)(nt > 0 ? nt : 1), sizeof *c->tens);
-    c->lo = (layer_offsets *)calloc((size_t)(c->L > 0 ? c->L : 1), sizeof *c->lo);
+    int n_tensors = llama_layout(cfg, NULL, &c->n_params);
+    c->tensors = (llama_tensor_info *)calloc((size_t)(n_tensors > 0 ? n_tensors : 1), sizeof *c->tensors);
+    c->layer_offs = (layer_offsets *)calloc((size_t)(c->L > 0 ? c->L : 1), sizeof *c->layer_offs);
     c->acts = (layer_acts *)calloc((size_t)c->n_acts, sizeof *c->acts);
-    c->h_seq = (int *)malloc(((size_t)c->max_T + 1) * sizeof(int));
-    c->h_tgt = (int *)malloc((size_t)c->max_T * sizeof(int));
-    c->h_wt = (float *)malloc((size_t)c->max_T * sizeof(float));
-    if (nt <= 0 || !c->tens || !c->lo || !c->acts || !c->h_seq || !c->h_tgt || !c->h_wt) {
+    c->host_seq_start = (int *)malloc(((size_t)c->max_T + 1) * sizeof(int));
+    c->host_labels = (int *)malloc((size_t)c->max_T * sizeof(int));
+    c->host_label_dlogp = (float *)malloc((size_t)c->max_T * sizeof(float));
+    if (n_tensors <= 0 || !c->tensors || !c->layer_offs || !c->acts || !c->host_seq_start || !c->host_labels ||
+        !c->host_label_dlogp) {
         set_err(err, errsz, "cuda backend: bad config or out of host memory");
         goto fail;
     }
-    c->n_tens = llama_layout(cfg, c->tens, &c->n_params);
+    c->n_tensors = llama_layout(cfg, c->tensors, &c->n_params);
     b->n_params = c->n_params;
     if (find_offsets(c, err, errsz)) goto fail;
 
+    /* Refuse before allocating anything when the plan exceeds the free memory. */
     {
-        mem_plan p;
-        plan_memory(c, &p);
-        char txt[400];
-        plan_text(c, &p, txt, sizeof txt);
-        if (cudaSetDevice(c->dev) != cudaSuccess) { set_err(err, errsz, "cudaSetDevice(%d) failed", c->dev); goto fail; }
-        size_t fr = 0, tot = 0;
-        e = cudaMemGetInfo(&fr, &tot);
+        mem_plan plan;
+        plan_memory(c, &plan);
+        char plan_msg[400];
+        plan_text(c, &plan, plan_msg, sizeof plan_msg);
+        if (cudaSetDevice(c->device) != cudaSuccess) {
+            set_err(err, errsz, "cudaSetDevice(%d) failed", c->device);
+            goto fail;
+        }
+        size_t free_bytes = 0, total_bytes = 0;
+        e = cudaMemGetInfo(&free_bytes, &total_bytes);
         if (e != cudaSuccess) {
-            set_err(err, errsz, "kernels.cu:%d: cudaMemGetInfo failed: %s (hint: %s)", __LINE__, cudaGetErrorString(e), cuda_hint(e));
+            set_err(err, errsz, "kernels.cu:%d: cudaMemGetInfo failed: %s (hint: %s)", __LINE__, cudaGetErrorString(e),
+                    cuda_hint(e));
             goto fail;
         }
         if (opts->verbose) {
             cudaDeviceProp prop;
-            if (cudaGetDeviceProperties(&prop, c->dev) == cudaSuccess)
-                fprintf(stderr, "cuda: device %d: %s, %.1f GiB, %.1f GiB free\n", c->dev, prop.name, gib(tot), gib(fr));
-            fprintf(stderr, "cuda: %s\n", txt);
+            if (cudaGetDeviceProperties(&prop, c->device) == cudaSuccess)
+                fprintf(stderr, "cuda: device %d: %s, %.1f GiB, %.1f GiB free\n", c->device, prop.name, gib(total_bytes),
+                        gib(free_bytes));
+            fprintf(stderr, "cuda: %s\n", plan_msg);
         }
         size_t margin = (size_t)512 << 20;        /* CUDA context, cuBLAS internals, fragmentation */
-        if (p.total + margin > fr) {
+        if (plan.total + margin > free_bytes) {
             set_err(err, errsz, "cuda backend will not fit: %s; the device has %.2f GiB free (hint: enable lean_optimizer "
-                    "(bf16), recompute, or lower max_tokens)", txt, gib(fr));
+                    "(bf16), recompute, or lower max_tokens)", plan_msg, gib(free_bytes));
             goto fail;
         }
     }
 
+    /* The allocations, in plan_memory's order and sizes. */
     {
-        size_t N = c->n_params, T = (size_t)c->max_T, D = c->D, I = c->I, a = c->asz;
-        size_t ms = c->lean ? 2 : 4;
-        size_t big = (size_t)(2 * c->I > c->QKV ? 2 * c->I : c->QKV);
-#define AL(ptr, bytes) do { if (dalloc(c, (void **)&(ptr), (bytes), #ptr, err, errsz)) goto fail; } while (0)
-        AL(c->master, N * ms);
-        if (c->abf && !c->lean) AL(c->w, N * 2); else c->w = c->master;
-        AL(c->grad, N * (c->lean ? 2 : 4));
-        AL(c->am, N * ms);
-        AL(c->av, N * ms);
-        AL(c->res, (size_t)(c->L + 1) * T * D * 4);
+        size_t N = c->n_params, T = (size_t)c->max_T, D = c->D, I = c->I, act = c->act_size;
+        size_t master_size = c->lean ? 2 : 4;
+        size_t proj_cols = (size_t)(2 * c->I > c->QKV ? 2 * c->I : c->QKV);
+#define ALLOC(ptr, bytes) do { if (device_alloc((void **)&(ptr), (bytes), #ptr, err, errsz)) goto fail; } while (0)
+        ALLOC(c->master, N * master_size);
+        if (c->bf16_compute && !c->lean) ALLOC(c->weights, N * 2); else c->weights = c->master;
+        ALLOC(c->grad, N * grad_size(c));
+        ALLOC(c->adam_m, N * master_size);
+        ALLOC(c->adam_v, N * master_size);
+        ALLOC(c->res, (size_t)(c->L + 1) * T * D * 4);
         for (int i = 0; i < c->n_acts; i++) {
-            layer_acts *q = &c->acts[i];
-            AL(q->xn1, T * D * a); AL(q->rstd1, T * 4); AL(q->qkv, T * c->QKV * a); AL(q->att, T * c->HD * a);
-            AL(q->xmid, T * D * 4); AL(q->xn2, T * D * a); AL(q->rstd2, T * 4); AL(q->gu, T * 2 * I * a);
-            AL(q->h, T * I * a);
+            layer_acts *a = &c->acts[i];
+            ALLOC(a->xn1, T * D * act); ALLOC(a->rstd1, T * 4); ALLOC(a->qkv, T * c->QKV * act);
+            ALLOC(a->att, T * c->HD * act); ALLOC(a->xmid, T * D * 4); ALLOC(a->xn2, T * D * act);
+            ALLOC(a->rstd2, T * 4); ALLOC(a->gu, T * 2 * I * act); ALLOC(a->h, T * I * act);
         }
-        AL(c->xf, T * D * a); AL(c->rstdf, T * 4);
-        AL(c->dres, T * D * 4); AL(c->dxn, T * D * 4); AL(c->dxf, T * D * 4); AL(c->dY, T * D * a);
-        AL(c->datt, T * c->HD * a); AL(c->dh, T * I * a); AL(c->dbig, T * big * a); AL(c->dqkvf, T * c->QKV * 4);
-        AL(c->S, (size_t)c->K * T * T * 4); AL(c->P, (size_t)c->K * T * T * a);
-        AL(c->logits, T * c->lm_chunk * 4); AL(c->dlogits, T * c->lm_chunk * a);
-        AL(c->mx, T * 4); AL(c->se, T * 4); AL(c->tl, T * 4); AL(c->lse, T * 4); AL(c->logp, T * 4); AL(c->wt, T * 4);
-        AL(c->tok, T * 4); AL(c->pos, T * 4); AL(c->tgt, T * 4);
-        AL(c->rope_cos, T * (c->hd / 2) * 4); AL(c->rope_sin, T * (c->hd / 2) * 4);
-        AL(c->dsum, sizeof(double));
-        AL(c->cub_ws, c->cub_ws_size);
-#undef AL
+        ALLOC(c->xf, T * D * act); ALLOC(c->rstd_final, T * 4);
+        ALLOC(c->dres, T * D * 4); ALLOC(c->dxn, T * D * 4); ALLOC(c->dxf, T * D * 4); ALLOC(c->dres_cast, T * D * act);
+        ALLOC(c->datt, T * c->HD * act); ALLOC(c->dh, T * I * act); ALLOC(c->dproj, T * proj_cols * act);
+        ALLOC(c->dqkv_f32, T * c->QKV * 4);
+        ALLOC(c->scores, (size_t)c->K * T * T * 4); ALLOC(c->probs, (size_t)c->K * T * T * act);
+        ALLOC(c->logits, T * c->lm_chunk * 4); ALLOC(c->dlogits, T * c->lm_chunk * act);
+        ALLOC(c->row_max, T * 4); ALLOC(c->row_sumexp, T * 4); ALLOC(c->label_logit, T * 4); ALLOC(c->lse, T * 4);
+        ALLOC(c->logp, T * 4); ALLOC(c->label_dlogp, T * 4);
+        ALLOC(c->tokens, T * 4); ALLOC(c->positions, T * 4); ALLOC(c->labels, T * 4);
+        ALLOC(c->rope_cos, T * (c->hd / 2) * 4); ALLOC(c->rope_sin, T * (c->hd / 2) * 4);
+        ALLOC(c->sumsq, sizeof(double));
+        ALLOC(c->cublas_ws, c->cublas_ws_size);
+#undef ALLOC
     }
 
+    /* cuBLAS: our workspace; fp32 mode forbids TF32 (pedantic math) so it matches the CPU path. */
     {
-        cublasStatus_t s = cublasCreate(&c->cub);
-        if (s != CUBLAS_STATUS_SUCCESS) { c->cub = NULL; set_err(err, errsz, "kernels.cu:%d: cublasCreate failed: %s", __LINE__, cublas_name(s)); goto fail; }
-        if (cublasSetWorkspace(c->cub, c->cub_ws, c->cub_ws_size) != CUBLAS_STATUS_SUCCESS ||
-            cublasSetMathMode(c->cub, c->abf ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH) != CUBLAS_STATUS_SUCCESS) {
+        cublasStatus_t s = cublasCreate(&c->cublas);
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            c->cublas = NULL;
+            set_err(err, errsz, "kernels.cu:%d: cublasCreate failed: %s", __LINE__, cublas_name(s));
+            goto fail;
+        }
+        cublasMath_t math = c->bf16_compute ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH;
+        if (cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_size) != CUBLAS_STATUS_SUCCESS ||
+            cublasSetMathMode(c->cublas, math) != CUBLAS_STATUS_SUCCESS) {
             set_err(err, errsz, "kernels.cu:%d: cuBLAS setup failed", __LINE__);
             goto fail;
         }
@@ -1308,36 +1465,51 @@ extern "C" llama_backend *llama_cuda_backend_create(const llama_model *m, const 
      * scaling included), cos and sin of it taken in double, stored fp32: the CPU path's numbers. */
     {
         int half = c->hd / 2;
-        double *inv = (double *)malloc((size_t)half * sizeof(double));
-        float *cs = (float *)malloc((size_t)c->max_T * half * 2 * sizeof(float));
-        if (!inv || !cs) { free(inv); free(cs); set_err(err, errsz, "cuda backend: out of host memory"); goto fail; }
-        llama_rope_inv_freq(cfg, inv);
-        for (int p = 0; p < c->max_T; p++)
+        size_t table = (size_t)c->max_T * half;   /* elements per table */
+        double *inv_freq = (double *)malloc((size_t)half * sizeof(double));
+        float *cos_sin = (float *)malloc(table * 2 * sizeof(float));   /* cos table, then sin table */
+        if (!inv_freq || !cos_sin) {
+            free(inv_freq); free(cos_sin);
+            set_err(err, errsz, "cuda backend: out of host memory");
+            goto fail;
+        }
+        llama_rope_inv_freq(cfg, inv_freq);
+        for (int pos = 0; pos < c->max_T; pos++)
             for (int j = 0; j < half; j++) {
-                float ang = (float)p * (float)inv[j];   /* fp32 product, as HF and the CPU path */
-                cs[(size_t)p * half + j] = (float)cos((double)ang);
-                cs[(size_t)c->max_T * half + (size_t)p * half + j] = (float)sin((double)ang);
+                float angle = (float)pos * (float)inv_freq[j];   /* fp32 product, as HF and the CPU path */
+                cos_sin[(size_t)pos * half + j] = (float)cos((double)angle);
+                cos_sin[table + (size_t)pos * half + j] = (float)sin((double)angle);
             }
-        e = cudaMemcpy(c->rope_cos, cs, (size_t)c->max_T * half * 4, cudaMemcpyHostToDevice);
-        if (e == cudaSuccess) e = cudaMemcpy(c->rope_sin, cs + (size_t)c->max_T * half, (size_t)c->max_T * half * 4, cudaMemcpyHostToDevice);
-        free(inv); free(cs);
-        if (e != cudaSuccess) { set_err(err, errsz, "kernels.cu:%d: rope table upload failed: %s", __LINE__, cudaGetErrorString(e)); goto fail; }
+        e = cudaMemcpy(c->rope_cos, cos_sin, table * 4, cudaMemcpyHostToDevice);
+        if (e == cudaSuccess) e = cudaMemcpy(c->rope_sin, cos_sin + table, table * 4, cudaMemcpyHostToDevice);
+        free(inv_freq); free(cos_sin);
+        if (e != cudaSuccess) {
+            set_err(err, errsz, "kernels.cu:%d: rope table upload failed: %s", __LINE__, cudaGetErrorString(e));
+            goto fail;
+        }
     }
 
-    /* parameters: from the host model, or random on the device for a config-only model */
+    /* Parameters: from the host model, or random on the device for a config-only model. These
+     * report into the backend's err, which is then the caller's message. */
     if (m->params) {
-        if (m->n_params != c->n_params) { set_err(err, errsz, "cuda backend: model has %zu params, layout says %zu", m->n_params, c->n_params); goto fail; }
+        if (m->n_params != c->n_params) {
+            set_err(err, errsz, "cuda backend: model has %zu params, layout says %zu", m->n_params, c->n_params);
+            goto fail;
+        }
         if (upload(c, c->master, m->params, c->lean) || refresh_w16(c)) {
             snprintf(err, errsz, "%s", b->err);
             goto fail;
         }
-    } else {
-        if (init_random_device(c, err, errsz)) goto fail;
-        if (refresh_w16(c)) { snprintf(err, errsz, "%s", b->err); goto fail; }
+    } else if (init_random_device(c) || refresh_w16(c)) {
+        snprintf(err, errsz, "%s", b->err);
+        goto fail;
     }
-    if (cudaMemset(c->grad, 0, c->n_params * gsz(c)) != cudaSuccess || cudaMemset(c->am, 0, c->n_params * (c->lean ? 2 : 4)) != cudaSuccess ||
-        cudaMemset(c->av, 0, c->n_params * (c->lean ? 2 : 4)) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
-        set_err(err, errsz, "kernels.cu:%d: initial cudaMemset failed: %s", __LINE__, cudaGetErrorString(cudaGetLastError()));
+    if (cudaMemset(c->grad, 0, c->n_params * grad_size(c)) != cudaSuccess ||
+        cudaMemset(c->adam_m, 0, c->n_params * (c->lean ? 2 : 4)) != cudaSuccess ||
+        cudaMemset(c->adam_v, 0, c->n_params * (c->lean ? 2 : 4)) != cudaSuccess ||
+        cudaDeviceSynchronize() != cudaSuccess) {
+        set_err(err, errsz, "kernels.cu:%d: initial cudaMemset failed: %s", __LINE__,
+                cudaGetErrorString(cudaGetLastError()));
         goto fail;
     }
     return b;

@@ -15,11 +15,12 @@
 #include "../../kernels.cu"
 
 static int g_fail = 0, g_checks = 0;
-static llama_backend g_b;
-static cublasHandle_t g_cub;
+static llama_backend g_backend;    /* only its err buffer: the operations report there */
+static cublasHandle_t g_cublas;
 
-#define OK(x) do { if (x) { printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, g_b.err); exit(1); } } while (0)
-#define CU(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); exit(1); } } while (0)
+/* Setup steps that must work for the checks to mean anything: stop at the first failure. */
+#define REQUIRE_OK(x) do { if (x) { printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, g_backend.err); exit(1); } } while (0)
+#define REQUIRE_CUDA(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); exit(1); } } while (0)
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static float frand(void)                      /* uniform [-1, 1) */
@@ -27,38 +28,43 @@ static float frand(void)                      /* uniform [-1, 1) */
     g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
     return (float)((g_rng >> 40) * (1.0 / 8388608.0)) - 1.f;
 }
-static float bfr(float x) { return bf16_bits_to_f32(f32_to_bf16_bits(x)); }
+/* x rounded to bf16 and back: a value the device can hold exactly */
+static float round_bf16(float x) { return bf16_bits_to_f32(f32_to_bf16_bits(x)); }
 
 /* Host vector of n random values * s, rounded to bf16 when bf (the device will hold those). */
-static float *hrand(size_t n, float s, int bf)
+static float *host_random(size_t n, float s, int bf)
 {
     float *h = (float *)malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) { h[i] = frand() * s; if (bf) h[i] = bfr(h[i]); }
+    for (size_t i = 0; i < n; i++) { h[i] = frand() * s; if (bf) h[i] = round_bf16(h[i]); }
     return h;
 }
-static void *dpoison(size_t n, int bf)
+/* Device buffer of n elements (bf16 when bf, else fp32) filled with 0xFF bytes, which read as
+ * NaN in both types, so an element a kernel fails to write shows up in check(). */
+static void *device_poisoned(size_t n, int bf)
 {
-    void *d; CU(cudaMalloc(&d, n * (bf ? 2 : 4) + 16)); CU(cudaMemset(d, 0xFF, n * (bf ? 2 : 4) + 16));
+    void *d; REQUIRE_CUDA(cudaMalloc(&d, n * (bf ? 2 : 4) + 16)); REQUIRE_CUDA(cudaMemset(d, 0xFF, n * (bf ? 2 : 4) + 16));
     return d;
 }
-static void *dup_(const float *h, size_t n, int bf)
+/* A device copy of host h[n], stored as bf16 when bf. */
+static void *to_device(const float *h, size_t n, int bf)
 {
-    void *d = dpoison(n, bf);
-    if (!bf) CU(cudaMemcpy(d, h, n * 4, cudaMemcpyHostToDevice));
+    void *d = device_poisoned(n, bf);
+    if (!bf) REQUIRE_CUDA(cudaMemcpy(d, h, n * 4, cudaMemcpyHostToDevice));
     else {
         uint16_t *t = (uint16_t *)malloc(n * 2);
         for (size_t i = 0; i < n; i++) t[i] = f32_to_bf16_bits(h[i]);
-        CU(cudaMemcpy(d, t, n * 2, cudaMemcpyHostToDevice));
+        REQUIRE_CUDA(cudaMemcpy(d, t, n * 2, cudaMemcpyHostToDevice));
         free(t);
     }
     return d;
 }
-static void ddown(float *h, const void *d, size_t n, int bf)
+/* Device d[n] (bf16 when bf) into host h[n] as floats, after the device has finished. */
+static void to_host(float *h, const void *d, size_t n, int bf)
 {
-    CU(cudaDeviceSynchronize());
-    if (!bf) { CU(cudaMemcpy(h, d, n * 4, cudaMemcpyDeviceToHost)); return; }
+    REQUIRE_CUDA(cudaDeviceSynchronize());
+    if (!bf) { REQUIRE_CUDA(cudaMemcpy(h, d, n * 4, cudaMemcpyDeviceToHost)); return; }
     uint16_t *t = (uint16_t *)malloc(n * 2);
-    CU(cudaMemcpy(t, d, n * 2, cudaMemcpyDeviceToHost));
+    REQUIRE_CUDA(cudaMemcpy(t, d, n * 2, cudaMemcpyDeviceToHost));
     for (size_t i = 0; i < n; i++) h[i] = bf16_bits_to_f32(t[i]);
     free(t);
 }
@@ -69,7 +75,7 @@ static void ddown(float *h, const void *d, size_t n, int bf)
 static void check(const char *name, const void *d, int bf, const double *ref, size_t n, double rtol, double atol)
 {
     float *got = (float *)malloc(n * sizeof(float));
-    ddown(got, d, n, bf);
+    to_host(got, d, n, bf);
     size_t bad = 0, first = (size_t)-1;
     double num = 0, den = 0, maxe = 0;
     for (size_t i = 0; i < n; i++) {
@@ -92,35 +98,37 @@ static void check(const char *name, const void *d, int bf, const double *ref, si
     free(got);
 }
 
-static double *dvec(size_t n) { return (double *)calloc(n, sizeof(double)); }
+static double *zeros_f64(size_t n) { return (double *)calloc(n, sizeof(double)); }
 
-static cuda_ctx mkctx(int bf)
+/* A context holding only what every operation reads (compute type, cuBLAS, err buffer); each
+ * test adds the shapes and buffers its operation uses. */
+static cuda_ctx test_ctx(int bf)
 {
     cuda_ctx c;
     memset(&c, 0, sizeof c);
-    c.b = &g_b; c.abf = bf; c.asz = bf ? 2 : 4; c.cub = g_cub;
+    c.backend = &g_backend; c.bf16_compute = bf; c.act_size = bf ? 2 : 4; c.cublas = g_cublas;
     c.cfg.rms_norm_eps = 1e-5f;
     return c;
 }
 
 /* Tolerances: fp32 compute against a double twin; bf16 outputs are rounded to 8 bits. */
-static double RT(int bf) { return bf ? 1.6e-2 : 2e-5; }
-static double AT(int bf, double scale) { return (bf ? 1e-2 : 1e-5) * scale; }
+static double rtol_of(int bf) { return bf ? 1.6e-2 : 2e-5; }
+static double atol_of(int bf, double scale) { return (bf ? 1e-2 : 1e-5) * scale; }
 
 /* ------------------------------------------------------------------------------------------ */
 
 static void test_gemm(int bf)
 {
-    cuda_ctx c = mkctx(bf);
-    OK(cublasSetMathMode(g_cub, bf ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH) != CUBLAS_STATUS_SUCCESS);
+    cuda_ctx c = test_ctx(bf);
+    REQUIRE_OK(cublasSetMathMode(g_cublas, bf ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH) != CUBLAS_STATUS_SUCCESS);
     int m = 37, n = 29, k = 53, batch = 3;
     for (int tA = 0; tA < 2; tA++)
         for (int tB = 0; tB < 2; tB++) {
             int lda = (tA ? m : k) + 3, ldb = (tB ? k : n) + 5, ldc = n + 2;
             long long sA = (long long)(tA ? k : m) * lda + 7, sB = (long long)(tB ? n : k) * ldb + 1, sC = (long long)m * ldc + 3;
             size_t nA = (size_t)sA * batch, nB = (size_t)sB * batch, nC = (size_t)sC * batch;
-            float *A = hrand(nA, 1.f, bf), *B = hrand(nB, 1.f, bf), *C = hrand(nC, 1.f, 0);
-            double *ref = dvec(nC);
+            float *A = host_random(nA, 1.f, bf), *B = host_random(nB, 1.f, bf), *C = host_random(nC, 1.f, 0);
+            double *ref = zeros_f64(nC);
             for (size_t i = 0; i < nC; i++) ref[i] = C[i];        /* untouched gaps stay as they were */
             float alpha = 0.75f, beta = 0.5f;
             for (int bb = 0; bb < batch; bb++)
@@ -135,8 +143,8 @@ static void test_gemm(int bf)
                         size_t o = bb * sC + (size_t)i * ldc + j;
                         ref[o] = alpha * s + beta * C[o];
                     }
-            void *dA = dup_(A, nA, bf), *dB = dup_(B, nB, bf), *dC = dup_(C, nC, 0);
-            OK(gemm(&c, tA, tB, m, n, k, alpha, dA, lda, sA, dB, ldb, sB, beta, dC, CUDA_R_32F, ldc, sC, batch));
+            void *dA = to_device(A, nA, bf), *dB = to_device(B, nB, bf), *dC = to_device(C, nC, 0);
+            REQUIRE_OK(gemm(&c, tA, tB, m, n, k, alpha, dA, lda, sA, dB, ldb, sB, beta, dC, CUDA_R_32F, ldc, sC, batch));
             char name[64];
             snprintf(name, sizeof name, "gemm %s tA=%d tB=%d", bf ? "bf16" : "fp32", tA, tB);
             check(name, dC, 0, ref, nC, bf ? 1e-3 : 2e-5, bf ? 1e-3 : 2e-5);   /* bf16 inputs exact, fp32 accumulate */
@@ -145,12 +153,12 @@ static void test_gemm(int bf)
     /* linear_fwd against the CPU path's llama_matmul (fp32 only: same function) */
     if (!bf) {
         int T = 19, in = 64, out = 45;
-        float *x = hrand((size_t)T * in, 1.f, 0), *W = hrand((size_t)out * in, 1.f, 0), *y = (float *)malloc((size_t)T * out * 4);
+        float *x = host_random((size_t)T * in, 1.f, 0), *W = host_random((size_t)out * in, 1.f, 0), *y = (float *)malloc((size_t)T * out * 4);
         llama_matmul(y, x, W, T, in, out);
-        double *ref = dvec((size_t)T * out);
+        double *ref = zeros_f64((size_t)T * out);
         for (size_t i = 0; i < (size_t)T * out; i++) ref[i] = y[i];
-        void *dx = dup_(x, (size_t)T * in, 0), *dW = dup_(W, (size_t)out * in, 0), *dy = dpoison((size_t)T * out, 0);
-        OK(linear_fwd(&c, dy, CUDA_R_32F, 0.f, dx, dW, T, in, out));
+        void *dx = to_device(x, (size_t)T * in, 0), *dW = to_device(W, (size_t)out * in, 0), *dy = device_poisoned((size_t)T * out, 0);
+        REQUIRE_OK(linear_fwd(&c, dy, CUDA_R_32F, 0.f, dx, dW, T, in, out));
         check("linear_fwd vs llama_matmul", dy, 0, ref, (size_t)T * out, 1e-5, 1e-5);
         cudaFree(dx); cudaFree(dW); cudaFree(dy); free(x); free(W); free(y); free(ref);
     }
@@ -158,52 +166,52 @@ static void test_gemm(int bf)
 
 static void test_rmsnorm(int bf)
 {
-    cuda_ctx c = mkctx(bf);
+    cuda_ctx c = test_ctx(bf);
     int T = 13, D = 1000;   /* D not a multiple of the block */
-    float *x = hrand((size_t)T * D, 2.f, 0), *w = hrand(D, 1.f, bf);
+    float *x = host_random((size_t)T * D, 2.f, 0), *w = host_random(D, 1.f, bf);
     float *y = (float *)malloc((size_t)T * D * 4);
     llama_rmsnorm(y, x, w, T, D, c.cfg.rms_norm_eps);
-    double *ref = dvec((size_t)T * D), *rr = dvec(T);
+    double *ref = zeros_f64((size_t)T * D), *rr = zeros_f64(T);
     for (size_t i = 0; i < (size_t)T * D; i++) ref[i] = y[i];
     for (int t = 0; t < T; t++) {
         double ss = 0; for (int d = 0; d < D; d++) ss += (double)x[t * D + d] * x[t * D + d];
         rr[t] = 1.0 / sqrt(ss / D + c.cfg.rms_norm_eps);
     }
-    void *dx = dup_(x, (size_t)T * D, 0), *dw = dup_(w, D, bf), *dy = dpoison((size_t)T * D, bf), *dr = dpoison(T, 0);
-    OK(op_rmsnorm_fwd(&c, dy, (float *)dr, (const float *)dx, dw, T, D));
-    check(bf ? "rmsnorm_fwd bf16" : "rmsnorm_fwd fp32", dy, bf, ref, (size_t)T * D, RT(bf), AT(bf, 1));
+    void *dx = to_device(x, (size_t)T * D, 0), *dw = to_device(w, D, bf), *dy = device_poisoned((size_t)T * D, bf), *dr = device_poisoned(T, 0);
+    REQUIRE_OK(op_rmsnorm_fwd(&c, dy, (float *)dr, (const float *)dx, dw, T, D));
+    check(bf ? "rmsnorm_fwd bf16" : "rmsnorm_fwd fp32", dy, bf, ref, (size_t)T * D, rtol_of(bf), atol_of(bf, 1));
     check("rmsnorm_fwd rstd", dr, 0, rr, T, 1e-5, 0);
     /* backward: dx += ..., dw += ...; both start from random values */
-    float *g = hrand((size_t)T * D, 1.f, 0), *dx0 = hrand((size_t)T * D, 1.f, 0), *dw0 = hrand(D, 1.f, 0);
-    double *rdx = dvec((size_t)T * D), *rdw = dvec(D);
+    float *grad_y = host_random((size_t)T * D, 1.f, 0), *dx0 = host_random((size_t)T * D, 1.f, 0), *dw0 = host_random(D, 1.f, 0);
+    double *rdx = zeros_f64((size_t)T * D), *rdw = zeros_f64(D);
     for (int d = 0; d < D; d++) rdw[d] = dw0[d];
     for (int t = 0; t < T; t++) {
         double dot = 0;
-        for (int d = 0; d < D; d++) dot += (double)g[t * D + d] * w[d] * x[t * D + d] * rr[t];
+        for (int d = 0; d < D; d++) dot += (double)grad_y[t * D + d] * w[d] * x[t * D + d] * rr[t];
         dot /= D;
         for (int d = 0; d < D; d++) {
             double xh = x[t * D + d] * rr[t];
-            rdx[t * D + d] = dx0[t * D + d] + rr[t] * (g[t * D + d] * w[d] - xh * dot);
-            rdw[d] += g[t * D + d] * xh;
+            rdx[t * D + d] = dx0[t * D + d] + rr[t] * (grad_y[t * D + d] * w[d] - xh * dot);
+            rdw[d] += grad_y[t * D + d] * xh;
         }
     }
-    void *ddx = dup_(dx0, (size_t)T * D, 0), *ddw = dup_(dw0, D, 0), *dg = dup_(g, (size_t)T * D, 0);
+    void *ddx = to_device(dx0, (size_t)T * D, 0), *ddw = to_device(dw0, D, 0), *dgrad_y = to_device(grad_y, (size_t)T * D, 0);
     c.lean = 0;
-    OK(op_rmsnorm_bwd(&c, (float *)ddx, ddw, (const float *)dg, (const float *)dx, (const float *)dr, dw, T, D));
+    REQUIRE_OK(op_rmsnorm_bwd(&c, (float *)ddx, ddw, (const float *)dgrad_y, (const float *)dx, (const float *)dr, dw, T, D));
     check(bf ? "rmsnorm_bwd dx (bf16 w)" : "rmsnorm_bwd dx", ddx, 0, rdx, (size_t)T * D, 1e-4, 1e-5);
     check(bf ? "rmsnorm_bwd dw (bf16 w)" : "rmsnorm_bwd dw", ddw, 0, rdw, D, 1e-4, 1e-5);
     if (bf) {   /* lean mode: dw is bf16 */
-        float *dw0b = hrand(D, 1.f, 1);
+        float *dw0b = host_random(D, 1.f, 1);
         for (int d = 0; d < D; d++) rdw[d] += dw0b[d] - dw0[d];
-        void *ddwb = dup_(dw0b, D, 1);
+        void *ddwb = to_device(dw0b, D, 1);
         c.lean = 1;
-        CU(cudaMemcpy(ddx, dx0, (size_t)T * D * 4, cudaMemcpyHostToDevice));
-        OK(op_rmsnorm_bwd(&c, (float *)ddx, ddwb, (const float *)dg, (const float *)dx, (const float *)dr, dw, T, D));
+        REQUIRE_CUDA(cudaMemcpy(ddx, dx0, (size_t)T * D * 4, cudaMemcpyHostToDevice));
+        REQUIRE_OK(op_rmsnorm_bwd(&c, (float *)ddx, ddwb, (const float *)dgrad_y, (const float *)dx, (const float *)dr, dw, T, D));
         check("rmsnorm_bwd dw lean bf16", ddwb, 1, rdw, D, 1.6e-2, 1e-2);
         cudaFree(ddwb); free(dw0b);
     }
-    cudaFree(dx); cudaFree(dw); cudaFree(dy); cudaFree(dr); cudaFree(ddx); cudaFree(ddw); cudaFree(dg);
-    free(x); free(w); free(y); free(ref); free(rr); free(g); free(dx0); free(dw0); free(rdx); free(rdw);
+    cudaFree(dx); cudaFree(dw); cudaFree(dy); cudaFree(dr); cudaFree(ddx); cudaFree(ddw); cudaFree(dgrad_y);
+    free(x); free(w); free(y); free(ref); free(rr); free(grad_y); free(dx0); free(dw0); free(rdx); free(rdw);
 }
 
 /* RoPE tables exactly as llama_cuda_backend_create builds them. */
@@ -218,7 +226,7 @@ static void rope_tables(const llama_config *cfg, int maxT, float **dcos, float *
             float ang = (float)p * (float)inv[j];
             cs[p * half + j] = (float)cos((double)ang); sn[p * half + j] = (float)sin((double)ang);
         }
-    *dcos = (float *)dup_(cs, (size_t)maxT * half, 0); *dsin = (float *)dup_(sn, (size_t)maxT * half, 0);
+    *dcos = (float *)to_device(cs, (size_t)maxT * half, 0); *dsin = (float *)to_device(sn, (size_t)maxT * half, 0);
     free(inv); free(cs); free(sn);
 }
 
@@ -241,22 +249,22 @@ static void test_rope(int bf)
     double *inv = (double *)malloc(hd / 2 * sizeof(double)); llama_rope_inv_freq(&cf, inv);
     int *pos = (int *)malloc(T * 4);
     for (int t = 0; t < T; t++) pos[t] = t < 100 ? t : (t * 7) % T;   /* arbitrary positions < T */
-    int *dpos; CU(cudaMalloc(&dpos, T * 4)); CU(cudaMemcpy(dpos, pos, T * 4, cudaMemcpyHostToDevice));
-    float *x = hrand((size_t)T * QKV, 1.f, bf);
-    double *ref = dvec((size_t)T * QKV);
+    int *dpos; REQUIRE_CUDA(cudaMalloc(&dpos, T * 4)); REQUIRE_CUDA(cudaMemcpy(dpos, pos, T * 4, cudaMemcpyHostToDevice));
+    float *x = host_random((size_t)T * QKV, 1.f, bf);
+    double *ref = zeros_f64((size_t)T * QKV);
     float *row = (float *)malloc(QKV * 4);
     for (int t = 0; t < T; t++) {
         memcpy(row, x + (size_t)t * QKV, QKV * 4);
         llama_rope_apply(row, H + K, hd, pos[t], inv);        /* q and k heads; v untouched */
         for (int i = 0; i < QKV; i++) ref[(size_t)t * QKV + i] = row[i];
     }
-    void *dx = dup_(x, (size_t)T * QKV, bf);
-    if (bf) LAUNCH(rcgrid(T, QKV), 256, rope_k<bf16, bf16>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
-    else LAUNCH(rcgrid(T, QKV), 256, rope_k<float, float>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
-    CU(cudaGetLastError());
-    check(bf ? "rope fwd bf16 (llama3)" : "rope fwd fp32 (llama3)", dx, bf, ref, (size_t)T * QKV, RT(bf), AT(bf, 1));
+    void *dx = to_device(x, (size_t)T * QKV, bf);
+    if (bf) LAUNCH(rows_cols_grid(T, QKV), 256, rope_k<bf16, bf16>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
+    else LAUNCH(rows_cols_grid(T, QKV), 256, rope_k<float, float>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
+    REQUIRE_CUDA(cudaGetLastError());
+    check(bf ? "rope fwd bf16 (llama3)" : "rope fwd fp32 (llama3)", dx, bf, ref, (size_t)T * QKV, rtol_of(bf), atol_of(bf, 1));
     /* backward = inverse rotation, fp32 in -> act out: twin rotates by -angle in double */
-    float *gy = hrand((size_t)T * QKV, 1.f, 0);
+    float *gy = host_random((size_t)T * QKV, 1.f, 0);
     for (int t = 0; t < T; t++)
         for (int i = 0; i < QKV; i++) {
             size_t o = (size_t)t * QKV + i;
@@ -268,84 +276,84 @@ static void test_rope(int bf)
             if (j < half) ref[o] = gy[b0 + j] * co + gy[b0 + j + half] * si;
             else ref[o] = gy[b0 + j] * co - gy[b0 + j - half] * si;
         }
-    void *dg = dup_(gy, (size_t)T * QKV, 0), *dout = dpoison((size_t)T * QKV, bf);
-    if (bf) LAUNCH(rcgrid(T, QKV), 256, rope_k<float, bf16>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
-    else LAUNCH(rcgrid(T, QKV), 256, rope_k<float, float>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
-    CU(cudaGetLastError());
-    check(bf ? "rope bwd bf16" : "rope bwd fp32", dout, bf, ref, (size_t)T * QKV, RT(bf), AT(bf, 1));
+    void *dg = to_device(gy, (size_t)T * QKV, 0), *dout = device_poisoned((size_t)T * QKV, bf);
+    if (bf) LAUNCH(rows_cols_grid(T, QKV), 256, rope_k<float, bf16>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
+    else LAUNCH(rows_cols_grid(T, QKV), 256, rope_k<float, float>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
+    REQUIRE_CUDA(cudaGetLastError());
+    check(bf ? "rope bwd bf16" : "rope bwd fp32", dout, bf, ref, (size_t)T * QKV, rtol_of(bf), atol_of(bf, 1));
     cudaFree(dx); cudaFree(dg); cudaFree(dout); cudaFree(dpos); cudaFree(dcos); cudaFree(dsin);
     free(inv); free(pos); free(x); free(ref); free(row); free(gy);
 }
 
 static void test_softmax_swiglu(int bf)
 {
-    cuda_ctx c = mkctx(bf);
+    cuda_ctx c = test_ctx(bf);
     int n = 300, B = 3, rows = B * n;
-    float *S = hrand((size_t)rows * n, 8.f, 0);
-    double *P = dvec((size_t)rows * n);
+    float *S = host_random((size_t)rows * n, 8.f, 0);
+    double *P = zeros_f64((size_t)rows * n);
     for (int row = 0; row < rows; row++) {
         int r = row % n; double mx = -1e300, sum = 0;
         for (int k = 0; k <= r; k++) mx = fmax(mx, S[(size_t)row * n + k]);
         for (int k = 0; k <= r; k++) sum += exp(S[(size_t)row * n + k] - mx);
         for (int k = 0; k < n; k++) P[(size_t)row * n + k] = k <= r ? exp(S[(size_t)row * n + k] - mx) / sum : 0;
     }
-    void *dS = dup_(S, (size_t)rows * n, 0), *dP = dpoison((size_t)rows * n, bf);
-    DISPATCH_A(&c, softmax_causal_k, rblocks(rows), 256, dP, (const float *)dS, n, rows);
-    CU(cudaGetLastError());
-    check(bf ? "softmax_causal bf16" : "softmax_causal fp32", dP, bf, P, (size_t)rows * n, RT(bf), bf ? 2e-3 : 1e-6);
+    void *dS = to_device(S, (size_t)rows * n, 0), *dP = device_poisoned((size_t)rows * n, bf);
+    LAUNCH_ACT(&c, softmax_causal_k, row_blocks(rows), 256, dP, (const float *)dS, n, rows);
+    REQUIRE_CUDA(cudaGetLastError());
+    check(bf ? "softmax_causal bf16" : "softmax_causal fp32", dP, bf, P, (size_t)rows * n, rtol_of(bf), bf ? 2e-3 : 1e-6);
     /* backward from the device's own P (what the kernel sees), twin in double */
-    float *Pg = (float *)malloc((size_t)rows * n * 4); ddown(Pg, dP, (size_t)rows * n, bf);
-    float *G = hrand((size_t)rows * n, 1.f, 0);
-    double *dSr = dvec((size_t)rows * n);
+    float *Pg = (float *)malloc((size_t)rows * n * 4); to_host(Pg, dP, (size_t)rows * n, bf);
+    float *G = host_random((size_t)rows * n, 1.f, 0);
+    double *dSr = zeros_f64((size_t)rows * n);
     for (int row = 0; row < rows; row++) {
         int r = row % n; double dot = 0;
         for (int k = 0; k <= r; k++) dot += (double)Pg[(size_t)row * n + k] * G[(size_t)row * n + k];
         for (int k = 0; k < n; k++) dSr[(size_t)row * n + k] = k <= r ? Pg[(size_t)row * n + k] * (G[(size_t)row * n + k] - dot) : 0;
     }
-    void *dG = dup_(G, (size_t)rows * n, 0);
-    DISPATCH_A(&c, softmax_causal_bwd_k, rblocks(rows), 256, dP, (const float *)dG, n, rows);
-    CU(cudaGetLastError());
-    check(bf ? "softmax_causal_bwd bf16" : "softmax_causal_bwd fp32", dP, bf, dSr, (size_t)rows * n, RT(bf), bf ? 1e-3 : 1e-6);
+    void *dG = to_device(G, (size_t)rows * n, 0);
+    LAUNCH_ACT(&c, softmax_causal_bwd_k, row_blocks(rows), 256, dP, (const float *)dG, n, rows);
+    REQUIRE_CUDA(cudaGetLastError());
+    check(bf ? "softmax_causal_bwd bf16" : "softmax_causal_bwd fp32", dP, bf, dSr, (size_t)rows * n, rtol_of(bf), bf ? 1e-3 : 1e-6);
     cudaFree(dS); cudaFree(dP); cudaFree(dG); free(S); free(P); free(Pg); free(G); free(dSr);
 
     int T = 37, I = 333;
-    float *gu = hrand((size_t)T * 2 * I, 4.f, bf), *dh = hrand((size_t)T * I, 1.f, bf);
-    double *h = dvec((size_t)T * I), *dgu = dvec((size_t)T * 2 * I);
+    float *gu = host_random((size_t)T * 2 * I, 4.f, bf), *dh = host_random((size_t)T * I, 1.f, bf);
+    double *h = zeros_f64((size_t)T * I), *dgu = zeros_f64((size_t)T * 2 * I);
     for (int t = 0; t < T; t++)
         for (int i = 0; i < I; i++) {
-            double g = gu[t * 2 * I + i], u = gu[t * 2 * I + I + i], s = 1 / (1 + exp(-g)), d = dh[t * I + i];
-            h[t * I + i] = g * s * u;
-            dgu[t * 2 * I + i] = d * u * (s + g * s * (1 - s));
-            dgu[t * 2 * I + I + i] = d * g * s;
+            double gate = gu[t * 2 * I + i], up = gu[t * 2 * I + I + i], s = 1 / (1 + exp(-gate)), d = dh[t * I + i];
+            h[t * I + i] = gate * s * up;
+            dgu[t * 2 * I + i] = d * up * (s + gate * s * (1 - s));
+            dgu[t * 2 * I + I + i] = d * gate * s;
         }
-    void *dgu_ = dup_(gu, (size_t)T * 2 * I, bf), *dh_ = dup_(dh, (size_t)T * I, bf);
-    void *hout = dpoison((size_t)T * I, bf), *dgout = dpoison((size_t)T * 2 * I, bf);
-    DISPATCH_A(&c, swiglu_fwd_k, rcgrid(T, I), 256, hout, dgu_, T, I);
-    DISPATCH_A(&c, swiglu_bwd_k, rcgrid(T, I), 256, dgout, dh_, dgu_, T, I);
-    CU(cudaGetLastError());
-    check(bf ? "swiglu_fwd bf16" : "swiglu_fwd fp32", hout, bf, h, (size_t)T * I, RT(bf), AT(bf, 1));
-    check(bf ? "swiglu_bwd bf16" : "swiglu_bwd fp32", dgout, bf, dgu, (size_t)T * 2 * I, RT(bf), AT(bf, 1));
+    void *dgu_ = to_device(gu, (size_t)T * 2 * I, bf), *dh_ = to_device(dh, (size_t)T * I, bf);
+    void *hout = device_poisoned((size_t)T * I, bf), *dgout = device_poisoned((size_t)T * 2 * I, bf);
+    LAUNCH_ACT(&c, swiglu_fwd_k, rows_cols_grid(T, I), 256, hout, dgu_, T, I);
+    LAUNCH_ACT(&c, swiglu_bwd_k, rows_cols_grid(T, I), 256, dgout, dh_, dgu_, T, I);
+    REQUIRE_CUDA(cudaGetLastError());
+    check(bf ? "swiglu_fwd bf16" : "swiglu_fwd fp32", hout, bf, h, (size_t)T * I, rtol_of(bf), atol_of(bf, 1));
+    check(bf ? "swiglu_bwd bf16" : "swiglu_bwd fp32", dgout, bf, dgu, (size_t)T * 2 * I, rtol_of(bf), atol_of(bf, 1));
     cudaFree(dgu_); cudaFree(dh_); cudaFree(hout); cudaFree(dgout); free(gu); free(dh); free(h); free(dgu);
 }
 
 /* Attention over a packed batch of 4 sequences (one of length 1, one empty), GQA H=6, K=2. */
 static void test_attention(int bf)
 {
-    cuda_ctx c = mkctx(bf);
-    int H = 6, K = 2, hd = 16, g = H / K;
+    cuda_ctx c = test_ctx(bf);
+    int H = 6, K = 2, hd = 16, q_per_kv = H / K;
     int seq[] = {0, 37, 38, 38, 141}, n_seq = 4, T = seq[n_seq], maxn = 103;
     int QKV = (H + 2 * K) * hd, HD = H * hd;
-    c.H = H; c.K = K; c.hd = hd; c.g = g; c.QKV = QKV; c.HD = HD;
-    CU(cudaMalloc(&c.S, (size_t)K * maxn * maxn * 4));
-    CU(cudaMalloc(&c.P, (size_t)K * maxn * maxn * c.asz));
-    float *qkv = hrand((size_t)T * QKV, 1.5f, bf), *dO = hrand((size_t)T * HD, 1.f, bf);
-    double *O = dvec((size_t)T * HD), *dq = dvec((size_t)T * QKV);
+    c.H = H; c.K = K; c.hd = hd; c.q_per_kv = q_per_kv; c.QKV = QKV; c.HD = HD;
+    REQUIRE_CUDA(cudaMalloc(&c.scores, (size_t)K * maxn * maxn * 4));
+    REQUIRE_CUDA(cudaMalloc(&c.probs, (size_t)K * maxn * maxn * c.act_size));
+    float *qkv = host_random((size_t)T * QKV, 1.5f, bf), *dO = host_random((size_t)T * HD, 1.f, bf);
+    double *O = zeros_f64((size_t)T * HD), *dq = zeros_f64((size_t)T * QKV);
     double scale = 1.0 / sqrt((double)hd);
-    double *p = dvec(maxn), *dp = dvec(maxn);
+    double *p = zeros_f64(maxn), *dp = zeros_f64(maxn);
     for (int s = 0; s < n_seq; s++) {
         int s0 = seq[s], n = seq[s + 1] - s0;
         for (int h = 0; h < H; h++) {
-            int kh = h / g;
+            int kh = h / q_per_kv;
             for (int t = 0; t < n; t++) {
                 const float *q = qkv + (size_t)(s0 + t) * QKV + h * hd;
                 double mx = -1e300, sum = 0;
@@ -376,21 +384,21 @@ static void test_attention(int bf)
             }
         }
     }
-    void *dqkv = dup_(qkv, (size_t)T * QKV, bf), *datt = dpoison((size_t)T * HD, bf), *ddO = dup_(dO, (size_t)T * HD, bf);
-    float *dqf = (float *)dpoison((size_t)T * QKV, 0);
-    OK(op_attention_fwd(&c, datt, dqkv, seq, n_seq));
+    void *dqkv = to_device(qkv, (size_t)T * QKV, bf), *datt = device_poisoned((size_t)T * HD, bf), *ddO = to_device(dO, (size_t)T * HD, bf);
+    float *dqf = (float *)device_poisoned((size_t)T * QKV, 0);
+    REQUIRE_OK(op_attention_fwd(&c, datt, dqkv, seq, n_seq));
     check(bf ? "attention fwd bf16 (GQA)" : "attention fwd fp32 (GQA)", datt, bf, O, (size_t)T * HD, bf ? -1e-2 : 1e-4, 1e-5);
-    OK(op_attention_bwd(&c, dqf, ddO, dqkv, seq, n_seq));
+    REQUIRE_OK(op_attention_bwd(&c, dqf, ddO, dqkv, seq, n_seq));
     check(bf ? "attention bwd bf16 (dq dk dv)" : "attention bwd fp32 (dq dk dv)", dqf, 0, dq, (size_t)T * QKV, bf ? -2e-2 : 1e-4,
           1e-5);
-    cudaFree(c.S); cudaFree(c.P); cudaFree(dqkv); cudaFree(datt); cudaFree(ddO); cudaFree(dqf);
+    cudaFree(c.scores); cudaFree(c.probs); cudaFree(dqkv); cudaFree(datt); cudaFree(ddO); cudaFree(dqf);
     free(qkv); free(dO); free(O); free(dq); free(p); free(dp);
 }
 
 /* LM head: forward log-probs and backward over 4 ragged vocabulary chunks; embedding. */
 static void test_lm_embed(int bf)
 {
-    cuda_ctx c = mkctx(bf);
+    cuda_ctx c = test_ctx(bf);
     int T = 45, D = 72, V = 1000;
     c.D = D; c.V = V; c.lm_chunk = 300; c.off_lm = 0;      /* chunks of 300, 300, 300, 100 */
     int seq[] = {0, 20, 21, 45};                           /* 3 sequences */
@@ -398,8 +406,8 @@ static void test_lm_embed(int bf)
     for (int t = 0; t < T; t++) tok[t] = (int)((frand() + 1) * 0.5f * V) % V;
     tok[3] = tok[7] = tok[30] = 5;                          /* repeated ids: atomics in embed_bwd */
     for (int s = 0; s < 3; s++) for (int i = seq[s]; i < seq[s + 1]; i++) tgt[i] = i + 1 < seq[s + 1] ? tok[i + 1] : -1;
-    float *xf = hrand((size_t)T * D, 1.f, bf), *W = hrand((size_t)V * D, 0.5f, bf), *dl = hrand(T, 1.f, 0);
-    double *logp = dvec(T), *lse = dvec(T), *dxf = dvec((size_t)T * D), *dW = dvec((size_t)V * D), *z = dvec(V);
+    float *xf = host_random((size_t)T * D, 1.f, bf), *W = host_random((size_t)V * D, 0.5f, bf), *dl = host_random(T, 1.f, 0);
+    double *logp = zeros_f64(T), *lse = zeros_f64(T), *dxf = zeros_f64((size_t)T * D), *dW = zeros_f64((size_t)V * D), *z = zeros_f64(V);
     float *wt = (float *)malloc(T * 4);
     for (int t = 0; t < T; t++) wt[t] = tgt[t] >= 0 ? dl[t + 1] : 0.f;
     for (int t = 0; t < T; t++) {
@@ -414,46 +422,46 @@ static void test_lm_embed(int bf)
         }
     }
     for (int s = 0; s < 3; s++) logp[seq[s]] = 0;
-    c.xf = dup_(xf, (size_t)T * D, bf); c.w = dup_(W, (size_t)V * D, bf);
+    c.xf = to_device(xf, (size_t)T * D, bf); c.weights = to_device(W, (size_t)V * D, bf);
     float *zeros = (float *)calloc((size_t)V * D, sizeof(float));
-    c.grad = dup_(zeros, (size_t)V * D, 0);
+    c.grad = to_device(zeros, (size_t)V * D, 0);
     free(zeros);
-    CU(cudaMalloc(&c.logits, (size_t)T * c.lm_chunk * 4)); c.dlogits = dpoison((size_t)T * c.lm_chunk, bf);
-    c.mx = (float *)dpoison(T, 0); c.se = (float *)dpoison(T, 0); c.tl = (float *)dpoison(T, 0);
-    c.lse = (float *)dpoison(T, 0); c.logp = (float *)dpoison(T, 0); c.wt = (float *)dup_(wt, T, 0);
-    c.dxf = (float *)dpoison((size_t)T * D, 0);
-    CU(cudaMalloc(&c.tgt, T * 4)); CU(cudaMemcpy(c.tgt, tgt, T * 4, cudaMemcpyHostToDevice));
-    OK(op_lm_fwd(&c, T));
+    REQUIRE_CUDA(cudaMalloc(&c.logits, (size_t)T * c.lm_chunk * 4)); c.dlogits = device_poisoned((size_t)T * c.lm_chunk, bf);
+    c.row_max = (float *)device_poisoned(T, 0); c.row_sumexp = (float *)device_poisoned(T, 0); c.label_logit = (float *)device_poisoned(T, 0);
+    c.lse = (float *)device_poisoned(T, 0); c.logp = (float *)device_poisoned(T, 0); c.label_dlogp = (float *)to_device(wt, T, 0);
+    c.dxf = (float *)device_poisoned((size_t)T * D, 0);
+    REQUIRE_CUDA(cudaMalloc(&c.labels, T * 4)); REQUIRE_CUDA(cudaMemcpy(c.labels, tgt, T * 4, cudaMemcpyHostToDevice));
+    REQUIRE_OK(op_lm_fwd(&c, T));
     check(bf ? "lm_head logp bf16 (4 chunks)" : "lm_head logp fp32 (4 chunks)", c.logp, 0, logp, T, bf ? 1e-3 : 1e-5, bf ? 1e-3 : 1e-5);
     check("lm_head lse", c.lse, 0, lse, T, 1e-5, 1e-5);
-    OK(op_lm_bwd(&c, T));
+    REQUIRE_OK(op_lm_bwd(&c, T));
     check(bf ? "lm_head dxf bf16" : "lm_head dxf fp32", c.dxf, 0, dxf, (size_t)T * D, bf ? -1e-2 : 1e-4, 1e-6);
     check(bf ? "lm_head dW bf16" : "lm_head dW fp32", c.grad, 0, dW, (size_t)V * D, bf ? -1e-2 : 1e-4, 1e-6);
     /* embedding forward (act -> fp32) and backward (atomics, fp32 grads) */
-    int *dtok; CU(cudaMalloc(&dtok, T * 4)); CU(cudaMemcpy(dtok, tok, T * 4, cudaMemcpyHostToDevice));
-    float *res = (float *)dpoison((size_t)T * D, 0);
-    double *rres = dvec((size_t)T * D), *rg = dvec((size_t)V * D);
-    float *g0 = hrand((size_t)V * D, 1.f, 0), *dr = hrand((size_t)T * D, 1.f, 0);
+    int *dtok; REQUIRE_CUDA(cudaMalloc(&dtok, T * 4)); REQUIRE_CUDA(cudaMemcpy(dtok, tok, T * 4, cudaMemcpyHostToDevice));
+    float *res = (float *)device_poisoned((size_t)T * D, 0);
+    double *rres = zeros_f64((size_t)T * D), *rg = zeros_f64((size_t)V * D);
+    float *g0 = host_random((size_t)V * D, 1.f, 0), *dr = host_random((size_t)T * D, 1.f, 0);
     for (size_t i = 0; i < (size_t)V * D; i++) rg[i] = g0[i];
     for (int t = 0; t < T; t++) for (int d = 0; d < D; d++) { rres[t * D + d] = W[(size_t)tok[t] * D + d]; rg[(size_t)tok[t] * D + d] += dr[t * D + d]; }
-    DISPATCH_A(&c, embed_fwd_k, rcgrid(T, D), 256, res, c.w, dtok, T, D);
-    CU(cudaGetLastError());
+    LAUNCH_ACT(&c, embed_fwd_k, rows_cols_grid(T, D), 256, res, c.weights, dtok, T, D);
+    REQUIRE_CUDA(cudaGetLastError());
     check(bf ? "embed_fwd bf16" : "embed_fwd fp32", res, 0, rres, (size_t)T * D, 0, 0);
-    void *dg = dup_(g0, (size_t)V * D, 0), *ddr = dup_(dr, (size_t)T * D, 0);
-    LAUNCH(rcgrid(T, D), 256, embed_bwd_f32_k)((float *)dg, (const float *)ddr, dtok, T, D);
-    CU(cudaGetLastError());
+    void *dg = to_device(g0, (size_t)V * D, 0), *ddr = to_device(dr, (size_t)T * D, 0);
+    LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_f32_k)((float *)dg, (const float *)ddr, dtok, T, D);
+    REQUIRE_CUDA(cudaGetLastError());
     check("embed_bwd fp32", dg, 0, rg, (size_t)V * D, 1e-6, 1e-6);
     if (bf) {
-        float *g0b = hrand((size_t)V * D, 1.f, 1);
+        float *g0b = host_random((size_t)V * D, 1.f, 1);
         for (size_t i = 0; i < (size_t)V * D; i++) rg[i] += g0b[i] - g0[i];
-        void *dgb = dup_(g0b, (size_t)V * D, 1);
-        LAUNCH(rcgrid(T, D), 256, embed_bwd_bf16_k)((bf16 *)dgb, (const float *)ddr, dtok, T, D);
-        CU(cudaGetLastError());
+        void *dgb = to_device(g0b, (size_t)V * D, 1);
+        LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_bf16_k)((bf16 *)dgb, (const float *)ddr, dtok, T, D);
+        REQUIRE_CUDA(cudaGetLastError());
         check("embed_bwd lean bf16", dgb, 1, rg, (size_t)V * D, 2e-2, 2e-2);
         cudaFree(dgb); free(g0b);
     }
     cudaFree(dg); cudaFree(ddr); cudaFree(res); cudaFree(dtok);
-    void *bufs[] = {c.xf, c.w, c.grad, c.logits, c.dlogits, c.mx, c.se, c.tl, c.lse, c.logp, c.wt, c.dxf, c.tgt};
+    void *bufs[] = {c.xf, c.weights, c.grad, c.logits, c.dlogits, c.row_max, c.row_sumexp, c.label_logit, c.lse, c.logp, c.label_dlogp, c.dxf, c.labels};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     free(tok); free(tgt); free(xf); free(W); free(dl); free(logp); free(lse); free(dxf); free(dW); free(z); free(wt);
     free(rres); free(rg); free(g0); free(dr);
@@ -461,63 +469,63 @@ static void test_lm_embed(int bf)
 
 /* Grad norm, AdamW (fp32 against torch's arithmetic in double; lean against the same with
  * bf16 rounding), and stochastic rounding's unbiasedness. */
-__global__ void sr_k(float *out, float x, size_t n, uint32_t seed)
+__global__ void stochastic_round_k(float *out, float x, size_t n, uint32_t seed)
 {
-    GRID_LOOP(i, n) out[i] = __bfloat162float(bf16_sr(x, hash_idx(seed, i)));
+    GRID_LOOP(i, n) out[i] = __bfloat162float(bf16_round_stochastic(x, hash_index(seed, i)));
 }
 
 static void test_optim(void)
 {
     size_t n = 300001;
-    float *g = hrand(n, 1e-2f, 0), *p = hrand(n, 1.f, 0), *m = hrand(n, 1e-3f, 0), *v = hrand(n, 1e-3f, 0);
+    float *g = host_random(n, 1e-2f, 0), *p = host_random(n, 1.f, 0), *m = host_random(n, 1e-3f, 0), *v = host_random(n, 1e-3f, 0);
     for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]) * 1e-3f;
     double ss = 0; for (size_t i = 0; i < n; i++) ss += (double)g[i] * g[i];
-    void *dg = dup_(g, n, 0);
-    double *dsum; CU(cudaMalloc(&dsum, 8)); CU(cudaMemset(dsum, 0, 8));
-    LAUNCH(eblocks(n), 256, sumsq_k<float>)(dsum, (const float *)dg, n);
-    CU(cudaGetLastError());
-    double got = 0; CU(cudaMemcpy(&got, dsum, 8, cudaMemcpyDeviceToHost));
+    void *dg = to_device(g, n, 0);
+    double *dsum; REQUIRE_CUDA(cudaMalloc(&dsum, 8)); REQUIRE_CUDA(cudaMemset(dsum, 0, 8));
+    LAUNCH(elem_blocks(n), 256, sumsq_k<float>)(dsum, (const float *)dg, n);
+    REQUIRE_CUDA(cudaGetLastError());
+    double got = 0; REQUIRE_CUDA(cudaMemcpy(&got, dsum, 8, cudaMemcpyDeviceToHost));
     g_checks++;
     if (fabs(got - ss) > 1e-9 * ss) { g_fail++; printf("FAIL sumsq: got %.15g want %.15g\n", got, ss); }
     else printf("ok   sumsq fp32                   rel %.3g\n", fabs(got - ss) / ss);
 
     double lr = 1e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1, scale = 0.5; long step = 3;
     double bc1 = 1 - pow(b1, step), bc2 = 1 - pow(b2, step);
-    double *rp = dvec(n), *rm = dvec(n), *rv = dvec(n);
+    double *rp = zeros_f64(n), *rm = zeros_f64(n), *rv = zeros_f64(n);
     for (size_t i = 0; i < n; i++) {
         double gi = (double)g[i] * scale;
         rm[i] = b1 * m[i] + (1 - b1) * gi; rv[i] = b2 * v[i] + (1 - b2) * gi * gi;
         rp[i] = p[i] * (1 - lr * wd) - lr / bc1 * rm[i] / (sqrt(rv[i]) / sqrt(bc2) + eps);
     }
-    void *dp = dup_(p, n, 0), *dm = dup_(m, n, 0), *dv = dup_(v, n, 0), *w16 = dpoison(n, 1);
-    LAUNCH(eblocks(n), 256, adamw_f32_k)((float *)dp, (const float *)dg, (float *)dm, (float *)dv, (bf16 *)w16, n, (float)scale,
+    void *dp = to_device(p, n, 0), *dm = to_device(m, n, 0), *dv = to_device(v, n, 0), *w16 = device_poisoned(n, 1);
+    LAUNCH(elem_blocks(n), 256, adamw_f32_k)((float *)dp, (const float *)dg, (float *)dm, (float *)dv, (bf16 *)w16, n, (float)scale,
                                      (float)b1, (float)b2, (float)eps, (float)(1 - lr * wd), (float)(lr / bc1), (float)sqrt(bc2));
-    CU(cudaGetLastError());
+    REQUIRE_CUDA(cudaGetLastError());
     check("adamw fp32 p", dp, 0, rp, n, 1e-6, 1e-7);
     check("adamw fp32 m", dm, 0, rm, n, 1e-5, 1e-9);
     check("adamw fp32 v", dv, 0, rv, n, 1e-5, 1e-12);
     check("adamw fp32 -> bf16 copy", w16, 1, rp, n, 4e-3, 1e-6);
     /* lean: inputs rounded to bf16; outputs within one bf16 step (stochastic rounding) */
-    for (size_t i = 0; i < n; i++) { g[i] = bfr(g[i]); p[i] = bfr(p[i]); m[i] = bfr(m[i]); v[i] = bfr(v[i]); }
+    for (size_t i = 0; i < n; i++) { g[i] = round_bf16(g[i]); p[i] = round_bf16(p[i]); m[i] = round_bf16(m[i]); v[i] = round_bf16(v[i]); }
     for (size_t i = 0; i < n; i++) {
         double gi = (double)g[i] * scale;
         rm[i] = b1 * m[i] + (1 - b1) * gi; rv[i] = b2 * v[i] + (1 - b2) * gi * gi;
         rp[i] = p[i] * (1 - lr * wd) - lr / bc1 * rm[i] / (sqrt(rv[i]) / sqrt(bc2) + eps);
     }
-    void *bg = dup_(g, n, 1), *bp = dup_(p, n, 1), *bm = dup_(m, n, 1), *bv = dup_(v, n, 1);
-    LAUNCH(eblocks(n), 256, adamw_bf16_k)((bf16 *)bp, (const bf16 *)bg, (bf16 *)bm, (bf16 *)bv, n, (float)scale, (float)b1,
+    void *bg = to_device(g, n, 1), *bp = to_device(p, n, 1), *bm = to_device(m, n, 1), *bv = to_device(v, n, 1);
+    LAUNCH(elem_blocks(n), 256, adamw_bf16_k)((bf16 *)bp, (const bf16 *)bg, (bf16 *)bm, (bf16 *)bv, n, (float)scale, (float)b1,
                                       (float)b2, (float)eps, (float)(1 - lr * wd), (float)(lr / bc1), (float)sqrt(bc2), 42u);
-    CU(cudaGetLastError());
+    REQUIRE_CUDA(cudaGetLastError());
     check("adamw lean p", bp, 1, rp, n, 8e-3, 1e-30);
     check("adamw lean m", bm, 1, rm, n, 8e-3, 1e-9);   /* m = b1 m + (1 - b1) g cancels: fp32 rounding of the terms */
     check("adamw lean v", bv, 1, rv, n, 8e-3, 1e-30);
     /* stochastic rounding: x = 1 + 0.3 ulp(bf16) rounds up 30% of the time; the mean is x */
     size_t ns = 1 << 22;
     float x = 1.f + 0.3f * 0.0078125f;
-    float *dsr; CU(cudaMalloc(&dsr, ns * 4));
-    LAUNCH(eblocks(ns), 256, sr_k)(dsr, x, ns, 7u);
-    CU(cudaGetLastError());
-    float *hs = (float *)malloc(ns * 4); CU(cudaMemcpy(hs, dsr, ns * 4, cudaMemcpyDeviceToHost));
+    float *dsr; REQUIRE_CUDA(cudaMalloc(&dsr, ns * 4));
+    LAUNCH(elem_blocks(ns), 256, stochastic_round_k)(dsr, x, ns, 7u);
+    REQUIRE_CUDA(cudaGetLastError());
+    float *hs = (float *)malloc(ns * 4); REQUIRE_CUDA(cudaMemcpy(hs, dsr, ns * 4, cudaMemcpyDeviceToHost));
     double mean = 0; size_t up = 0;
     for (size_t i = 0; i < ns; i++) { mean += hs[i]; up += hs[i] > 1.f; }
     mean /= ns;
@@ -539,7 +547,7 @@ int main(void)
         printf("SKIP: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
         return 77;
     }
-    if (cublasCreate(&g_cub) != CUBLAS_STATUS_SUCCESS) { printf("FAIL: cublasCreate\n"); return 1; }
+    if (cublasCreate(&g_cublas) != CUBLAS_STATUS_SUCCESS) { printf("FAIL: cublasCreate\n"); return 1; }
     for (int bf = 0; bf < 2; bf++) {
         test_gemm(bf);
         test_rmsnorm(bf);
@@ -549,7 +557,7 @@ int main(void)
         test_lm_embed(bf);
     }
     test_optim();
-    cublasDestroy(g_cub);
+    cublasDestroy(g_cublas);
     printf("%d checks, %d failed\n", g_checks, g_fail);
     return g_fail ? 1 : 0;
 }

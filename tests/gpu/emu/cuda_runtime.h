@@ -13,7 +13,7 @@
  * reached by every thread) as an error. Device memory is host memory, filled with 0xFF (NaN) on
  * allocation so reads of never-written memory poison the results, and every GEMM checks that
  * each matrix it touches lies inside one allocation and that the leading dimensions are valid
- * (cuBLAS's own INVALID_VALUE rules). Grids are capped small (MAX_EBLOCKS / MAX_RBLOCKS), which
+ * (cuBLAS's own INVALID_VALUE rules). Grids are capped small (MAX_ELEM_BLOCKS / MAX_ROW_BLOCKS), which
  * also exercises the grid-stride loops. Test-only code: one translation unit includes it. */
 #ifndef EMU_CUDA_RUNTIME_H
 #define EMU_CUDA_RUNTIME_H
@@ -31,8 +31,8 @@
 #define __host__
 #define __forceinline__ inline
 #define __shared__ static
-#define MAX_EBLOCKS 3
-#define MAX_RBLOCKS 5
+#define MAX_ELEM_BLOCKS 3
+#define MAX_ROW_BLOCKS 5
 
 struct dim3 {
     unsigned x, y, z;
