@@ -11,7 +11,10 @@ trainer__bin() { if [ "$BUILD" = build ]; then echo "./trainer"; else echo "$BUI
 build_trainer() {
   mkdir -p "$BUILD/trainer_tests"
   # shellcheck disable=SC2086
-  $CC $CFLAGS $OMP -std=c99 -c llama/data.c -o "$BUILD/llama_data.o"
+  local f
+  for f in util data rundir generate; do
+    $CC $CFLAGS $OMP -std=c99 -c "train/$f.c" -o "$BUILD/train_$f.o"
+  done
   # The CUDA part (mk/60) comes after us in build order but we link its object: with nvcc,
   # run its build step now when kernels.o is missing or older than kernels.cu (its own turn
   # then finds it fresh and does not recompile).
@@ -22,8 +25,8 @@ build_trainer() {
   elif [ -z "$NVCC" ] && [ ! -f "$BUILD/cuda_stub.o" ] && [ -f llama/cuda_stub.c ] && declare -F build_cuda >/dev/null; then
     build_cuda
   fi
-  local o missing="" objs="$BUILD/llama_data.o" cuda="" libs=""
-  for o in llama_model llama_checkpoint llama_safetensors llama_json llama_tokenizer; do
+  local o missing="" objs="$BUILD/train_util.o $BUILD/train_data.o $BUILD/train_rundir.o $BUILD/train_generate.o" cuda="" libs=""
+  for o in llama_model llama_gemm llama_checkpoint llama_safetensors llama_json llama_tokenizer; do
     if [ -f "$BUILD/$o.o" ]; then objs="$objs $BUILD/$o.o"; else missing="$missing $BUILD/$o.o"; fi
   done
   if [ -f "$BUILD/kernels.o" ]; then
@@ -38,16 +41,17 @@ build_trainer() {
   fi
   # shellcheck disable=SC2086
   $CC $CFLAGS $OMP -std=c99 trainer.c $objs $cuda $libs -lm -o "$(trainer__bin)"
+  # The test build: the same trainer with tests/trainer/test_backend.c's fault injection.
+  # shellcheck disable=SC2086
+  $CC $CFLAGS $OMP -std=c99 -DTRAINER_TEST_BACKEND trainer.c tests/trainer/test_backend.c $objs $cuda $libs -lm \
+    -o "$BUILD/trainer_tests/trainer"
   # shellcheck disable=SC2086
   $CC $CFLAGS $OMP -std=c99 tests/trainer/ckpt_diff.c "$BUILD/llama_checkpoint.o" "$BUILD/llama_safetensors.o" \
-    "$BUILD/llama_model.o" "$BUILD/llama_json.o" -lm -o "$BUILD/trainer_tests/ckpt_diff"
+    "$BUILD/llama_model.o" "$BUILD/llama_gemm.o" "$BUILD/llama_json.o" -lm -o "$BUILD/trainer_tests/ckpt_diff"
 }
 
 test_trainer() {
-  local bin t
-  bin=$(trainer__bin)
-  # The tests run a private copy: in a shared tree another build may relink ./trainer meanwhile.
-  if [ -x "$bin" ]; then cp "$bin" "$BUILD/trainer_tests/trainer"; bin="$BUILD/trainer_tests/trainer"; fi
+  local bin="$BUILD/trainer_tests/trainer" t   # the test build (fault injection)
   for t in basic train_directions resume accumulation bad_inputs generate; do
     if [ -x "$bin" ] && [ -x "$BUILD/trainer_tests/ckpt_diff" ]; then
       run_test "trainer_$t" tests/trainer/run.sh "$t" "$bin" "$BUILD/trainer_tests"
@@ -57,12 +61,12 @@ test_trainer() {
   done
   # --device cuda end to end on the CUDA part's CPU emulator ($BUILD/emu/kernels.o: kernels.cu
   # compiled as host C++, built by mk/60 after us, hence linked here, at test time).
-  local emu="$BUILD/emu/kernels.o" tbin="$BUILD/trainer_tests/trainer_emu" o objs="$BUILD/llama_data.o"
-  for o in llama_model llama_checkpoint llama_safetensors llama_json llama_tokenizer; do objs="$objs $BUILD/$o.o"; done
+  local emu="$BUILD/emu/kernels.o" tbin="$BUILD/trainer_tests/trainer_emu" o objs="$BUILD/train_util.o $BUILD/train_data.o $BUILD/train_rundir.o $BUILD/train_generate.o"
+  for o in llama_model llama_gemm llama_checkpoint llama_safetensors llama_json llama_tokenizer; do objs="$objs $BUILD/$o.o"; done
   if [ -z "$SAN" ] && [ -f "$emu" ] && [ -x "$BUILD/trainer_tests/ckpt_diff" ]; then
     # (a failed link is this test's failure, not the end of the whole test run)
     # shellcheck disable=SC2086
-    if $CC $CFLAGS $OMP -std=c99 trainer.c $objs "$emu" -lstdc++ -lm -o "$tbin"; then
+    if $CC $CFLAGS $OMP -std=c99 -DTRAINER_TEST_BACKEND trainer.c tests/trainer/test_backend.c $objs "$emu" -lstdc++ -lm -o "$tbin"; then
       run_test trainer_cuda_emu tests/trainer/run.sh cuda_emu "$tbin" "$BUILD/trainer_tests"
     else
       run_test trainer_cuda_emu sh -c "echo 'linking the trainer with $emu failed (see above)'; exit 1"

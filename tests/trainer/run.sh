@@ -3,6 +3,8 @@
 #
 #   tests/trainer/run.sh TEST TRAINER_BIN TOOLS_DIR
 #
+# TRAINER_BIN is the test build of the trainer (tests/trainer/test_backend.c: fault injection).
+#
 # TEST: basic | train_directions | resume | accumulation | bad_inputs | generate
 # TOOLS_DIR holds ckpt_diff (tests/trainer/ckpt_diff.c). JSON checks use python3's standard
 # library only. Exit 0 pass, 1 fail, 77 skip. The model is tiny (140k parameters), so the tests
@@ -140,7 +142,7 @@ resume)
   args=(--model "$MODEL" --data "$W/train32.jsonl" --eval-data "$W/train16.jsonl" --lr 2e-3 --batch-size 8
         --micro-batch 4 --epochs 2 --max-length 128 --save-every 2 --quiet --weight-decay 0.01)
   "$BIN" train "${args[@]}" --out "$W/a" > "$W/a.log" 2>&1 || { fail "uninterrupted run"; tail -20 "$W/a.log"; }
-  rc=0; TRAINER_DEBUG_DIE_AFTER_STEP=3 "$BIN" train "${args[@]}" --out "$W/b" > "$W/b1.log" 2>&1 || rc=$?
+  rc=0; TRAINER_TEST_DIE_AFTER_STEP=3 "$BIN" train "${args[@]}" --out "$W/b" > "$W/b1.log" 2>&1 || rc=$?
   [ $rc -eq 137 ] && [ -d "$W/b/checkpoint-2" ] && [ ! -f "$W/b/model.safetensors" ] && ok "killed after step 3, checkpoint-2 on disk" \
     || { fail "simulated kill (rc $rc)"; tail -5 "$W/b1.log"; ls "$W/b"; }
   expect_fail "rerun without --resume is refused" "already holds a training run" "$BIN" train "${args[@]}" --out "$W/b"
@@ -171,9 +173,9 @@ accumulation)
   # also with a weighted loss list whose sft term is a token mean over the whole batch.
   for loss in apo_zero apo_zero:1,sft:0.5; do
     for mb in 8 2; do
-      "$BIN" train --model "$MODEL" --data "$W/train16.jsonl" --out "$W/mb$mb" --loss "$loss" --lr 1e-3 --batch-size 8 \
-        --micro-batch $mb --max-steps 1 --max-length 128 --warmup-ratio 0 --adam-eps 1e-3 --quiet --overwrite \
-        --debug-dump-grad "$W/grad$mb.safetensors" > "$W/mb$mb.log" 2>&1 || { fail "train micro-batch $mb"; tail -20 "$W/mb$mb.log"; }
+      TRAINER_TEST_DUMP_GRAD="$W/grad$mb.safetensors" "$BIN" train --model "$MODEL" --data "$W/train16.jsonl" \
+        --out "$W/mb$mb" --loss "$loss" --lr 1e-3 --batch-size 8 --micro-batch $mb --max-steps 1 --max-length 128 \
+        --warmup-ratio 0 --adam-eps 1e-3 --quiet --overwrite > "$W/mb$mb.log" 2>&1 || { fail "train micro-batch $mb"; tail -20 "$W/mb$mb.log"; }
     done
     "$TOOLS/ckpt_diff" --tensor "$W/grad8.safetensors" "$W/grad2.safetensors" grad 1e-5 && ok "$loss: gradients agree" || fail "$loss: gradients differ"
     python3 - "$W/mb8/metrics.jsonl" "$W/mb2/metrics.jsonl" <<'EOF' && ok "$loss: loss and grad_norm agree" || fail "$loss: loss/grad_norm differ"
@@ -233,7 +235,7 @@ bad_inputs)
   [ -e "$W/o6/model.safetensors" ] && fail "no usable pair: output written"
   # non-finite losses: the update is skipped and reported; 3 in a row stop the run, the last good
   # checkpoint stays intact and loadable
-  rc=0; TRAINER_DEBUG_NAN_FROM_STEP=3 "$BIN" train --model "$MODEL" --data "$W/train32.jsonl" --out "$W/o7" "${base[@]}" \
+  rc=0; TRAINER_TEST_NAN_FROM_STEP=3 "$BIN" train --model "$MODEL" --data "$W/train32.jsonl" --out "$W/o7" "${base[@]}" \
     --save-every 1 > "$W/o7.log" 2>&1 || rc=$?
   [ $rc -ne 0 ] && grep -q "step 3: .*non-finite.*update skipped" "$W/o7.log" && grep -q "3 steps in a row.*last good checkpoint is .*checkpoint-2" "$W/o7.log" \
     && ok "non-finite steps skipped, run stopped: $(grep -m1 'in a row had' "$W/o7.log" | cut -c1-100)..." || { fail "non-finite handling (rc $rc)"; tail -5 "$W/o7.log"; }

@@ -1,4 +1,4 @@
-/* llama/data.h - preference data and prompts for the trainer: JSONL in the formats TRL reads,
+/* train/data.h - preference data and prompts for the trainer: JSONL in the formats TRL reads,
  * turned into token ids with the chat template, truncated as TRL truncates, and packed into
  * llama_batch micro-batches.
  *
@@ -16,13 +16,13 @@
  * Bad lines are never fatal and never silent: each is reported with its line number on the log
  * stream, skipped, and counted in the dataset's stats.
  */
-#ifndef LLAMA_DATA_H
-#define LLAMA_DATA_H
+#ifndef TRAIN_DATA_H
+#define TRAIN_DATA_H
 
 #include <stdio.h>
 #include <stdint.h>
-#include "model.h"
-#include "tokenizer.h"
+#include "../llama/model.h"
+#include "../llama/tokenizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -117,4 +117,4 @@ uint64_t data_hash_bytes(uint64_t h, const void *p, size_t n);
 #ifdef __cplusplus
 }
 #endif
-#endif /* LLAMA_DATA_H */
+#endif /* TRAIN_DATA_H */

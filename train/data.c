@@ -1,4 +1,4 @@
-/* llama/data.c - preference JSONL -> token ids -> micro-batches (see data.h for the formats). */
+/* train/data.c - preference JSONL -> token ids -> micro-batches (see data.h for the formats). */
 #include "data.h"
 
 #include <stdlib.h>

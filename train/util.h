@@ -1,0 +1,97 @@
+/* train/util.h - the small utilities of the project's programs (./trainer and ./clair): errors,
+ * time, files, random numbers and command-line flags. One implementation of each, in
+ * train/util.c.
+ *
+ * Conventions shared by every function that can fail: it returns -1 (or NULL) and writes one
+ * sentence into err[errsz] that names the file and what to do; the command prints it behind its
+ * own name ("trainer train: ...") and exits with status 1 (2 for a usage error).
+ */
+#ifndef TRAIN_UTIL_H
+#define TRAIN_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors and messages ---- */
+
+/* snprintf that always terminates and never warns about truncation: paths and messages are cut
+ * at the buffer size (a cut path cannot name a real file anyway: PATH_MAX is 4096). */
+void fmt(char *buf, size_t n, const char *f, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* fmt into err[errsz], then return -1: `return errf(err, errsz, "%s: ...", path);` */
+int errf(char *err, size_t errsz, const char *f, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Prints "who: message\n" on stderr and returns 1 (a command's exit status after a failure):
+ * `return report("trainer train", "%s", err);` */
+int report(const char *who, const char *f, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* ---- time ---- */
+double now_s(void);                                  /* monotonic seconds */
+void fmt_duration(char *buf, size_t n, double s);    /* "42s", "3m05s", "2h10m"; "?" if unknown */
+
+/* ---- files ---- */
+int file_exists(const char *path);
+int dir_exists(const char *path);
+int mkdir_p(const char *path);                       /* like mkdir -p; 0 or -1 (errno set) */
+int rm_flat_dir(const char *path);                   /* a directory of plain files, then itself */
+/* The whole file, NUL-terminated (*len excludes the NUL). NULL with errno set on failure (EFBIG:
+ * larger than max_bytes; EISDIR: a directory). */
+char *read_file(const char *path, size_t max_bytes, size_t *len);
+/* data -> path.tmp, fsync, rename: a reader sees the old file or the new one, never half. */
+int write_file_atomic(const char *path, const char *data, size_t n, char *err, size_t errsz);
+
+/* ---- random numbers ----
+ * splitmix64: one 64-bit integer is the whole state, so a checkpoint stores it exactly and a
+ * resumed run draws the same numbers. */
+uint64_t rng_next(uint64_t *state);
+double rng_uniform(uint64_t *state);                 /* [0, 1), 53 random bits */
+/* An independent stream for (seed, a): the shuffle of epoch a, the sampling of prompt a. */
+uint64_t rng_stream(uint64_t seed, uint64_t a);
+void shuffle(int *idx, int n, uint64_t *state);      /* Fisher-Yates */
+
+/* ---- command-line flags ----
+ * A command describes its flags in a table; the parser fills the variables and --help prints
+ * the table with each flag's current value as its default:
+ *
+ *     const opt_def defs[] = {
+ *         { "--beta", OPT_DBL, &beta, "X", "reward scale beta" },
+ *         { NULL, OPT_END, NULL, NULL, NULL }
+ *     };
+ * Values are given as "--flag VALUE" or "--flag=VALUE". An OPT_HEADING row (name NULL) prints
+ * its help text as a heading in --help. */
+typedef enum { OPT_END, OPT_STR, OPT_INT, OPT_DBL, OPT_U64, OPT_FLAG, OPT_HEADING } opt_kind;
+typedef struct {
+    const char *name;        /* "--beta" */
+    opt_kind kind;
+    void *dst;               /* const char *, int, double, uint64_t or int (OPT_FLAG: set to 1) */
+    const char *metavar;     /* "X" in "--beta X" */
+    const char *help;
+} opt_def;
+
+/* Parses argv[first..argc). Arguments that do not start with "--" go to pos[0..max_pos) and are
+ * counted in *n_pos (with max_pos 0 they are an error). Returns 0, 1 for --help/-h, or -1 after
+ * printing "who: what is wrong (see who --help)" on stderr. Integers must be integers in range,
+ * numbers finite. */
+int opts_parse(const char *who, const opt_def *defs, int argc, char **argv, int first,
+               const char **pos, int max_pos, int *n_pos);
+void opts_print(FILE *out, const opt_def *defs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TRAIN_UTIL_H */
