@@ -748,7 +748,7 @@ APO_DEF double apo_microbatch_loss(const apo_term *terms, int n_terms, const apo
             if (d_rejected) d_rejected[i] = 0;
         }
         if (m) {
-            apo__batch_sums none = apo__batch_scan(beta, pairs, 0);
+            apo__batch_sums none = apo__batch_scan(beta, pairs, 0);   /* all sums 0 */
             apo__batch_metrics(&none, apo__nan(), 0.0, m);
         }
         return apo__nan();

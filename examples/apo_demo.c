@@ -65,8 +65,8 @@ static void init_logits(float *w) {                     /* w: [T x V] */
     memcpy(w, rows, sizeof rows);
 }
 
-/* Trains the toy policy on the pair with one loss, printing 11 evenly spaced steps; leaves the final
- * logits in w [T x V]. */
+/* Trains the toy policy on the pair with one loss, printing 11 evenly spaced steps; leaves
+ * the final logits in w [T x V]. */
 static void train(apo_loss_type type, int steps, double lr, float *w) {
     float g_c[T * V], g_r[T * V];             /* dloss/dlogits through each answer */
     apo_params p = apo_default_params(type);  /* beta 0.1 as in the paper */
