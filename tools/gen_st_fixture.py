@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/checkpoint/fixtures/reference.safetensors with the reference safetensors writer
+"""Writes tests/fixtures/checkpoint/reference.safetensors with the reference safetensors writer
 (the `safetensors` PyPI package, via torch), so the C reader is tested against files it did not
 write itself. Dev tool; the output is committed (a few hundred bytes). Values are exact in
 every dtype: x[i] = (i - 3.5) / 4.
@@ -10,7 +10,7 @@ import os
 import torch
 from safetensors.torch import save_file
 
-out = os.path.join(os.path.dirname(__file__), "..", "tests", "checkpoint", "fixtures", "reference.safetensors")
+out = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "checkpoint", "reference.safetensors")
 x = ((torch.arange(8, dtype=torch.float32) - 3.5) / 4).reshape(2, 4)
 tensors = {
     "x_f32": x,

@@ -1,4 +1,4 @@
-/* tests/checkpoint/test_gguf.c - llama_model_load_gguf on tests/checkpoint/fixtures/tiny_llama.gguf
+/* tests/checkpoint/test_gguf.c - llama_model_load_gguf on tests/fixtures/checkpoint/tiny_llama.gguf
  * (written by tools/gen_gguf_fixture.py with the reference `gguf` package: every tensor type we
  * read, q/k permuted as llama.cpp does): every tensor must equal, bit for bit, what the
  * reference dequantiser + tools/gguf_to_hf.py's unpermute give (tiny_llama_expected.safetensors);
@@ -65,7 +65,7 @@ static void expect_bad(const char *label, const char *path, const unsigned char 
 }
 
 int main(int argc, char **argv) {
-    const char *fx = argc > 1 ? argv[1] : "tests/checkpoint/fixtures";
+    const char *fx = argc > 1 ? argv[1] : "tests/fixtures/checkpoint";
     const char *tmp = argc > 2 ? argv[2] : "/tmp";
     char gpath[600], epath[600], bad[600], err[512];
     llama_model m;

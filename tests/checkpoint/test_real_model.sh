@@ -23,4 +23,4 @@ if [ ! -f "$GGUF" ]; then
   fi
   if [ -f "$GGUF" ]; then rm -rf "$part"; else rm -rf .cache/smollm2 && mv "$part" .cache/smollm2; fi
 fi
-exec "$1/tests/checkpoint_test_real_model" "$GGUF" tests/checkpoint/fixtures/smollm2_chat.json
+exec "$1/tests/checkpoint_test_real_model" "$GGUF" tests/fixtures/checkpoint/smollm2_chat.json

@@ -368,7 +368,7 @@ static void test_fuzz(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *fixtures = argc > 1 ? argv[1] : "tests/checkpoint/fixtures";
+    const char *fixtures = argc > 1 ? argv[1] : "tests/fixtures/checkpoint";
     if (argc > 2) snprintf(tmpdir, sizeof tmpdir, "%s", argv[2]);
     test_conversions();
     test_roundtrip();
