@@ -2,7 +2,8 @@
  * heads, 3 kv heads, head_dim 64) on one sequence of n tokens, forward and backward, as
  * llama/model.c runs it (GEMMs in query blocks of 128, probabilities recomputed in backward).
  * bench/model_attention_torch.py times torch's sdpa on the same shapes. It includes model.c to
- * reach the static functions. Usage: model_attention_bench [n] [reps] */
+ * reach the static functions. Usage: model_attention_bench [n] [reps]
+ * Build: cc -O3 -ffp-contract=fast -fopenmp -std=c99 bench/model_attention_bench.c llama/gemm.c -lm */
 #include "../llama/model.c"
 
 #include <time.h>

@@ -4,8 +4,8 @@
 # 9 heads / 3 KV heads, V 49152, tied embeddings); T tokens as n_seq equal sequences.
 #   bench/model_bench.sh [T] [n_seq] [rounds] [threads]      (defaults 256 2 2 2)
 #   SHAPE="V D I L H K" bench/model_bench.sh ...               (another shape)
-#   REF=<commit> bench/model_bench.sh ...    (also that commit's llama/model.c, in the same rounds:
-#                                             before/after numbers under the same load)
+#   REF=<commit> bench/model_bench.sh ...    (also that commit's llama/model.c (+ llama/gemm.c), in
+#                                             the same rounds: before/after numbers under the same load)
 # The two programs alternate for `rounds` rounds (each: one warm-up step, one timed step) and
 # the best of each is kept: on a shared machine, load changes from minute to minute, and
 # alternating gives both sides the same chances. Needs a C compiler; the baseline needs torch +
@@ -17,16 +17,26 @@ SHAPE=${SHAPE:-"49152 576 1536 30 9 3"}   # V D I L H K; override for other shap
 OMPF=""; echo 'int main(void){return 0;}' | cc -fopenmp -x c - -o /dev/null 2>/dev/null && OMPF=-fopenmp
 mkdir -p build/bench
 cc -O3 -ffp-contract=fast -Wall -Wextra $OMPF -std=c99 -c llama/model.c -o build/bench/llama_model.o
-cc -O2 -Wall -Wextra $OMPF -std=c99 bench/model_bench.c build/bench/llama_model.o -lm -o build/bench/model_bench
+cc -O3 -ffp-contract=fast -Wall -Wextra $OMPF -std=c99 -c llama/gemm.c -o build/bench/llama_gemm.o
+cc -O2 -Wall -Wextra $OMPF -std=c99 bench/model_bench.c build/bench/llama_model.o build/bench/llama_gemm.o -lm \
+  -o build/bench/model_bench
 REF=${REF:-}
 if [ -n "$REF" ]; then
   mkdir -p build/bench/ref
   git show "$REF:llama/model.c" > build/bench/ref/model.c
   git show "$REF:llama/model.h" > build/bench/ref/model.h
   cc -O3 -ffp-contract=fast $OMPF -std=c99 -c build/bench/ref/model.c -o build/bench/ref/llama_model.o
-  cc -O2 $OMPF -std=c99 bench/model_bench.c build/bench/ref/llama_model.o -lm -o build/bench/ref/model_bench
+  refobjs=build/bench/ref/llama_model.o
+  # older commits have the GEMM inside model.c; newer ones in llama/gemm.c
+  if git cat-file -e "$REF:llama/gemm.c" 2>/dev/null; then
+    git show "$REF:llama/gemm.c" > build/bench/ref/gemm.c
+    cc -O3 -ffp-contract=fast $OMPF -std=c99 -c build/bench/ref/gemm.c -o build/bench/ref/llama_gemm.o
+    refobjs="$refobjs build/bench/ref/llama_gemm.o"
+  fi
+  # shellcheck disable=SC2086
+  cc -O2 $OMPF -std=c99 bench/model_bench.c $refobjs -lm -o build/bench/ref/model_bench
 fi
-echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet -- llama/model.c || echo ' + uncommitted llama/model.c')"
+echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet -- llama/model.c llama/gemm.c || echo ' + uncommitted llama/model.c or llama/gemm.c')"
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores visible, load average $(cut -d' ' -f1-3 /proc/loadavg); threads $THREADS; $(date -u '+%Y-%m-%d %H:%M UTC')"
 export OMP_NUM_THREADS=$THREADS
 have_torch=0; python3 -c 'import torch, transformers' 2>/dev/null && have_torch=1

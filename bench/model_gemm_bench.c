@@ -1,11 +1,16 @@
-/* bench/model_gemm_bench.c - GFLOP/s of llama/model.c's matmul on the shapes of one training
- * step of a SmolLM2-135M-shaped model (T tokens), for the three ways the model calls it:
+/* bench/model_gemm_bench.c - GFLOP/s of llama_gemm (llama/gemm.c) on the shapes of one training
+ * step of a SmolLM2-135M-shaped model (T tokens), for the three ways the model calls it (the
+ * strides are those of llama/model.c's mm_fwd, mm_bwd_x, mm_bwd_w):
  *   fwd  Y[n,o]  = X[n,i] W[o,i]^T      bwd_x dX[n,i] += dY[n,o] W[o,i]
  *   bwd_w dW[o,i] += dY[n,o]^T X[n,i]
- * bench/model_gemm_torch.py times torch.matmul on the same list. It includes model.c itself to
- * reach the static functions. Usage: model_gemm_bench [T] [reps] */
-#include "../llama/model.c"
+ * bench/model_gemm_torch.py times torch.matmul on the same list. Usage: model_gemm_bench [T] [reps]
+ * Build: cc -O3 -ffp-contract=fast -fopenmp -std=c99 bench/model_gemm_bench.c llama/gemm.c -lm */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime */
+#include "../llama/model.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now(void)
@@ -34,9 +39,14 @@ int main(int argc, char **argv)
             double best = 1e30;
             for (int r = 0; r <= reps; r++) {
                 double t0 = now();
-                if (kind == 0) mm_fwd(Y, X, W, n, in, out);
-                else if (kind == 1) mm_bwd_x(X, Y, W, n, in, out);
-                else mm_bwd_w(W, Y, X, n, in, out);
+                if (kind == 0) { /* as mm_fwd: Y = 0, then Y += X W^T (B = W^T read in place) */
+                    memset(Y, 0, (size_t)n * out * sizeof(float));
+                    llama_gemm(Y, (size_t)out, X, in, 1, W, 1, in, n, in, out);
+                } else if (kind == 1) { /* as mm_bwd_x: X += Y W */
+                    llama_gemm(X, (size_t)in, Y, out, 1, W, in, 1, n, out, in);
+                } else { /* as mm_bwd_w: W += Y^T X (A = Y^T read in place) */
+                    llama_gemm(W, (size_t)in, Y, 1, out, X, in, 1, out, n, in);
+                }
                 double dt = now() - t0;
                 if (r > 0 && dt < best) best = dt;
             }

@@ -1,5 +1,6 @@
 /* llama/model.h - the Llama model: config, parameter layout, checkpoint I/O, and the backend
- * interface that the CPU path (llama/model.c) and the CUDA path (kernels.cu) both implement.
+ * interface that the CPU path (llama/model.c, its fast GEMM and exp in llama/gemm.c) and the CUDA
+ * path (kernels.cu) both implement.
  *
  * Names follow Hugging Face's modeling_llama.py so a reader of either finds their way:
  * embed_tokens, input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm,
@@ -200,20 +201,25 @@ llama_backend *llama_cuda_backend_create(const llama_model *m, const llama_cuda_
 /* ------------------------------------------------------------------------------------------ */
 /* CPU building blocks: the twins that kernels.cu's kernels are tested against.               */
 
-/* out[n, o] = x[n, i] @ w[o, i]^T   (a Linear layer; w as HF stores it) */
-void llama_matmul(float *out, const float *x, const float *w, int n, int in_dim, int out_dim);
+/* The two fast kernels under the CPU model, in llama/gemm.c (everything else here is in
+ * llama/model.c). */
+
 /* C[r, j] += sum_kk A[r*ars + kk*aks] * B[kk*bks + j*bjs] for r < n, j < m, kk < k (C row-major
  * with leading dimension ldc): the strided GEMM every product of the CPU model goes through. */
 void llama_gemm(float *C, size_t ldc, const float *A, ptrdiff_t ars, ptrdiff_t aks, const float *B,
                 ptrdiff_t bks, ptrdiff_t bjs, int n, int k, int m);
 /* For tests: which kernel llama_gemm (and llama_exp_f32) uses; 0 = the best this CPU has
  * (default), 1 = generic (GCC/Clang vector extensions for the baseline target, or plain C),
- * 2 = AVX2+FMA, 3 = AVX-512. Returns -1 (and changes nothing) where the CPU or build lacks it.
- * Not to be called while a product runs. */
+ * 2 = AVX2+FMA, 3 = AVX-512, 4 = plain loops (the definition; slow; the exp of level 1).
+ * Returns -1 (and changes nothing) where the CPU or build lacks it. Not to be called while a
+ * product runs. */
 int llama_gemm_force_level(int level);
 /* x[i] = exp(x[i] * scale - shift) in fp32, vectorisable (the softmax exps of attention and the
  * LM head); for arguments <= 88, 0 below -87, relative error ~1e-7 */
 void llama_exp_f32(float *x, int n, float scale, float shift);
+
+/* out[n, o] = x[n, i] @ w[o, i]^T   (a Linear layer; w as HF stores it) */
+void llama_matmul(float *out, const float *x, const float *w, int n, int in_dim, int out_dim);
 /* out[n, d] = x / sqrt(mean(x^2) + eps) * w, per row */
 void llama_rmsnorm(float *out, const float *x, const float *w, int n, int d, float eps);
 /* inv_freq[hd/2] for the config, llama3 rope scaling applied when configured */

@@ -38,7 +38,7 @@ cuda__has() {
 # The CPU-path objects a program linking the model needs (those that exist).
 cuda__cpu_objs() {
   local o out=""
-  for o in llama_model llama_checkpoint llama_safetensors llama_json; do
+  for o in llama_model llama_gemm llama_checkpoint llama_safetensors llama_json; do
     [ -f "$BUILD/$o.o" ] && out="$out $BUILD/$o.o"
   done
   echo "$out"

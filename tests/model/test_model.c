@@ -4,8 +4,9 @@
  *                 log-probs and every parameter gradient of J = sum_s w_s * completion_logp[s]
  *                 against transformers (tools/gen_llama_fixtures.py), max relative error 1e-4
  *   matmul        the blocked kernel against a naive triple loop, awkward sizes
- *   gemm          the strided kernel in all four operand layouts, accumulating into C
- *   exp           the vectorised softmax exp against exp in double
+ *   gemm          the strided kernel (llama/gemm.c), every level this CPU has (generic, AVX2,
+ *                 AVX-512, plain loops), in all four operand layouts, accumulating into C
+ *   exp           the vectorised softmax exp (llama/gemm.c) against exp in double
  *   decode        KV-cache decode_step's full logits -> log-softmax == the batched forward's
  *                 chunked LM-head log-probs (also the "naive full-logits" check of the chunking)
  *   gqa           a GQA model equals the MHA model with repeated k/v heads (log-probs, grads)
@@ -417,8 +418,9 @@ static void test_matmul(void)
 static void test_gemm_kernel(const char *kernel);
 static void test_gemm(void)
 {
-    const char *names[] = {"auto", "generic (vector extensions or plain C)", "AVX2", "AVX-512"};
-    for (int level = 1; level <= 3; level++) {
+    const char *names[] = {"auto", "generic (vector extensions or plain C)", "AVX2", "AVX-512",
+                           "plain loops"};
+    for (int level = 1; level <= 4; level++) {
         if (llama_gemm_force_level(level) == 0) test_gemm_kernel(names[level]);
         else printf("gemm: no %s kernel on this CPU/build: not tested\n", names[level]);
     }
