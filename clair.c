@@ -23,6 +23,7 @@
 #include "clair.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
@@ -34,46 +35,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "train/util.h"
+
 static const char *prog = "clair";
 
-static void die(const char *fmt, ...) {
+/* Prints "clair: message" and exits with status 1 (train/util.c's report does the printing). */
+static void die(const char *f, ...) {
+    char msg[4096];
     va_list ap;
-    fprintf(stderr, "%s: ", prog);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    va_start(ap, f);
+    vsnprintf(msg, sizeof msg, f, ap);
     va_end(ap);
-    fprintf(stderr, "\n");
-    exit(1);
+    exit(report(prog, "%s", msg));
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Reads a whole file; NULL with errno set on failure. */
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    char *s = NULL;
-    size_t cap = 1 << 16, len = 0;
-    if (!f) return NULL;
-    s = (char *)malloc(cap);
-    for (;;) {
-        if (!s) { fclose(f); errno = ENOMEM; return NULL; }
-        len += fread(s + len, 1, cap - len - 1, f);
-        if (len < cap - 1) break;
-        cap *= 2;
-        char *t = (char *)realloc(s, cap);
-        if (!t) free(s);
-        s = t;
-    }
-    if (ferror(f)) { free(s); fclose(f); errno = EIO; return NULL; }
-    fclose(f);
-    s[len] = 0;
-    *n = len;
-    return s;
-}
+/* A whole input or output file of this tool: JSONL of any size (1 TiB is a sanity bound). */
+static char *slurp(const char *path, size_t *n) { return read_file(path, (size_t)1 << 40, n); }
 
 static int write_all(int fd, const char *p, size_t n) {
     while (n) {
@@ -125,7 +102,7 @@ typedef struct {
     /* options */
     const char *in, *out, *dropped_path, *failed_path, *base_url, *model, *api_key_env, *template_path;
     int concurrency, max_tokens, max_attempts, retry_failed, quiet, verbose;
-    long limit;
+    int limit;
     double temperature, timeout, connect_timeout, backoff, backoff_max;
     clair_filter filter;
     clair_template tpl;
@@ -337,14 +314,6 @@ static void revise_done(void *ctx, clair_job *job) {
     clair_json_free(&in);
 }
 
-static void fmt_duration(char *out, size_t n, double s) {
-    if (!(s >= 0) || s > 1e8) { snprintf(out, n, "?"); return; }
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(out, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-    else if (t >= 60) snprintf(out, n, "%ldm%02lds", t / 60, t % 60);
-    else snprintf(out, n, "%lds", t);
-}
-
 static void progress(revise_ctx *c, int final) {
     double el = now_s() - c->t0, rate = el > 0 ? (double)c->done_now / el : 0;
     size_t total = c->prev_kept + c->prev_dropped + c->prev_failed + c->done_now;
@@ -434,7 +403,7 @@ static void load_template(revise_ctx *c) {
         die("template %s: needs a \"marker\" string: the line your prompt asks the reviser to put before the revision", c->template_path);
 }
 
-static const char revise_help[] =
+static const char revise_usage[] =
 "usage: clair revise --in ANSWERS.jsonl --out PAIRS.jsonl --base-url URL --model NAME [options]\n"
 "\n"
 "Asks a stronger model (any OpenAI-compatible /chat/completions server) to minimally revise\n"
@@ -448,51 +417,11 @@ static const char revise_help[] =
 "                       no_marker, edit_ratio, jaccard, length_ratio\n"
 "  OUT.failed.jsonl     requests that failed after all retries, and bad input lines, with \"error\"\n"
 "Re-running the same command resumes: lines with a record are not requested again.\n"
-"\n"
-"Server:\n"
-"  --base-url URL         e.g. https://api.openai.com/v1, http://127.0.0.1:8080/v1\n"
-"                         (requests go to URL/chat/completions)\n"
-"  --model NAME           the reviser model\n"
-"  --api-key-env VAR      read the API key from environment variable VAR (never printed)\n"
-"  --concurrency N        requests in flight (default 8)\n"
-"  --temperature T        default 0.7 (the paper's reference setting)\n"
-"  --max-tokens N         default 4096 (the paper's reference setting); 0 = leave to the server\n"
-"  --timeout S            per attempt, seconds (default 600)\n"
-"  --connect-timeout S    seconds (default 30)\n"
-"  --max-attempts N       attempts per request, retries included (default 6)\n"
-"  --backoff S            first retry waits about S seconds, doubling, jittered (default 1)\n"
-"  --max-backoff S        cap of the doubling (default 60); a Retry-After header wins\n"
-"Prompt:\n"
-"  --template FILE        JSON {\"system\": ..., \"user\": ... {prompt} ... {answer} ..., \"marker\": ...}\n"
-"                         (default: clair.h's built-in instructions, marker \"Revised answer:\")\n"
-"Filter (a value <= 0 switches a check off):\n"
-"  --max-edit-ratio R     drop if Levenshtein / max length > R (default 0.6)\n"
-"  --min-jaccard J        drop if token Jaccard similarity < J (default 0.25)\n"
-"  --min-length-ratio R   drop if len(chosen) / len(rejected) < R (default 0.5)\n"
-"  --max-length-ratio R   drop if len(chosen) / len(rejected) > R (default 2.0)\n"
-"Files and run:\n"
-"  --dropped PATH         default OUT.dropped.jsonl\n"
-"  --failed PATH          default OUT.failed.jsonl\n"
-"  --retry-failed         request the lines of the failed file again\n"
-"  --limit N              only the first N input lines\n"
-"  --quiet                no progress line      --verbose   a line per retry and failure\n";
-
-static const char *need_arg(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) die("%s needs a value (see --help)", argv[*i]);
-    return argv[++*i];
-}
-
-static double num_arg(int argc, char **argv, int *i) {
-    const char *name = argv[*i], *v = need_arg(argc, argv, i);
-    char *end;
-    double x = strtod(v, &end);
-    if (end == v || *end || x != x) die("%s: '%s' is not a number", name, v);
-    return x;
-}
+"\n";
 
 static int cmd_revise(int argc, char **argv) {
     revise_ctx c;
-    int i, k;
+    int k;
     char dpath[4096], fpath[4096], url[4096], err[300];
     memset(&c, 0, sizeof c);
     c.concurrency = 8; c.max_tokens = 4096; c.max_attempts = 6; c.temperature = 0.7;
@@ -500,39 +429,47 @@ static int cmd_revise(int argc, char **argv) {
     c.filter = clair_filter_default();
     c.tpl = *clair_template_default();
     c.fd[0] = c.fd[1] = c.fd[2] = -1;
-    for (i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(revise_help, stdout); return 0; }
-        else if (!strcmp(a, "--in")) c.in = need_arg(argc, argv, &i);
-        else if (!strcmp(a, "--out")) c.out = need_arg(argc, argv, &i);
-        else if (!strcmp(a, "--dropped")) c.dropped_path = need_arg(argc, argv, &i);
-        else if (!strcmp(a, "--failed")) c.failed_path = need_arg(argc, argv, &i);
-        else if (!strcmp(a, "--base-url")) c.base_url = need_arg(argc, argv, &i);
-        else if (!strcmp(a, "--model")) c.model = need_arg(argc, argv, &i);
-        else if (!strcmp(a, "--api-key-env")) c.api_key_env = need_arg(argc, argv, &i);
-        else if (!strcmp(a, "--template")) c.template_path = need_arg(argc, argv, &i);
-        else if (!strcmp(a, "--concurrency")) c.concurrency = (int)num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--temperature")) c.temperature = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--max-tokens")) c.max_tokens = (int)num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--timeout")) c.timeout = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--connect-timeout")) c.connect_timeout = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--max-attempts")) c.max_attempts = (int)num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--backoff")) c.backoff = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--max-backoff")) c.backoff_max = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--max-edit-ratio")) c.filter.max_edit_ratio = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--min-jaccard")) c.filter.min_jaccard = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--min-length-ratio")) c.filter.min_length_ratio = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--max-length-ratio")) c.filter.max_length_ratio = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--limit")) c.limit = (long)num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--retry-failed")) c.retry_failed = 1;
-        else if (!strcmp(a, "--quiet")) c.quiet = 1;
-        else if (!strcmp(a, "--verbose")) c.verbose = 1;
-        else die("revise: unknown option '%s' (see clair revise --help)", a);
+    {
+        const opt_def defs[] = {
+            { NULL, OPT_HEADING, NULL, NULL, "Server:" },
+            { "--base-url", OPT_STR, &c.base_url, "URL", "e.g. https://api.openai.com/v1 (requests go to URL/chat/completions)" },
+            { "--model", OPT_STR, &c.model, "NAME", "the reviser model" },
+            { "--api-key-env", OPT_STR, &c.api_key_env, "VAR", "read the API key from environment variable VAR (never printed)" },
+            { "--concurrency", OPT_INT, &c.concurrency, "N", "requests in flight" },
+            { "--temperature", OPT_DBL, &c.temperature, "T", "sampling temperature (0.7: the paper's reference setting)" },
+            { "--max-tokens", OPT_INT, &c.max_tokens, "N", "reply token limit (4096: the paper's setting); 0 = leave to the server" },
+            { "--timeout", OPT_DBL, &c.timeout, "S", "seconds per attempt" },
+            { "--connect-timeout", OPT_DBL, &c.connect_timeout, "S", "seconds to connect" },
+            { "--max-attempts", OPT_INT, &c.max_attempts, "N", "attempts per request, retries included" },
+            { "--backoff", OPT_DBL, &c.backoff, "S", "first retry waits about S seconds, doubling, jittered" },
+            { "--max-backoff", OPT_DBL, &c.backoff_max, "S", "cap of the doubling; a Retry-After header wins" },
+            { NULL, OPT_HEADING, NULL, NULL, "Prompt:" },
+            { "--template", OPT_STR, &c.template_path, "FILE", "JSON {\"system\", \"user\" (with {prompt}, {answer}), \"marker\"} (default: built in)" },
+            { NULL, OPT_HEADING, NULL, NULL, "Filter (a value <= 0 switches a check off):" },
+            { "--max-edit-ratio", OPT_DBL, &c.filter.max_edit_ratio, "R", "drop if Levenshtein / max length > R" },
+            { "--min-jaccard", OPT_DBL, &c.filter.min_jaccard, "J", "drop if token Jaccard similarity < J" },
+            { "--min-length-ratio", OPT_DBL, &c.filter.min_length_ratio, "R", "drop if len(chosen) / len(rejected) < R" },
+            { "--max-length-ratio", OPT_DBL, &c.filter.max_length_ratio, "R", "drop if len(chosen) / len(rejected) > R" },
+            { NULL, OPT_HEADING, NULL, NULL, "Files and run:" },
+            { "--in", OPT_STR, &c.in, "FILE", "the answers, JSONL" },
+            { "--out", OPT_STR, &c.out, "FILE", "the kept pairs, JSONL" },
+            { "--dropped", OPT_STR, &c.dropped_path, "FILE", "default OUT.dropped.jsonl" },
+            { "--failed", OPT_STR, &c.failed_path, "FILE", "default OUT.failed.jsonl" },
+            { "--retry-failed", OPT_FLAG, &c.retry_failed, "", "request the lines of the failed file again" },
+            { "--limit", OPT_INT, &c.limit, "N", "only the first N input lines (0: all)" },
+            { "--quiet", OPT_FLAG, &c.quiet, "", "no progress line" },
+            { "--verbose", OPT_FLAG, &c.verbose, "", "a line per retry and failure" },
+            { NULL, OPT_END, NULL, NULL, NULL }
+        };
+        int rc = opts_parse("clair revise", defs, argc, argv, 2, NULL, 0, NULL);
+        if (rc == 1) { fputs(revise_usage, stdout); opts_print(stdout, defs); return 0; }
+        if (rc < 0) return 2;
     }
     if (!c.in || !c.out || !c.base_url || !c.model)
         die("revise: --in, --out, --base-url and --model are required (see clair revise --help)");
     if (c.concurrency < 1 || c.concurrency > 4096) die("--concurrency must be between 1 and 4096");
     if (c.max_attempts < 1) die("--max-attempts must be at least 1");
+    if (c.max_tokens < 0 || c.limit < 0) die("--max-tokens and --limit must be >= 0");
     if (c.timeout <= 0 || c.connect_timeout <= 0) die("--timeout and --connect-timeout must be positive");
     if (c.template_path) load_template(&c);
     const char *key = NULL;
@@ -691,21 +628,20 @@ static const char stats_help[] =
 "median, 10th and 90th percentile over the file (compare datasets as the paper's Table 1).\n"
 "chosen/rejected may be strings or message lists (the last assistant message is used), as in\n"
 "TRL's standard and conversational formats. Bad lines are named on stderr, counted and skipped.\n"
-"  --json             print one JSON object instead of a table\n"
-"  --chosen FIELD     field names (default chosen, rejected)\n";
+"\n";
 
 static int cmd_stats(int argc, char **argv) {
     const char *path = NULL, *fc = "chosen", *fr = "rejected";
-    int json = 0, i;
-    for (i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(stats_help, stdout); return 0; }
-        else if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--chosen")) fc = need_arg(argc, argv, &i);
-        else if (!strcmp(argv[i], "--rejected")) fr = need_arg(argc, argv, &i);
-        else if (argv[i][0] == '-') die("stats: unknown option '%s' (see clair stats --help)", argv[i]);
-        else if (!path) path = argv[i];
-        else die("stats: one file only");
-    }
+    int json = 0, i, n_pos = 0, rc;
+    const opt_def defs[] = {
+        { "--json", OPT_FLAG, &json, "", "print one JSON object instead of a table" },
+        { "--chosen", OPT_STR, &fc, "FIELD", "the chosen response's field" },
+        { "--rejected", OPT_STR, &fr, "FIELD", "the rejected response's field" },
+        { NULL, OPT_END, NULL, NULL, NULL }
+    };
+    rc = opts_parse("clair stats", defs, argc, argv, 2, &path, 1, &n_pos);
+    if (rc == 1) { fputs(stats_help, stdout); opts_print(stdout, defs); return 0; }
+    if (rc < 0) return 2;
     if (!path) die("stats: which file? (see clair stats --help)");
     size_t n, nl, l, cnt = 0, bad = 0, identical = 0;
     char *s = slurp(path, &n);

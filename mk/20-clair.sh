@@ -13,7 +13,7 @@ build_clair() {
   # Link to a temporary name, then rename: others may be running ./clair from a parallel build.
   local dest=clair
   [ "$BUILD" = build ] || dest="$BUILD/clair/clair"
-  $CC $CFLAGS -std=c99 clair.c -o "$dest.tmp.$$" -lcurl -lm && mv -f "$dest.tmp.$$" "$dest"
+  $CC $CFLAGS -std=c99 clair.c train/util.c -o "$dest.tmp.$$" -lcurl -lm && mv -f "$dest.tmp.$$" "$dest"
   $CC $CFLAGS -std=c99 tests/clair/test_clair.c -o "$BUILD/clair/test_clair.tmp.$$" -lm &&
     mv -f "$BUILD/clair/test_clair.tmp.$$" "$BUILD/clair/test_clair"
   $CC $CFLAGS -std=c99 tests/clair/test_http.c -o "$BUILD/clair/test_http.tmp.$$" -lcurl -lm &&
