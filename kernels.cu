@@ -60,6 +60,9 @@ typedef __nv_bfloat16 bf16;
 
 /* ------------------------------------------------------------------------------------------ */
 /* Errors                                                                                      */
+/* A message must tell a user what to do, not only what failed: each CUDA error we can explain
+ * gets a hint, and cuBLAS statuses are printed by name, the name its documentation lists them
+ * under. */
 
 static const char *cuda_hint(cudaError_t e)
 {
@@ -100,6 +103,8 @@ static void set_err(char *err, size_t errsz, const char *fmt, ...)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Device helpers                                                                              */
+/* What every kernel shares: type conversion, the launch macro, grid-stride loops, block
+ * reductions, and the stateless random numbers of stochastic rounding and device init. */
 
 /* Kernels are templates over the storage type of activations and weights (float or bf16) and
  * compute in fp32: load_float / store_float convert at the memory boundary only. */
@@ -666,6 +671,8 @@ static dim3 rows_cols_grid(size_t rows, int cols)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Operations (host side): each launches one kernel or GEMM and checks it                     */
+/* They take device pointers and shapes, so the layer code below reads as the model's formulas;
+ * each returns 0, or -1 with the backend's err set. */
 
 /* Row-major strided-batched GEMM (BLAS argument names): C[m, n] = alpha op(A)[m, k] op(B)[k, n]
  * + beta C, op transposing when tA / tB, with A and B in the compute type and C in c_type (fp32
@@ -920,9 +927,9 @@ static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Backend calls                                                                               */
-/* The llama_backend entry points. Each makes the backend's device current first (CUDA's current
- * device belongs to the host thread, which may have switched it since the last call) and
- * reports failures through ctx_error. */
+/* The llama_backend entry points; they report failures through ctx_error. forward, backward,
+ * adamw_step, get_state and set_state make the backend's device current first: CUDA's current
+ * device belongs to the host thread, which may have switched it since the last call. */
 
 static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
 {

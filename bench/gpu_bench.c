@@ -55,12 +55,12 @@ static void shape(llama_config *c, const char *name)
 
 int main(int argc, char **argv)
 {
-    const char *sh = "tiny", *mode = "bf16";
+    const char *shape_name = "tiny", *mode = "bf16";
     int T = 1024, steps = 5, n = 512, recompute = 1;
     double peak = 989.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--shape") && v) { sh = v; i++; }
+        if (!strcmp(a, "--shape") && v) { shape_name = v; i++; }
         else if (!strcmp(a, "--tokens") && v) { T = atoi(v); i++; }
         else if (!strcmp(a, "--mode") && v) { mode = v; i++; }
         else if (!strcmp(a, "--steps") && v) { steps = atoi(v); i++; }
@@ -76,13 +76,13 @@ int main(int argc, char **argv)
 
     llama_model m;
     memset(&m, 0, sizeof m);                   /* params NULL: random init on the device */
-    shape(&m.cfg, sh);
-    const llama_config *c = &m.cfg;
-    llama_cuda_opts o = {0, strcmp(mode, "fp32") != 0, !strcmp(mode, "lean"), recompute, T, 1};
+    shape(&m.cfg, shape_name);
+    const llama_config *cfg = &m.cfg;
+    llama_cuda_opts opts = {0, strcmp(mode, "fp32") != 0, !strcmp(mode, "lean"), recompute, T, 1};
     char err[512];
-    llama_backend *b = llama_cuda_backend_create(&m, &o, err, sizeof err);
-    if (!b) {
-        printf("REFUSED shape=%s tokens=%d mode=%s: %s\n", sh, T, mode, err);
+    llama_backend *backend = llama_cuda_backend_create(&m, &opts, err, sizeof err);
+    if (!backend) {
+        printf("REFUSED shape=%s tokens=%d mode=%s: %s\n", shape_name, T, mode, err);
         return 2;
     }
 
@@ -91,63 +91,77 @@ int main(int argc, char **argv)
     unsigned char *comp = malloc(T);
     float *logp = malloc(T * 4), *dlogp = malloc(T * 4);
     double *sum = malloc(n_seq * sizeof(double)), *ref = malloc(n_seq * sizeof(double)), *times = malloc(steps * sizeof(double));
-    double *tf = malloc(steps * sizeof(double)), *tb = malloc(steps * sizeof(double)), *to = malloc(steps * sizeof(double));
-    uint64_t r = 12345;
-    for (int i = 0; i < T; i++) { r = r * 6364136223846793005ull + 1442695040888963407ull; tok[i] = (int)((r >> 33) % (uint64_t)c->vocab_size); }
+    double *t_fwd = malloc(steps * sizeof(double)), *t_bwd = malloc(steps * sizeof(double));   /* per timed step */
+    double *t_opt = malloc(steps * sizeof(double));
+    uint64_t rng = 12345;
+    for (int i = 0; i < T; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = (int)((rng >> 33) % (uint64_t)cfg->vocab_size);
+    }
     for (int s = 0; s <= n_seq; s++) seq[s] = s * n;
     for (int i = 0; i < T; i++) comp[i] = i % n >= n / 2;
     llama_batch batch = {n_seq, tok, seq, comp};
 
     /* reference log-probs: one forward before training (also the warm-up) */
-    if (b->forward(b, &batch, logp)) { printf("FAIL forward: %s\n", b->err); return 1; }
+    if (backend->forward(backend, &batch, logp)) { printf("FAIL forward: %s\n", backend->err); return 1; }
     llama_completion_logp(&batch, logp, ref);
-    llama_adamw h = {1e-5, 0.9, 0.95, 1e-8, 0.0, 0};
-    const apo_params ap = apo_default_params(APO_ZERO);   /* beta 0.1 */
+    llama_adamw adamw = {1e-5, 0.9, 0.95, 1e-8, 0.0, 0};
+    const apo_params apo = apo_default_params(APO_ZERO);   /* beta 0.1 */
     double loss0 = 0, loss = 0;
-    for (int st = 0; st < steps + 1; st++) {    /* step 0 is a warm-up, not timed */
+    for (int step = 0; step < steps + 1; step++) {    /* step 0 is a warm-up, not timed */
         /* each backend call ends synchronised (logp copied back; backward and AdamW synchronise),
          * so host clocks around them time the device work */
         double t0 = now();
-        if (b->forward(b, &batch, logp)) { printf("FAIL forward: %s\n", b->err); return 1; }
+        if (backend->forward(backend, &batch, logp)) { printf("FAIL forward: %s\n", backend->err); return 1; }
         double t_f = now();
         llama_completion_logp(&batch, logp, sum);
         /* APO-zero (apo.h) per pair (chosen = sequence 2p, rejected = 2p + 1), mean over pairs;
          * each completion token of a sequence gets dloss/d(summed log-prob) of that sequence */
         loss = 0;
         for (int p = 0; p < pairs; p++) {
-            apo_pair x = {sum[2 * p], sum[2 * p + 1], ref[2 * p], ref[2 * p + 1], n / 2, n / 2};
-            double dc, dr;
-            loss += apo_pair_loss(&ap, &x, &dc, &dr) / pairs;
-            double gw = dc / pairs, gl = dr / pairs;
-            for (int i = seq[2 * p]; i < seq[2 * p + 1]; i++) dlogp[i] = comp[i] ? (float)gw : 0.f;
-            for (int i = seq[2 * p + 1]; i < seq[2 * p + 2]; i++) dlogp[i] = comp[i] ? (float)gl : 0.f;
+            apo_pair pair = {sum[2 * p], sum[2 * p + 1], ref[2 * p], ref[2 * p + 1], n / 2, n / 2};
+            double d_chosen, d_rejected;
+            loss += apo_pair_loss(&apo, &pair, &d_chosen, &d_rejected) / pairs;
+            double d_chosen_tok = d_chosen / pairs, d_rejected_tok = d_rejected / pairs;
+            for (int i = seq[2 * p]; i < seq[2 * p + 1]; i++) dlogp[i] = comp[i] ? (float)d_chosen_tok : 0.f;
+            for (int i = seq[2 * p + 1]; i < seq[2 * p + 2]; i++) dlogp[i] = comp[i] ? (float)d_rejected_tok : 0.f;
         }
-        if (st == 0) loss0 = loss;
-        b->zero_grad(b);
-        if (b->backward(b, &batch, dlogp)) { printf("FAIL backward: %s\n", b->err); return 1; }
+        if (step == 0) loss0 = loss;
+        backend->zero_grad(backend);
+        if (backend->backward(backend, &batch, dlogp)) { printf("FAIL backward: %s\n", backend->err); return 1; }
         double t_b = now();
-        double gn = b->grad_norm(b);
-        h.step = st + 1;
-        if (b->adamw_step(b, &h, gn > 1.0 ? (float)(1.0 / gn) : 1.f)) { printf("FAIL adamw: %s\n", b->err); return 1; }
+        double grad_norm = backend->grad_norm(backend);
+        adamw.step = step + 1;
+        float clip_scale = grad_norm > 1.0 ? (float)(1.0 / grad_norm) : 1.f;
+        if (backend->adamw_step(backend, &adamw, clip_scale)) { printf("FAIL adamw: %s\n", backend->err); return 1; }
         double t1 = now();
-        if (st > 0) { times[st - 1] = t1 - t0; tf[st - 1] = t_f - t0; tb[st - 1] = t_b - t_f; to[st - 1] = t1 - t_b; }
-        fprintf(stderr, "step %d: %.1f ms, loss %.6f, grad norm %.4g\n", st, (t1 - t0) * 1e3, loss, gn);
-        if (!isfinite(loss) || !isfinite(gn)) { printf("FAIL: non-finite loss or grad norm\n"); return 1; }
+        if (step > 0) {
+            times[step - 1] = t1 - t0;
+            t_fwd[step - 1] = t_f - t0; t_bwd[step - 1] = t_b - t_f; t_opt[step - 1] = t1 - t_b;
+        }
+        fprintf(stderr, "step %d: %.1f ms, loss %.6f, grad norm %.4g\n", step, (t1 - t0) * 1e3, loss, grad_norm);
+        if (!isfinite(loss) || !isfinite(grad_norm)) { printf("FAIL: non-finite loss or grad norm\n"); return 1; }
     }
     qsort(times, steps, sizeof(double), cmp_d);
-    qsort(tf, steps, sizeof(double), cmp_d); qsort(tb, steps, sizeof(double), cmp_d); qsort(to, steps, sizeof(double), cmp_d);
+    qsort(t_fwd, steps, sizeof(double), cmp_d);
+    qsort(t_bwd, steps, sizeof(double), cmp_d);
+    qsort(t_opt, steps, sizeof(double), cmp_d);
     double med = times[steps / 2];
-    size_t fr = 0, tot = 0;
-    cudaMemGetInfo(&fr, &tot);
-    double Vd = (double)c->vocab_size * c->hidden_size;
-    double nmat = (double)b->n_params - Vd + (c->tie_word_embeddings ? Vd : 0);   /* embedding lookup is no matmul */
-    double flops = 6.0 * nmat * T + 6.0 * c->num_hidden_layers * (double)c->num_attention_heads * c->head_dim * (double)n * n * n_seq;
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    double embed_params = (double)cfg->vocab_size * cfg->hidden_size;
+    /* the embedding lookup is no matmul; a tied embedding still serves as the LM head */
+    double matmul_params = (double)backend->n_params - embed_params + (cfg->tie_word_embeddings ? embed_params : 0);
+    double flops = 6.0 * matmul_params * T +
+                   6.0 * cfg->num_hidden_layers * (double)cfg->num_attention_heads * cfg->head_dim * (double)n * n * n_seq;
     double mfu = flops / med / (peak * 1e12);
     printf("RESULT shape=%s tokens=%d seq_len=%d mode=%s recompute=%d backend=%s params=%.3fB step_ms=%.1f tok_s=%.0f "
            "tflops=%.1f mfu=%.1f%% mem_gib=%.2f fwd_ms=%.1f bwd_ms=%.1f opt_ms=%.1f loss0=%.6f loss=%.6f\n",
-           sh, T, n, mode, recompute, b->name, b->n_params / 1e9, med * 1e3, T / med, flops / med / 1e12, 100 * mfu,
-           (double)(tot - fr) / (1 << 30), tf[steps / 2] * 1e3, tb[steps / 2] * 1e3, to[steps / 2] * 1e3, loss0, loss);
-    b->destroy(b);
-    free(tok); free(seq); free(comp); free(logp); free(dlogp); free(sum); free(ref); free(times); free(tf); free(tb); free(to);
+           shape_name, T, n, mode, recompute, backend->name, backend->n_params / 1e9, med * 1e3, T / med,
+           flops / med / 1e12, 100 * mfu, (double)(total_bytes - free_bytes) / (1 << 30), t_fwd[steps / 2] * 1e3,
+           t_bwd[steps / 2] * 1e3, t_opt[steps / 2] * 1e3, loss0, loss);
+    backend->destroy(backend);
+    free(tok); free(seq); free(comp); free(logp); free(dlogp); free(sum); free(ref);
+    free(times); free(t_fwd); free(t_bwd); free(t_opt);
     return 0;
 }

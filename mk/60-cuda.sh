@@ -5,7 +5,8 @@
 # $BUILD/gpu/ (tests/gpu/run.sh runs every executable there on a GPU machine), the no-device test
 # and the benchmark. Without nvcc: llama/cuda_stub.c -> $BUILD/cuda_stub.o, whose
 # llama_cuda_backend_create says "built without CUDA". Programs that need the CPU path
-# ($BUILD/llama_model.o, from mk/30-model.sh) are skipped, saying so, until it exists.
+# ($BUILD/llama_model.o, built by mk/30-model.sh) are skipped, saying so, when it is missing or
+# lacks the functions they call, so a failure elsewhere still leaves the rest of the build.
 #
 # The CPU emulator (tests/gpu/emu/: fake cuda_runtime.h, cuda_bf16.h, cublas_v2.h) compiles
 # kernels.cu itself with the host C++ compiler into $BUILD/emu/, and test_cuda runs the kernel
@@ -14,10 +15,11 @@
 
 CUDA_NVCCFLAGS="-O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -Xcompiler -Wall,-Wextra"
 
-# Outputs are written to OUT.tmp.PID and renamed: several people build in one tree at once, and a
-# half-written kernels.o must never be linked. (Separate commands, not `&&`: under set -e a
-# failing compiler must stop the build.)
-# cuda__stale OUT IN...: true when OUT is missing or older than any IN (nvcc is slow on 2 cores).
+# Outputs are written to OUT.tmp.PID and renamed into place, so a half-written object (an
+# interrupted compile, or two builds running in one tree) is never linked. (Separate commands,
+# not `&&`: under set -e a failing compiler must stop the build.)
+# cuda__stale OUT IN...: true when OUT is missing or older than any IN (nvcc is slow: nothing is
+# recompiled that did not change).
 cuda__stale() {
   local out=$1; shift
   [ -e "$out" ] || return 0
@@ -86,9 +88,9 @@ build_cuda() {
   if cuda__stale "$BUILD/kernels.o" kernels.cu llama/model.h; then
     $NVCC $CUDA_NVCCFLAGS -c kernels.cu -o "$BUILD/kernels.o.tmp.$$"; mv -f "$BUILD/kernels.o.tmp.$$" "$BUILD/kernels.o"
   fi
-  # Programs below link the CPU path; they wait for it.
+  # Programs below link the CPU path; without it they are skipped with a message.
   if ! cuda__has "$BUILD/llama_model.o" llama_layout llama_rope_inv_freq; then
-    echo "cuda: $BUILD/llama_model.o (llama_layout, llama_rope_inv_freq) not built yet: GPU test programs not linked"
+    echo "cuda: $BUILD/llama_model.o (llama_layout, llama_rope_inv_freq) not built: GPU test programs not linked"
     return 0
   fi
   local objs libs inc
@@ -139,9 +141,10 @@ test_cuda() {
   if [ -x "$BUILD/cuda_nodevice" ]; then
     run_test cuda_nodevice "$BUILD/cuda_nodevice"
   else
-    run_test cuda_nodevice sh -c 'echo "SKIP: not linked yet (needs llama_model.o from the model part)"; exit 77'
+    run_test cuda_nodevice sh -c 'echo "SKIP: not linked (needs llama_model.o, built by mk/30-model.sh)"; exit 77'
   fi
-  # Every GPU test program (ours and other parts'): they skip with "no CUDA device" here.
+  # Every program in $BUILD/gpu/, whichever mk/ file built it (apo.h's CUDA test too):
+  # without a device each skips, saying "no CUDA device".
   local t
   for t in "$BUILD"/gpu/*; do
     [ -f "$t" ] && [ -x "$t" ] || continue

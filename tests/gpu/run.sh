@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# tests/gpu/run.sh - the one prepared script for a session with a GPU (under 8 minutes on an H100).
+# tests/gpu/run.sh - every GPU check of the project in one script (under 8 minutes on an H100).
 #
 #   OUT=/some/dir tests/gpu/run.sh        (from anywhere; $OUT defaults to /tmp/clair-apo-gpu)
 #
 # 1. builds everything with nvcc (./build.sh; model + cuda parts alone if another part fails),
-# 2. runs every executable in build/gpu/ (the CUDA parity tests and other parts' GPU tests) and
-# the refusal test, 3. benchmarks APO-zero steps on random Llama-3.2-1B (1024 and 2048 tokens)
-# and Llama-3-8B shapes (lean mode), most important first, none started after 340 s, 4. runs
-# compute-sanitizer's memcheck over the kernel tests in the time left, 5. prints a short table. Full logs go to $OUT; each step has its own timeout so
-# one hang cannot eat the session. Exit status: 0 when every test passed.
+# 2. runs every executable in build/gpu/ (the CUDA kernel and parity tests, apo.h's CUDA test)
+# and the refusal test, 3. benchmarks APO-zero steps on random Llama-3.2-1B (1024 and 2048
+# tokens) and Llama-3-8B shapes (lean mode), most important first, none started after 340 s,
+# 4. runs compute-sanitizer's memcheck over the kernel tests in the time left, 5. prints a short
+# table (the row to add to docs/gpu-log.md). Full logs go to $OUT; each step has its own timeout
+# so one hang cannot use up the whole run. Exit status: 0 when every test passed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/clair-apo-gpu}
@@ -32,8 +33,9 @@ if timeout 300 ./build.sh > "$OUT/build.log" 2>&1; then row "build" "ok ($(el) s
 else
   row "build" "FAILED (see build.log); building model + cuda parts alone"
   tail -n 30 "$OUT/build.log"
-  # Another part may need what the GPU image lacks (libcurl headers for ./clair): build just the
-  # CPU model objects and the CUDA part, with build.sh's settings, so the GPU checks still run.
+  # Another component may need what a GPU machine lacks (libcurl headers for ./clair): build just
+  # the CPU model objects and the CUDA backend, with build.sh's settings, so the GPU checks still
+  # run.
   timeout 300 bash -c '
     set -euo pipefail
     CC=${CC:-cc}; NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc); CFLAGS="-O2 -Wall -Wextra"; SAN=""; BUILD=build

@@ -1,10 +1,11 @@
 /* tests/gpu/test_nodevice.c - the CUDA backend's refusals, checked on any machine.
  *
- * Without a GPU (CI, this machine): llama_cuda_backend_create must return NULL with a message
- * saying there is no CUDA device - not crash, not exit. With a GPU: a device index that does not
- * exist, lean mode without bf16, and a model that cannot fit (Llama-3-70B shape in fp32, 16
- * bytes/param = 1.1 TB) must each be refused with a message naming the problem. The emulator
- * build of this test (device present, 64 GiB "free") checks the GPU-side refusals here. */
+ * Without a GPU (CI, most build machines): llama_cuda_backend_create must return NULL with a
+ * message saying there is no CUDA device - not crash, not exit. With a GPU: a device index that
+ * does not exist, lean mode without bf16, and a model that cannot fit (Llama-3-70B shape in
+ * fp32, 16 bytes/param = 1.1 TB) must each be refused with a message naming the problem. The
+ * emulator build of this test (device present, 64 GiB "free") checks the GPU-side refusals
+ * without a GPU. */
 #include <stdio.h>
 #include <string.h>
 #include <cuda_runtime_api.h>
@@ -44,28 +45,29 @@ int main(void)
     llama_model m;
     memset(&m, 0, sizeof m);                 /* params NULL: a config-only model */
     m.cfg = cfg_of(256, 64, 128, 2, 4, 2);
-    llama_cuda_opts o;
-    memset(&o, 0, sizeof o);
-    o.max_tokens = 64;
+    llama_cuda_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.max_tokens = 64;
 
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess || n == 0) {
-        printf("no CUDA device here (%s): checking the no-device refusal\n", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-        expect_refusal("no device", &m, &o, "no CUDA device");
-        o.bf16 = 1; o.lean_optimizer = 1;
-        expect_refusal("no device, bf16 lean", &m, &o, "no CUDA device");
+    int n_devices = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_devices);
+    if (e != cudaSuccess || n_devices == 0) {
+        printf("no CUDA device here (%s): checking the no-device refusal\n",
+               e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        expect_refusal("no device", &m, &opts, "no CUDA device");
+        opts.bf16 = 1; opts.lean_optimizer = 1;
+        expect_refusal("no device, bf16 lean", &m, &opts, "no CUDA device");
     } else {
-        printf("%d CUDA device(s): checking refusals on a real device\n", n);
-        o.device = n + 7;
-        expect_refusal("device index out of range", &m, &o, "does not exist");
-        o.device = 0; o.lean_optimizer = 1; o.bf16 = 0;
-        expect_refusal("lean without bf16", &m, &o, "needs bf16");
-        o.lean_optimizer = 0; o.max_tokens = 0;
-        expect_refusal("max_tokens 0", &m, &o, "max_tokens");
+        printf("%d CUDA device(s): checking refusals on a real device\n", n_devices);
+        opts.device = n_devices + 7;
+        expect_refusal("device index out of range", &m, &opts, "does not exist");
+        opts.device = 0; opts.lean_optimizer = 1; opts.bf16 = 0;
+        expect_refusal("lean without bf16", &m, &opts, "needs bf16");
+        opts.lean_optimizer = 0; opts.max_tokens = 0;
+        expect_refusal("max_tokens 0", &m, &opts, "max_tokens");
         m.cfg = cfg_of(128256, 8192, 28672, 80, 64, 8);   /* Llama-3-70B: 1.1 TB in fp32, fits no GPU */
-        o.max_tokens = 1024; o.verbose = 1;
-        expect_refusal("70B in fp32 does not fit", &m, &o, "will not fit");
+        opts.max_tokens = 1024; opts.verbose = 1;
+        expect_refusal("70B in fp32 does not fit", &m, &opts, "will not fit");
     }
     if (fails) { printf("%d check(s) failed\n", fails); return 1; }
     printf("all refusals clear\n");

@@ -9,10 +9,10 @@
  * doing the same: logp, every gradient tensor, the grad norm, and every parameter tensor after
  * the step. Error measure per tensor: ||gpu - cpu|| / ||cpu|| (NaN fails).
  *
- * Tolerances: fp32 1e-4 (the issue's bar). bf16: weights are rounded to 8 mantissa bits, so
- * logp within 2e-2, grads within 1e-1 per tensor (gradients of tiny models through bf16
- * activations; a wrong kernel gives O(1); 1.5e-1 in lean mode, whose gradients are stored in
- * bf16), params within 1e-2 after each step.
+ * Tolerances: fp32 1e-4 (fp32 with TF32 off differs from the CPU path by summation order only).
+ * bf16: weights are rounded to 8 mantissa bits, so logp within 2e-2, grads within 1e-1 per
+ * tensor (gradients of tiny models through bf16 activations; a wrong kernel gives O(1); 1.5e-1
+ * in lean mode, whose gradients are stored in bf16), params within 1e-2 after each step.
  *
  * Usage: cuda_parity [--fixtures DIR] [--case NAME] [--mode NAME] [--steps N]
  *   NAME: a fixture directory name or random-gqa-llama3; a mode name from MODES below (the
@@ -49,7 +49,13 @@ static double rel_err(const float *a, const float *b, size_t n, double floor_nor
     return sqrt(num) / (den > floor_norm ? den : floor_norm);
 }
 
-typedef struct { const char *name; int bf16, lean, recompute, chunk; double tl, tg, tp; } mode;
+/* A CUDA mode and its tolerances (relative error per tensor, see above) for logp, gradients and
+ * parameters; chunk > 0 forces LM-head chunks of that many columns (LLAMA_CUDA_LM_CHUNK). */
+typedef struct {
+    const char *name;
+    int bf16, lean, recompute, chunk;
+    double tol_logp, tol_grads, tol_params;
+} mode;
 
 static const mode MODES[] = {
     {"fp32", 0, 0, 0, 0, 1e-4, 1e-4, 1e-4},
@@ -92,31 +98,32 @@ static void cmp_tensors(const char *what, const llama_model *m, const float *gpu
 static int run_case(const char *label, const char *dir, const llama_config *rand_cfg, const mode *md)
 {
     char err[512];
-    llama_model mc, mg;
-    memset(&mc, 0, sizeof mc); memset(&mg, 0, sizeof mg);
+    llama_model cpu_model, gpu_model;
+    memset(&cpu_model, 0, sizeof cpu_model); memset(&gpu_model, 0, sizeof gpu_model);
     if (dir) {
-        if (llama_model_load(&mc, dir, err, sizeof err) || llama_model_load(&mg, dir, err, sizeof err)) {
+        if (llama_model_load(&cpu_model, dir, err, sizeof err) || llama_model_load(&gpu_model, dir, err, sizeof err)) {
             printf("FAIL %s: load: %s\n", label, err); g_fail++; return -1;
         }
     } else {
-        if (llama_model_alloc(&mc, rand_cfg, err, sizeof err) || llama_model_alloc(&mg, rand_cfg, err, sizeof err)) {
+        if (llama_model_alloc(&cpu_model, rand_cfg, err, sizeof err) ||
+            llama_model_alloc(&gpu_model, rand_cfg, err, sizeof err)) {
             printf("FAIL %s: alloc: %s\n", label, err); g_fail++; return -1;
         }
-        llama_model_init_random(&mc, 7); llama_model_init_random(&mg, 7);
+        llama_model_init_random(&cpu_model, 7); llama_model_init_random(&gpu_model, 7);
     }
-    const llama_config *cf = &mc.cfg;
-    size_t N = mc.n_params;
+    const llama_config *cfg = &cpu_model.cfg;
+    size_t N = cpu_model.n_params;
     /* the batch: 4 sequences, one of length 1; tokens random; completion = second half */
     int lens[4] = {23, 1, 40, 17}, n_seq = 4, seq[5] = {0};
     for (int s = 0; s < n_seq; s++) seq[s + 1] = seq[s] + lens[s];
     int T = seq[n_seq];
     int *tok = malloc(T * sizeof(int));
     unsigned char *comp = malloc(T);
-    float *lc = malloc(T * 4), *lg = malloc(T * 4), *dl = malloc(T * 4);
-    float *a = malloc(N * 4), *b = malloc(N * 4);
+    float *logp_cpu = malloc(T * 4), *logp_gpu = malloc(T * 4), *dlogp = malloc(T * 4);
+    float *state_gpu = malloc(N * 4), *state_cpu = malloc(N * 4);
     for (int s = 0; s < n_seq; s++)
         for (int i = seq[s]; i < seq[s + 1]; i++) {
-            tok[i] = (int)(urand() * cf->vocab_size) % cf->vocab_size;
+            tok[i] = (int)(urand() * cfg->vocab_size) % cfg->vocab_size;
             comp[i] = i - seq[s] >= lens[s] / 2;
         }
     llama_batch batch = {n_seq, tok, seq, comp};
@@ -124,7 +131,7 @@ static int run_case(const char *label, const char *dir, const llama_config *rand
     int *tok2 = malloc(T2 * sizeof(int));
     unsigned char *comp2 = malloc(T2);
     for (int i = 0; i < T2; i++) {
-        tok2[i] = (int)(urand() * cf->vocab_size) % cf->vocab_size;
+        tok2[i] = (int)(urand() * cfg->vocab_size) % cfg->vocab_size;
         comp2[i] = (i % 9) > 3;
     }
     llama_batch batch2 = {2, tok2, seq2, comp2};
@@ -132,83 +139,83 @@ static int run_case(const char *label, const char *dir, const llama_config *rand
     char envbuf[32];
     if (md->chunk) { snprintf(envbuf, sizeof envbuf, "%d", md->chunk); setenv("LLAMA_CUDA_LM_CHUNK", envbuf, 1); }
     else unsetenv("LLAMA_CUDA_LM_CHUNK");
-    llama_cuda_opts o = {0, md->bf16, md->lean, md->recompute, 128, 0};
-    llama_backend *gb = llama_cuda_backend_create(&mg, &o, err, sizeof err);
+    llama_cuda_opts opts = {0, md->bf16, md->lean, md->recompute, 128, 0};
+    llama_backend *gpu = llama_cuda_backend_create(&gpu_model, &opts, err, sizeof err);
     unsetenv("LLAMA_CUDA_LM_CHUNK");
-    llama_backend *cb = llama_cpu_backend_create(&mc, err, sizeof err);
-    if (!gb || !cb) {
+    llama_backend *cpu = llama_cpu_backend_create(&cpu_model, err, sizeof err);
+    if (!gpu || !cpu) {
         printf("FAIL %s [%s]: create: %s\n", label, md->name, err); g_fail++;
-        if (gb) gb->destroy(gb);
-        if (cb) cb->destroy(cb);
+        if (gpu) gpu->destroy(gpu);
+        if (cpu) cpu->destroy(cpu);
         goto done;
     }
-    printf("%s [%s] (%s): V=%d D=%d L=%d H=%d K=%d hd=%d, T=%d\n", label, md->name, gb->name, cf->vocab_size,
-           cf->hidden_size, cf->num_hidden_layers, cf->num_attention_heads, cf->num_key_value_heads, cf->head_dim, T);
-    llama_adamw h = {1e-3, 0.9, 0.95, 1e-8, 0.1, 0};
+    printf("%s [%s] (%s): V=%d D=%d L=%d H=%d K=%d hd=%d, T=%d\n", label, md->name, gpu->name, cfg->vocab_size,
+           cfg->hidden_size, cfg->num_hidden_layers, cfg->num_attention_heads, cfg->num_key_value_heads, cfg->head_dim, T);
+    llama_adamw adamw = {1e-3, 0.9, 0.95, 1e-8, 0.1, 0};
     for (int step = 1; step <= g_steps; step++) {
-        if (cb->forward(cb, &batch, lc) || gb->forward(gb, &batch, lg)) {
-            printf("FAIL forward: cpu \"%s\" gpu \"%s\"\n", cb->err, gb->err); g_fail++; break;
+        if (cpu->forward(cpu, &batch, logp_cpu) || gpu->forward(gpu, &batch, logp_gpu)) {
+            printf("FAIL forward: cpu \"%s\" gpu \"%s\"\n", cpu->err, gpu->err); g_fail++; break;
         }
-        double e = rel_err(lg, lc, T, 1e-30);
-        int ok = e <= md->tl;
+        double err_rel = rel_err(logp_gpu, logp_cpu, T, 1e-30);
+        int ok = err_rel <= md->tol_logp;
         if (!ok) g_fail++;
-        printf("  step %d\n    %-4s logp    rel err %.3g (last token cpu %.6f gpu %.6f)\n", step, ok ? "ok" : "FAIL", e,
-               (double)lc[T - 1], (double)lg[T - 1]);
+        printf("  step %d\n    %-4s logp    rel err %.3g (last token cpu %.6f gpu %.6f)\n", step, ok ? "ok" : "FAIL", err_rel,
+               (double)logp_cpu[T - 1], (double)logp_gpu[T - 1]);
         /* objective: per sequence a weight in [-1, 1] on its completion tokens (APO-shaped) */
         for (int s = 0; s < n_seq; s++) {
-            double wsq = 2 * urand() - 1;
-            for (int i = seq[s]; i < seq[s + 1]; i++) dl[i] = comp[i] ? (float)wsq : 0.f;
+            double seq_weight = 2 * urand() - 1;
+            for (int i = seq[s]; i < seq[s + 1]; i++) dlogp[i] = comp[i] ? (float)seq_weight : 0.f;
         }
-        cb->zero_grad(cb); gb->zero_grad(gb);
-        if (cb->backward(cb, &batch, dl) || gb->backward(gb, &batch, dl)) {
-            printf("FAIL backward: cpu \"%s\" gpu \"%s\"\n", cb->err, gb->err); g_fail++; break;
+        cpu->zero_grad(cpu); gpu->zero_grad(gpu);
+        if (cpu->backward(cpu, &batch, dlogp) || gpu->backward(gpu, &batch, dlogp)) {
+            printf("FAIL backward: cpu \"%s\" gpu \"%s\"\n", cpu->err, gpu->err); g_fail++; break;
         }
         /* from step 2 on, a second micro-batch (other lengths, fewer tokens) whose gradients
          * must ADD to the first's: accumulation, and buffers planned for T reused at T2 < T */
         if (step >= 2) {
-            if (cb->forward(cb, &batch2, lc) || gb->forward(gb, &batch2, lg)) {
-                printf("FAIL forward (micro-batch 2): cpu \"%s\" gpu \"%s\"\n", cb->err, gb->err); g_fail++; break;
+            if (cpu->forward(cpu, &batch2, logp_cpu) || gpu->forward(gpu, &batch2, logp_gpu)) {
+                printf("FAIL forward (micro-batch 2): cpu \"%s\" gpu \"%s\"\n", cpu->err, gpu->err); g_fail++; break;
             }
-            e = rel_err(lg, lc, T2, 1e-30);
-            ok = e <= md->tl;
+            err_rel = rel_err(logp_gpu, logp_cpu, T2, 1e-30);
+            ok = err_rel <= md->tol_logp;
             if (!ok) g_fail++;
-            printf("    %-4s logp    micro-batch 2 rel err %.3g\n", ok ? "ok" : "FAIL", e);
-            for (int i = 0; i < T2; i++) dl[i] = comp2[i] ? (float)(2 * urand() - 1) : 0.f;   /* per-token weights */
-            if (cb->backward(cb, &batch2, dl) || gb->backward(gb, &batch2, dl)) {
-                printf("FAIL backward (micro-batch 2): cpu \"%s\" gpu \"%s\"\n", cb->err, gb->err); g_fail++; break;
+            printf("    %-4s logp    micro-batch 2 rel err %.3g\n", ok ? "ok" : "FAIL", err_rel);
+            for (int i = 0; i < T2; i++) dlogp[i] = comp2[i] ? (float)(2 * urand() - 1) : 0.f;   /* per-token weights */
+            if (cpu->backward(cpu, &batch2, dlogp) || gpu->backward(gpu, &batch2, dlogp)) {
+                printf("FAIL backward (micro-batch 2): cpu \"%s\" gpu \"%s\"\n", cpu->err, gpu->err); g_fail++; break;
             }
         }
-        if (cb->get_state(cb, NULL, b, NULL, NULL) || gb->get_state(gb, NULL, a, NULL, NULL)) {
-            printf("FAIL get_state: %s / %s\n", cb->err, gb->err); g_fail++; break;
+        if (cpu->get_state(cpu, NULL, state_cpu, NULL, NULL) || gpu->get_state(gpu, NULL, state_gpu, NULL, NULL)) {
+            printf("FAIL get_state: %s / %s\n", cpu->err, gpu->err); g_fail++; break;
         }
-        cmp_tensors("grads", &mc, a, b, md->tg);
-        double nc = cb->grad_norm(cb), ng = gb->grad_norm(gb);
-        ok = fabs(ng - nc) <= md->tg * nc;
+        cmp_tensors("grads", &cpu_model, state_gpu, state_cpu, md->tol_grads);
+        double norm_cpu = cpu->grad_norm(cpu), norm_gpu = gpu->grad_norm(gpu);
+        ok = fabs(norm_gpu - norm_cpu) <= md->tol_grads * norm_cpu;
         if (!ok) g_fail++;
-        printf("    %-4s norm    cpu %.9g gpu %.9g\n", ok ? "ok" : "FAIL", nc, ng);
-        float scale = nc > 1.0 ? (float)(1.0 / nc) : 1.f;          /* clip to 1, same scale both */
-        h.step = step;
-        if (cb->adamw_step(cb, &h, scale) || gb->adamw_step(gb, &h, scale)) {
-            printf("FAIL adamw: %s / %s\n", cb->err, gb->err); g_fail++; break;
+        printf("    %-4s norm    cpu %.9g gpu %.9g\n", ok ? "ok" : "FAIL", norm_cpu, norm_gpu);
+        float scale = norm_cpu > 1.0 ? (float)(1.0 / norm_cpu) : 1.f;   /* clip to 1, same scale both */
+        adamw.step = step;
+        if (cpu->adamw_step(cpu, &adamw, scale) || gpu->adamw_step(gpu, &adamw, scale)) {
+            printf("FAIL adamw: %s / %s\n", cpu->err, gpu->err); g_fail++; break;
         }
-        if (cb->get_state(cb, b, NULL, NULL, NULL) || gb->get_state(gb, a, NULL, NULL, NULL)) {
-            printf("FAIL get_state: %s / %s\n", cb->err, gb->err); g_fail++; break;
+        if (cpu->get_state(cpu, state_cpu, NULL, NULL, NULL) || gpu->get_state(gpu, state_gpu, NULL, NULL, NULL)) {
+            printf("FAIL get_state: %s / %s\n", cpu->err, gpu->err); g_fail++; break;
         }
-        cmp_tensors("params", &mc, a, b, md->tp);
+        cmp_tensors("params", &cpu_model, state_gpu, state_cpu, md->tol_params);
     }
     /* set_state round trip: what goes in comes out (bf16 modes: rounded once) */
-    if (gb->set_state(gb, b, NULL, NULL) == 0 && gb->get_state(gb, a, NULL, NULL, NULL) == 0) {
-        double e = rel_err(a, b, N, 1e-30);
-        int ok = e <= (md->bf16 ? 4e-3 : 0);
+    if (gpu->set_state(gpu, state_cpu, NULL, NULL) == 0 && gpu->get_state(gpu, state_gpu, NULL, NULL, NULL) == 0) {
+        double err_rel = rel_err(state_gpu, state_cpu, N, 1e-30);
+        int ok = err_rel <= (md->bf16 ? 4e-3 : 0);
         if (!ok) g_fail++;
-        printf("  %-4s set_state/get_state round trip rel err %.3g\n", ok ? "ok" : "FAIL", e);
-    } else { printf("FAIL set_state: %s\n", gb->err); g_fail++; }
-    cb->destroy(cb);
-    gb->destroy(gb);
+        printf("  %-4s set_state/get_state round trip rel err %.3g\n", ok ? "ok" : "FAIL", err_rel);
+    } else { printf("FAIL set_state: %s\n", gpu->err); g_fail++; }
+    cpu->destroy(cpu);
+    gpu->destroy(gpu);
 done:
     free(tok2); free(comp2);
-    free(tok); free(comp); free(lc); free(lg); free(dl); free(a); free(b);
-    llama_model_free(&mc); llama_model_free(&mg);
+    free(tok); free(comp); free(logp_cpu); free(logp_gpu); free(dlogp); free(state_gpu); free(state_cpu);
+    llama_model_free(&cpu_model); llama_model_free(&gpu_model);
     return 0;
 }
 
