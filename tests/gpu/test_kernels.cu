@@ -20,7 +20,14 @@ static cublasHandle_t g_cublas;
 
 /* Setup steps that must work for the checks to mean anything: stop at the first failure. */
 #define REQUIRE_OK(x) do { if (x) { printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, g_backend.err); exit(1); } } while (0)
-#define REQUIRE_CUDA(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); exit(1); } } while (0)
+#define REQUIRE_CUDA(x)                                                                           \
+    do {                                                                                          \
+        cudaError_t e_ = (x);                                                                     \
+        if (e_ != cudaSuccess) {                                                                  \
+            printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));       \
+            exit(1);                                                                              \
+        }                                                                                         \
+    } while (0)
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static float frand(void)                      /* uniform [-1, 1) */
@@ -402,22 +409,26 @@ static void test_lm_embed(int bf)
     int T = 45, D = 72, V = 1000;
     c.D = D; c.V = V; c.lm_chunk = 300; c.off_lm = 0;      /* chunks of 300, 300, 300, 100 */
     int seq[] = {0, 20, 21, 45};                           /* 3 sequences */
-    int *tok = (int *)malloc(T * 4), *tgt = (int *)malloc(T * 4);
-    for (int t = 0; t < T; t++) tok[t] = (int)((frand() + 1) * 0.5f * V) % V;
-    tok[3] = tok[7] = tok[30] = 5;                          /* repeated ids: atomics in embed_bwd */
-    for (int s = 0; s < 3; s++) for (int i = seq[s]; i < seq[s + 1]; i++) tgt[i] = i + 1 < seq[s + 1] ? tok[i + 1] : -1;
-    float *xf = host_random((size_t)T * D, 1.f, bf), *W = host_random((size_t)V * D, 0.5f, bf), *dl = host_random(T, 1.f, 0);
+    int *tokens = (int *)malloc(T * 4), *labels = (int *)malloc(T * 4);
+    for (int t = 0; t < T; t++) tokens[t] = (int)((frand() + 1) * 0.5f * V) % V;
+    tokens[3] = tokens[7] = tokens[30] = 5;                          /* repeated ids: atomics in embed_bwd */
+    for (int s = 0; s < 3; s++) for (int i = seq[s]; i < seq[s + 1]; i++) labels[i] = i + 1 < seq[s + 1] ? tokens[i + 1] : -1;
+    float *xf = host_random((size_t)T * D, 1.f, bf), *W = host_random((size_t)V * D, 0.5f, bf), *dlogp = host_random(T, 1.f, 0);
     double *logp = zeros_f64(T), *lse = zeros_f64(T), *dxf = zeros_f64((size_t)T * D), *dW = zeros_f64((size_t)V * D), *z = zeros_f64(V);
-    float *wt = (float *)malloc(T * 4);
-    for (int t = 0; t < T; t++) wt[t] = tgt[t] >= 0 ? dl[t + 1] : 0.f;
+    float *label_dlogp = (float *)malloc(T * 4);
+    for (int t = 0; t < T; t++) label_dlogp[t] = labels[t] >= 0 ? dlogp[t + 1] : 0.f;
     for (int t = 0; t < T; t++) {
         double mx = -1e300, sum = 0;
-        for (int v = 0; v < V; v++) { double s = 0; for (int d = 0; d < D; d++) s += (double)xf[t * D + d] * W[(size_t)v * D + d]; z[v] = s; mx = fmax(mx, s); }
+        for (int v = 0; v < V; v++) {
+            double s = 0;
+            for (int d = 0; d < D; d++) s += (double)xf[t * D + d] * W[(size_t)v * D + d];
+            z[v] = s; mx = fmax(mx, s);
+        }
         for (int v = 0; v < V; v++) sum += exp(z[v] - mx);
         lse[t] = mx + log(sum);
-        if (tgt[t] >= 0) logp[t + 1] = z[tgt[t]] - lse[t];
+        if (labels[t] >= 0) logp[t + 1] = z[labels[t]] - lse[t];
         for (int v = 0; v < V; v++) {
-            double gz = wt[t] * ((v == tgt[t]) - exp(z[v] - lse[t]));
+            double gz = label_dlogp[t] * ((v == labels[t]) - exp(z[v] - lse[t]));
             for (int d = 0; d < D; d++) { dxf[t * D + d] += gz * W[(size_t)v * D + d]; dW[(size_t)v * D + d] += gz * xf[t * D + d]; }
         }
     }
@@ -428,9 +439,9 @@ static void test_lm_embed(int bf)
     free(zeros);
     REQUIRE_CUDA(cudaMalloc(&c.logits, (size_t)T * c.lm_chunk * 4)); c.dlogits = device_poisoned((size_t)T * c.lm_chunk, bf);
     c.row_max = (float *)device_poisoned(T, 0); c.row_sumexp = (float *)device_poisoned(T, 0); c.label_logit = (float *)device_poisoned(T, 0);
-    c.lse = (float *)device_poisoned(T, 0); c.logp = (float *)device_poisoned(T, 0); c.label_dlogp = (float *)to_device(wt, T, 0);
+    c.lse = (float *)device_poisoned(T, 0); c.logp = (float *)device_poisoned(T, 0); c.label_dlogp = (float *)to_device(label_dlogp, T, 0);
     c.dxf = (float *)device_poisoned((size_t)T * D, 0);
-    REQUIRE_CUDA(cudaMalloc(&c.labels, T * 4)); REQUIRE_CUDA(cudaMemcpy(c.labels, tgt, T * 4, cudaMemcpyHostToDevice));
+    REQUIRE_CUDA(cudaMalloc(&c.labels, T * 4)); REQUIRE_CUDA(cudaMemcpy(c.labels, labels, T * 4, cudaMemcpyHostToDevice));
     REQUIRE_OK(op_lm_fwd(&c, T));
     check(bf ? "lm_head logp bf16 (4 chunks)" : "lm_head logp fp32 (4 chunks)", c.logp, 0, logp, T, bf ? 1e-3 : 1e-5, bf ? 1e-3 : 1e-5);
     check("lm_head lse", c.lse, 0, lse, T, 1e-5, 1e-5);
@@ -438,32 +449,37 @@ static void test_lm_embed(int bf)
     check(bf ? "lm_head dxf bf16" : "lm_head dxf fp32", c.dxf, 0, dxf, (size_t)T * D, bf ? -1e-2 : 1e-4, 1e-6);
     check(bf ? "lm_head dW bf16" : "lm_head dW fp32", c.grad, 0, dW, (size_t)V * D, bf ? -1e-2 : 1e-4, 1e-6);
     /* embedding forward (act -> fp32) and backward (atomics, fp32 grads) */
-    int *dtok; REQUIRE_CUDA(cudaMalloc(&dtok, T * 4)); REQUIRE_CUDA(cudaMemcpy(dtok, tok, T * 4, cudaMemcpyHostToDevice));
+    int *dtokens; REQUIRE_CUDA(cudaMalloc(&dtokens, T * 4)); REQUIRE_CUDA(cudaMemcpy(dtokens, tokens, T * 4, cudaMemcpyHostToDevice));
     float *res = (float *)device_poisoned((size_t)T * D, 0);
     double *rres = zeros_f64((size_t)T * D), *rg = zeros_f64((size_t)V * D);
     float *g0 = host_random((size_t)V * D, 1.f, 0), *dr = host_random((size_t)T * D, 1.f, 0);
     for (size_t i = 0; i < (size_t)V * D; i++) rg[i] = g0[i];
-    for (int t = 0; t < T; t++) for (int d = 0; d < D; d++) { rres[t * D + d] = W[(size_t)tok[t] * D + d]; rg[(size_t)tok[t] * D + d] += dr[t * D + d]; }
-    LAUNCH_ACT(&c, embed_fwd_k, rows_cols_grid(T, D), 256, res, c.weights, dtok, T, D);
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < D; d++) {
+            rres[t * D + d] = W[(size_t)tokens[t] * D + d];
+            rg[(size_t)tokens[t] * D + d] += dr[t * D + d];
+        }
+    LAUNCH_ACT(&c, embed_fwd_k, rows_cols_grid(T, D), 256, res, c.weights, dtokens, T, D);
     REQUIRE_CUDA(cudaGetLastError());
     check(bf ? "embed_fwd bf16" : "embed_fwd fp32", res, 0, rres, (size_t)T * D, 0, 0);
     void *dg = to_device(g0, (size_t)V * D, 0), *ddr = to_device(dr, (size_t)T * D, 0);
-    LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_f32_k)((float *)dg, (const float *)ddr, dtok, T, D);
+    LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_f32_k)((float *)dg, (const float *)ddr, dtokens, T, D);
     REQUIRE_CUDA(cudaGetLastError());
     check("embed_bwd fp32", dg, 0, rg, (size_t)V * D, 1e-6, 1e-6);
     if (bf) {
         float *g0b = host_random((size_t)V * D, 1.f, 1);
         for (size_t i = 0; i < (size_t)V * D; i++) rg[i] += g0b[i] - g0[i];
         void *dgb = to_device(g0b, (size_t)V * D, 1);
-        LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_bf16_k)((bf16 *)dgb, (const float *)ddr, dtok, T, D);
+        LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_bf16_k)((bf16 *)dgb, (const float *)ddr, dtokens, T, D);
         REQUIRE_CUDA(cudaGetLastError());
         check("embed_bwd lean bf16", dgb, 1, rg, (size_t)V * D, 2e-2, 2e-2);
         cudaFree(dgb); free(g0b);
     }
-    cudaFree(dg); cudaFree(ddr); cudaFree(res); cudaFree(dtok);
-    void *bufs[] = {c.xf, c.weights, c.grad, c.logits, c.dlogits, c.row_max, c.row_sumexp, c.label_logit, c.lse, c.logp, c.label_dlogp, c.dxf, c.labels};
+    cudaFree(dg); cudaFree(ddr); cudaFree(res); cudaFree(dtokens);
+    void *bufs[] = {c.xf, c.weights, c.grad, c.logits, c.dlogits, c.row_max, c.row_sumexp, c.label_logit, c.lse,
+                    c.logp, c.label_dlogp, c.dxf, c.labels};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
-    free(tok); free(tgt); free(xf); free(W); free(dl); free(logp); free(lse); free(dxf); free(dW); free(z); free(wt);
+    free(tokens); free(labels); free(xf); free(W); free(dlogp); free(logp); free(lse); free(dxf); free(dW); free(z); free(label_dlogp);
     free(rres); free(rg); free(g0); free(dr);
 }
 
@@ -531,7 +547,10 @@ static void test_optim(void)
     mean /= ns;
     double frac = (double)up / ns;
     g_checks++;
-    if (fabs(frac - 0.3) > 0.003 || fabs(mean - x) > 2e-5) { g_fail++; printf("FAIL stochastic rounding: up %.4f (want 0.3), mean %.7f want %.7f\n", frac, mean, x); }
+    if (fabs(frac - 0.3) > 0.003 || fabs(mean - x) > 2e-5) {
+        g_fail++;
+        printf("FAIL stochastic rounding: up %.4f (want 0.3), mean %.7f want %.7f\n", frac, mean, x);
+    }
     else printf("ok   stochastic rounding          up %.4f (0.3), mean err %.2g\n", frac, fabs(mean - x));
     cudaFree(dsr); free(hs);
     void *bufs[] = {dg, dp, dm, dv, w16, bg, bp, bm, bv, dsum};
