@@ -26,7 +26,7 @@
  * kernels.cu); this file never knows which one it drives.
  */
 #define _POSIX_C_SOURCE 200809L
-#define _XOPEN_SOURCE 700      /* M_PI */
+#define _XOPEN_SOURCE 700 /* M_PI */
 
 #include <errno.h>
 #include <math.h>
@@ -48,7 +48,7 @@
 #include "train/rundir.h"
 #include "train/util.h"
 
-#define MAX_TERMS 16    /* terms of a weighted loss list ("apo_zero:1,sft:0.1") */
+#define MAX_TERMS 16 /* terms of a weighted loss list ("apo_zero:1,sft:0.1") */
 #define ERRSZ 1024
 
 /* ==========================================================================================
@@ -68,13 +68,27 @@ typedef struct {
 /* TRL DPOTrainer's defaults, and the paper's beta 0.1 and learning rate 2e-7. */
 static void train_defaults(train_args *a) {
     memset(a, 0, sizeof *a);
-    a->loss = "apo_zero"; a->schedule = "cosine"; a->device = "cpu"; a->precision = "fp32";
+    a->loss = "apo_zero";
+    a->schedule = "cosine";
+    a->device = "cpu";
+    a->precision = "fp32";
     a->save_dtype = "fp32";
-    a->beta = 0.1; a->discopop_tau = 0.05; a->lr = 2e-7;
-    a->warmup_ratio = 0.1; a->max_grad_norm = 1.0;
-    a->adam_beta1 = 0.9; a->adam_beta2 = 0.999; a->adam_eps = 1e-8;
-    a->epochs = 1; a->batch_size = 64; a->micro_batch = 4; a->max_length = 1024;
-    a->log_every = 1; a->max_bad_steps = 3; a->keep_checkpoints = 1; a->seed = 42;
+    a->beta = 0.1;
+    a->discopop_tau = 0.05;
+    a->lr = 2e-7;
+    a->warmup_ratio = 0.1;
+    a->max_grad_norm = 1.0;
+    a->adam_beta1 = 0.9;
+    a->adam_beta2 = 0.999;
+    a->adam_eps = 1e-8;
+    a->epochs = 1;
+    a->batch_size = 64;
+    a->micro_batch = 4;
+    a->max_length = 1024;
+    a->log_every = 1;
+    a->max_bad_steps = 3;
+    a->keep_checkpoints = 1;
+    a->seed = 42;
 }
 
 /* The usage errors no file needs to be opened for; the loss list goes into terms. 0 or -1. */
@@ -84,22 +98,28 @@ static int check_train_args(const train_args *a, apo_term *terms, int *n_terms, 
         return errf(err, errsz, "--model, --data and --out are required (see trainer train --help)");
     if (a->batch_size < 1 || a->micro_batch < 1 || a->epochs < 1 || a->max_length < 2 || a->save_every < 0 ||
         a->eval_every < 0 || a->keep_checkpoints < 1 || a->log_every < 1 || a->max_bad_steps < 1)
-        return errf(err, errsz, "--batch-size, --micro-batch, --epochs, --keep-checkpoints, --log-every and "
+        return errf(err, errsz,
+                    "--batch-size, --micro-batch, --epochs, --keep-checkpoints, --log-every and "
                     "--max-bad-steps must be >= 1, --max-length >= 2, --save-every/--eval-every >= 0");
     if (!(a->lr >= 0) || !(a->warmup_ratio >= 0 && a->warmup_ratio <= 1) || !(a->max_grad_norm >= 0) ||
         !(a->weight_decay >= 0) || !(a->eval_split >= 0 && a->eval_split < 1))
-        return errf(err, errsz, "--lr, --max-grad-norm and --weight-decay must be >= 0, --warmup-ratio in "
+        return errf(err, errsz,
+                    "--lr, --max-grad-norm and --weight-decay must be >= 0, --warmup-ratio in "
                     "[0, 1], --eval-split in [0, 1)");
     if (strcmp(a->schedule, "cosine") && strcmp(a->schedule, "linear") && strcmp(a->schedule, "constant"))
         return errf(err, errsz, "--schedule must be cosine, linear or constant, got '%s'", a->schedule);
-    if (a->eval_data && a->eval_split > 0) return errf(err, errsz, "give --eval-data or --eval-split, not both");
+    if (a->eval_data && a->eval_split > 0)
+        return errf(err, errsz, "give --eval-data or --eval-split, not both");
     if (strcmp(a->save_dtype, "fp32") && strcmp(a->save_dtype, "bf16"))
         return errf(err, errsz, "--save-dtype must be fp32 or bf16");
     if (a->micro_batch > a->batch_size)
-        return errf(err, errsz, "--micro-batch %d is larger than --batch-size %d", a->micro_batch, a->batch_size);
+        return errf(err, errsz, "--micro-batch %d is larger than --batch-size %d", a->micro_batch,
+                    a->batch_size);
     defaults = apo_default_params(APO_ZERO);
-    defaults.beta = a->beta; defaults.label_smoothing = a->label_smoothing; defaults.discopop_tau = a->discopop_tau;
-    *n_terms = apo_parse_loss_list(a->loss, &defaults, terms, MAX_TERMS, err, errsz);  /* checks each term */
+    defaults.beta = a->beta;
+    defaults.label_smoothing = a->label_smoothing;
+    defaults.discopop_tau = a->discopop_tau;
+    *n_terms = apo_parse_loss_list(a->loss, &defaults, terms, MAX_TERMS, err, errsz); /* checks each term */
     if (*n_terms < 1) {
         char why[ERRSZ];
         fmt(why, sizeof why, "%s", err);
@@ -113,11 +133,11 @@ static int check_train_args(const train_args *a, apo_term *terms, int *n_terms, 
  * ========================================================================================== */
 
 typedef struct {
-    const char *device;      /* "cpu" | "cuda" */
-    const char *precision;   /* "fp32" | "bf16" */
-    int max_tokens;          /* the largest micro-batch (tokens) the backend must plan for */
-    int lean_optimizer;      /* CUDA: bf16 weights + bf16 moments (8 bytes/parameter) */
-    int cuda_device;         /* CUDA device index */
+    const char *device;    /* "cpu" | "cuda" */
+    const char *precision; /* "fp32" | "bf16" */
+    int max_tokens;        /* the largest micro-batch (tokens) the backend must plan for */
+    int lean_optimizer;    /* CUDA: bf16 weights + bf16 moments (8 bytes/parameter) */
+    int cuda_device;       /* CUDA device index */
 } backend_opts;
 
 #ifdef TRAINER_TEST_BACKEND
@@ -129,20 +149,29 @@ static llama_backend *backend_open(llama_model *m, const backend_opts *o, char *
     llama_backend *b = NULL;
     if (!strcmp(o->device, "cpu")) {
         if (strcmp(o->precision, "fp32")) {
-            errf(err, errsz, "--precision %s: the CPU path computes in fp32 only (use --device cuda for bf16)", o->precision);
+            errf(err, errsz,
+                 "--precision %s: the CPU path computes in fp32 only (use --device cuda for bf16)",
+                 o->precision);
             return NULL;
         }
         b = llama_cpu_backend_create(m, err, errsz);
     } else if (!strcmp(o->device, "cuda")) {
         llama_cuda_opts co;
         memset(&co, 0, sizeof co);
-        if (!strcmp(o->precision, "bf16")) co.bf16 = 1;
-        else if (strcmp(o->precision, "fp32")) { errf(err, errsz, "--precision must be fp32 or bf16, got '%s'", o->precision); return NULL; }
+        if (!strcmp(o->precision, "bf16"))
+            co.bf16 = 1;
+        else if (strcmp(o->precision, "fp32")) {
+            errf(err, errsz, "--precision must be fp32 or bf16, got '%s'", o->precision);
+            return NULL;
+        }
         co.recompute = 1;
         co.max_tokens = o->max_tokens;
         co.lean_optimizer = o->lean_optimizer;
         co.device = o->cuda_device;
-        if (co.lean_optimizer && !co.bf16) { errf(err, errsz, "--lean-optimizer needs --precision bf16"); return NULL; }
+        if (co.lean_optimizer && !co.bf16) {
+            errf(err, errsz, "--lean-optimizer needs --precision bf16");
+            return NULL;
+        }
         b = llama_cuda_backend_create(m, &co, err, errsz);
     } else {
         errf(err, errsz, "--device must be cpu or cuda, got '%s'", o->device);
@@ -156,8 +185,8 @@ static llama_backend *backend_open(llama_model *m, const backend_opts *o, char *
 /* A hash of the initial weights and shape: the reference cache and resume are keyed by it. */
 static uint64_t model_hash(const llama_model *m) {
     uint64_t h = data_hash_bytes(0x6c6c616d61ULL, &m->cfg.vocab_size, sizeof(int));
-    int dims[6] = { m->cfg.hidden_size, m->cfg.intermediate_size, m->cfg.num_hidden_layers,
-                    m->cfg.num_attention_heads, m->cfg.num_key_value_heads, m->cfg.head_dim };
+    int dims[6] = {m->cfg.hidden_size,         m->cfg.intermediate_size,   m->cfg.num_hidden_layers,
+                   m->cfg.num_attention_heads, m->cfg.num_key_value_heads, m->cfg.head_dim};
     h = data_hash_bytes(h, dims, sizeof dims);
     return data_hash_bytes(h, m->params, m->n_params * sizeof(float));
 }
@@ -168,18 +197,23 @@ static uint64_t model_hash(const llama_model *m) {
 
 /* Buffers of one micro-batch of up to `micro` pairs (2 * micro sequences). */
 typedef struct {
-    pref_batch pb;           /* token ids, sequence starts and completion mask of the micro-batch */
-    float *logp;             /* [T] per-token log-probs from the forward */
-    float *dlogp;            /* [T] dloss/dlogp per token, the input of the backward */
-    double *seq;             /* [2 micro] summed completion log-probs: chosen of pair k at 2k, rejected at 2k+1 */
-    double *d_chosen;        /* [micro] dloss/d(summed log-prob) of each pair's chosen side */
-    double *d_rejected;      /* [micro] ... and of its rejected side */
-    apo_pair *pairs;         /* [micro] */
+    pref_batch pb;      /* token ids, sequence starts and completion mask of the micro-batch */
+    float *logp;        /* [T] per-token log-probs from the forward */
+    float *dlogp;       /* [T] dloss/dlogp per token, the input of the backward */
+    double *seq;        /* [2 micro] summed completion log-probs: chosen of pair k at 2k, rejected at 2k+1 */
+    double *d_chosen;   /* [micro] dloss/d(summed log-prob) of each pair's chosen side */
+    double *d_rejected; /* [micro] ... and of its rejected side */
+    apo_pair *pairs;    /* [micro] */
 } micro_buffers;
 
 static void micro_buffers_free(micro_buffers *mb) {
     pref_batch_free(&mb->pb);
-    free(mb->logp); free(mb->dlogp); free(mb->seq); free(mb->d_chosen); free(mb->d_rejected); free(mb->pairs);
+    free(mb->logp);
+    free(mb->dlogp);
+    free(mb->seq);
+    free(mb->d_chosen);
+    free(mb->d_rejected);
+    free(mb->pairs);
     memset(mb, 0, sizeof *mb);
 }
 
@@ -211,8 +245,10 @@ static apo_pair pair_at(const pref_dataset *ds, int i, double policy_chosen, dou
                         double ref_chosen, double ref_rejected) {
     apo_pair p;
     const pref_example *e = &ds->ex[i];
-    p.policy_chosen = policy_chosen; p.policy_rejected = policy_rejected;
-    p.ref_chosen = ref_chosen; p.ref_rejected = ref_rejected;
+    p.policy_chosen = policy_chosen;
+    p.policy_rejected = policy_rejected;
+    p.ref_chosen = ref_chosen;
+    p.ref_rejected = ref_rejected;
     p.n_chosen = e->chosen_len - e->chosen_start;
     p.n_rejected = e->rejected_len - e->rejected_start;
     return p;
@@ -220,17 +256,23 @@ static apo_pair pair_at(const pref_dataset *ds, int i, double policy_chosen, dou
 
 /* Summed completion log-probs of both sides of every pair of ds under the backend's current
  * weights: chosen[i], rejected[i]. `what` names the pass in progress messages (NULL: quiet). */
-static int dataset_logps(llama_backend *b, const pref_dataset *ds, int micro, double *chosen, double *rejected,
-                         const char *what, char *err, size_t errsz) {
+static int dataset_logps(llama_backend *b, const pref_dataset *ds, int micro, double *chosen,
+                         double *rejected, const char *what, char *err, size_t errsz) {
     micro_buffers mb;
     int *idx = (int *)malloc((size_t)micro * sizeof *idx), i, k, status = -1;
     double last = now_s();
-    if (!idx || micro_buffers_alloc(&mb, micro, ds->max_side_len)) { free(idx); return errf(err, errsz, "out of memory"); }
+    if (!idx || micro_buffers_alloc(&mb, micro, ds->max_side_len)) {
+        free(idx);
+        return errf(err, errsz, "out of memory");
+    }
     for (i = 0; i < ds->n; i += micro) {
         int n = ds->n - i < micro ? ds->n - i : micro;
         for (k = 0; k < n; k++) idx[k] = i + k;
         if (forward_logps(b, ds, idx, n, &mb, err, errsz)) goto done;
-        for (k = 0; k < n; k++) { chosen[i + k] = mb.seq[2 * k]; rejected[i + k] = mb.seq[2 * k + 1]; }
+        for (k = 0; k < n; k++) {
+            chosen[i + k] = mb.seq[2 * k];
+            rejected[i + k] = mb.seq[2 * k + 1];
+        }
         if (what && now_s() - last > 5.0) {
             last = now_s();
             fprintf(stderr, "  %s: %d/%d pairs\n", what, i + n, ds->n);
@@ -278,7 +320,10 @@ static int evaluate(llama_backend *b, const pref_dataset *ds, const double *ref_
     memset(out, 0, sizeof *out);
     if (ds->n == 0) return 0;
     if (dataset_logps(b, ds, micro, pol_c, pol_r, NULL, err, errsz)) return -1;
-    if (!ref_c || !ref_r) { ref_c = pol_c; ref_r = pol_r; }
+    if (!ref_c || !ref_r) {
+        ref_c = pol_c;
+        ref_r = pol_r;
+    }
     pairs = (apo_pair *)malloc((size_t)ds->n * sizeof *pairs);
     if (!pairs) return errf(err, errsz, "out of memory");
     for (i = 0; i < ds->n; i++) pairs[i] = pair_at(ds, i, pol_c[i], pol_r[i], ref_c[i], ref_r[i]);
@@ -296,33 +341,33 @@ typedef struct {
     const train_args *a;
     apo_term terms[MAX_TERMS];
     int n_terms;
-    llama_model m;                    /* the initial model, then the weights being trained */
+    llama_model m; /* the initial model, then the weights being trained */
     int have_model;
     llama_backend *b;
-    pref_dataset ds, eds;             /* training pairs; held-out pairs (eds.n = 0: no evaluation) */
-    double *ref_c, *ref_r;            /* [ds.n] reference log-probs of the training pairs */
-    double *eref_c, *eref_r;          /* [eds.n] reference log-probs of the held-out pairs */
-    double *epol_c, *epol_r;          /* [eds.n] policy log-probs of the last evaluation */
+    pref_dataset ds, eds;    /* training pairs; held-out pairs (eds.n = 0: no evaluation) */
+    double *ref_c, *ref_r;   /* [ds.n] reference log-probs of the training pairs */
+    double *eref_c, *eref_r; /* [eds.n] reference log-probs of the held-out pairs */
+    double *epol_c, *epol_r; /* [eds.n] policy log-probs of the last evaluation */
     uint64_t model_hash;
-    train_state st;                   /* where training stands (saved in every checkpoint) */
+    train_state st; /* where training stands (saved in every checkpoint) */
     long total_steps, warmup_steps;
-    long last_saved;                  /* step of the newest checkpoint on disk (-1: none) */
-    FILE *metrics;                    /* OUT/metrics.jsonl, appended */
-    float *scratch;                   /* [n_params] host buffer for checkpoint I/O */
+    long last_saved; /* step of the newest checkpoint on disk (-1: none) */
+    FILE *metrics;   /* OUT/metrics.jsonl, appended */
+    float *scratch;  /* [n_params] host buffer for checkpoint I/O */
     micro_buffers mb;
-    int *order;                       /* [ds.n] this epoch's order of the training pairs */
-    int order_epoch;                  /* the epoch `order` belongs to (-1: none yet) */
-    double t_start, tokens_done;      /* throughput and ETA of this process */
+    int *order;                  /* [ds.n] this epoch's order of the training pairs */
+    int order_epoch;             /* the epoch `order` belongs to (-1: none yet) */
+    double t_start, tokens_done; /* throughput and ETA of this process */
     long steps_done;
-    apo_metrics eval_first, eval_last;/* for the demo's before/after table */
+    apo_metrics eval_first, eval_last; /* for the demo's before/after table */
     int has_eval;
 } train_run;
 
 /* What one step did, for the log. */
 typedef struct {
-    apo_metrics m;                    /* loss and TRL metrics of the global batch */
+    apo_metrics m; /* loss and TRL metrics of the global batch */
     double grad_norm, lr, tokens;
-    int skipped;                      /* the update was skipped: non-finite loss or gradient */
+    int skipped; /* the update was skipped: non-finite loss or gradient */
     char why[160];
 } step_report;
 
@@ -344,7 +389,8 @@ static double lr_at(const char *schedule, double lr, long step, long total, long
  *                  the backend adds the gradient to what earlier micro-batches left
  * then clip the summed gradient to --max-grad-norm and apply one AdamW update. A batch with a
  * non-finite loss or gradient norm is not applied (the step still counts). */
-static int train_step(train_run *r, const int *batch, int nb, double lr, step_report *rep, char *err, size_t errsz) {
+static int train_step(train_run *r, const int *batch, int nb, double lr, step_report *rep, char *err,
+                      size_t errsz) {
     const train_args *a = r->a;
     llama_backend *b = r->b;
     micro_buffers *mb = &r->mb;
@@ -358,7 +404,7 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
     for (i = 0; i < nb; i++) totals.chosen_tokens += pair_at(&r->ds, batch[i], 0, 0, 0, 0).n_chosen;
 
     b->zero_grad(b);
-    for (i = 0; i < nb; i += a->micro_batch) {          /* gradient accumulation */
+    for (i = 0; i < nb; i += a->micro_batch) { /* gradient accumulation */
         int n = nb - i < a->micro_batch ? nb - i : a->micro_batch;
         apo_metrics part;
         if (forward_logps(b, &r->ds, batch + i, n, mb, err, errsz)) return -1;
@@ -380,16 +426,22 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
     rep->grad_norm = b->grad_norm(b);
     if (rep->m.n_nonfinite > 0 || !isfinite(rep->m.loss)) {
         rep->skipped = 1;
-        fmt(rep->why, sizeof rep->why, "%d pair(s) with a non-finite log-prob, loss %g", rep->m.n_nonfinite, rep->m.loss);
+        fmt(rep->why, sizeof rep->why, "%d pair(s) with a non-finite log-prob, loss %g", rep->m.n_nonfinite,
+            rep->m.loss);
     } else if (!isfinite(rep->grad_norm)) {
         rep->skipped = 1;
         fmt(rep->why, sizeof rep->why, "non-finite gradient norm %g", rep->grad_norm);
     }
     if (!rep->skipped) {
         llama_adamw h;
-        if (a->max_grad_norm > 0 && rep->grad_norm > a->max_grad_norm) clip = a->max_grad_norm / (rep->grad_norm + 1e-6);
-        h.lr = lr; h.beta1 = a->adam_beta1; h.beta2 = a->adam_beta2; h.eps = a->adam_eps;
-        h.weight_decay = a->weight_decay; h.step = r->st.n_updates + 1;
+        if (a->max_grad_norm > 0 && rep->grad_norm > a->max_grad_norm)
+            clip = a->max_grad_norm / (rep->grad_norm + 1e-6);
+        h.lr = lr;
+        h.beta1 = a->adam_beta1;
+        h.beta2 = a->adam_beta2;
+        h.eps = a->adam_eps;
+        h.weight_decay = a->weight_decay;
+        h.step = r->st.n_updates + 1;
         if (b->adamw_step(b, &h, (float)clip)) return errf(err, errsz, "adamw: %s", b->err);
         r->st.n_updates++;
         r->st.bad_in_row = 0;
@@ -408,7 +460,9 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
 static int load_data(train_run *r, const tokenizer *tok, char *err, size_t errsz) {
     const train_args *a = r->a;
     pref_opts po;
-    po.max_length = a->max_length; po.raw_text = a->raw_text; po.max_reports = 20;
+    po.max_length = a->max_length;
+    po.raw_text = a->raw_text;
+    po.max_reports = 20;
     if (pref_dataset_load(&r->ds, a->data, tok, &po, stderr, err, errsz)) return -1;
     pref_stats_print(&r->ds.stats, a->data, stderr);
     if (a->eval_data) {
@@ -418,7 +472,7 @@ static int load_data(train_run *r, const tokenizer *tok, char *err, size_t errsz
     } else if (a->eval_split > 0 && r->ds.n > 1) {
         /* a seeded, fixed split: the same pairs are held out on every run and resume */
         int n_eval = (int)floor(a->eval_split * r->ds.n + 0.5), i, rc;
-        uint64_t rs = rng_stream(a->seed, 0xe5a1ULL);   /* a stream no epoch uses */
+        uint64_t rs = rng_stream(a->seed, 0xe5a1ULL); /* a stream no epoch uses */
         int *perm = (int *)malloc((size_t)r->ds.n * sizeof *perm);
         if (!perm) return errf(err, errsz, "out of memory");
         if (n_eval < 1) n_eval = 1;
@@ -430,7 +484,9 @@ static int load_data(train_run *r, const tokenizer *tok, char *err, size_t errsz
         if (rc) return errf(err, errsz, "out of memory");
         fprintf(stderr, "eval split: %d pairs held out, %d for training\n", r->eds.n, r->ds.n);
     }
-    if (r->ds.n == 0) return errf(err, errsz, "%s has no usable pair (see the messages above); nothing to train on", a->data);
+    if (r->ds.n == 0)
+        return errf(err, errsz, "%s has no usable pair (see the messages above); nothing to train on",
+                    a->data);
     return 0;
 }
 
@@ -441,8 +497,10 @@ static int load_model(train_run *r, const tokenizer *tok, char *err, size_t errs
     r->have_model = 1;
     vt = tokenizer_vocab_size(tok);
     if (vt > r->m.cfg.vocab_size)
-        return errf(err, errsz, "the tokenizer has %d tokens but config.json's vocab_size is %d; this tokenizer "
-                    "does not belong to this model", vt, r->m.cfg.vocab_size);
+        return errf(err, errsz,
+                    "the tokenizer has %d tokens but config.json's vocab_size is %d; this tokenizer "
+                    "does not belong to this model",
+                    vt, r->m.cfg.vocab_size);
     r->model_hash = model_hash(&r->m);
     return 0;
 }
@@ -451,8 +509,10 @@ static int load_model(train_run *r, const tokenizer *tok, char *err, size_t errs
 static void start_fresh(train_run *r) {
     const train_args *a = r->a;
     char path[4200];
-    if (a->resume) fprintf(stderr, "--resume: no checkpoint in %s yet; starting from the beginning\n", a->out);
-    checkpoint_prune(a->out, a->overwrite ? 0 : 1 << 30);    /* leftovers of killed saves; all with --overwrite */
+    if (a->resume)
+        fprintf(stderr, "--resume: no checkpoint in %s yet; starting from the beginning\n", a->out);
+    checkpoint_prune(a->out,
+                     a->overwrite ? 0 : 1 << 30); /* leftovers of killed saves; all with --overwrite */
     fmt(path, sizeof path, "%s/metrics.jsonl", a->out);
     unlink(path);
 }
@@ -463,17 +523,26 @@ static int resume(train_run *r, const char *ck, char *err, size_t errsz) {
     train_state saved;
     char path[4200];
     if (checkpoint_load(ck, &r->m, r->b, &saved, r->scratch, err, errsz)) return -1;
-    if (saved.data_hash != r->st.data_hash || saved.model_hash != r->model_hash || saved.batch_size != a->batch_size ||
-        saved.shuffle_seed != a->seed)
-        return errf(err, errsz, "%s was made with %s; resume with the same ones it was started with (or start a new "
-                    "--out)", ck, saved.data_hash != r->st.data_hash ? "other data (or another --max-length, template or tokenizer)"
+    if (saved.data_hash != r->st.data_hash || saved.model_hash != r->model_hash ||
+        saved.batch_size != a->batch_size || saved.shuffle_seed != a->seed)
+        return errf(err, errsz,
+                    "%s was made with %s; resume with the same ones it was started with (or start a new "
+                    "--out)",
+                    ck,
+                    saved.data_hash != r->st.data_hash
+                        ? "other data (or another --max-length, template or tokenizer)"
                     : saved.model_hash != r->model_hash ? "another initial --model"
-                    : saved.batch_size != a->batch_size ? "another --batch-size" : "another --seed");
-    saved.micro_batch = r->st.micro_batch; saved.epochs = r->st.epochs; saved.loss = r->st.loss;
-    saved.schedule = r->st.schedule; saved.lr = r->st.lr; saved.beta = r->st.beta;
+                    : saved.batch_size != a->batch_size ? "another --batch-size"
+                                                        : "another --seed");
+    saved.micro_batch = r->st.micro_batch;
+    saved.epochs = r->st.epochs;
+    saved.loss = r->st.loss;
+    saved.schedule = r->st.schedule;
+    saved.lr = r->st.lr;
+    saved.beta = r->st.beta;
     r->st = saved;
-    fprintf(stderr, "resumed from %s: step %ld/%ld, epoch %d, %d pairs into it\n", ck, r->st.step, r->total_steps,
-            r->st.epoch + 1, r->st.epoch_pos);
+    fprintf(stderr, "resumed from %s: step %ld/%ld, epoch %d, %d pairs into it\n", ck, r->st.step,
+            r->total_steps, r->st.epoch + 1, r->st.epoch_pos);
     r->last_saved = r->st.step;
     fmt(path, sizeof path, "%s/metrics.jsonl", a->out);
     return metrics_truncate(path, r->st.step, err, errsz);
@@ -491,21 +560,28 @@ static int open_run(train_run *r, char *err, size_t errsz) {
     ck_step = checkpoint_latest(a->out, ck, sizeof ck);
     fmt(path, sizeof path, "%s/metrics.jsonl", a->out);
     if (!a->resume && !a->overwrite && (ck_step >= 0 || file_exists(path)))
-        return errf(err, errsz, "%s already holds a training run; pass --resume to continue it, --overwrite to start "
-                    "again (reference log-probs are reused), or choose another --out", a->out);
+        return errf(err, errsz,
+                    "%s already holds a training run; pass --resume to continue it, --overwrite to start "
+                    "again (reference log-probs are reused), or choose another --out",
+                    a->out);
     memset(&bo, 0, sizeof bo);
-    bo.device = a->device; bo.precision = a->precision; bo.lean_optimizer = a->lean_optimizer;
-    bo.cuda_device = a->cuda_device; bo.max_tokens = 2 * a->micro_batch * longest;
+    bo.device = a->device;
+    bo.precision = a->precision;
+    bo.lean_optimizer = a->lean_optimizer;
+    bo.cuda_device = a->cuda_device;
+    bo.max_tokens = 2 * a->micro_batch * longest;
     if (!(r->b = backend_open(&r->m, &bo, err, errsz))) {
         char why[ERRSZ];
         fmt(why, sizeof why, "%s", err);
         return errf(err, errsz, "backend: %s", why);
     }
     if (r->m.cfg.max_position_embeddings > 0 && longest > r->m.cfg.max_position_embeddings)
-        fprintf(stderr, "warning: sequences of up to %d tokens, longer than the model's max_position_embeddings %d; "
-                "consider --max-length %d\n", longest, r->m.cfg.max_position_embeddings, r->m.cfg.max_position_embeddings);
-    fprintf(stderr, "model %s: %zu parameters, %d layers, hidden %d, vocab %d; backend %s\n", a->model, r->m.n_params,
-            r->m.cfg.num_hidden_layers, r->m.cfg.hidden_size, r->m.cfg.vocab_size, r->b->name);
+        fprintf(stderr,
+                "warning: sequences of up to %d tokens, longer than the model's max_position_embeddings %d; "
+                "consider --max-length %d\n",
+                longest, r->m.cfg.max_position_embeddings, r->m.cfg.max_position_embeddings);
+    fprintf(stderr, "model %s: %zu parameters, %d layers, hidden %d, vocab %d; backend %s\n", a->model,
+            r->m.n_params, r->m.cfg.num_hidden_layers, r->m.cfg.hidden_size, r->m.cfg.vocab_size, r->b->name);
 
     r->total_steps = (long)((r->ds.n + a->batch_size - 1) / a->batch_size) * a->epochs;
     if (a->max_steps > 0 && a->max_steps < r->total_steps) r->total_steps = a->max_steps;
@@ -513,17 +589,28 @@ static int open_run(train_run *r, char *err, size_t errsz) {
 
     r->scratch = (float *)malloc(r->m.n_params * sizeof *r->scratch);
     if (!r->scratch) return errf(err, errsz, "out of memory (optimizer state buffer)");
-    r->st.shuffle_seed = a->seed; r->st.data_hash = pref_dataset_hash(&r->ds); r->st.model_hash = r->model_hash;
-    r->st.batch_size = a->batch_size; r->st.micro_batch = a->micro_batch; r->st.epochs = a->epochs;
-    r->st.loss = a->loss; r->st.schedule = a->schedule; r->st.lr = a->lr; r->st.beta = a->beta;
+    r->st.shuffle_seed = a->seed;
+    r->st.data_hash = pref_dataset_hash(&r->ds);
+    r->st.model_hash = r->model_hash;
+    r->st.batch_size = a->batch_size;
+    r->st.micro_batch = a->micro_batch;
+    r->st.epochs = a->epochs;
+    r->st.loss = a->loss;
+    r->st.schedule = a->schedule;
+    r->st.lr = a->lr;
+    r->st.beta = a->beta;
     r->last_saved = -1;
     if (a->resume && ck_step >= 0) {
         char why[ERRSZ];
-        if (resume(r, ck, err, errsz)) { fmt(why, sizeof why, "%s", err); return errf(err, errsz, "--resume: %s", why); }
+        if (resume(r, ck, err, errsz)) {
+            fmt(why, sizeof why, "%s", err);
+            return errf(err, errsz, "--resume: %s", why);
+        }
     } else {
         start_fresh(r);
     }
-    if (!(r->metrics = fopen(path, "ab"))) return errf(err, errsz, "cannot write %s (%s)", path, strerror(errno));
+    if (!(r->metrics = fopen(path, "ab")))
+        return errf(err, errsz, "cannot write %s (%s)", path, strerror(errno));
     return 0;
 }
 
@@ -537,7 +624,8 @@ static int reference_pass(train_run *r, char *err, size_t errsz) {
     r->eref_r = (double *)malloc((ne + 1) * sizeof(double));
     r->epol_c = (double *)malloc((ne + 1) * sizeof(double));
     r->epol_r = (double *)malloc((ne + 1) * sizeof(double));
-    if (!r->ref_c || !r->ref_r || !r->eref_c || !r->eref_r || !r->epol_c || !r->epol_r) return errf(err, errsz, "out of memory");
+    if (!r->ref_c || !r->ref_r || !r->eref_c || !r->eref_r || !r->epol_c || !r->epol_r)
+        return errf(err, errsz, "out of memory");
     if (reference_logps(r->b, &r->ds, a->micro_batch, a->out, r->model_hash, a->max_length, "train", r->ref_c,
                         r->ref_r, err, errsz))
         return -1;
@@ -551,8 +639,8 @@ static int reference_pass(train_run *r, char *err, size_t errsz) {
 static int eval_and_log(train_run *r, char *err, size_t errsz) {
     apo_metrics em;
     double epoch = (double)r->st.epoch + (double)r->st.epoch_pos / r->ds.n;
-    if (evaluate(r->b, &r->eds, r->eref_c, r->eref_r, r->terms, r->n_terms, r->a->micro_batch, r->epol_c, r->epol_r,
-                 &em, err, errsz))
+    if (evaluate(r->b, &r->eds, r->eref_c, r->eref_r, r->terms, r->n_terms, r->a->micro_batch, r->epol_c,
+                 r->epol_r, &em, err, errsz))
         return -1;
     if (metrics_append_eval(r->metrics, r->st.step, r->st.step == 0 ? 0.0 : epoch, &em))
         return errf(err, errsz, "cannot write metrics.jsonl");
@@ -582,18 +670,22 @@ static int log_step(train_run *r, const step_report *rep, double t_step) {
     clair_json_write_number(&lb, rep->grad_norm);
     clair_buf_puts(&lb, ",\"learning_rate\":");
     clair_json_write_number(&lb, rep->lr);
-    clair_buf_printf(&lb, ",\"num_tokens\":%.0f,\"skipped\":%s}", rep->tokens, rep->skipped ? "true" : "false");
+    clair_buf_printf(&lb, ",\"num_tokens\":%.0f,\"skipped\":%s}", rep->tokens,
+                     rep->skipped ? "true" : "false");
     rc = lb.oom || metrics_append(r->metrics, lb.data) ? -1 : 0;
     clair_buf_free(&lb);
     if (rep->skipped)
-        fprintf(stderr, "step %ld: %s; update skipped (%d in a row)\n", r->st.step, rep->why, r->st.bad_in_row);
+        fprintf(stderr, "step %ld: %s; update skipped (%d in a row)\n", r->st.step, rep->why,
+                r->st.bad_in_row);
     if (!a->quiet && (r->st.step % a->log_every == 0 || r->st.step == r->total_steps)) {
         double el = now_s() - r->t_start, tps = r->tokens_done / (el > 0 ? el : 1e-9);
         char eta[32];
         fmt_duration(eta, sizeof eta, el / r->steps_done * (double)(r->total_steps - r->st.step));
-        fprintf(stderr, "step %ld/%ld | loss %.4f | acc %.2f | margin %+.4f | grad %.3g | lr %.3g | %.0f tok/s | "
-                "%.2fs/step | ETA %s\n", r->st.step, r->total_steps, rep->m.loss, rep->m.rewards_accuracies,
-                rep->m.rewards_margins, rep->grad_norm, rep->lr, tps, now_s() - t_step, eta);
+        fprintf(stderr,
+                "step %ld/%ld | loss %.4f | acc %.2f | margin %+.4f | grad %.3g | lr %.3g | %.0f tok/s | "
+                "%.2fs/step | ETA %s\n",
+                r->st.step, r->total_steps, rep->m.loss, rep->m.rewards_accuracies, rep->m.rewards_margins,
+                rep->grad_norm, rep->lr, tps, now_s() - t_step, eta);
     }
     return rc;
 }
@@ -601,7 +693,7 @@ static int log_step(train_run *r, const step_report *rep, double t_step) {
 /* The pairs of the next global batch: this epoch's seeded order, from where the epoch stands. */
 static const int *next_batch(train_run *r, int *nb) {
     int i;
-    if (r->st.epoch != r->order_epoch) {           /* a fresh stream per epoch: resumable */
+    if (r->st.epoch != r->order_epoch) { /* a fresh stream per epoch: resumable */
         uint64_t rs = rng_stream(r->st.shuffle_seed, (uint64_t)r->st.epoch);
         for (i = 0; i < r->ds.n; i++) r->order[i] = i;
         shuffle(r->order, r->ds.n, &rs);
@@ -614,13 +706,17 @@ static const int *next_batch(train_run *r, int *nb) {
 /* The optimizer steps, with logging, evaluation and checkpoints on their schedules. */
 static int train_loop(train_run *r, char *err, size_t errsz) {
     const train_args *a = r->a;
-    if (micro_buffers_alloc(&r->mb, a->micro_batch, r->ds.max_side_len)) return errf(err, errsz, "out of memory");
-    if (!(r->order = (int *)malloc((size_t)r->ds.n * sizeof *r->order))) return errf(err, errsz, "out of memory");
+    if (micro_buffers_alloc(&r->mb, a->micro_batch, r->ds.max_side_len))
+        return errf(err, errsz, "out of memory");
+    if (!(r->order = (int *)malloc((size_t)r->ds.n * sizeof *r->order)))
+        return errf(err, errsz, "out of memory");
     r->order_epoch = -1;
-    fprintf(stderr, "training: %d pairs, %d epoch(s), batch %d (micro-batch %d), %ld steps (%ld warmup), loss %s, "
-            "beta %g, lr %g (%s)\n", r->ds.n, a->epochs, a->batch_size, a->micro_batch, r->total_steps,
-            r->warmup_steps, a->loss, a->beta, a->lr, a->schedule);
-    if (r->eds.n > 0 && r->st.step == 0 && eval_and_log(r, err, errsz)) return -1;   /* the "before" numbers */
+    fprintf(stderr,
+            "training: %d pairs, %d epoch(s), batch %d (micro-batch %d), %ld steps (%ld warmup), loss %s, "
+            "beta %g, lr %g (%s)\n",
+            r->ds.n, a->epochs, a->batch_size, a->micro_batch, r->total_steps, r->warmup_steps, a->loss,
+            a->beta, a->lr, a->schedule);
+    if (r->eds.n > 0 && r->st.step == 0 && eval_and_log(r, err, errsz)) return -1; /* the "before" numbers */
     r->t_start = now_s();
     while (r->st.step < r->total_steps) {
         step_report rep;
@@ -631,22 +727,31 @@ static int train_loop(train_run *r, char *err, size_t errsz) {
         r->st.step++;
         r->steps_done++;
         r->st.epoch_pos += nb;
-        if (r->st.epoch_pos >= r->ds.n) { r->st.epoch++; r->st.epoch_pos = 0; }
+        if (r->st.epoch_pos >= r->ds.n) {
+            r->st.epoch++;
+            r->st.epoch_pos = 0;
+        }
         r->tokens_done += rep.tokens;
         if (log_step(r, &rep, t_step)) return errf(err, errsz, "cannot write %s/metrics.jsonl", a->out);
         if (r->st.bad_in_row >= a->max_bad_steps) {
             char ck[4200];
             if (checkpoint_latest(a->out, ck, sizeof ck) >= 0)
-                return errf(err, errsz, "%d steps in a row had a non-finite loss or gradient; stopping. The last good "
-                            "checkpoint is %s (lower --lr, or check the data)", r->st.bad_in_row, ck);
-            return errf(err, errsz, "%d steps in a row had a non-finite loss or gradient; stopping before any "
-                        "checkpoint was written (lower --lr, or check the data)", r->st.bad_in_row);
+                return errf(err, errsz,
+                            "%d steps in a row had a non-finite loss or gradient; stopping. The last good "
+                            "checkpoint is %s (lower --lr, or check the data)",
+                            r->st.bad_in_row, ck);
+            return errf(err, errsz,
+                        "%d steps in a row had a non-finite loss or gradient; stopping before any "
+                        "checkpoint was written (lower --lr, or check the data)",
+                        r->st.bad_in_row);
         }
-        if (r->st.step == r->total_steps) break;        /* the final eval and save follow */
-        if (r->eds.n > 0 && a->eval_every > 0 && r->st.step % a->eval_every == 0 && eval_and_log(r, err, errsz))
+        if (r->st.step == r->total_steps) break; /* the final eval and save follow */
+        if (r->eds.n > 0 && a->eval_every > 0 && r->st.step % a->eval_every == 0 &&
+            eval_and_log(r, err, errsz))
             return -1;
         if (a->save_every > 0 && r->st.step % a->save_every == 0 && r->st.bad_in_row == 0) {
-            if (checkpoint_save(a->out, a->keep_checkpoints, a->model, r->b, &r->m, &r->st, r->scratch, err, errsz))
+            if (checkpoint_save(a->out, a->keep_checkpoints, a->model, r->b, &r->m, &r->st, r->scratch, err,
+                                errsz))
                 return -1;
             r->last_saved = r->st.step;
             fprintf(stderr, "saved %s/checkpoint-%ld\n", a->out, r->st.step);
@@ -666,13 +771,16 @@ static int save_model(train_run *r, char *err, size_t errsz) {
     memset(&so, 0, sizeof so);
     so.bf16 = !strcmp(a->save_dtype, "bf16");
     so.tokenizer_from = a->model;
-    if (model_sync_from_backend(r->b, &r->m, err, errsz) || llama_model_save(&r->m, a->out, &so, err, errsz)) {
+    if (model_sync_from_backend(r->b, &r->m, err, errsz) ||
+        llama_model_save(&r->m, a->out, &so, err, errsz)) {
         char why[ERRSZ];
         fmt(why, sizeof why, "%s", err);
         return errf(err, errsz, "saving the model: %s", why);
     }
-    fprintf(stderr, "done: %ld steps in %.1fs; the aligned model is in %s (Hugging Face format), metrics in "
-            "%s/metrics.jsonl\n", r->st.step, now_s() - r->t_start, a->out, a->out);
+    fprintf(stderr,
+            "done: %ld steps in %.1fs; the aligned model is in %s (Hugging Face format), metrics in "
+            "%s/metrics.jsonl\n",
+            r->st.step, now_s() - r->t_start, a->out, a->out);
     return 0;
 }
 
@@ -683,8 +791,14 @@ static void train_run_free(train_run *r) {
     pref_dataset_free(&r->ds);
     pref_dataset_free(&r->eds);
     micro_buffers_free(&r->mb);
-    free(r->ref_c); free(r->ref_r); free(r->eref_c); free(r->eref_r); free(r->epol_c); free(r->epol_r);
-    free(r->scratch); free(r->order);
+    free(r->ref_c);
+    free(r->ref_r);
+    free(r->eref_c);
+    free(r->eref_r);
+    free(r->epol_c);
+    free(r->epol_r);
+    free(r->scratch);
+    free(r->order);
 }
 
 /* What a training run hands back (the demo prints it). */
@@ -704,23 +818,32 @@ static int run_train(const train_args *a, train_result *res) {
     memset(&r, 0, sizeof r);
     r.a = a;
     if (res) memset(res, 0, sizeof *res);
-    if (check_train_args(a, r.terms, &r.n_terms, err, sizeof err)) { report("trainer train", "%s", err); return 2; }
+    if (check_train_args(a, r.terms, &r.n_terms, err, sizeof err)) {
+        report("trainer train", "%s", err);
+        return 2;
+    }
     if (!dir_exists(a->model))
-        return report("trainer train", "--model %s: no such directory (a Hugging Face checkpoint directory)", a->model);
+        return report("trainer train", "--model %s: no such directory (a Hugging Face checkpoint directory)",
+                      a->model);
     if (!file_exists(a->data)) return report("trainer train", "--data %s: no such file", a->data);
-    if (a->eval_data && !file_exists(a->eval_data)) return report("trainer train", "--eval-data %s: no such file", a->eval_data);
+    if (a->eval_data && !file_exists(a->eval_data))
+        return report("trainer train", "--eval-data %s: no such file", a->eval_data);
 
-    if (tokenizer_load(&tok, a->model, a->chat_template, err, sizeof err)) return report("trainer train", "tokenizer: %s", err);
+    if (tokenizer_load(&tok, a->model, a->chat_template, err, sizeof err))
+        return report("trainer train", "tokenizer: %s", err);
     rc = load_data(&r, tok, err, sizeof err) || load_model(&r, tok, err, sizeof err);
-    tokenizer_free(tok);                  /* the data is tokenized: the tokenizer is not needed again */
-    if (rc || open_run(&r, err, sizeof err) || reference_pass(&r, err, sizeof err) || train_loop(&r, err, sizeof err) ||
-        save_model(&r, err, sizeof err)) {
+    tokenizer_free(tok); /* the data is tokenized: the tokenizer is not needed again */
+    if (rc || open_run(&r, err, sizeof err) || reference_pass(&r, err, sizeof err) ||
+        train_loop(&r, err, sizeof err) || save_model(&r, err, sizeof err)) {
         report("trainer train", "%s", err);
         goto done;
     }
     if (res) {
-        res->eval_first = r.eval_first; res->eval_last = r.eval_last; res->has_eval = r.has_eval;
-        res->steps = r.st.step; res->seconds = now_s() - r.t_start;
+        res->eval_first = r.eval_first;
+        res->eval_last = r.eval_last;
+        res->has_eval = r.has_eval;
+        res->steps = r.st.step;
+        res->seconds = now_s() - r.t_start;
     }
     status = 0;
 done:
@@ -732,54 +855,72 @@ static int cmd_train(int argc, char **argv) {
     train_args a;
     int rc;
     const opt_def defs[] = {
-        { "--model", OPT_STR, &a.model, "DIR", "Hugging Face checkpoint to align (config.json, *.safetensors, tokenizer)" },
-        { "--data", OPT_STR, &a.data, "FILE", "preference pairs, JSONL (prompt/chosen/rejected; strings or conversations)" },
-        { "--out", OPT_STR, &a.out, "DIR", "output: the aligned checkpoint, checkpoint-N/, metrics.jsonl, reference cache" },
-        { "--loss", OPT_STR, &a.loss, "SPEC", "a loss or a weighted list, e.g. apo_zero, apo_down, sigmoid, apo_zero:1,sft:0.1" },
-        { "--beta", OPT_DBL, &a.beta, "X", "reward scale beta" },
-        { "--label-smoothing", OPT_DBL, &a.label_smoothing, "X", "label smoothing (robust, exo_pair)" },
-        { "--discopop-tau", OPT_DBL, &a.discopop_tau, "X", "tau of the discopop loss" },
-        { "--lr", OPT_DBL, &a.lr, "X", "peak learning rate" },
-        { "--epochs", OPT_INT, &a.epochs, "N", "passes over the data" },
-        { "--batch-size", OPT_INT, &a.batch_size, "N", "pairs per optimizer step (global batch)" },
-        { "--micro-batch", OPT_INT, &a.micro_batch, "N", "pairs per forward/backward (gradient accumulation up to --batch-size)" },
-        { "--max-length", OPT_INT, &a.max_length, "N", "tokens of prompt + response per side; longer ones keep the start" },
-        { "--warmup-ratio", OPT_DBL, &a.warmup_ratio, "X", "fraction of the steps with a linear warmup" },
-        { "--schedule", OPT_STR, &a.schedule, "NAME", "learning-rate schedule after warmup: cosine, linear or constant" },
-        { "--weight-decay", OPT_DBL, &a.weight_decay, "X", "AdamW weight decay (matrices only, not norms)" },
-        { "--adam-beta1", OPT_DBL, &a.adam_beta1, "X", "AdamW beta1" },
-        { "--adam-beta2", OPT_DBL, &a.adam_beta2, "X", "AdamW beta2" },
-        { "--adam-eps", OPT_DBL, &a.adam_eps, "X", "AdamW epsilon" },
-        { "--max-grad-norm", OPT_DBL, &a.max_grad_norm, "X", "clip the gradient to this global L2 norm (0: no clipping)" },
-        { "--eval-data", OPT_STR, &a.eval_data, "FILE", "held-out preference pairs for evaluation" },
-        { "--eval-split", OPT_DBL, &a.eval_split, "X", "or hold out this fraction of --data (seeded)" },
-        { "--eval-every", OPT_INT, &a.eval_every, "N", "evaluate every N steps (0: only before and after training)" },
-        { "--save-every", OPT_INT, &a.save_every, "N", "write checkpoint-N every N steps (0: only at the end)" },
-        { "--keep-checkpoints", OPT_INT, &a.keep_checkpoints, "N", "keep the newest N checkpoints" },
-        { "--save-dtype", OPT_STR, &a.save_dtype, "T", "dtype of the final model: fp32 or bf16 (checkpoints are fp32)" },
-        { "--seed", OPT_U64, &a.seed, "S", "seed of the shuffling (and of the eval split)" },
-        { "--resume", OPT_FLAG, &a.resume, "", "continue from the newest checkpoint in --out" },
-        { "--overwrite", OPT_FLAG, &a.overwrite, "", "start again in an --out that holds a run" },
-        { "--max-steps", OPT_INT, &a.max_steps, "N", "stop after N optimizer steps (0: all epochs; the schedule spans N)" },
-        { "--log-every", OPT_INT, &a.log_every, "N", "print the progress line every N steps (metrics.jsonl gets every step)" },
-        { "--max-bad-steps", OPT_INT, &a.max_bad_steps, "N", "stop after N steps in a row with a non-finite loss or gradient" },
-        { "--device", OPT_STR, &a.device, "D", "cpu or cuda" },
-        { "--precision", OPT_STR, &a.precision, "P", "fp32 or bf16 (bf16: CUDA only)" },
-        { "--lean-optimizer", OPT_FLAG, &a.lean_optimizer, "", "CUDA bf16: bf16 weights and Adam moments, stochastic rounding (fits 8B on 80 GB)" },
-        { "--cuda-device", OPT_INT, &a.cuda_device, "N", "CUDA device index" },
-        { "--chat-template", OPT_STR, &a.chat_template, "NAME", "override the template family: llama3, chatml, llama2" },
-        { "--raw-text", OPT_FLAG, &a.raw_text, "", "no chat template: prompt text + response text + eos (TRL's standard format)" },
-        { "--quiet", OPT_FLAG, &a.quiet, "", "no progress lines" },
-        { NULL, OPT_END, NULL, NULL, NULL }
-    };
+        {"--model", OPT_STR, &a.model, "DIR",
+         "Hugging Face checkpoint to align (config.json, *.safetensors, tokenizer)"},
+        {"--data", OPT_STR, &a.data, "FILE",
+         "preference pairs, JSONL (prompt/chosen/rejected; strings or conversations)"},
+        {"--out", OPT_STR, &a.out, "DIR",
+         "output: the aligned checkpoint, checkpoint-N/, metrics.jsonl, reference cache"},
+        {"--loss", OPT_STR, &a.loss, "SPEC",
+         "a loss or a weighted list, e.g. apo_zero, apo_down, sigmoid, apo_zero:1,sft:0.1"},
+        {"--beta", OPT_DBL, &a.beta, "X", "reward scale beta"},
+        {"--label-smoothing", OPT_DBL, &a.label_smoothing, "X", "label smoothing (robust, exo_pair)"},
+        {"--discopop-tau", OPT_DBL, &a.discopop_tau, "X", "tau of the discopop loss"},
+        {"--lr", OPT_DBL, &a.lr, "X", "peak learning rate"},
+        {"--epochs", OPT_INT, &a.epochs, "N", "passes over the data"},
+        {"--batch-size", OPT_INT, &a.batch_size, "N", "pairs per optimizer step (global batch)"},
+        {"--micro-batch", OPT_INT, &a.micro_batch, "N",
+         "pairs per forward/backward (gradient accumulation up to --batch-size)"},
+        {"--max-length", OPT_INT, &a.max_length, "N",
+         "tokens of prompt + response per side; longer ones keep the start"},
+        {"--warmup-ratio", OPT_DBL, &a.warmup_ratio, "X", "fraction of the steps with a linear warmup"},
+        {"--schedule", OPT_STR, &a.schedule, "NAME",
+         "learning-rate schedule after warmup: cosine, linear or constant"},
+        {"--weight-decay", OPT_DBL, &a.weight_decay, "X", "AdamW weight decay (matrices only, not norms)"},
+        {"--adam-beta1", OPT_DBL, &a.adam_beta1, "X", "AdamW beta1"},
+        {"--adam-beta2", OPT_DBL, &a.adam_beta2, "X", "AdamW beta2"},
+        {"--adam-eps", OPT_DBL, &a.adam_eps, "X", "AdamW epsilon"},
+        {"--max-grad-norm", OPT_DBL, &a.max_grad_norm, "X",
+         "clip the gradient to this global L2 norm (0: no clipping)"},
+        {"--eval-data", OPT_STR, &a.eval_data, "FILE", "held-out preference pairs for evaluation"},
+        {"--eval-split", OPT_DBL, &a.eval_split, "X", "or hold out this fraction of --data (seeded)"},
+        {"--eval-every", OPT_INT, &a.eval_every, "N",
+         "evaluate every N steps (0: only before and after training)"},
+        {"--save-every", OPT_INT, &a.save_every, "N",
+         "write checkpoint-N every N steps (0: only at the end)"},
+        {"--keep-checkpoints", OPT_INT, &a.keep_checkpoints, "N", "keep the newest N checkpoints"},
+        {"--save-dtype", OPT_STR, &a.save_dtype, "T",
+         "dtype of the final model: fp32 or bf16 (checkpoints are fp32)"},
+        {"--seed", OPT_U64, &a.seed, "S", "seed of the shuffling (and of the eval split)"},
+        {"--resume", OPT_FLAG, &a.resume, "", "continue from the newest checkpoint in --out"},
+        {"--overwrite", OPT_FLAG, &a.overwrite, "", "start again in an --out that holds a run"},
+        {"--max-steps", OPT_INT, &a.max_steps, "N",
+         "stop after N optimizer steps (0: all epochs; the schedule spans N)"},
+        {"--log-every", OPT_INT, &a.log_every, "N",
+         "print the progress line every N steps (metrics.jsonl gets every step)"},
+        {"--max-bad-steps", OPT_INT, &a.max_bad_steps, "N",
+         "stop after N steps in a row with a non-finite loss or gradient"},
+        {"--device", OPT_STR, &a.device, "D", "cpu or cuda"},
+        {"--precision", OPT_STR, &a.precision, "P", "fp32 or bf16 (bf16: CUDA only)"},
+        {"--lean-optimizer", OPT_FLAG, &a.lean_optimizer, "",
+         "CUDA bf16: bf16 weights and Adam moments, stochastic rounding (fits 8B on 80 GB)"},
+        {"--cuda-device", OPT_INT, &a.cuda_device, "N", "CUDA device index"},
+        {"--chat-template", OPT_STR, &a.chat_template, "NAME",
+         "override the template family: llama3, chatml, llama2"},
+        {"--raw-text", OPT_FLAG, &a.raw_text, "",
+         "no chat template: prompt text + response text + eos (TRL's standard format)"},
+        {"--quiet", OPT_FLAG, &a.quiet, "", "no progress lines"},
+        {NULL, OPT_END, NULL, NULL, NULL}};
     train_defaults(&a);
     rc = opts_parse("trainer train", defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) {
-        printf("usage: trainer train --model DIR --data FILE --out DIR [flags]\n\n"
-               "Aligns a Llama checkpoint on preference pairs with APO (or another loss of apo.h).\n"
-               "Reference log-probs are computed once with the initial model and cached in --out.\n\n"
-               "Data lines: {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}, each a string or a list of\n"
-               "{\"role\", \"content\"}; chosen/rejected may repeat the prompt turns (ultrafeedback_clair_32k).\n\n");
+        printf(
+            "usage: trainer train --model DIR --data FILE --out DIR [flags]\n\n"
+            "Aligns a Llama checkpoint on preference pairs with APO (or another loss of apo.h).\n"
+            "Reference log-probs are computed once with the initial model and cached in --out.\n\n"
+            "Data lines: {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}, each a string or a list of\n"
+            "{\"role\", \"content\"}; chosen/rejected may repeat the prompt turns "
+            "(ultrafeedback_clair_32k).\n\n");
         opts_print(stdout, defs);
         return 0;
     }
@@ -799,12 +940,16 @@ static int write_pair_logps(const char *path, const pref_dataset *ds, const doub
     for (k = 0; k < ds->n; k++) {
         clair_buf_printf(&b, "{\"line\":%d,\"logps/chosen\":", ds->ex[k].line);
         clair_json_write_number(&b, pc[k]);
-        clair_buf_puts(&b, ",\"logps/rejected\":"); clair_json_write_number(&b, pr[k]);
-        clair_buf_puts(&b, ",\"ref_logps/chosen\":"); clair_json_write_number(&b, rc[k]);
-        clair_buf_puts(&b, ",\"ref_logps/rejected\":"); clair_json_write_number(&b, rr[k]);
+        clair_buf_puts(&b, ",\"logps/rejected\":");
+        clair_json_write_number(&b, pr[k]);
+        clair_buf_puts(&b, ",\"ref_logps/chosen\":");
+        clair_json_write_number(&b, rc[k]);
+        clair_buf_puts(&b, ",\"ref_logps/rejected\":");
+        clair_json_write_number(&b, rr[k]);
         clair_buf_puts(&b, "}\n");
     }
-    status = b.oom ? errf(err, errsz, "out of memory") : write_file_atomic(path, b.data ? b.data : "", b.len, err, errsz);
+    status = b.oom ? errf(err, errsz, "out of memory")
+                   : write_file_atomic(path, b.data ? b.data : "", b.len, err, errsz);
     clair_buf_free(&b);
     return status;
 }
@@ -816,7 +961,9 @@ static llama_backend *open_model(llama_model *m, const char *dir, const char *de
     llama_backend *b;
     if (llama_model_load(m, dir, err, errsz)) return NULL;
     memset(&bo, 0, sizeof bo);
-    bo.device = device; bo.precision = precision; bo.max_tokens = max_tokens;
+    bo.device = device;
+    bo.precision = precision;
+    bo.max_tokens = max_tokens;
     if (!(b = backend_open(m, &bo, err, errsz))) llama_model_free(m);
     return b;
 }
@@ -838,68 +985,115 @@ static int cmd_eval(int argc, char **argv) {
     apo_metrics em;
     clair_buf ob = {0, 0, 0, 0};
     const opt_def defs[] = {
-        { "--model", OPT_STR, &model, "DIR", "the model to evaluate (the policy)" },
-        { "--data", OPT_STR, &data, "FILE", "preference pairs, JSONL (as for train)" },
-        { "--ref", OPT_STR, &ref, "DIR", "reference model for the rewards (default: --model itself, so rewards are 0)" },
-        { "--loss", OPT_STR, &loss, "SPEC", "loss to report" },
-        { "--beta", OPT_DBL, &beta, "X", "reward scale beta" },
-        { "--micro-batch", OPT_INT, &micro, "N", "pairs per forward" },
-        { "--max-length", OPT_INT, &max_length, "N", "tokens per side (longer ones keep the start)" },
-        { "--pairs-out", OPT_STR, &pairs_out, "FILE", "also write per-pair log-probs as JSONL" },
-        { "--device", OPT_STR, &device, "D", "cpu or cuda" },
-        { "--precision", OPT_STR, &precision, "P", "fp32 or bf16 (bf16: CUDA only)" },
-        { "--chat-template", OPT_STR, &chat, "NAME", "override the template family: llama3, chatml, llama2" },
-        { "--raw-text", OPT_FLAG, &raw, "", "no chat template (TRL's standard format)" },
-        { NULL, OPT_END, NULL, NULL, NULL }
-    };
+        {"--model", OPT_STR, &model, "DIR", "the model to evaluate (the policy)"},
+        {"--data", OPT_STR, &data, "FILE", "preference pairs, JSONL (as for train)"},
+        {"--ref", OPT_STR, &ref, "DIR",
+         "reference model for the rewards (default: --model itself, so rewards are 0)"},
+        {"--loss", OPT_STR, &loss, "SPEC", "loss to report"},
+        {"--beta", OPT_DBL, &beta, "X", "reward scale beta"},
+        {"--micro-batch", OPT_INT, &micro, "N", "pairs per forward"},
+        {"--max-length", OPT_INT, &max_length, "N", "tokens per side (longer ones keep the start)"},
+        {"--pairs-out", OPT_STR, &pairs_out, "FILE", "also write per-pair log-probs as JSONL"},
+        {"--device", OPT_STR, &device, "D", "cpu or cuda"},
+        {"--precision", OPT_STR, &precision, "P", "fp32 or bf16 (bf16: CUDA only)"},
+        {"--chat-template", OPT_STR, &chat, "NAME", "override the template family: llama3, chatml, llama2"},
+        {"--raw-text", OPT_FLAG, &raw, "", "no chat template (TRL's standard format)"},
+        {NULL, OPT_END, NULL, NULL, NULL}};
     memset(&ds, 0, sizeof ds);
     rc = opts_parse(who, defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) {
         printf("usage: trainer eval --model DIR --data FILE [--ref DIR] [flags]\n\n"
-               "Prints the reward metrics (TRL names) and mean log-probs of a model on preference data, as JSON.\n\n");
+               "Prints the reward metrics (TRL names) and mean log-probs of a model on preference data, as "
+               "JSON.\n\n");
         opts_print(stdout, defs);
         return 0;
     }
     if (rc < 0) return 2;
-    if (!model || !data) { report(who, "--model and --data are required"); return 2; }
-    if (micro < 1 || max_length < 2) { report(who, "--micro-batch >= 1, --max-length >= 2"); return 2; }
+    if (!model || !data) {
+        report(who, "--model and --data are required");
+        return 2;
+    }
+    if (micro < 1 || max_length < 2) {
+        report(who, "--micro-batch >= 1, --max-length >= 2");
+        return 2;
+    }
     defaults = apo_default_params(APO_ZERO);
     defaults.beta = beta;
-    if ((n_terms = apo_parse_loss_list(loss, &defaults, terms, MAX_TERMS, err, sizeof err)) < 1)
-        { report(who, "--loss: %s", err); return 2; }
+    if ((n_terms = apo_parse_loss_list(loss, &defaults, terms, MAX_TERMS, err, sizeof err)) < 1) {
+        report(who, "--loss: %s", err);
+        return 2;
+    }
     if (tokenizer_load(&tok, model, chat, err, sizeof err)) return report(who, "tokenizer: %s", err);
-    po.max_length = max_length; po.raw_text = raw; po.max_reports = 20;
-    if (pref_dataset_load(&ds, data, tok, &po, stderr, err, sizeof err)) { report(who, "%s", err); goto done; }
+    po.max_length = max_length;
+    po.raw_text = raw;
+    po.max_reports = 20;
+    if (pref_dataset_load(&ds, data, tok, &po, stderr, err, sizeof err)) {
+        report(who, "%s", err);
+        goto done;
+    }
     pref_stats_print(&ds.stats, data, stderr);
-    if (ds.n == 0) { report(who, "%s has no usable pair", data); goto done; }
-    ref_c = (double *)malloc((size_t)ds.n * sizeof(double)); ref_r = (double *)malloc((size_t)ds.n * sizeof(double));
-    pol_c = (double *)malloc((size_t)ds.n * sizeof(double)); pol_r = (double *)malloc((size_t)ds.n * sizeof(double));
-    if (!ref_c || !ref_r || !pol_c || !pol_r) { report(who, "out of memory"); goto done; }
-    if (ref) {                            /* the reference first: one model in memory at a time */
-        if (!(b = open_model(&m, ref, device, precision, 2 * micro * ds.max_side_len, err, sizeof err))) { report(who, "%s", err); goto done; }
+    if (ds.n == 0) {
+        report(who, "%s has no usable pair", data);
+        goto done;
+    }
+    ref_c = (double *)malloc((size_t)ds.n * sizeof(double));
+    ref_r = (double *)malloc((size_t)ds.n * sizeof(double));
+    pol_c = (double *)malloc((size_t)ds.n * sizeof(double));
+    pol_r = (double *)malloc((size_t)ds.n * sizeof(double));
+    if (!ref_c || !ref_r || !pol_c || !pol_r) {
+        report(who, "out of memory");
+        goto done;
+    }
+    if (ref) { /* the reference first: one model in memory at a time */
+        if (!(b = open_model(&m, ref, device, precision, 2 * micro * ds.max_side_len, err, sizeof err))) {
+            report(who, "%s", err);
+            goto done;
+        }
         rc = dataset_logps(b, &ds, micro, ref_c, ref_r, "reference log-probs", err, sizeof err);
         b->destroy(b);
         llama_model_free(&m);
-        if (rc) { report(who, "%s", err); goto done; }
+        if (rc) {
+            report(who, "%s", err);
+            goto done;
+        }
     }
-    if (!(b = open_model(&m, model, device, precision, 2 * micro * ds.max_side_len, err, sizeof err))) { report(who, "%s", err); goto done; }
-    rc = evaluate(b, &ds, ref ? ref_c : NULL, ref ? ref_r : NULL, terms, n_terms, micro, pol_c, pol_r, &em, err, sizeof err);
+    if (!(b = open_model(&m, model, device, precision, 2 * micro * ds.max_side_len, err, sizeof err))) {
+        report(who, "%s", err);
+        goto done;
+    }
+    rc = evaluate(b, &ds, ref ? ref_c : NULL, ref ? ref_r : NULL, terms, n_terms, micro, pol_c, pol_r, &em,
+                  err, sizeof err);
     b->destroy(b);
     llama_model_free(&m);
-    if (rc) { report(who, "%s", err); goto done; }
-    if (!ref) { memcpy(ref_c, pol_c, (size_t)ds.n * sizeof(double)); memcpy(ref_r, pol_r, (size_t)ds.n * sizeof(double)); }
-    if (pairs_out && write_pair_logps(pairs_out, &ds, pol_c, pol_r, ref_c, ref_r, err, sizeof err)) { report(who, "%s", err); goto done; }
+    if (rc) {
+        report(who, "%s", err);
+        goto done;
+    }
+    if (!ref) {
+        memcpy(ref_c, pol_c, (size_t)ds.n * sizeof(double));
+        memcpy(ref_r, pol_r, (size_t)ds.n * sizeof(double));
+    }
+    if (pairs_out && write_pair_logps(pairs_out, &ds, pol_c, pol_r, ref_c, ref_r, err, sizeof err)) {
+        report(who, "%s", err);
+        goto done;
+    }
     clair_buf_printf(&ob, "{\"pairs\":%d,", ds.n);
     metrics_json(&ob, "eval_", &em);
     clair_buf_puts(&ob, "}");
-    if (ob.oom) { report(who, "out of memory"); goto done; }
+    if (ob.oom) {
+        report(who, "out of memory");
+        goto done;
+    }
     printf("%s\n", ob.data);
     status = 0;
 done:
     clair_buf_free(&ob);
     tokenizer_free(tok);
     pref_dataset_free(&ds);
-    free(ref_c); free(ref_r); free(pol_c); free(pol_r);
+    free(ref_c);
+    free(ref_r);
+    free(pol_c);
+    free(pol_r);
     return status;
 }
 
@@ -916,33 +1110,42 @@ static int cmd_init(int argc, char **argv) {
     llama_model m;
     llama_save_opts so;
     const opt_def defs[] = {
-        { "--config", OPT_STR, &config, "FILE", "a Hugging Face Llama config.json (any shape)" },
-        { "--out", OPT_STR, &out, "DIR", "where to write the checkpoint" },
-        { "--seed", OPT_U64, &seed, "S", "seed of the normal(0, initializer_range) init" },
-        { "--tokenizer", OPT_STR, &tokdir, "DIR", "copy the tokenizer files from this directory" },
-        { "--dtype", OPT_STR, &dtype, "T", "fp32 or bf16" },
-        { NULL, OPT_END, NULL, NULL, NULL }
-    };
+        {"--config", OPT_STR, &config, "FILE", "a Hugging Face Llama config.json (any shape)"},
+        {"--out", OPT_STR, &out, "DIR", "where to write the checkpoint"},
+        {"--seed", OPT_U64, &seed, "S", "seed of the normal(0, initializer_range) init"},
+        {"--tokenizer", OPT_STR, &tokdir, "DIR", "copy the tokenizer files from this directory"},
+        {"--dtype", OPT_STR, &dtype, "T", "fp32 or bf16"},
+        {NULL, OPT_END, NULL, NULL, NULL}};
     rc = opts_parse(who, defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) {
         printf("usage: trainer init --config FILE --out DIR [flags]\n\n"
-               "Writes a randomly initialised Hugging Face checkpoint (Hugging Face's init: normal(0, initializer_range)\n"
+               "Writes a randomly initialised Hugging Face checkpoint (Hugging Face's init: normal(0, "
+               "initializer_range)\n"
                "for matrices and embeddings, 1 for norms), for tests, benchmarks and examples.\n\n");
         opts_print(stdout, defs);
         return 0;
     }
     if (rc < 0) return 2;
-    if (!config || !out) { report(who, "--config and --out are required"); return 2; }
-    if (strcmp(dtype, "fp32") && strcmp(dtype, "bf16")) { report(who, "--dtype must be fp32 or bf16"); return 2; }
+    if (!config || !out) {
+        report(who, "--config and --out are required");
+        return 2;
+    }
+    if (strcmp(dtype, "fp32") && strcmp(dtype, "bf16")) {
+        report(who, "--dtype must be fp32 or bf16");
+        return 2;
+    }
     if (llama_config_load(config, &cfg, err, sizeof err)) return report(who, "%s", err);
     if (llama_model_alloc(&m, &cfg, err, sizeof err)) return report(who, "%s", err);
     llama_model_init_random(&m, seed);
     memset(&so, 0, sizeof so);
     so.bf16 = !strcmp(dtype, "bf16");
     so.tokenizer_from = tokdir;
-    if (mkdir_p(out)) rc = report(who, "cannot create %s (%s)", out, strerror(errno));
-    else if (llama_model_save(&m, out, &so, err, sizeof err)) rc = report(who, "%s", err);
-    else fprintf(stderr, "wrote %s: %zu parameters (%s)\n", out, m.n_params, dtype);
+    if (mkdir_p(out))
+        rc = report(who, "cannot create %s (%s)", out, strerror(errno));
+    else if (llama_model_save(&m, out, &so, err, sizeof err))
+        rc = report(who, "%s", err);
+    else
+        fprintf(stderr, "wrote %s: %zu parameters (%s)\n", out, m.n_params, dtype);
     llama_model_free(&m);
     return rc;
 }
@@ -958,19 +1161,24 @@ static int cmd_demo(const char *argv0) {
     train_result r;
     double t0 = now_s();
     /* examples/ sits beside the trainer binary (the repository root); else the current directory */
-    if (slash) fmt(root, sizeof root, "%.*s", (int)(slash - argv0), argv0);
-    else fmt(root, sizeof root, ".");
+    if (slash)
+        fmt(root, sizeof root, "%.*s", (int)(slash - argv0), argv0);
+    else
+        fmt(root, sizeof root, ".");
     fmt(model, sizeof model, "%s/examples/tiny-llama", root);
     fmt(data, sizeof data, "%s/examples/pairs.jsonl", root);
     fmt(evald, sizeof evald, "%s/examples/pairs_eval.jsonl", root);
     if (!dir_exists(model) || !file_exists(data) || !file_exists(evald))
-        return report("trainer", "the demo needs %s, %s and %s (run ./trainer from the repository; see ./trainer --help)",
-                      model, data, evald);
+        return report(
+            "trainer",
+            "the demo needs %s, %s and %s (run ./trainer from the repository; see ./trainer --help)", model,
+            data, evald);
     fmt(out, sizeof out, "%s/clair-apo-demo-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
     if (!mkdtemp(out)) return report("trainer", "cannot create a temporary directory (%s)", strerror(errno));
     printf("clair-apo demo: APO-zero on CLAIR-style pairs (chosen = a minimal revision of the model's own\n"
            "answer, rejected = that answer). A tiny Llama (%s) is trained on %s;\n"
-           "held-out pairs %s are measured before and after. Output: %s\n\n", model, data, evald, out);
+           "held-out pairs %s are measured before and after. Output: %s\n\n",
+           model, data, evald, out);
     fflush(stdout);
 #ifdef _OPENMP
     /* The demo model has 140k parameters: its matrices are too small for threads to pay off, and
@@ -979,34 +1187,49 @@ static int cmd_demo(const char *argv0) {
     if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(1);
 #endif
     train_defaults(&a);
-    a.model = model; a.data = data; a.eval_data = evald; a.out = out;
-    a.loss = "apo_zero"; a.beta = 0.1; a.lr = 2e-3; a.epochs = 6; a.batch_size = 16; a.micro_batch = 8;
-    a.max_length = 256; a.warmup_ratio = 0.1; a.schedule = "cosine"; a.log_every = 5; a.seed = 42;
+    a.model = model;
+    a.data = data;
+    a.eval_data = evald;
+    a.out = out;
+    a.loss = "apo_zero";
+    a.beta = 0.1;
+    a.lr = 2e-3;
+    a.epochs = 6;
+    a.batch_size = 16;
+    a.micro_batch = 8;
+    a.max_length = 256;
+    a.warmup_ratio = 0.1;
+    a.schedule = "cosine";
+    a.log_every = 5;
+    a.seed = 42;
     if (run_train(&a, &r)) return 1;
     printf("\n                          before      after     change\n");
     printf("log p(chosen)          %9.3f  %9.3f  %+9.3f   (APO-zero raises it)\n", r.eval_first.logps_chosen,
            r.eval_last.logps_chosen, r.eval_last.logps_chosen - r.eval_first.logps_chosen);
-    printf("log p(rejected)        %9.3f  %9.3f  %+9.3f   (and lowers this one)\n", r.eval_first.logps_rejected,
-           r.eval_last.logps_rejected, r.eval_last.logps_rejected - r.eval_first.logps_rejected);
+    printf("log p(rejected)        %9.3f  %9.3f  %+9.3f   (and lowers this one)\n",
+           r.eval_first.logps_rejected, r.eval_last.logps_rejected,
+           r.eval_last.logps_rejected - r.eval_first.logps_rejected);
     printf("reward accuracy        %9.2f  %9.2f              (share of pairs with r(chosen) > r(rejected))\n",
            r.eval_first.rewards_accuracies, r.eval_last.rewards_accuracies);
     printf("APO-zero loss          %9.4f  %9.4f\n", r.eval_first.loss, r.eval_last.loss);
     printf("\n%ld steps in %.0fs (total %.0fs). The aligned model is a Hugging Face checkpoint in %s.\n"
-           "Next: ./trainer train --help, ./trainer generate --help\n", r.steps, r.seconds, now_s() - t0, out);
+           "Next: ./trainer train --help, ./trainer generate --help\n",
+           r.steps, r.seconds, now_s() - t0, out);
     return 0;
 }
 
 /* ========================================================================================== */
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: trainer [COMMAND] [flags]\n\n"
-               "  (no command)   run the built-in demonstration on examples/ (a few seconds on one core)\n"
-               "  train          align a Llama checkpoint on preference pairs (APO-zero, APO-down, DPO, ...)\n"
-               "  generate       sample answers to prompts (CLAIR's first step), JSONL for `clair revise`\n"
-               "  eval           reward metrics and log-probs of a model on preference pairs\n"
-               "  init           write a randomly initialised checkpoint of any Llama shape\n"
-               "  demo           the demonstration, explicitly\n\n"
-               "`trainer COMMAND --help` lists every flag of a command with its default.\n");
+    fprintf(f,
+            "usage: trainer [COMMAND] [flags]\n\n"
+            "  (no command)   run the built-in demonstration on examples/ (a few seconds on one core)\n"
+            "  train          align a Llama checkpoint on preference pairs (APO-zero, APO-down, DPO, ...)\n"
+            "  generate       sample answers to prompts (CLAIR's first step), JSONL for `clair revise`\n"
+            "  eval           reward metrics and log-probs of a model on preference pairs\n"
+            "  init           write a randomly initialised checkpoint of any Llama shape\n"
+            "  demo           the demonstration, explicitly\n\n"
+            "`trainer COMMAND --help` lists every flag of a command with its default.\n");
 }
 
 int main(int argc, char **argv) {
@@ -1016,7 +1239,10 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "init")) return cmd_init(argc, argv);
-    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
     fprintf(stderr, "trainer: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -27,13 +27,14 @@ static int cmp_prob_desc(const void *a, const void *b) {
     float x = ((const prob_id *)a)->p, y = ((const prob_id *)b)->p;
     if (x > y) return -1;
     if (x < y) return 1;
-    return ((const prob_id *)a)->id - ((const prob_id *)b)->id;   /* a total order: reproducible */
+    return ((const prob_id *)a)->id - ((const prob_id *)b)->id; /* a total order: reproducible */
 }
 
 int sample_token(const float *logits, int V, double temperature, double top_p, uint64_t *rng, prob_id *work) {
     int i, best = 0, n;
     double mx, sum = 0, r, cum;
-    for (i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    for (i = 1; i < V; i++)
+        if (logits[i] > logits[best]) best = i;
     if (temperature <= 0) return best;
     mx = logits[best];
     for (i = 0; i < V; i++) {
@@ -48,7 +49,10 @@ int sample_token(const float *logits, int V, double temperature, double top_p, u
         cum = 0;
         for (i = 0; i < V; i++) {
             cum += work[i].p / sum;
-            if (cum >= top_p) { n = i + 1; break; }
+            if (cum >= top_p) {
+                n = i + 1;
+                break;
+            }
         }
         sum = 0;
         for (i = 0; i < n; i++) sum += work[i].p;
@@ -74,29 +78,38 @@ typedef struct {
 
 /* Generates the answer to prompt `it` (the i-th): ids into *gen, "stop" or "length" into *finish.
  * Prompt i samples from its own stream rng_stream(seed, i), so a resumed run is identical. */
-static int answer_prompt(const llama_model *m, const tokenizer *tok, const char *src, const prompt_item *it, int i,
-                         const sampling *s, float *logits, prob_id *work, tok_ids *gen,
+static int answer_prompt(const llama_model *m, const tokenizer *tok, const char *src, const prompt_item *it,
+                         int i, const sampling *s, float *logits, prob_id *work, tok_ids *gen,
                          const char **finish, char *err, size_t errsz) {
     llama_kv_cache kv;
     uint64_t rng = rng_stream(s->seed, (uint64_t)i);
     int cap = it->n_ids + s->max_new, t, e;
     memset(&kv, 0, sizeof kv);
     *finish = "length";
-    if (m->cfg.max_position_embeddings > 0 && cap > m->cfg.max_position_embeddings) cap = m->cfg.max_position_embeddings;
+    if (m->cfg.max_position_embeddings > 0 && cap > m->cfg.max_position_embeddings)
+        cap = m->cfg.max_position_embeddings;
     if (it->n_ids >= cap) {
-        fprintf(stderr, "%s:%d: the prompt is %d tokens, the model's context is %d; answered with an empty response\n",
-                src, it->line, it->n_ids, cap);
+        fprintf(
+            stderr,
+            "%s:%d: the prompt is %d tokens, the model's context is %d; answered with an empty response\n",
+            src, it->line, it->n_ids, cap);
         return 0;
     }
     if (llama_kv_cache_alloc(&kv, &m->cfg, cap, err, errsz)) return -1;
-    for (t = 0; t < it->n_ids; t++)                  /* the prompt, one position at a time */
+    for (t = 0; t < it->n_ids; t++) /* the prompt, one position at a time */
         if (llama_decode_step(m, &kv, it->ids[t], logits, err, errsz)) goto fail;
     while (kv.n_pos < cap) {
         int id = sample_token(logits, m->cfg.vocab_size, s->temperature, s->top_p, &rng, work);
         int is_stop = id == tokenizer_eos_id(tok);
         for (e = 0; e < m->cfg.n_eos; e++) is_stop |= id == m->cfg.eos_token_ids[e];
-        if (is_stop) { *finish = "stop"; break; }
-        if (tok_ids_push(gen, id)) { errf(err, errsz, "out of memory"); goto fail; }
+        if (is_stop) {
+            *finish = "stop";
+            break;
+        }
+        if (tok_ids_push(gen, id)) {
+            errf(err, errsz, "out of memory");
+            goto fail;
+        }
         if ((int)gen->len >= s->max_new || kv.n_pos >= cap) break;
         if (llama_decode_step(m, &kv, id, logits, err, errsz)) goto fail;
     }
@@ -120,7 +133,8 @@ static int write_answer(FILE *f, const tokenizer *tok, const prompt_item *it, co
     clair_buf_puts(&ob, ",\"response\":");
     clair_json_write_string(&ob, text, tlen);
     clair_buf_printf(&ob, ",\"finish_reason\":\"%s\"}\n", finish);
-    if (ob.oom || fwrite(ob.data, 1, ob.len, f) != ob.len || fflush(f)) rc = errf(err, errsz, "write failed (%s)", strerror(errno));
+    if (ob.oom || fwrite(ob.data, 1, ob.len, f) != ob.len || fflush(f))
+        rc = errf(err, errsz, "write failed (%s)", strerror(errno));
     clair_buf_free(&ob);
     free(text);
     return rc;
@@ -137,7 +151,8 @@ static int partial_resume(const char *partial, const prompt_set *ps, int *done_n
     char *text = read_file(partial, (size_t)1 << 34, &n);
     int k = 0;
     *done_n = 0;
-    if (!text) return errno == ENOENT ? 0 : errf(err, errsz, "%s: cannot read (%s)", partial, strerror(errno));
+    if (!text)
+        return errno == ENOENT ? 0 : errf(err, errsz, "%s: cannot read (%s)", partial, strerror(errno));
     for (i = 0; i < n; i++) {
         clair_json j;
         char jerr[128];
@@ -153,15 +168,18 @@ static int partial_resume(const char *partial, const prompt_set *ps, int *done_n
         clair_json_free(&j);
         if (!ok) {
             free(text);
-            return errf(err, errsz, "%s: line %d does not answer prompt %d of the prompts file; delete it to start "
-                        "again", partial, k + 1, k + 1);
+            return errf(err, errsz,
+                        "%s: line %d does not answer prompt %d of the prompts file; delete it to start "
+                        "again",
+                        partial, k + 1, k + 1);
         }
         k++;
         start = i + 1;
         keep = start;
     }
     free(text);
-    if (truncate(partial, (off_t)keep)) return errf(err, errsz, "%s: cannot truncate (%s)", partial, strerror(errno));
+    if (truncate(partial, (off_t)keep))
+        return errf(err, errsz, "%s: cannot truncate (%s)", partial, strerror(errno));
     *done_n = k;
     return 0;
 }
@@ -179,34 +197,46 @@ typedef struct {
 static int generate_parse(generate_args *a, int argc, char **argv) {
     int rc;
     const opt_def defs[] = {
-        { "--model", OPT_STR, &a->model, "DIR", "Hugging Face checkpoint" },
-        { "--prompts", OPT_STR, &a->prompts, "FILE", "JSONL with a \"prompt\" per line (a string or a list of {role, content})" },
-        { "--out", OPT_STR, &a->out, "FILE", "output JSONL: {\"prompt\", \"response\", \"finish_reason\"} per line" },
-        { "--temperature", OPT_DBL, &a->s.temperature, "X", "sampling temperature (0: greedy)" },
-        { "--top-p", OPT_DBL, &a->s.top_p, "X", "nucleus sampling: keep the most likely tokens up to this mass" },
-        { "--max-new-tokens", OPT_INT, &a->s.max_new, "N", "at most N tokens per response" },
-        { "--seed", OPT_U64, &a->s.seed, "S", "seed; prompt i is sampled from stream (S, i), so a resumed run is identical" },
-        { "--chat-template", OPT_STR, &a->chat, "NAME", "override the template family: llama3, chatml, llama2" },
-        { "--raw-text", OPT_FLAG, &a->raw, "", "no chat template: continue the prompt text" },
-        { "--overwrite", OPT_FLAG, &a->overwrite, "", "replace an existing --out" },
-        { NULL, OPT_END, NULL, NULL, NULL }
-    };
+        {"--model", OPT_STR, &a->model, "DIR", "Hugging Face checkpoint"},
+        {"--prompts", OPT_STR, &a->prompts, "FILE",
+         "JSONL with a \"prompt\" per line (a string or a list of {role, content})"},
+        {"--out", OPT_STR, &a->out, "FILE",
+         "output JSONL: {\"prompt\", \"response\", \"finish_reason\"} per line"},
+        {"--temperature", OPT_DBL, &a->s.temperature, "X", "sampling temperature (0: greedy)"},
+        {"--top-p", OPT_DBL, &a->s.top_p, "X",
+         "nucleus sampling: keep the most likely tokens up to this mass"},
+        {"--max-new-tokens", OPT_INT, &a->s.max_new, "N", "at most N tokens per response"},
+        {"--seed", OPT_U64, &a->s.seed, "S",
+         "seed; prompt i is sampled from stream (S, i), so a resumed run is identical"},
+        {"--chat-template", OPT_STR, &a->chat, "NAME",
+         "override the template family: llama3, chatml, llama2"},
+        {"--raw-text", OPT_FLAG, &a->raw, "", "no chat template: continue the prompt text"},
+        {"--overwrite", OPT_FLAG, &a->overwrite, "", "replace an existing --out"},
+        {NULL, OPT_END, NULL, NULL, NULL}};
     memset(a, 0, sizeof *a);
-    a->s.temperature = 0.7; a->s.top_p = 1.0; a->s.max_new = 256;
+    a->s.temperature = 0.7;
+    a->s.top_p = 1.0;
+    a->s.max_new = 256;
     rc = opts_parse(WHO, defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) {
         printf("usage: trainer generate --model DIR --prompts FILE --out FILE [flags]\n\n"
                "Samples one response per prompt with a KV cache and writes the lines `clair revise` reads.\n"
-               "Output goes to FILE.partial line by line and is renamed to FILE when complete; rerunning the same\n"
+               "Output goes to FILE.partial line by line and is renamed to FILE when complete; rerunning the "
+               "same\n"
                "command after an interruption continues where it stopped.\n\n");
         opts_print(stdout, defs);
         return 0;
     }
     if (rc < 0) return 2;
-    if (!a->model || !a->prompts || !a->out) { report(WHO, "--model, --prompts and --out are required"); return 2; }
-    if (a->s.max_new < 1 || a->s.temperature < 0 || !(a->s.top_p > 0 && a->s.top_p <= 1))
-        { report(WHO, "--max-new-tokens >= 1, --temperature >= 0, --top-p in (0, 1]"); return 2; }
-    return -1;   /* go on */
+    if (!a->model || !a->prompts || !a->out) {
+        report(WHO, "--model, --prompts and --out are required");
+        return 2;
+    }
+    if (a->s.max_new < 1 || a->s.temperature < 0 || !(a->s.top_p > 0 && a->s.top_p <= 1)) {
+        report(WHO, "--max-new-tokens >= 1, --temperature >= 0, --top-p in (0, 1]");
+        return 2;
+    }
+    return -1; /* go on */
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -223,27 +253,46 @@ int cmd_generate(int argc, char **argv) {
     if ((rc = generate_parse(&a, argc, argv)) >= 0) return rc;
     memset(&ps, 0, sizeof ps);
     memset(&m, 0, sizeof m);
-    if (file_exists(a.out) && !a.overwrite) return report(WHO, "%s exists; pass --overwrite to replace it", a.out);
+    if (file_exists(a.out) && !a.overwrite)
+        return report(WHO, "%s exists; pass --overwrite to replace it", a.out);
     if (tokenizer_load(&tok, a.model, a.chat, err, sizeof err)) return report(WHO, "tokenizer: %s", err);
-    if (prompt_set_load(&ps, a.prompts, tok, a.raw, stderr, err, sizeof err)) { report(WHO, "%s", err); goto done; }
-    fprintf(stderr, "%s: %d lines: %d prompts, %d malformed (skipped)\n", a.prompts, ps.n_lines, ps.n, ps.n_malformed);
-    if (llama_model_load(&m, a.model, err, sizeof err)) { report(WHO, "%s", err); goto done; }
+    if (prompt_set_load(&ps, a.prompts, tok, a.raw, stderr, err, sizeof err)) {
+        report(WHO, "%s", err);
+        goto done;
+    }
+    fprintf(stderr, "%s: %d lines: %d prompts, %d malformed (skipped)\n", a.prompts, ps.n_lines, ps.n,
+            ps.n_malformed);
+    if (llama_model_load(&m, a.model, err, sizeof err)) {
+        report(WHO, "%s", err);
+        goto done;
+    }
     have_model = 1;
     fmt(partial, sizeof partial, "%s.partial", a.out);
-    if (partial_resume(partial, &ps, &done_n, err, sizeof err)) { report(WHO, "%s", err); goto done; }
-    if (done_n > 0) fprintf(stderr, "continuing %s: %d of %d prompts already answered\n", partial, done_n, ps.n);
+    if (partial_resume(partial, &ps, &done_n, err, sizeof err)) {
+        report(WHO, "%s", err);
+        goto done;
+    }
+    if (done_n > 0)
+        fprintf(stderr, "continuing %s: %d of %d prompts already answered\n", partial, done_n, ps.n);
     f = fopen(partial, "ab");
-    if (!f) { report(WHO, "cannot write %s (%s)", partial, strerror(errno)); goto done; }
+    if (!f) {
+        report(WHO, "cannot write %s (%s)", partial, strerror(errno));
+        goto done;
+    }
     logits = (float *)malloc((size_t)m.cfg.vocab_size * sizeof *logits);
     work = (prob_id *)malloc((size_t)m.cfg.vocab_size * sizeof *work);
-    if (!logits || !work) { report(WHO, "out of memory"); goto done; }
+    if (!logits || !work) {
+        report(WHO, "out of memory");
+        goto done;
+    }
     t0 = now_s();
     for (i = done_n; i < ps.n; i++) {
         tok_ids gen = {0, 0, 0};
         const char *finish;
         double el;
         char eta[32];
-        if (answer_prompt(&m, tok, a.prompts, &ps.items[i], i, &a.s, logits, work, &gen, &finish, err, sizeof err) ||
+        if (answer_prompt(&m, tok, a.prompts, &ps.items[i], i, &a.s, logits, work, &gen, &finish, err,
+                          sizeof err) ||
             write_answer(f, tok, &ps.items[i], &gen, finish, err, sizeof err)) {
             tok_ids_free(&gen);
             report(WHO, "%s:%d: %s", a.prompts, ps.items[i].line, err);
@@ -253,11 +302,19 @@ int cmd_generate(int argc, char **argv) {
         tok_ids_free(&gen);
         el = now_s() - t0;
         fmt_duration(eta, sizeof eta, el / (i + 1 - done_n) * (ps.n - i - 1));
-        fprintf(stderr, "generate: %d/%d prompts | %.1f tok/s | ETA %s\n", i + 1, ps.n, toks / (el > 0 ? el : 1e-9), eta);
+        fprintf(stderr, "generate: %d/%d prompts | %.1f tok/s | ETA %s\n", i + 1, ps.n,
+                toks / (el > 0 ? el : 1e-9), eta);
     }
-    if (fsync(fileno(f)) || fclose(f)) { f = NULL; report(WHO, "cannot write %s", partial); goto done; }
+    if (fsync(fileno(f)) || fclose(f)) {
+        f = NULL;
+        report(WHO, "cannot write %s", partial);
+        goto done;
+    }
     f = NULL;
-    if (rename(partial, a.out)) { report(WHO, "rename %s -> %s: %s", partial, a.out, strerror(errno)); goto done; }
+    if (rename(partial, a.out)) {
+        report(WHO, "rename %s -> %s: %s", partial, a.out, strerror(errno));
+        goto done;
+    }
     fprintf(stderr, "wrote %s (%d responses)\n", a.out, ps.n);
     status = 0;
 done:

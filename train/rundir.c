@@ -20,16 +20,20 @@
 int state_save(const char *path, const train_state *s, char *err, size_t errsz) {
     clair_buf b = {0, 0, 0, 0};
     int rc;
-    clair_buf_printf(&b, "{\"step\":%ld,\"n_updates\":%ld,\"epoch\":%d,\"epoch_pos\":%d,\"bad_in_row\":%d,"
-                         "\"shuffle_seed\":\"%llu\",\"data_hash\":\"%016llx\",\"model_hash\":\"%016llx\","
-                         "\"batch_size\":%d,\"micro_batch\":%d,\"loss\":",
+    clair_buf_printf(&b,
+                     "{\"step\":%ld,\"n_updates\":%ld,\"epoch\":%d,\"epoch_pos\":%d,\"bad_in_row\":%d,"
+                     "\"shuffle_seed\":\"%llu\",\"data_hash\":\"%016llx\",\"model_hash\":\"%016llx\","
+                     "\"batch_size\":%d,\"micro_batch\":%d,\"loss\":",
                      s->step, s->n_updates, s->epoch, s->epoch_pos, s->bad_in_row,
                      (unsigned long long)s->shuffle_seed, (unsigned long long)s->data_hash,
                      (unsigned long long)s->model_hash, s->batch_size, s->micro_batch);
     clair_json_write_string(&b, s->loss ? s->loss : "", s->loss ? strlen(s->loss) : 0);
-    clair_buf_printf(&b, ",\"lr\":%.17g,\"beta\":%.17g,\"epochs\":%d,\"schedule\":\"%s\"}\n",
-                     s->lr, s->beta, s->epochs, s->schedule ? s->schedule : "");
-    if (b.oom) { clair_buf_free(&b); return errf(err, errsz, "out of memory"); }
+    clair_buf_printf(&b, ",\"lr\":%.17g,\"beta\":%.17g,\"epochs\":%d,\"schedule\":\"%s\"}\n", s->lr, s->beta,
+                     s->epochs, s->schedule ? s->schedule : "");
+    if (b.oom) {
+        clair_buf_free(&b);
+        return errf(err, errsz, "out of memory");
+    }
     rc = write_file_atomic(path, b.data, b.len, err, errsz);
     clair_buf_free(&b);
     return rc;
@@ -42,16 +46,19 @@ int state_load(const char *path, train_state *s, char *err, size_t errsz) {
     long long v;
     const char *str;
     if (!text) return errf(err, errsz, "%s: cannot read (%s)", path, strerror(errno));
-    if (clair_json_parse(text, n, &j, jerr, sizeof jerr)) { free(text); return errf(err, errsz, "%s: %s", path, jerr); }
+    if (clair_json_parse(text, n, &j, jerr, sizeof jerr)) {
+        free(text);
+        return errf(err, errsz, "%s: %s", path, jerr);
+    }
     free(text);
     memset(s, 0, sizeof *s);
-#define GET_INT(key, dst)                                                                   \
-    do {                                                                                    \
-        if (clair_json_get_int(&j, key, &v)) {                                              \
-            clair_json_free(&j);                                                            \
-            return errf(err, errsz, "%s: missing integer \"%s\"", path, key);               \
-        }                                                                                   \
-        dst = v;                                                                            \
+#define GET_INT(key, dst)                                                                                    \
+    do {                                                                                                     \
+        if (clair_json_get_int(&j, key, &v)) {                                                               \
+            clair_json_free(&j);                                                                             \
+            return errf(err, errsz, "%s: missing integer \"%s\"", path, key);                                \
+        }                                                                                                    \
+        dst = v;                                                                                             \
     } while (0)
     GET_INT("step", s->step);
     GET_INT("n_updates", s->n_updates);
@@ -114,7 +121,7 @@ void checkpoint_prune(const char *out_dir, int keep) {
         }
     }
     closedir(d);
-    for (i = 0; i < n; i++) {          /* remove all but the `keep` largest */
+    for (i = 0; i < n; i++) { /* remove all but the `keep` largest */
         int larger = 0;
         for (j = 0; j < n; j++) larger += steps[j] > steps[i];
         if (larger >= keep) {
@@ -130,8 +137,8 @@ int model_sync_from_backend(llama_backend *b, llama_model *m, char *err, size_t 
     return 0;
 }
 
-static const char *const moment_file[2] = { "optimizer_m.safetensors", "optimizer_v.safetensors" };
-static const char *const moment_tensor[2] = { "exp_avg", "exp_avg_sq" };
+static const char *const moment_file[2] = {"optimizer_m.safetensors", "optimizer_v.safetensors"};
+static const char *const moment_tensor[2] = {"exp_avg", "exp_avg_sq"};
 
 int checkpoint_save(const char *out_dir, int keep, const char *tokenizer_from, llama_backend *b,
                     llama_model *m, const train_state *s, float *scratch, char *err, size_t errsz) {
@@ -144,7 +151,7 @@ int checkpoint_save(const char *out_dir, int keep, const char *tokenizer_from, l
     if (mkdir_p(tmp)) return errf(err, errsz, "%s: cannot create (%s)", tmp, strerror(errno));
     if (model_sync_from_backend(b, m, err, errsz)) return -1;
     memset(&so, 0, sizeof so);
-    so.bf16 = 0;                       /* fp32: resuming must continue from the exact weights */
+    so.bf16 = 0; /* fp32: resuming must continue from the exact weights */
     so.tokenizer_from = tokenizer_from;
     if (llama_model_save(m, tmp, &so, err, errsz)) return -1;
     /* the Adam moments, one at a time (a host copy of both would double the memory) */
@@ -154,7 +161,10 @@ int checkpoint_save(const char *out_dir, int keep, const char *tokenizer_from, l
             return errf(err, errsz, "reading optimizer state: %s", b->err);
         memset(&t, 0, sizeof t);
         t.name = moment_tensor[which];
-        t.dtype = "F32"; t.ndim = 1; t.shape[0] = (int64_t)m->n_params; t.data = scratch;
+        t.dtype = "F32";
+        t.ndim = 1;
+        t.shape[0] = (int64_t)m->n_params;
+        t.data = scratch;
         fmt(p, sizeof p, "%s/%s", tmp, moment_file[which]);
         if (st_write(p, &t, 1, NULL, err, errsz)) return -1;
     }
@@ -176,9 +186,11 @@ int checkpoint_load(const char *dir, llama_model *m, llama_backend *b, train_sta
     if (llama_model_load(&ck, dir, err, errsz)) return -1;
     if (ck.n_params != m->n_params || ck.cfg.num_hidden_layers != m->cfg.num_hidden_layers ||
         ck.cfg.hidden_size != m->cfg.hidden_size || ck.cfg.vocab_size != m->cfg.vocab_size) {
-        errf(err, errsz, "%s: the checkpoint has %zu parameters (%d layers, hidden %d), the --model %zu (%d layers, "
-             "hidden %d); it belongs to another run", dir, ck.n_params, ck.cfg.num_hidden_layers, ck.cfg.hidden_size,
-             m->n_params, m->cfg.num_hidden_layers, m->cfg.hidden_size);
+        errf(err, errsz,
+             "%s: the checkpoint has %zu parameters (%d layers, hidden %d), the --model %zu (%d layers, "
+             "hidden %d); it belongs to another run",
+             dir, ck.n_params, ck.cfg.num_hidden_layers, ck.cfg.hidden_size, m->n_params,
+             m->cfg.num_hidden_layers, m->cfg.hidden_size);
         llama_model_free(&ck);
         return -1;
     }
@@ -193,9 +205,13 @@ int checkpoint_load(const char *dir, llama_model *m, llama_backend *b, train_sta
         t = st_find(&f, moment_tensor[which]);
         if (!t || st_numel(t) != m->n_params) {
             st_close(&f);
-            return errf(err, errsz, "%s: expected tensor %s with %zu values", p, moment_tensor[which], m->n_params);
+            return errf(err, errsz, "%s: expected tensor %s with %zu values", p, moment_tensor[which],
+                        m->n_params);
         }
-        if (st_read_f32(&f, t, scratch, err, errsz)) { st_close(&f); return -1; }
+        if (st_read_f32(&f, t, scratch, err, errsz)) {
+            st_close(&f);
+            return -1;
+        }
         st_close(&f);
         if (b->set_state(b, NULL, which == 0 ? scratch : NULL, which == 1 ? scratch : NULL))
             return errf(err, errsz, "%s", b->err);
@@ -208,10 +224,12 @@ int checkpoint_load(const char *dir, llama_model *m, llama_backend *b, train_sta
  * ========================================================================================== */
 
 void metrics_json(clair_buf *b, const char *prefix, const apo_metrics *m) {
-    static const char *const names[7] = { "loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
-                                          "rewards/margins", "logps/chosen", "logps/rejected" };
-    const double values[7] = { m->loss, m->rewards_chosen, m->rewards_rejected, m->rewards_accuracies,
-                               m->rewards_margins, m->logps_chosen, m->logps_rejected };
+    static const char *const names[7] = {
+        "loss",         "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+        "logps/chosen", "logps/rejected"};
+    const double values[7] = {
+        m->loss,         m->rewards_chosen, m->rewards_rejected, m->rewards_accuracies, m->rewards_margins,
+        m->logps_chosen, m->logps_rejected};
     int i;
     for (i = 0; i < 7; i++) {
         clair_buf_printf(b, "%s\"%s%s\":", i ? "," : "", prefix, names[i]);
@@ -278,23 +296,34 @@ int ref_cache_load(const char *path, int n, double *c, double *r, char *err, siz
     if (st_open(&f, path, err, errsz)) return -1;
     tc = st_find(&f, "chosen");
     tr = st_find(&f, "rejected");
-    if (!tc || !tr || strcmp(tc->dtype, "F64") || strcmp(tr->dtype, "F64") ||
-        st_numel(tc) != (size_t)n || st_numel(tr) != (size_t)n) {
+    if (!tc || !tr || strcmp(tc->dtype, "F64") || strcmp(tr->dtype, "F64") || st_numel(tc) != (size_t)n ||
+        st_numel(tr) != (size_t)n) {
         st_close(&f);
         return errf(err, errsz, "%s: not a reference cache for %d pairs (delete it to recompute)", path, n);
     }
-    if (st_read_raw(&f, tc, c, err, errsz) || st_read_raw(&f, tr, r, err, errsz)) { st_close(&f); return -1; }
+    if (st_read_raw(&f, tc, c, err, errsz) || st_read_raw(&f, tr, r, err, errsz)) {
+        st_close(&f);
+        return -1;
+    }
     st_close(&f);
     return 0;
 }
 
-int ref_cache_save(const char *path, int n, const double *c, const double *r, uint64_t mh,
-                   uint64_t dh, int max_length, char *err, size_t errsz) {
+int ref_cache_save(const char *path, int n, const double *c, const double *r, uint64_t mh, uint64_t dh,
+                   int max_length, char *err, size_t errsz) {
     st_write_tensor ts[2];
     char meta[256];
     memset(ts, 0, sizeof ts);
-    ts[0].name = "chosen"; ts[0].dtype = "F64"; ts[0].ndim = 1; ts[0].shape[0] = n; ts[0].data = c;
-    ts[1].name = "rejected"; ts[1].dtype = "F64"; ts[1].ndim = 1; ts[1].shape[0] = n; ts[1].data = r;
+    ts[0].name = "chosen";
+    ts[0].dtype = "F64";
+    ts[0].ndim = 1;
+    ts[0].shape[0] = n;
+    ts[0].data = c;
+    ts[1].name = "rejected";
+    ts[1].dtype = "F64";
+    ts[1].ndim = 1;
+    ts[1].shape[0] = n;
+    ts[1].data = r;
     fmt(meta, sizeof meta, "{\"model_hash\":\"%016llx\",\"data_hash\":\"%016llx\",\"max_length\":\"%d\"}",
         (unsigned long long)mh, (unsigned long long)dh, max_length);
     return st_write(path, ts, 2, meta, err, errsz);

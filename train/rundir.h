@@ -26,15 +26,15 @@
 
 /* Where training stands; with the weights and the Adam moments it is the whole state. */
 typedef struct {
-    long step;               /* optimizer steps taken (skipped ones included) */
-    long n_updates;          /* AdamW updates applied (the bias correction counts these) */
-    int epoch;               /* current epoch, 0-based */
-    int epoch_pos;           /* pairs of this epoch consumed */
-    int bad_in_row;          /* consecutive steps with a non-finite loss or gradient */
-    uint64_t shuffle_seed;   /* epoch e is shuffled by rng_stream(shuffle_seed, e) */
-    uint64_t data_hash;      /* of the tokenized training set: resume refuses other data */
-    uint64_t model_hash;     /* of the initial weights: resume refuses another --model */
-    int batch_size;          /* pairs per step: resume refuses another one */
+    long step;             /* optimizer steps taken (skipped ones included) */
+    long n_updates;        /* AdamW updates applied (the bias correction counts these) */
+    int epoch;             /* current epoch, 0-based */
+    int epoch_pos;         /* pairs of this epoch consumed */
+    int bad_in_row;        /* consecutive steps with a non-finite loss or gradient */
+    uint64_t shuffle_seed; /* epoch e is shuffled by rng_stream(shuffle_seed, e) */
+    uint64_t data_hash;    /* of the tokenized training set: resume refuses other data */
+    uint64_t model_hash;   /* of the initial weights: resume refuses another --model */
+    int batch_size;        /* pairs per step: resume refuses another one */
     /* recorded for the reader of trainer_state.json, not needed to resume: */
     int micro_batch, epochs;
     const char *loss, *schedule;

@@ -59,24 +59,39 @@ double now_s(void) {
 
 void fmt_duration(char *buf, size_t n, double s) {
     long t;
-    if (!(s >= 0) || s > 1e8) { fmt(buf, n, "?"); return; }     /* NaN, negative, absurd */
+    if (!(s >= 0) || s > 1e8) {
+        fmt(buf, n, "?");
+        return;
+    } /* NaN, negative, absurd */
     t = (long)(s + 0.5);
-    if (t >= 3600) fmt(buf, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-    else if (t >= 60) fmt(buf, n, "%ldm%02lds", t / 60, t % 60);
-    else fmt(buf, n, "%lds", t);
+    if (t >= 3600)
+        fmt(buf, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else if (t >= 60)
+        fmt(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else
+        fmt(buf, n, "%lds", t);
 }
 
 /* ==========================================================================================
  * Files
  * ========================================================================================== */
 
-int file_exists(const char *p) { struct stat st; return stat(p, &st) == 0; }
-int dir_exists(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISDIR(st.st_mode); }
+int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+int dir_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
 
 int mkdir_p(const char *path) {
     char tmp[4096];
     size_t i, n = strlen(path);
-    if (n == 0 || n >= sizeof tmp) { errno = ENAMETOOLONG; return -1; }
+    if (n == 0 || n >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     memcpy(tmp, path, n + 1);
     for (i = 1; i <= n; i++) {
         if (tmp[i] == '/' || tmp[i] == 0) {
@@ -86,7 +101,10 @@ int mkdir_p(const char *path) {
             tmp[i] = c;
         }
     }
-    if (!dir_exists(path)) { errno = ENOTDIR; return -1; }
+    if (!dir_exists(path)) {
+        errno = ENOTDIR;
+        return -1;
+    }
     return 0;
 }
 
@@ -111,21 +129,42 @@ char *read_file(const char *path, size_t max_bytes, size_t *len) {
     char *buf;
     size_t n, got = 0;
     if (fd < 0) return NULL;
-    if (fstat(fd, &st)) { saved = errno; close(fd); errno = saved; return NULL; }
-    if (!S_ISREG(st.st_mode)) { close(fd); errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL; return NULL; }
-    if ((uint64_t)st.st_size > (uint64_t)max_bytes) { close(fd); errno = EFBIG; return NULL; }
+    if (fstat(fd, &st)) {
+        saved = errno;
+        close(fd);
+        errno = saved;
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+        return NULL;
+    }
+    if ((uint64_t)st.st_size > (uint64_t)max_bytes) {
+        close(fd);
+        errno = EFBIG;
+        return NULL;
+    }
     n = (size_t)st.st_size;
     buf = (char *)malloc(n + 1);
-    if (!buf) { close(fd); errno = ENOMEM; return NULL; }
+    if (!buf) {
+        close(fd);
+        errno = ENOMEM;
+        return NULL;
+    }
     while (got < n) {
         ssize_t k = read(fd, buf + got, n - got);
         if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (k <= 0) break;                       /* error, or the file shrank meanwhile */
+        if (k <= 0) break; /* error, or the file shrank meanwhile */
         got += (size_t)k;
     }
     saved = errno;
     close(fd);
-    if (got != n) { free(buf); errno = saved ? saved : EIO; return NULL; }
+    if (got != n) {
+        free(buf);
+        errno = saved ? saved : EIO;
+        return NULL;
+    }
     buf[n] = 0;
     if (len) *len = n;
     return buf;
@@ -188,15 +227,29 @@ void shuffle(int *idx, int n, uint64_t *rng) {
 void opts_print(FILE *out, const opt_def *d) {
     for (; d->name || d->kind == OPT_HEADING; d++) {
         char left[64], def[96] = "";
-        if (d->kind == OPT_HEADING) { fprintf(out, "%s\n", d->help); continue; }
-        if (d->kind == OPT_FLAG) fmt(left, sizeof left, "%s", d->name);
-        else fmt(left, sizeof left, "%s %s", d->name, d->metavar);
+        if (d->kind == OPT_HEADING) {
+            fprintf(out, "%s\n", d->help);
+            continue;
+        }
+        if (d->kind == OPT_FLAG)
+            fmt(left, sizeof left, "%s", d->name);
+        else
+            fmt(left, sizeof left, "%s %s", d->name, d->metavar);
         switch (d->kind) {
-        case OPT_STR: if (*(const char **)d->dst) fmt(def, sizeof def, " (default %s)", *(const char **)d->dst); break;
-        case OPT_INT: fmt(def, sizeof def, " (default %d)", *(int *)d->dst); break;
-        case OPT_DBL: fmt(def, sizeof def, " (default %g)", *(double *)d->dst); break;
-        case OPT_U64: fmt(def, sizeof def, " (default %llu)", (unsigned long long)*(uint64_t *)d->dst); break;
-        default: break;
+        case OPT_STR:
+            if (*(const char **)d->dst) fmt(def, sizeof def, " (default %s)", *(const char **)d->dst);
+            break;
+        case OPT_INT:
+            fmt(def, sizeof def, " (default %d)", *(int *)d->dst);
+            break;
+        case OPT_DBL:
+            fmt(def, sizeof def, " (default %g)", *(double *)d->dst);
+            break;
+        case OPT_U64:
+            fmt(def, sizeof def, " (default %llu)", (unsigned long long)*(uint64_t *)d->dst);
+            break;
+        default:
+            break;
         }
         fprintf(out, "  %-24s %s%s\n", left, d->help, def);
     }
@@ -242,8 +295,8 @@ static int opt_store(const char *who, const opt_def *d, const char *val) {
     }
 }
 
-int opts_parse(const char *who, const opt_def *defs, int argc, char **argv, int first,
-               const char **pos, int max_pos, int *n_pos) {
+int opts_parse(const char *who, const opt_def *defs, int argc, char **argv, int first, const char **pos,
+               int max_pos, int *n_pos) {
     int i;
     if (n_pos) *n_pos = 0;
     for (i = first; i < argc; i++) {
@@ -252,8 +305,12 @@ int opts_parse(const char *who, const opt_def *defs, int argc, char **argv, int 
         size_t nlen;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
         if (strncmp(a, "--", 2)) {
-            if (n_pos && *n_pos < max_pos) { pos[(*n_pos)++] = a; continue; }
-            fprintf(stderr, "%s: unexpected argument '%s' (flags start with --; see %s --help)\n", who, a, who);
+            if (n_pos && *n_pos < max_pos) {
+                pos[(*n_pos)++] = a;
+                continue;
+            }
+            fprintf(stderr, "%s: unexpected argument '%s' (flags start with --; see %s --help)\n", who, a,
+                    who);
             return -1;
         }
         eq = strchr(a, '=');
@@ -265,7 +322,10 @@ int opts_parse(const char *who, const opt_def *defs, int argc, char **argv, int 
             return -1;
         }
         if (d->kind == OPT_FLAG) {
-            if (eq) { fprintf(stderr, "%s: %s takes no value\n", who, d->name); return -1; }
+            if (eq) {
+                fprintf(stderr, "%s: %s takes no value\n", who, d->name);
+                return -1;
+            }
             *(int *)d->dst = 1;
             continue;
         }

@@ -41,14 +41,14 @@ int report(const char *who, const char *f, ...)
     ;
 
 /* ---- time ---- */
-double now_s(void);                                  /* monotonic seconds */
-void fmt_duration(char *buf, size_t n, double s);    /* "42s", "3m05s", "2h10m"; "?" if unknown */
+double now_s(void);                               /* monotonic seconds */
+void fmt_duration(char *buf, size_t n, double s); /* "42s", "3m05s", "2h10m"; "?" if unknown */
 
 /* ---- files ---- */
 int file_exists(const char *path);
 int dir_exists(const char *path);
-int mkdir_p(const char *path);                       /* like mkdir -p; 0 or -1 (errno set) */
-int rm_flat_dir(const char *path);                   /* a directory of plain files, then itself */
+int mkdir_p(const char *path);     /* like mkdir -p; 0 or -1 (errno set) */
+int rm_flat_dir(const char *path); /* a directory of plain files, then itself */
 /* The whole file, NUL-terminated (*len excludes the NUL). NULL with errno set on failure (EFBIG:
  * larger than max_bytes; EISDIR: a directory). */
 char *read_file(const char *path, size_t max_bytes, size_t *len);
@@ -59,10 +59,10 @@ int write_file_atomic(const char *path, const char *data, size_t n, char *err, s
  * splitmix64: one 64-bit integer is the whole state, so a checkpoint stores it exactly and a
  * resumed run draws the same numbers. */
 uint64_t rng_next(uint64_t *state);
-double rng_uniform(uint64_t *state);                 /* [0, 1), 53 random bits */
+double rng_uniform(uint64_t *state); /* [0, 1), 53 random bits */
 /* An independent stream for (seed, a): the shuffle of epoch a, the sampling of prompt a. */
 uint64_t rng_stream(uint64_t seed, uint64_t a);
-void shuffle(int *idx, int n, uint64_t *state);      /* Fisher-Yates */
+void shuffle(int *idx, int n, uint64_t *state); /* Fisher-Yates */
 
 /* ---- command-line flags ----
  * A command describes its flags in a table; the parser fills the variables and --help prints
@@ -76,10 +76,10 @@ void shuffle(int *idx, int n, uint64_t *state);      /* Fisher-Yates */
  * its help text as a heading in --help. */
 typedef enum { OPT_END, OPT_STR, OPT_INT, OPT_DBL, OPT_U64, OPT_FLAG, OPT_HEADING } opt_kind;
 typedef struct {
-    const char *name;        /* "--beta" */
+    const char *name; /* "--beta" */
     opt_kind kind;
-    void *dst;               /* const char *, int, double, uint64_t or int (OPT_FLAG: set to 1) */
-    const char *metavar;     /* "X" in "--beta X" */
+    void *dst;           /* const char *, int, double, uint64_t or int (OPT_FLAG: set to 1) */
+    const char *metavar; /* "X" in "--beta X" */
     const char *help;
 } opt_def;
 
@@ -87,8 +87,8 @@ typedef struct {
  * counted in *n_pos (with max_pos 0 they are an error). Returns 0, 1 for --help/-h, or -1 after
  * printing "who: what is wrong (see who --help)" on stderr. Integers must be integers in range,
  * numbers finite. */
-int opts_parse(const char *who, const opt_def *defs, int argc, char **argv, int first,
-               const char **pos, int max_pos, int *n_pos);
+int opts_parse(const char *who, const opt_def *defs, int argc, char **argv, int first, const char **pos,
+               int max_pos, int *n_pos);
 void opts_print(FILE *out, const opt_def *defs);
 
 #ifdef __cplusplus

@@ -25,8 +25,8 @@
 
 typedef struct {
     llama_backend *inner;
-    long steps;                 /* grad_norm calls so far */
-    long die_after, nan_from;   /* 0: off */
+    long steps;               /* grad_norm calls so far */
+    long die_after, nan_from; /* 0: off */
     const char *dump_grad;
 } fault_state;
 
@@ -66,8 +66,15 @@ static double t_grad_norm(llama_backend *b) {
             fprintf(stderr, "TRAINER_TEST_DUMP_GRAD: cannot read the gradient\n");
             exit(1);
         }
-        t.name = "grad"; t.dtype = "F32"; t.ndim = 1; t.shape[0] = (int64_t)b->n_params; t.data = g;
-        if (st_write(s->dump_grad, &t, 1, NULL, err, sizeof err)) { fprintf(stderr, "%s\n", err); exit(1); }
+        t.name = "grad";
+        t.dtype = "F32";
+        t.ndim = 1;
+        t.shape[0] = (int64_t)b->n_params;
+        t.data = g;
+        if (st_write(s->dump_grad, &t, 1, NULL, err, sizeof err)) {
+            fprintf(stderr, "%s\n", err);
+            exit(1);
+        }
         free(g);
     }
     if (s->nan_from > 0 && s->steps >= s->nan_from) return NAN;
@@ -101,14 +108,24 @@ llama_backend *test_backend_wrap(llama_backend *inner);
 llama_backend *test_backend_wrap(llama_backend *inner) {
     llama_backend *b = (llama_backend *)calloc(1, sizeof *b);
     fault_state *s = (fault_state *)calloc(1, sizeof *s);
-    if (!b || !s) { free(b); free(s); return inner; }
-    *b = *inner;                 /* name, cfg, n_params: the trainer sees the real backend's */
+    if (!b || !s) {
+        free(b);
+        free(s);
+        return inner;
+    }
+    *b = *inner; /* name, cfg, n_params: the trainer sees the real backend's */
     s->inner = inner;
     s->die_after = env_long("TRAINER_TEST_DIE_AFTER_STEP");
     s->nan_from = env_long("TRAINER_TEST_NAN_FROM_STEP");
     s->dump_grad = getenv("TRAINER_TEST_DUMP_GRAD");
     b->impl = s;
-    b->forward = t_forward; b->backward = t_backward; b->zero_grad = t_zero_grad; b->grad_norm = t_grad_norm;
-    b->adamw_step = t_adamw_step; b->get_state = t_get_state; b->set_state = t_set_state; b->destroy = t_destroy;
+    b->forward = t_forward;
+    b->backward = t_backward;
+    b->zero_grad = t_zero_grad;
+    b->grad_norm = t_grad_norm;
+    b->adamw_step = t_adamw_step;
+    b->get_state = t_get_state;
+    b->set_state = t_set_state;
+    b->destroy = t_destroy;
     return b;
 }
