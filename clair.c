@@ -35,11 +35,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "train/util.h"
+#include "util.h"
 
 static const char *prog = "clair";
 
-/* Prints "clair: message" and exits with status 1 (train/util.c's report does the printing). */
+/* Prints "clair: message" and exits with status 1 (util.c's report does the printing). */
 static void die(const char *f, ...) {
     char msg[4096];
     va_list ap;
@@ -49,8 +49,12 @@ static void die(const char *f, ...) {
     exit(report(prog, "%s", msg));
 }
 
-/* A whole input or output file of this tool: JSONL of any size (1 TiB is a sanity bound). */
-static char *slurp(const char *path, size_t *n) { return read_file(path, (size_t)1 << 40, n); }
+/* A whole input or output file of this tool: JSONL of any size (1 TiB is a sanity bound). NULL
+ * with errno set and the message (naming the file and the cause) in slurp_err. */
+static char slurp_err[4400];
+static char *slurp(const char *path, size_t *n) {
+    return read_file(path, (size_t)1 << 40, n, slurp_err, sizeof slurp_err);
+}
 
 static int write_all(int fd, const char *p, size_t n) {
     while (n) {
@@ -336,7 +340,7 @@ static void revise_tick(void *ctx) {
 static size_t resume_scan(revise_ctx *c, const char *path, int st, int check_keys) {
     size_t n = 0, count = 0, nl, k;
     char *s = slurp(path, &n);
-    if (!s) { if (errno == ENOENT) return 0; die("cannot read %s: %s", path, strerror(errno)); }
+    if (!s) { if (errno == ENOENT) return 0; die("%s", slurp_err); }
     if (n && s[n - 1] != '\n') {
         size_t keep = n;
         while (keep && s[keep - 1] != '\n') keep--;
@@ -492,7 +496,7 @@ static int cmd_revise(int argc, char **argv) {
     /* input */
     size_t n;
     c.data = slurp(c.in, &n);
-    if (!c.data) die("cannot read %s: %s", c.in, strerror(errno));
+    if (!c.data) die("%s", slurp_err);
     c.lines = split_lines(c.data, n, &c.nlines);
     if (c.limit > 0 && (size_t)c.limit < c.nlines) c.nlines = (size_t)c.limit;
     c.state = (unsigned char *)calloc(c.nlines + 1, 1);
@@ -645,7 +649,7 @@ static int cmd_stats(int argc, char **argv) {
     if (!path) die("stats: which file? (see clair stats --help)");
     size_t n, nl, l, cnt = 0, bad = 0, identical = 0;
     char *s = slurp(path, &n);
-    if (!s) die("cannot read %s: %s", path, strerror(errno));
+    if (!s) die("%s", slurp_err);
     span *ls = split_lines(s, n, &nl);
     double *jac = (double *)malloc((nl + 1) * sizeof(double)), *lev = (double *)malloc((nl + 1) * sizeof(double));
     double *er = (double *)malloc((nl + 1) * sizeof(double)), *te = (double *)malloc((nl + 1) * sizeof(double));
@@ -718,9 +722,9 @@ static int cmd_diff(int argc, char **argv) {
     if (argc != 4) die("diff: needs two files (see clair diff --help)");
     size_t na, nb;
     char *a = slurp(argv[2], &na), *b;
-    if (!a) die("cannot read %s: %s", argv[2], strerror(errno));
+    if (!a) die("%s", slurp_err);
     b = slurp(argv[3], &nb);
-    if (!b) die("cannot read %s: %s", argv[3], strerror(errno));
+    if (!b) die("%s", slurp_err);
     clair_diff d;
     clair_metrics m;
     clair_buf out = {0, 0, 0, 0};

@@ -46,7 +46,7 @@
 #include "train/data.h"
 #include "train/generate.h"
 #include "train/rundir.h"
-#include "train/util.h"
+#include "util.h"
 
 #define MAX_TERMS 16 /* terms of a weighted loss list ("apo_zero:1,sft:0.1") */
 #define ERRSZ 1024

@@ -18,13 +18,18 @@ OMPF=""; echo 'int main(void){return 0;}' | cc -fopenmp -x c - -o /dev/null 2>/d
 mkdir -p build/bench
 cc -O3 -ffp-contract=fast -Wall -Wextra $OMPF -std=c99 -c llama/model.c -o build/bench/llama_model.o
 cc -O3 -ffp-contract=fast -Wall -Wextra $OMPF -std=c99 -c llama/gemm.c -o build/bench/llama_gemm.o
-cc -O2 -Wall -Wextra $OMPF -std=c99 bench/model_bench.c build/bench/llama_model.o build/bench/llama_gemm.o -lm \
+cc -O2 -Wall -Wextra $OMPF -std=c99 bench/model_bench.c build/bench/llama_model.o build/bench/llama_gemm.o util.c -lm \
   -o build/bench/model_bench
 REF=${REF:-}
 if [ -n "$REF" ]; then
   mkdir -p build/bench/ref
   git show "$REF:llama/model.c" > build/bench/ref/model.c
   git show "$REF:llama/model.h" > build/bench/ref/model.h
+  # newer commits take the random generator from util.c, one directory up from model.c
+  if git cat-file -e "$REF:util.c" 2>/dev/null; then
+    git show "$REF:util.h" > build/bench/util.h
+    git show "$REF:util.c" > build/bench/ref/util.c
+  fi
   cc -O3 -ffp-contract=fast $OMPF -std=c99 -c build/bench/ref/model.c -o build/bench/ref/llama_model.o
   refobjs=build/bench/ref/llama_model.o
   # older commits have the GEMM inside model.c; newer ones in llama/gemm.c
@@ -33,6 +38,7 @@ if [ -n "$REF" ]; then
     cc -O3 -ffp-contract=fast $OMPF -std=c99 -c build/bench/ref/gemm.c -o build/bench/ref/llama_gemm.o
     refobjs="$refobjs build/bench/ref/llama_gemm.o"
   fi
+  [ -f build/bench/ref/util.c ] && refobjs="$refobjs build/bench/ref/util.c"
   # shellcheck disable=SC2086
   cc -O2 $OMPF -std=c99 bench/model_bench.c $refobjs -lm -o build/bench/ref/model_bench
 fi

@@ -10,6 +10,7 @@
  * nothing) rather than a mix.
  */
 #define _POSIX_C_SOURCE 200809L /* mkdir, opendir, fsync, getpid */
+#include "../util.h"
 #include "model.h"
 #include "safetensors.h"
 #include "../clair.h"
@@ -26,15 +27,6 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-static int ck_fail(char *err, size_t errsz, const char *fmt, ...) {
-    va_list ap;
-    if (err && errsz) {
-        va_start(ap, fmt);
-        vsnprintf(err, errsz, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* dir + "/" + name into a new string (caller frees), NULL when out of memory. */
 static char *path_join(const char *dir, const char *name) {
@@ -47,61 +39,28 @@ static char *path_join(const char *dir, const char *name) {
     return p;
 }
 
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* Whole file into memory (NUL-terminated), refusing anything over max bytes. */
-static char *read_file(const char *path, size_t max, size_t *len, char *err, size_t errsz) {
-    FILE *fp = fopen(path, "rb");
-    char *buf;
-    long n;
-    if (!fp) { ck_fail(err, errsz, "%s: cannot open: %s", path, strerror(errno)); return NULL; }
-    if (fseek(fp, 0, SEEK_END) || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET)) {
-        fclose(fp);
-        ck_fail(err, errsz, "%s: cannot determine size", path);
-        return NULL;
-    }
-    if ((size_t)n > max) {
-        fclose(fp);
-        ck_fail(err, errsz, "%s: %ld bytes, more than the %zu allowed for this file", path, n, max);
-        return NULL;
-    }
-    buf = (char *)malloc((size_t)n + 1);
-    if (!buf || fread(buf, 1, (size_t)n, fp) != (size_t)n) {
-        free(buf);
-        fclose(fp);
-        ck_fail(err, errsz, "%s: read failed", path);
-        return NULL;
-    }
-    fclose(fp);
-    buf[n] = 0;
-    *len = (size_t)n;
-    return buf;
-}
 
 /* Writes data to "<path>.tmp.<pid>" with fsync; the caller renames it into place. */
 static int write_tmp(const char *tmp, const char *data, size_t len, char *err, size_t errsz) {
     FILE *fp = fopen(tmp, "wb");
-    if (!fp) return ck_fail(err, errsz, "%s: cannot create: %s", tmp, strerror(errno));
+    if (!fp) return errf(err, errsz, "%s: cannot create: %s", tmp, strerror(errno));
     if (fwrite(data, 1, len, fp) != len || fflush(fp) || fsync(fileno(fp))) {
         fclose(fp);
         remove(tmp);
-        return ck_fail(err, errsz, "%s: write failed: %s (disk full?)", tmp, strerror(errno));
+        return errf(err, errsz, "%s: write failed: %s (disk full?)", tmp, strerror(errno));
     }
-    if (fclose(fp)) { remove(tmp); return ck_fail(err, errsz, "%s: write failed: %s", tmp, strerror(errno)); }
+    if (fclose(fp)) { remove(tmp); return errf(err, errsz, "%s: write failed: %s", tmp, strerror(errno)); }
     return 0;
 }
 
 static int write_atomic(const char *path, const char *data, size_t len, char *err, size_t errsz) {
     char *tmp = (char *)malloc(strlen(path) + 32);
     int rc;
-    if (!tmp) return ck_fail(err, errsz, "%s: out of memory", path);
+    if (!tmp) return errf(err, errsz, "%s: out of memory", path);
     sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
     rc = write_tmp(tmp, data, len, err, errsz);
     if (!rc && rename(tmp, path)) {
-        rc = ck_fail(err, errsz, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+        rc = errf(err, errsz, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
         remove(tmp);
     }
     free(tmp);
@@ -128,13 +87,13 @@ static int cfg_int(const clair_json *o, const char *key, long long lo, long long
     const clair_json *v = clair_json_get(o, key);
     long long x;
     if (!v || v->type == CLAIR_JSON_NULL) {
-        if (required) return ck_fail(err, errsz, "%s: \"%s\" is missing (required for a Llama config)", what, key);
+        if (required) return errf(err, errsz, "%s: \"%s\" is missing (required for a Llama config)", what, key);
         return 0;
     }
     if (clair_json_get_int(o, key, &x))
-        return ck_fail(err, errsz, "%s: \"%s\" must be an integer, got a %s", what, key, v->type == CLAIR_JSON_NUMBER ? "non-integral number" : clair_json_type_name(v->type));
+        return errf(err, errsz, "%s: \"%s\" must be an integer, got a %s", what, key, v->type == CLAIR_JSON_NUMBER ? "non-integral number" : clair_json_type_name(v->type));
     if (x < lo || x > hi)
-        return ck_fail(err, errsz, "%s: \"%s\" = %lld is out of the supported range [%lld, %lld]", what, key, x, lo, hi);
+        return errf(err, errsz, "%s: \"%s\" = %lld is out of the supported range [%lld, %lld]", what, key, x, lo, hi);
     *out = (int)x;
     return 0;
 }
@@ -142,7 +101,7 @@ static int cfg_int(const clair_json *o, const char *key, long long lo, long long
 static int cfg_num(const clair_json *o, const char *key, double *out, const char *what, char *err, size_t errsz) {
     const clair_json *v = clair_json_get(o, key);
     if (!v || v->type == CLAIR_JSON_NULL) return 0;
-    if (v->type != CLAIR_JSON_NUMBER) return ck_fail(err, errsz, "%s: \"%s\" must be a number, got a %s", what, key, clair_json_type_name(v->type));
+    if (v->type != CLAIR_JSON_NUMBER) return errf(err, errsz, "%s: \"%s\" must be a number, got a %s", what, key, clair_json_type_name(v->type));
     *out = v->number;
     return 0;
 }
@@ -150,7 +109,7 @@ static int cfg_num(const clair_json *o, const char *key, double *out, const char
 static int cfg_bool(const clair_json *o, const char *key, int *out, const char *what, char *err, size_t errsz) {
     const clair_json *v = clair_json_get(o, key);
     if (!v || v->type == CLAIR_JSON_NULL) return 0;
-    if (v->type != CLAIR_JSON_BOOL) return ck_fail(err, errsz, "%s: \"%s\" must be true or false, got a %s", what, key, clair_json_type_name(v->type));
+    if (v->type != CLAIR_JSON_BOOL) return errf(err, errsz, "%s: \"%s\" must be true or false, got a %s", what, key, clair_json_type_name(v->type));
     *out = v->boolean;
     return 0;
 }
@@ -160,7 +119,7 @@ static int cfg_bool(const clair_json *o, const char *key, int *out, const char *
 static int cfg_rope(const clair_json *r, const char *field, llama_config *c, const char *what, char *err, size_t errsz) {
     const char *type;
     if (!r || r->type == CLAIR_JSON_NULL) return 0;
-    if (r->type != CLAIR_JSON_OBJECT) return ck_fail(err, errsz, "%s: \"%s\" must be an object or null, got a %s", what, field, clair_json_type_name(r->type));
+    if (r->type != CLAIR_JSON_OBJECT) return errf(err, errsz, "%s: \"%s\" must be an object or null, got a %s", what, field, clair_json_type_name(r->type));
     type = clair_json_get_str(r, "rope_type");
     if (!type) type = clair_json_get_str(r, "type");
     if (!strcmp(field, "rope_parameters")) { /* transformers 5 keeps rope_theta in here */
@@ -168,7 +127,7 @@ static int cfg_rope(const clair_json *r, const char *field, llama_config *c, con
     }
     if (!type || !strcmp(type, "default")) return 0;
     if (strcmp(type, "llama3"))
-        return ck_fail(err, errsz, "%s: \"%s\".rope_type = \"%s\" is not supported (only none/\"default\" and \"llama3\")", what, field, type);
+        return errf(err, errsz, "%s: \"%s\".rope_type = \"%s\" is not supported (only none/\"default\" and \"llama3\")", what, field, type);
     c->rope_llama3 = 1;
     {
         static const char *keys[] = {"factor", "low_freq_factor", "high_freq_factor"};
@@ -178,14 +137,14 @@ static int cfg_rope(const clair_json *r, const char *field, llama_config *c, con
         for (i = 0; i < 3; i++) {
             double x;
             if (clair_json_get_num(r, keys[i], &x) || !(x > 0) || x > 1e6)
-                return ck_fail(err, errsz, "%s: \"%s\".%s must be a positive number for llama3 rope scaling", what, field, keys[i]);
+                return errf(err, errsz, "%s: \"%s\".%s must be a positive number for llama3 rope scaling", what, field, keys[i]);
             *dst[i] = x;
         }
     }
     if (cfg_int(r, "original_max_position_embeddings", 1, CFG_MAX_POS, 1, &c->rope_original_max_position_embeddings, what, err, errsz))
-        return ck_fail(err, errsz, "%s: \"%s\".original_max_position_embeddings must be a positive integer for llama3 rope scaling", what, field);
+        return errf(err, errsz, "%s: \"%s\".original_max_position_embeddings must be a positive integer for llama3 rope scaling", what, field);
     if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
-        return ck_fail(err, errsz, "%s: \"%s\": high_freq_factor (%g) must be greater than low_freq_factor (%g)", what, field,
+        return errf(err, errsz, "%s: \"%s\": high_freq_factor (%g) must be greater than low_freq_factor (%g)", what, field,
                        c->rope_high_freq_factor, c->rope_low_freq_factor);
     return 0;
 }
@@ -199,13 +158,13 @@ int llama_config_parse(const char *json, size_t len, const char *what, llama_con
 
     memset(c, 0, sizeof *c);
     if (!what) what = "config.json";
-    if (clair_json_parse(json, len, &root, jerr, sizeof jerr)) return ck_fail(err, errsz, "%s: not valid JSON: %s", what, jerr);
-    if (root.type != CLAIR_JSON_OBJECT) { ck_fail(err, errsz, "%s: expected a JSON object, got a %s", what, clair_json_type_name(root.type)); goto done; }
+    if (clair_json_parse(json, len, &root, jerr, sizeof jerr)) return errf(err, errsz, "%s: not valid JSON: %s", what, jerr);
+    if (root.type != CLAIR_JSON_OBJECT) { errf(err, errsz, "%s: expected a JSON object, got a %s", what, clair_json_type_name(root.type)); goto done; }
 
     /* What model is this? Refuse anything that is not a plain Llama. */
     v = clair_json_get(&root, "model_type");
     if (v && (v->type != CLAIR_JSON_STRING || strcmp(v->str, "llama"))) {
-        ck_fail(err, errsz, "%s: \"model_type\" is %s%s%s, only \"llama\" is supported", what,
+        errf(err, errsz, "%s: \"model_type\" is %s%s%s, only \"llama\" is supported", what,
                 v->type == CLAIR_JSON_STRING ? "\"" : "", v->type == CLAIR_JSON_STRING ? v->str : clair_json_type_name(v->type),
                 v->type == CLAIR_JSON_STRING ? "\"" : "");
         goto done;
@@ -213,10 +172,10 @@ int llama_config_parse(const char *json, size_t len, const char *what, llama_con
     v = clair_json_get(&root, "architectures");
     if (v && v->type != CLAIR_JSON_NULL) {
         size_t i;
-        if (v->type != CLAIR_JSON_ARRAY) { ck_fail(err, errsz, "%s: \"architectures\" must be an array", what); goto done; }
+        if (v->type != CLAIR_JSON_ARRAY) { errf(err, errsz, "%s: \"architectures\" must be an array", what); goto done; }
         for (i = 0; i < v->n; i++)
             if (v->items[i].type != CLAIR_JSON_STRING || strcmp(v->items[i].str, "LlamaForCausalLM")) {
-                ck_fail(err, errsz, "%s: \"architectures\" contains %s%s%s; only \"LlamaForCausalLM\" is supported", what,
+                errf(err, errsz, "%s: \"architectures\" contains %s%s%s; only \"LlamaForCausalLM\" is supported", what,
                         v->items[i].type == CLAIR_JSON_STRING ? "\"" : "a ",
                         v->items[i].type == CLAIR_JSON_STRING ? v->items[i].str : clair_json_type_name(v->items[i].type),
                         v->items[i].type == CLAIR_JSON_STRING ? "\"" : "");
@@ -226,7 +185,7 @@ int llama_config_parse(const char *json, size_t len, const char *what, llama_con
     s = clair_json_get_str(&root, "hidden_act");
     v = clair_json_get(&root, "hidden_act");
     if (v && v->type != CLAIR_JSON_NULL && (!s || strcmp(s, "silu"))) {
-        ck_fail(err, errsz, "%s: \"hidden_act\" is \"%s\"; only \"silu\" (SwiGLU) is supported", what, s ? s : clair_json_type_name(v->type));
+        errf(err, errsz, "%s: \"hidden_act\" is \"%s\"; only \"silu\" (SwiGLU) is supported", what, s ? s : clair_json_type_name(v->type));
         goto done;
     }
     {
@@ -235,7 +194,7 @@ int llama_config_parse(const char *json, size_t len, const char *what, llama_con
         for (i = 0; i < 2; i++) {
             b = 0;
             if (cfg_bool(&root, no[i], &b, what, err, errsz)) goto done;
-            if (b) { ck_fail(err, errsz, "%s: \"%s\" is true; biases in the Llama projections are not supported", what, no[i]); goto done; }
+            if (b) { errf(err, errsz, "%s: \"%s\" is true; biases in the Llama projections are not supported", what, no[i]); goto done; }
         }
     }
 
@@ -251,22 +210,22 @@ int llama_config_parse(const char *json, size_t len, const char *what, llama_con
         cfg_int(&root, "head_dim", 1, CFG_MAX_HEAD_DIM, 0, &head_dim, what, err, errsz))
         goto done;
     if (c->num_attention_heads % c->num_key_value_heads) {
-        ck_fail(err, errsz, "%s: \"num_attention_heads\" (%d) is not a multiple of \"num_key_value_heads\" (%d)", what,
+        errf(err, errsz, "%s: \"num_attention_heads\" (%d) is not a multiple of \"num_key_value_heads\" (%d)", what,
                 c->num_attention_heads, c->num_key_value_heads);
         goto done;
     }
     if (head_dim) c->head_dim = head_dim;
     else {
         if (c->hidden_size % c->num_attention_heads) {
-            ck_fail(err, errsz, "%s: \"hidden_size\" (%d) is not a multiple of \"num_attention_heads\" (%d) and there is no \"head_dim\"",
+            errf(err, errsz, "%s: \"hidden_size\" (%d) is not a multiple of \"num_attention_heads\" (%d) and there is no \"head_dim\"",
                     what, c->hidden_size, c->num_attention_heads);
             goto done;
         }
         c->head_dim = c->hidden_size / c->num_attention_heads;
     }
-    if (c->head_dim % 2) { ck_fail(err, errsz, "%s: head_dim %d is odd; rotary embeddings need an even head_dim", what, c->head_dim); goto done; }
+    if (c->head_dim % 2) { errf(err, errsz, "%s: head_dim %d is odd; rotary embeddings need an even head_dim", what, c->head_dim); goto done; }
     if ((long long)c->num_attention_heads * c->head_dim > CFG_MAX_HIDDEN) {
-        ck_fail(err, errsz, "%s: num_attention_heads x head_dim = %lld is absurdly large", what, (long long)c->num_attention_heads * c->head_dim);
+        errf(err, errsz, "%s: num_attention_heads x head_dim = %lld is absurdly large", what, (long long)c->num_attention_heads * c->head_dim);
         goto done;
     }
 
@@ -274,7 +233,7 @@ int llama_config_parse(const char *json, size_t len, const char *what, llama_con
     {
         double eps = 1e-6;
         if (cfg_num(&root, "rms_norm_eps", &eps, what, err, errsz)) goto done;
-        if (!(eps > 0 && eps < 1)) { ck_fail(err, errsz, "%s: \"rms_norm_eps\" = %g must be in (0, 1)", what, eps); goto done; }
+        if (!(eps > 0 && eps < 1)) { errf(err, errsz, "%s: \"rms_norm_eps\" = %g must be in (0, 1)", what, eps); goto done; }
         c->rms_norm_eps = (float)eps;
     }
     c->rope_theta = 10000.0;
@@ -287,8 +246,8 @@ int llama_config_parse(const char *json, size_t len, const char *what, llama_con
         goto done;
     if (cfg_rope(clair_json_get(&root, "rope_scaling"), "rope_scaling", c, what, err, errsz)) goto done;
     if (cfg_rope(clair_json_get(&root, "rope_parameters"), "rope_parameters", c, what, err, errsz)) goto done;
-    if (!(c->rope_theta > 0 && c->rope_theta < 1e12)) { ck_fail(err, errsz, "%s: \"rope_theta\" = %g must be positive", what, c->rope_theta); goto done; }
-    if (!(c->initializer_range >= 0 && c->initializer_range < 10)) { ck_fail(err, errsz, "%s: \"initializer_range\" = %g is out of range", what, c->initializer_range); goto done; }
+    if (!(c->rope_theta > 0 && c->rope_theta < 1e12)) { errf(err, errsz, "%s: \"rope_theta\" = %g must be positive", what, c->rope_theta); goto done; }
+    if (!(c->initializer_range >= 0 && c->initializer_range < 10)) { errf(err, errsz, "%s: \"initializer_range\" = %g is out of range", what, c->initializer_range); goto done; }
 
     /* Special token ids: bos an integer or null; eos an integer, a list of them, or null. */
     c->bos_token_id = -1;
@@ -296,11 +255,11 @@ int llama_config_parse(const char *json, size_t len, const char *what, llama_con
     v = clair_json_get(&root, "eos_token_id");
     if (v && v->type == CLAIR_JSON_ARRAY) {
         size_t i;
-        if (v->n > LLAMA_MAX_EOS) { ck_fail(err, errsz, "%s: \"eos_token_id\" lists %zu ids, at most %d supported", what, v->n, LLAMA_MAX_EOS); goto done; }
+        if (v->n > LLAMA_MAX_EOS) { errf(err, errsz, "%s: \"eos_token_id\" lists %zu ids, at most %d supported", what, v->n, LLAMA_MAX_EOS); goto done; }
         for (i = 0; i < v->n; i++) {
             const clair_json *e = &v->items[i];
             if (e->type != CLAIR_JSON_NUMBER || e->number != floor(e->number) || e->number < 0 || e->number >= c->vocab_size) {
-                ck_fail(err, errsz, "%s: \"eos_token_id\"[%zu] must be a token id in [0, %d)", what, i, c->vocab_size);
+                errf(err, errsz, "%s: \"eos_token_id\"[%zu] must be a token id in [0, %d)", what, i, c->vocab_size);
                 goto done;
             }
             c->eos_token_ids[c->n_eos++] = (int)e->number;
@@ -384,7 +343,7 @@ int llama_config_save(const llama_config *cfg, const char *path, char *err, size
     clair_buf b;
     int rc;
     memset(&b, 0, sizeof b);
-    if (config_json(cfg, "float32", &b)) { clair_buf_free(&b); return ck_fail(err, errsz, "%s: out of memory", path); }
+    if (config_json(cfg, "float32", &b)) { clair_buf_free(&b); return errf(err, errsz, "%s: out of memory", path); }
     rc = write_atomic(path, b.data, b.len, err, errsz);
     clair_buf_free(&b);
     return rc;
@@ -451,17 +410,17 @@ static int read_index(const char *index_path, shard_set *s, clair_json *map_root
     if (!text) return -1;
     if (clair_json_parse(text, len, map_root, jerr, sizeof jerr)) {
         free(text);
-        return ck_fail(err, errsz, "%s: not valid JSON: %s", index_path, jerr);
+        return errf(err, errsz, "%s: not valid JSON: %s", index_path, jerr);
     }
     free(text);
     wm = clair_json_get(map_root, "weight_map");
     if (!wm || wm->type != CLAIR_JSON_OBJECT)
-        return ck_fail(err, errsz, "%s: missing \"weight_map\" object", index_path);
+        return errf(err, errsz, "%s: missing \"weight_map\" object", index_path);
     for (i = 0; i < wm->n; i++) {
         const clair_json *f = &wm->items[i];
         if (f->type != CLAIR_JSON_STRING || !safe_file_name(f->str))
-            return ck_fail(err, errsz, "%s: weight_map[\"%s\"] must be a file name inside the checkpoint directory", index_path, wm->keys[i]);
-        if (shards_add(s, f->str) < 0) return ck_fail(err, errsz, "%s: out of memory", index_path);
+            return errf(err, errsz, "%s: weight_map[\"%s\"] must be a file name inside the checkpoint directory", index_path, wm->keys[i]);
+        if (shards_add(s, f->str) < 0) return errf(err, errsz, "%s: out of memory", index_path);
     }
     *weight_map = wm;
     return 0;
@@ -485,19 +444,19 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     memset(&index, 0, sizeof index);
 
     path = path_join(dir, "config.json");
-    if (!path) return ck_fail(err, errsz, "%s: out of memory", dir);
+    if (!path) return errf(err, errsz, "%s: out of memory", dir);
     if (llama_config_load(path, &cfg, err, errsz)) goto done;
     /* The tensor table first, and no parameter memory until every tensor has been checked:
      * a config.json that lies about the sizes must not cost a huge allocation. */
     lay_n = llama_layout(&cfg, NULL, NULL);
     lay = (llama_tensor_info *)calloc((size_t)lay_n + 1, sizeof *lay);
-    if (!lay) { ck_fail(err, errsz, "out of memory"); goto done; }
+    if (!lay) { errf(err, errsz, "out of memory"); goto done; }
     llama_layout(&cfg, lay, NULL);
 
     /* Which files: model.safetensors when present, else the index, in transformers' order
      * of preference (its from_pretrained looks for the single file first). */
     index_path = path_join(dir, "model.safetensors.index.json");
-    if (!index_path) { ck_fail(err, errsz, "out of memory"); goto done; }
+    if (!index_path) { errf(err, errsz, "out of memory"); goto done; }
     {
         char *single = path_join(dir, "model.safetensors");
         int have_single = single && file_exists(single);
@@ -505,16 +464,16 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
         if (!have_single && file_exists(index_path)) {
             if (read_index(index_path, &sh, &index, &weight_map, err, errsz)) goto done;
         } else if (shards_add(&sh, "model.safetensors") < 0) {
-            ck_fail(err, errsz, "out of memory");
+            errf(err, errsz, "out of memory");
             goto done;
         }
     }
     for (i = 0; i < sh.n_files; i++) {
         char *p = path_join(dir, sh.files[i]);
         int r;
-        if (!p) { ck_fail(err, errsz, "out of memory"); goto done; }
+        if (!p) { errf(err, errsz, "out of memory"); goto done; }
         if (!file_exists(p) && !weight_map) {
-            ck_fail(err, errsz, "%s: no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are supported)", dir);
+            errf(err, errsz, "%s: no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are supported)", dir);
             free(p);
             goto done;
         }
@@ -526,7 +485,7 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     /* Match every layout tensor to exactly one stored tensor; check shape and dtype. */
     where = (int *)calloc((size_t)lay_n, sizeof *where);
     found = (const st_tensor **)calloc((size_t)lay_n, sizeof *found);
-    if (!where || !found) { ck_fail(err, errsz, "out of memory"); goto done; }
+    if (!where || !found) { errf(err, errsz, "out of memory"); goto done; }
     {
         int n_missing = 0;
         char first_missing[96] = "";
@@ -537,7 +496,7 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
                 const st_tensor *t = st_find(&sh.st[j], ti->name);
                 if (!t) continue;
                 if (found[i]) {
-                    ck_fail(err, errsz, "%s: tensor '%s' is stored twice (in %s and %s)", dir, ti->name, sh.files[where[i]], sh.files[j]);
+                    errf(err, errsz, "%s: tensor '%s' is stored twice (in %s and %s)", dir, ti->name, sh.files[where[i]], sh.files[j]);
                     goto done;
                 }
                 found[i] = t;
@@ -550,7 +509,7 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
             if (weight_map) {
                 const char *wf = clair_json_get_str(weight_map, ti->name);
                 if (!wf || strcmp(wf, sh.files[where[i]])) {
-                    ck_fail(err, errsz, "%s: model.safetensors.index.json maps '%s' to %s but it is stored in %s", dir, ti->name,
+                    errf(err, errsz, "%s: model.safetensors.index.json maps '%s' to %s but it is stored in %s", dir, ti->name,
                             wf ? wf : "(nothing)", sh.files[where[i]]);
                     goto done;
                 }
@@ -566,17 +525,17 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
                     o += snprintf(got + o, sizeof got - (size_t)o, "[");
                     for (k = 0; k < t->ndim && o < 100; k++) o += snprintf(got + o, sizeof got - (size_t)o, "%s%lld", k ? ", " : "", (long long)t->shape[k]);
                     snprintf(got + o, sizeof got - (size_t)o, "]");
-                    ck_fail(err, errsz, "%s/%s: tensor '%s' has shape %s, but config.json implies %s", dir, sh.files[where[i]], ti->name, got, want);
+                    errf(err, errsz, "%s/%s: tensor '%s' has shape %s, but config.json implies %s", dir, sh.files[where[i]], ti->name, got, want);
                     goto done;
                 }
                 if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "BF16") && strcmp(t->dtype, "F16")) {
-                    ck_fail(err, errsz, "%s/%s: tensor '%s' has dtype %s; only F32, BF16 and F16 are supported", dir, sh.files[where[i]], ti->name, t->dtype);
+                    errf(err, errsz, "%s/%s: tensor '%s' has dtype %s; only F32, BF16 and F16 are supported", dir, sh.files[where[i]], ti->name, t->dtype);
                     goto done;
                 }
             }
         }
         if (n_missing) {
-            ck_fail(err, errsz, "%s: %d tensor(s) that config.json requires are missing, first '%s'%s", dir, n_missing, first_missing,
+            errf(err, errsz, "%s: %d tensor(s) that config.json requires are missing, first '%s'%s", dir, n_missing, first_missing,
                     strcmp(first_missing, "lm_head.weight") ? ""
                     : " (the checkpoint may have tied embeddings: set \"tie_word_embeddings\": true in config.json)");
             goto done;
@@ -600,10 +559,10 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
                 continue;
             }
             if (weight_map && !clair_json_get(weight_map, t->name)) {
-                ck_fail(err, errsz, "%s/%s: tensor '%s' is not listed in model.safetensors.index.json", dir, sh.files[j], t->name);
+                errf(err, errsz, "%s/%s: tensor '%s' is not listed in model.safetensors.index.json", dir, sh.files[j], t->name);
                 goto done;
             }
-            ck_fail(err, errsz, "%s/%s: unexpected tensor '%s' (shape ndim %d, %s): not part of a Llama model with this config.json "
+            errf(err, errsz, "%s/%s: unexpected tensor '%s' (shape ndim %d, %s): not part of a Llama model with this config.json "
                     "(%d layers%s)", dir, sh.files[j], t->name, t->ndim, t->dtype, cfg.num_hidden_layers,
                     cfg.tie_word_embeddings ? ", tied embeddings" : ", untied embeddings");
             goto done;
@@ -616,7 +575,7 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
             for (j = 0; j < sh.n_files && k < 0; j++)
                 if (!strcmp(sh.files[j], weight_map->items[q].str) && st_find(&sh.st[j], weight_map->keys[q])) k = j;
             if (k < 0) {
-                ck_fail(err, errsz, "%s: model.safetensors.index.json lists '%s' in %s, but that file does not contain it", dir,
+                errf(err, errsz, "%s: model.safetensors.index.json lists '%s' in %s, but that file does not contain it", dir,
                         weight_map->keys[q], weight_map->items[q].str);
                 goto done;
             }
@@ -625,7 +584,7 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
 
     /* All checks passed: allocate and read. */
     if (llama_model_alloc(m, &cfg, err, errsz)) goto done;
-    if (m->n_tensors != lay_n) { ck_fail(err, errsz, "internal error: layout changed"); goto done; }
+    if (m->n_tensors != lay_n) { errf(err, errsz, "internal error: layout changed"); goto done; }
     for (i = 0; i < m->n_tensors; i++)
         if (st_read_f32(&sh.st[where[i]], found[i], m->params + m->tensors[i].offset, err, errsz)) goto done;
 
@@ -634,13 +593,13 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     if (tied_head) {
         size_t n = (size_t)cfg.vocab_size * (size_t)cfg.hidden_size, q;
         float *tmp = (float *)malloc(n * sizeof *tmp);
-        if (!tmp) { ck_fail(err, errsz, "out of memory"); goto done; }
+        if (!tmp) { errf(err, errsz, "out of memory"); goto done; }
         if (st_read_f32(&sh.st[tied_head_file], tied_head, tmp, err, errsz)) { free(tmp); goto done; }
         for (q = 0; q < n; q++)
             if (memcmp(&tmp[q], &m->w.embed_tokens[q], sizeof(float))) break;
         free(tmp);
         if (q < n) {
-            ck_fail(err, errsz, "%s: config.json says tie_word_embeddings=true but lm_head.weight differs from model.embed_tokens.weight "
+            errf(err, errsz, "%s: config.json says tie_word_embeddings=true but lm_head.weight differs from model.embed_tokens.weight "
                     "(element %zu); set \"tie_word_embeddings\": false in config.json if the head is meant to be separate", dir, q);
             goto done;
         }
@@ -758,14 +717,14 @@ int llama_model_save(const llama_model *m, const char *dir, const llama_save_opt
     es = o.bf16 ? 2 : 4;
     max_shard = o.max_shard_bytes ? o.max_shard_bytes : (size_t)5000000000ull; /* transformers' "5GB" */
 
-    if (mkdir(dir, 0755) && errno != EEXIST) return ck_fail(err, errsz, "%s: cannot create directory: %s", dir, strerror(errno));
-    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) return ck_fail(err, errsz, "%s: exists and is not a directory", dir);
+    if (mkdir(dir, 0755) && errno != EEXIST) return errf(err, errsz, "%s: cannot create directory: %s", dir, strerror(errno));
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) return errf(err, errsz, "%s: exists and is not a directory", dir);
 
     pend = (pending_file *)calloc(MAX_OUT_FILES, sizeof *pend);
     shard_of = (int *)calloc((size_t)m->n_tensors + 1, sizeof *shard_of);
     tensor_of = (int *)calloc((size_t)m->n_tensors + 1, sizeof *tensor_of);
     wt = (st_write_tensor *)calloc((size_t)m->n_tensors + 1, sizeof *wt);
-    if (!pend || !shard_of || !tensor_of || !wt) { ck_fail(err, errsz, "out of memory"); goto done; }
+    if (!pend || !shard_of || !tensor_of || !wt) { errf(err, errsz, "out of memory"); goto done; }
 
     /* Shards: tensors in layout order, a new shard when the next tensor would exceed the limit
      * (a tensor larger than the limit gets a shard of its own, as in transformers). */
@@ -778,7 +737,7 @@ int llama_model_save(const llama_model *m, const char *dir, const llama_save_opt
             cur += bytes;
             total += bytes;
         }
-        if (n_shards > 99999) { ck_fail(err, errsz, "%s: %d shards; raise max_shard_bytes", dir, n_shards); goto done; }
+        if (n_shards > 99999) { errf(err, errsz, "%s: %d shards; raise max_shard_bytes", dir, n_shards); goto done; }
     }
 
     /* Each shard: its own safetensors file, written to a temporary name. */
@@ -788,7 +747,7 @@ int llama_model_save(const llama_model *m, const char *dir, const llama_save_opt
         save_ctx ctx;
         if (n_shards == 1) snprintf(name, sizeof name, "model.safetensors");
         else snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
-        if ((k = pending_add(pend, &n_pend, dir, name)) < 0) { ck_fail(err, errsz, "out of memory"); goto done; }
+        if ((k = pending_add(pend, &n_pend, dir, name)) < 0) { errf(err, errsz, "out of memory"); goto done; }
         for (i = 0; i < m->n_tensors; i++) {
             if (shard_of[i] != s) continue;
             wt[nt].name = m->tensors[i].name;
@@ -820,7 +779,7 @@ int llama_model_save(const llama_model *m, const char *dir, const llama_save_opt
             clair_buf_puts(&b, i + 1 < m->n_tensors ? ",\n" : "\n");
         }
         clair_buf_puts(&b, "  }\n}\n");
-        if (b.oom || (k = pending_add(pend, &n_pend, dir, "model.safetensors.index.json")) < 0) { ck_fail(err, errsz, "out of memory"); goto done; }
+        if (b.oom || (k = pending_add(pend, &n_pend, dir, "model.safetensors.index.json")) < 0) { errf(err, errsz, "out of memory"); goto done; }
         if (write_tmp(pend[k].tmp_path, b.data, b.len, err, errsz)) goto done;
         clair_buf_free(&b);
     }
@@ -830,7 +789,7 @@ int llama_model_save(const llama_model *m, const char *dir, const llama_save_opt
         int k;
         memset(&b, 0, sizeof b);
         if (config_json(&m->cfg, o.bf16 ? "bfloat16" : "float32", &b) || (k = pending_add(pend, &n_pend, dir, "config.json")) < 0) {
-            ck_fail(err, errsz, "out of memory");
+            errf(err, errsz, "out of memory");
             goto done;
         }
         if (write_tmp(pend[k].tmp_path, b.data, b.len, err, errsz)) goto done;
@@ -845,15 +804,15 @@ int llama_model_save(const llama_model *m, const char *dir, const llama_save_opt
             for (i = 0; i < (int)(sizeof tok_files / sizeof tok_files[0]); i++) {
                 char *src = path_join(o.tokenizer_from, tok_files[i]);
                 int k;
-                if (!src) { ck_fail(err, errsz, "out of memory"); goto done; }
+                if (!src) { errf(err, errsz, "out of memory"); goto done; }
                 if (!file_exists(src)) { free(src); continue; }
-                if ((k = pending_add(pend, &n_pend, dir, tok_files[i])) < 0) { free(src); ck_fail(err, errsz, "out of memory"); goto done; }
+                if ((k = pending_add(pend, &n_pend, dir, tok_files[i])) < 0) { free(src); errf(err, errsz, "out of memory"); goto done; }
                 if (copy_file(src, pend[k].tmp_path, err, errsz)) { free(src); goto done; }
                 free(src);
                 n_tok++;
             }
             if (!n_tok) {
-                ck_fail(err, errsz, "%s: no tokenizer files (tokenizer.json, tokenizer_config.json, ...) to copy", o.tokenizer_from);
+                errf(err, errsz, "%s: no tokenizer files (tokenizer.json, tokenizer_config.json, ...) to copy", o.tokenizer_from);
                 goto done;
             }
         }
@@ -864,7 +823,7 @@ int llama_model_save(const llama_model *m, const char *dir, const llama_save_opt
     remove_stale(dir, pend, n_pend);
     for (i = 0; i < n_pend; i++)
         if (rename(pend[i].tmp_path, pend[i].final_path)) {
-            ck_fail(err, errsz, "%s: cannot rename into place: %s", pend[i].final_path, strerror(errno));
+            errf(err, errsz, "%s: cannot rename into place: %s", pend[i].final_path, strerror(errno));
             goto done;
         }
     {   /* make the renames themselves durable */

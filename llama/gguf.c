@@ -7,6 +7,7 @@
  * stored row by row, out rows of in elements: Hugging Face's [out, in] as is.
  */
 #define _POSIX_C_SOURCE 200809L /* fseeko, ftello */
+#include "../util.h"
 #include "gguf.h"
 #include "safetensors.h"
 #include "../clair.h"
@@ -19,15 +20,6 @@
 #include <string.h>
 #include <sys/types.h>
 
-static int gg_fail(char *err, size_t errsz, const char *fmt, ...) {
-    va_list ap;
-    if (err && errsz) {
-        va_start(ap, fmt);
-        vsnprintf(err, errsz, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ---- a bounds-checked sequential reader ---------------------------------------------- */
 
@@ -40,12 +32,12 @@ typedef struct {
 } rd;
 
 static int rd_bytes(rd *r, void *dst, uint64_t n, const char *what) {
-    if (n > r->size - r->pos) return gg_fail(r->err, r->errsz, "%s: truncated while reading %s (at byte %llu of %llu)", r->path, what,
+    if (n > r->size - r->pos) return errf(r->err, r->errsz, "%s: truncated while reading %s (at byte %llu of %llu)", r->path, what,
                                              (unsigned long long)r->pos, (unsigned long long)r->size);
     if (dst) {
-        if (fread(dst, 1, (size_t)n, r->fp) != (size_t)n) return gg_fail(r->err, r->errsz, "%s: read error in %s", r->path, what);
+        if (fread(dst, 1, (size_t)n, r->fp) != (size_t)n) return errf(r->err, r->errsz, "%s: read error in %s", r->path, what);
     } else if (fseeko(r->fp, (off_t)(r->pos + n), SEEK_SET)) {
-        return gg_fail(r->err, r->errsz, "%s: seek failed: %s", r->path, strerror(errno));
+        return errf(r->err, r->errsz, "%s: seek failed: %s", r->path, strerror(errno));
     }
     r->pos += n;
     return 0;
@@ -124,15 +116,15 @@ static int skip_value(rd *r, uint32_t type, int depth) {
         uint64_t n, i;
         if (rd_u32(r, &et, "an array type") || rd_u64(r, &n, "an array length")) return -1;
         if (et < sizeof gt_size / sizeof gt_size[0] && gt_size[et]) {
-            if (n > (r->size - r->pos) / (uint64_t)gt_size[et]) return gg_fail(r->err, r->errsz, "%s: metadata array of %llu elements runs past the end of the file", r->path, (unsigned long long)n);
+            if (n > (r->size - r->pos) / (uint64_t)gt_size[et]) return errf(r->err, r->errsz, "%s: metadata array of %llu elements runs past the end of the file", r->path, (unsigned long long)n);
             return rd_bytes(r, NULL, n * (uint64_t)gt_size[et], "an array");
         }
-        if (n > r->size - r->pos) return gg_fail(r->err, r->errsz, "%s: metadata array of %llu elements runs past the end of the file", r->path, (unsigned long long)n);
+        if (n > r->size - r->pos) return errf(r->err, r->errsz, "%s: metadata array of %llu elements runs past the end of the file", r->path, (unsigned long long)n);
         for (i = 0; i < n; i++)
             if (skip_value(r, et, depth + 1)) return -1;
         return 0;
     }
-    return gg_fail(r->err, r->errsz, "%s: unknown metadata value type %u", r->path, type);
+    return errf(r->err, r->errsz, "%s: unknown metadata value type %u", r->path, type);
 }
 
 static const gg_kv *kv_find(const gg_kv *kv, int n, const char *key) {
@@ -267,27 +259,27 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
     memset(&r, 0, sizeof r);
     r.path = path; r.err = err; r.errsz = errsz;
     r.fp = fopen(path, "rb");
-    if (!r.fp) return gg_fail(err, errsz, "%s: cannot open: %s", path, strerror(errno));
-    if (fseeko(r.fp, 0, SEEK_END) || (sz = ftello(r.fp)) < 0 || fseeko(r.fp, 0, SEEK_SET)) { gg_fail(err, errsz, "%s: cannot determine size", path); goto done; }
+    if (!r.fp) return errf(err, errsz, "%s: cannot open: %s", path, strerror(errno));
+    if (fseeko(r.fp, 0, SEEK_END) || (sz = ftello(r.fp)) < 0 || fseeko(r.fp, 0, SEEK_SET)) { errf(err, errsz, "%s: cannot determine size", path); goto done; }
     r.size = (uint64_t)sz;
 
     if (rd_bytes(&r, magic, 4, "the magic") || memcmp(magic, "GGUF", 4)) {
-        if (r.pos == 4) gg_fail(err, errsz, "%s: not a GGUF file (no GGUF magic)", path);
+        if (r.pos == 4) errf(err, errsz, "%s: not a GGUF file (no GGUF magic)", path);
         goto done;
     }
     if (rd_u32(&r, &version, "the version")) goto done;
-    if (version < 2 || version > 3) { gg_fail(err, errsz, "%s: GGUF version %u, only 2 and 3 are supported", path, version); goto done; }
+    if (version < 2 || version > 3) { errf(err, errsz, "%s: GGUF version %u, only 2 and 3 are supported", path, version); goto done; }
     if (rd_u64(&r, &n_tensors, "the tensor count") || rd_u64(&r, &n_kv, "the metadata count")) goto done;
     /* every entry takes at least 8 bytes of file, so counts above size/8 are lies */
     if (n_tensors > r.size / 8 || n_kv > r.size / 8 || n_tensors > 1000000) {
-        gg_fail(err, errsz, "%s: header claims %llu tensors and %llu metadata keys, impossible for a %llu byte file", path,
+        errf(err, errsz, "%s: header claims %llu tensors and %llu metadata keys, impossible for a %llu byte file", path,
                 (unsigned long long)n_tensors, (unsigned long long)n_kv, (unsigned long long)r.size);
         goto done;
     }
 
     /* Metadata: keep scalars and short strings; skip arrays (the tokenizer's vocabulary). */
     kv = (gg_kv *)calloc((size_t)n_kv + 1, sizeof *kv);
-    if (!kv) { gg_fail(err, errsz, "%s: out of memory", path); goto done; }
+    if (!kv) { errf(err, errsz, "%s: out of memory", path); goto done; }
     for (i = 0; i < n_kv; i++) {
         gg_kv *e = &kv[n_keep];
         uint32_t type;
@@ -311,19 +303,19 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
         const gg_kv *a = kv_find(kv, n_keep, "general.alignment");
         if (a) {
             if (a->type == GT_STRING || a->num < 1 || a->num > 65536 || ((uint32_t)a->num & ((uint32_t)a->num - 1))) {
-                gg_fail(err, errsz, "%s: general.alignment must be a power of two", path);
+                errf(err, errsz, "%s: general.alignment must be a power of two", path);
                 goto done;
             }
             alignment = (uint32_t)a->num;
         }
         a = kv_find(kv, n_keep, "general.architecture");
         if (!a || a->type != GT_STRING || strcmp(a->str, "llama")) {
-            gg_fail(err, errsz, "%s: general.architecture is \"%s\"; only \"llama\" is supported", path, a && a->type == GT_STRING ? a->str : "(missing)");
+            errf(err, errsz, "%s: general.architecture is \"%s\"; only \"llama\" is supported", path, a && a->type == GT_STRING ? a->str : "(missing)");
             goto done;
         }
         a = kv_find(kv, n_keep, "llama.rope.scaling.type");
         if (a && (a->type != GT_STRING || strcmp(a->str, "none"))) {
-            gg_fail(err, errsz, "%s: llama.rope.scaling.type is \"%s\"; rope scaling in GGUF files is not supported (convert the Hugging Face checkpoint instead)",
+            errf(err, errsz, "%s: llama.rope.scaling.type is \"%s\"; rope scaling in GGUF files is not supported (convert the Hugging Face checkpoint instead)",
                     path, a->type == GT_STRING ? a->str : "?");
             goto done;
         }
@@ -331,21 +323,21 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
 
     /* Tensor infos. */
     ts = (gg_tensor *)calloc((size_t)n_tensors + 1, sizeof *ts);
-    if (!ts) { gg_fail(err, errsz, "%s: out of memory", path); goto done; }
+    if (!ts) { errf(err, errsz, "%s: out of memory", path); goto done; }
     for (i = 0; i < n_tensors; i++) {
         gg_tensor *t = &ts[i];
         int long_name;
         uint32_t d;
         if (rd_str(&r, t->name, sizeof t->name, &long_name, "a tensor name")) goto done;
-        if (long_name) { gg_fail(err, errsz, "%s: tensor %llu has a name longer than %zu bytes", path, (unsigned long long)i, sizeof t->name - 1); goto done; }
+        if (long_name) { errf(err, errsz, "%s: tensor %llu has a name longer than %zu bytes", path, (unsigned long long)i, sizeof t->name - 1); goto done; }
         if (rd_u32(&r, &t->n_dims, "a tensor's dimension count")) goto done;
-        if (t->n_dims < 1 || t->n_dims > 4) { gg_fail(err, errsz, "%s: tensor '%s' has %u dimensions", path, t->name, t->n_dims); goto done; }
+        if (t->n_dims < 1 || t->n_dims > 4) { errf(err, errsz, "%s: tensor '%s' has %u dimensions", path, t->name, t->n_dims); goto done; }
         for (d = 0; d < t->n_dims; d++)
             if (rd_u64(&r, &t->ne[d], "a tensor dimension")) goto done;
         if (rd_u32(&r, &t->type, "a tensor type") || rd_u64(&r, &t->offset, "a tensor offset")) goto done;
     }
     data_start = (r.pos + alignment - 1) / alignment * alignment;
-    if (data_start > r.size) { gg_fail(err, errsz, "%s: truncated before the tensor data", path); goto done; }
+    if (data_start > r.size) { errf(err, errsz, "%s: truncated before the tensor data", path); goto done; }
 
     /* Sizes and byte ranges, overflow-checked, all inside the file. */
     for (i = 0; i < n_tensors; i++) {
@@ -353,25 +345,25 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
         uint64_t be, bb, numel = 1;
         uint32_t d;
         if (!type_block(t->type, &be, &bb)) {
-            gg_fail(err, errsz, "%s: tensor '%s' has ggml type %u; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1", path, t->name, t->type);
+            errf(err, errsz, "%s: tensor '%s' has ggml type %u; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1", path, t->name, t->type);
             goto done;
         }
         for (d = 0; d < t->n_dims; d++) {
             if (t->ne[d] == 0 || t->ne[d] > ((uint64_t)1 << 32) || numel > (((uint64_t)1 << 40) / t->ne[d])) {
-                gg_fail(err, errsz, "%s: tensor '%s' has an absurd shape", path, t->name);
+                errf(err, errsz, "%s: tensor '%s' has an absurd shape", path, t->name);
                 goto done;
             }
             numel *= t->ne[d];
         }
-        if (t->ne[0] % be) { gg_fail(err, errsz, "%s: tensor '%s': row length %llu is not a multiple of the block size %llu", path, t->name, (unsigned long long)t->ne[0], (unsigned long long)be); goto done; }
+        if (t->ne[0] % be) { errf(err, errsz, "%s: tensor '%s': row length %llu is not a multiple of the block size %llu", path, t->name, (unsigned long long)t->ne[0], (unsigned long long)be); goto done; }
         t->nbytes = numel / be * bb;
         if (t->offset > r.size - data_start || t->nbytes > r.size - data_start - t->offset) {
-            gg_fail(err, errsz, "%s: tensor '%s' data [%llu, +%llu) runs past the end of the file (truncated?)", path, t->name,
+            errf(err, errsz, "%s: tensor '%s' data [%llu, +%llu) runs past the end of the file (truncated?)", path, t->name,
                     (unsigned long long)t->offset, (unsigned long long)t->nbytes);
             goto done;
         }
         if (!strcmp(t->name, "rope_freqs.weight")) {
-            gg_fail(err, errsz, "%s: has rope_freqs.weight (llama3 rope scaling baked in); not supported by this importer", path);
+            errf(err, errsz, "%s: has rope_freqs.weight (llama3 rope scaling baked in); not supported by this importer", path);
             goto done;
         }
     }
@@ -395,7 +387,7 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
             if (!strcmp(ts[i].name, "token_embd.weight")) emb = &ts[i];
             if (!strcmp(ts[i].name, "output.weight")) out = &ts[i];
         }
-        if (!emb || emb->n_dims != 2) { gg_fail(err, errsz, "%s: no 2-D token_embd.weight tensor", path); goto done; }
+        if (!emb || emb->n_dims != 2) { errf(err, errsz, "%s: no 2-D token_embd.weight tensor", path); goto done; }
         a = kv_find(kv, n_keep, "llama.vocab_size");
         vocab = a && a->type != GT_STRING ? a->num : (double)emb->ne[1];
         clair_buf_puts(&cj, "{\"model_type\":\"llama\",\"hidden_act\":\"silu\"");
@@ -406,11 +398,11 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
             clair_buf_printf(&cj, ",\"%s\":%.17g", keys[k].hf, a->num);
         }
         clair_buf_puts(&cj, "}");
-        if (cj.oom) { gg_fail(err, errsz, "%s: out of memory", path); goto done; }
+        if (cj.oom) { errf(err, errsz, "%s: out of memory", path); goto done; }
         if (llama_config_parse(cj.data, cj.len, path, &cfg, err, errsz)) goto done;
         a = kv_find(kv, n_keep, "llama.rope.dimension_count");
         if (a && a->type != GT_STRING && (int)a->num != cfg.head_dim) {
-            gg_fail(err, errsz, "%s: llama.rope.dimension_count %g != head_dim %d (partial rotary is not supported)", path, a->num, cfg.head_dim);
+            errf(err, errsz, "%s: llama.rope.dimension_count %g != head_dim %d (partial rotary is not supported)", path, a->num, cfg.head_dim);
             goto done;
         }
     }
@@ -418,33 +410,33 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
      * only then allocate, so lying metadata cannot cost a huge allocation. */
     lay_n = llama_layout(&cfg, NULL, NULL);
     lay = (llama_tensor_info *)calloc((size_t)lay_n + 1, sizeof *lay);
-    if (!lay) { gg_fail(err, errsz, "%s: out of memory", path); goto done; }
+    if (!lay) { errf(err, errsz, "%s: out of memory", path); goto done; }
     llama_layout(&cfg, lay, NULL);
     of_layout = (int *)malloc((size_t)n_tensors * sizeof *of_layout + 1);
-    if (!of_layout) { gg_fail(err, errsz, "%s: out of memory", path); goto done; }
+    if (!of_layout) { errf(err, errsz, "%s: out of memory", path); goto done; }
     {
         char *seen = (char *)calloc((size_t)lay_n + 1, 1);
         int j, missing = -1;
-        if (!seen) { gg_fail(err, errsz, "%s: out of memory", path); goto done; }
+        if (!seen) { errf(err, errsz, "%s: out of memory", path); goto done; }
         for (i = 0; i < n_tensors; i++) {
             char name[128];
             const gg_tensor *t = &ts[i];
             of_layout[i] = -1;
             if (!hf_name(t->name, name, sizeof name)) {
-                gg_fail(err, errsz, "%s: unexpected tensor '%s' for a Llama model", path, t->name);
+                errf(err, errsz, "%s: unexpected tensor '%s' for a Llama model", path, t->name);
                 free(seen);
                 goto done;
             }
             for (j = 0; j < lay_n; j++)
                 if (!strcmp(lay[j].name, name)) break;
             if (j == lay_n || seen[j]) {
-                gg_fail(err, errsz, "%s: tensor '%s' (%s) %s", path, t->name, name, j == lay_n ? "does not fit the config in the metadata" : "appears twice");
+                errf(err, errsz, "%s: tensor '%s' (%s) %s", path, t->name, name, j == lay_n ? "does not fit the config in the metadata" : "appears twice");
                 free(seen);
                 goto done;
             }
             if ((int)t->n_dims != lay[j].ndim || (t->n_dims == 1 && (int64_t)t->ne[0] != lay[j].shape[0]) ||
                 (t->n_dims == 2 && ((int64_t)t->ne[1] != lay[j].shape[0] || (int64_t)t->ne[0] != lay[j].shape[1]))) {
-                gg_fail(err, errsz, "%s: tensor '%s' has ne [%llu, %llu], but the metadata implies %s shape [%lld, %lld]", path, t->name,
+                errf(err, errsz, "%s: tensor '%s' has ne [%llu, %llu], but the metadata implies %s shape [%lld, %lld]", path, t->name,
                         (unsigned long long)t->ne[0], (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1), name,
                         (long long)lay[j].shape[0], (long long)lay[j].shape[1]);
                 free(seen);
@@ -456,27 +448,27 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
         for (j = 0; j < lay_n; j++)
             if (!seen[j]) { missing = j; break; }
         free(seen);
-        if (missing >= 0) { gg_fail(err, errsz, "%s: no tensor for %s", path, lay[missing].name); goto done; }
+        if (missing >= 0) { errf(err, errsz, "%s: no tensor for %s", path, lay[missing].name); goto done; }
     }
 
     /* Read and dequantise; then put q/k rows back into Hugging Face's order. */
     if (llama_model_alloc(m, &cfg, err, errsz)) goto done;
-    if (m->n_tensors != lay_n) { gg_fail(err, errsz, "internal error: layout changed"); goto done; }
+    if (m->n_tensors != lay_n) { errf(err, errsz, "internal error: layout changed"); goto done; }
     for (i = 0; i < n_tensors; i++) {
         const gg_tensor *t = &ts[i];
         const llama_tensor_info *ti = &m->tensors[of_layout[i]];
         float *dst = m->params + ti->offset;
         unsigned char *nr = (unsigned char *)realloc(raw, (size_t)t->nbytes);
-        if (!nr) { gg_fail(err, errsz, "%s: out of memory reading '%s'", path, t->name); goto done; }
+        if (!nr) { errf(err, errsz, "%s: out of memory reading '%s'", path, t->name); goto done; }
         raw = nr;
         if (fseeko(r.fp, (off_t)(data_start + t->offset), SEEK_SET) || fread(raw, 1, (size_t)t->nbytes, r.fp) != (size_t)t->nbytes) {
-            gg_fail(err, errsz, "%s: read error in tensor '%s'", path, t->name);
+            errf(err, errsz, "%s: read error in tensor '%s'", path, t->name);
             goto done;
         }
         dequantize(t->type, raw, dst, ti->numel);
         if (strstr(ti->name, "self_attn.q_proj.weight") || strstr(ti->name, "self_attn.k_proj.weight")) {
             int heads = strstr(ti->name, "q_proj") ? cfg.num_attention_heads : cfg.num_key_value_heads;
-            if (unpermute_rows(dst, heads, cfg.head_dim, (size_t)cfg.hidden_size)) { gg_fail(err, errsz, "%s: out of memory", path); goto done; }
+            if (unpermute_rows(dst, heads, cfg.head_dim, (size_t)cfg.hidden_size)) { errf(err, errsz, "%s: out of memory", path); goto done; }
         }
     }
     rc = 0;

@@ -20,6 +20,7 @@
  *
  * Design notes (what backward stores vs recomputes): docs/design.md, section "model".
  */
+#include "../util.h"
 #include "model.h"
 
 #include <math.h>
@@ -205,19 +206,12 @@ void llama_model_free(llama_model *m)
     memset(m, 0, sizeof *m);
 }
 
-/* splitmix64: tiny, well-mixed, and identical everywhere; Box-Muller turns pairs of uniforms
- * into normals. (Not torch's generator: our init is deterministic, not torch-identical.) */
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
+/* The project's splitmix64 (util.c: tiny, well-mixed, identical everywhere); Box-Muller turns
+ * pairs of uniforms into normals. (Not torch's generator: our init is deterministic, not
+ * torch-identical.) */
 static double uniform01(uint64_t *s) /* in (0, 1] */
 {
-    return ((splitmix64(s) >> 11) + 1) * (1.0 / 9007199254740992.0);
+    return ((rng_next(s) >> 11) + 1) * (1.0 / 9007199254740992.0);
 }
 
 void llama_model_init_random(llama_model *m, uint64_t seed)

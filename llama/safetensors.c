@@ -5,6 +5,7 @@
  * a single tensor byte is read, so that callers can allocate st_numel(t) elements and read.
  */
 #define _POSIX_C_SOURCE 200809L /* fseeko, ftello, fileno, fsync, getpid */
+#include "../util.h"
 #include "safetensors.h"
 #include "../clair.h"
 
@@ -16,15 +17,6 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-static int st_fail(char *err, size_t errsz, const char *fmt, ...) {
-    va_list ap;
-    if (err && errsz) {
-        va_start(ap, fmt);
-        vsnprintf(err, errsz, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ---- dtypes and number conversions ---------------------------------------------------- */
 
@@ -120,47 +112,47 @@ static int parse_entry(const char *path, const char *name, const clair_json *e, 
     uint64_t numel = 1, nbytes, b, en;
     size_t es, i;
     if (strlen(name) >= sizeof t->name)
-        return st_fail(err, errsz, "%s: tensor name '%.60s...' is longer than %zu bytes", path, name, sizeof t->name - 1);
+        return errf(err, errsz, "%s: tensor name '%.60s...' is longer than %zu bytes", path, name, sizeof t->name - 1);
     strcpy(t->name, name);
     if (e->type != CLAIR_JSON_OBJECT)
-        return st_fail(err, errsz, "%s: tensor '%s': header entry is a %s, expected an object", path, name, clair_json_type_name(e->type));
+        return errf(err, errsz, "%s: tensor '%s': header entry is a %s, expected an object", path, name, clair_json_type_name(e->type));
     dt = clair_json_get(e, "dtype");
     sh = clair_json_get(e, "shape");
     off = clair_json_get(e, "data_offsets");
     if (!dt || dt->type != CLAIR_JSON_STRING)
-        return st_fail(err, errsz, "%s: tensor '%s': missing or non-string \"dtype\"", path, name);
+        return errf(err, errsz, "%s: tensor '%s': missing or non-string \"dtype\"", path, name);
     es = st_dtype_size(dt->str);
     if (!es || dt->len >= sizeof t->dtype)
-        return st_fail(err, errsz, "%s: tensor '%s': unknown dtype \"%.20s\"", path, name, dt->str);
+        return errf(err, errsz, "%s: tensor '%s': unknown dtype \"%.20s\"", path, name, dt->str);
     strcpy(t->dtype, dt->str);
     if (!sh || sh->type != CLAIR_JSON_ARRAY)
-        return st_fail(err, errsz, "%s: tensor '%s': missing or non-array \"shape\"", path, name);
+        return errf(err, errsz, "%s: tensor '%s': missing or non-array \"shape\"", path, name);
     if (sh->n > ST_MAX_NDIM)
-        return st_fail(err, errsz, "%s: tensor '%s': %zu dimensions, at most %d supported", path, name, sh->n, ST_MAX_NDIM);
+        return errf(err, errsz, "%s: tensor '%s': %zu dimensions, at most %d supported", path, name, sh->n, ST_MAX_NDIM);
     t->ndim = (int)sh->n;
     for (i = 0; i < sh->n; i++) {
         uint64_t d;
         if (json_u64(&sh->items[i], &d))
-            return st_fail(err, errsz, "%s: tensor '%s': shape[%zu] is not a non-negative integer", path, name, i);
+            return errf(err, errsz, "%s: tensor '%s': shape[%zu] is not a non-negative integer", path, name, i);
         t->shape[i] = (int64_t)d;
         /* Overflow-safe product: a shape like [2^40, 2^40] must be refused, not wrapped. */
         if (d && numel > UINT64_MAX / d)
-            return st_fail(err, errsz, "%s: tensor '%s': shape overflows 64 bits", path, name);
+            return errf(err, errsz, "%s: tensor '%s': shape overflows 64 bits", path, name);
         numel *= d;
     }
     if (!off || off->type != CLAIR_JSON_ARRAY || off->n != 2 || json_u64(&off->items[0], &b) || json_u64(&off->items[1], &en))
-        return st_fail(err, errsz, "%s: tensor '%s': \"data_offsets\" must be [begin, end] non-negative integers", path, name);
+        return errf(err, errsz, "%s: tensor '%s': \"data_offsets\" must be [begin, end] non-negative integers", path, name);
     if (en < b)
-        return st_fail(err, errsz, "%s: tensor '%s': data_offsets end %llu < begin %llu", path, name, (unsigned long long)en, (unsigned long long)b);
+        return errf(err, errsz, "%s: tensor '%s': data_offsets end %llu < begin %llu", path, name, (unsigned long long)en, (unsigned long long)b);
     if (numel > UINT64_MAX / es)
-        return st_fail(err, errsz, "%s: tensor '%s': shape x dtype size overflows 64 bits", path, name);
+        return errf(err, errsz, "%s: tensor '%s': shape x dtype size overflows 64 bits", path, name);
     nbytes = numel * es;
     if (nbytes != en - b)
-        return st_fail(err, errsz, "%s: tensor '%s': shape and dtype %s need %llu bytes but data_offsets [%llu, %llu] span %llu",
+        return errf(err, errsz, "%s: tensor '%s': shape and dtype %s need %llu bytes but data_offsets [%llu, %llu] span %llu",
                        path, name, t->dtype, (unsigned long long)nbytes, (unsigned long long)b, (unsigned long long)en,
                        (unsigned long long)(en - b));
     if (numel > (uint64_t)SIZE_MAX)
-        return st_fail(err, errsz, "%s: tensor '%s': too many elements for this machine", path, name);
+        return errf(err, errsz, "%s: tensor '%s': too many elements for this machine", path, name);
     t->begin = b;
     t->end = en;
     return 0;
@@ -171,14 +163,14 @@ static int parse_metadata(const char *path, const clair_json *m, char **out, cha
     clair_buf b;
     size_t i;
     if (m->type != CLAIR_JSON_OBJECT)
-        return st_fail(err, errsz, "%s: \"__metadata__\" is a %s, expected an object of strings", path, clair_json_type_name(m->type));
+        return errf(err, errsz, "%s: \"__metadata__\" is a %s, expected an object of strings", path, clair_json_type_name(m->type));
     for (i = 0; i < m->n; i++)
         if (m->items[i].type != CLAIR_JSON_STRING)
-            return st_fail(err, errsz, "%s: \"__metadata__\".\"%s\" is a %s, safetensors metadata values must be strings",
+            return errf(err, errsz, "%s: \"__metadata__\".\"%s\" is a %s, safetensors metadata values must be strings",
                            path, m->keys[i], clair_json_type_name(m->items[i].type));
     memset(&b, 0, sizeof b);
     clair_json_write(&b, m);
-    if (b.oom || !b.data) { clair_buf_free(&b); return st_fail(err, errsz, "%s: out of memory", path); }
+    if (b.oom || !b.data) { clair_buf_free(&b); return errf(err, errsz, "%s: out of memory", path); }
     *out = b.data; /* ownership moves to the st_file */
     return 0;
 }
@@ -197,54 +189,54 @@ int st_open(st_file *f, const char *path, char *err, size_t errsz) {
     memset(f, 0, sizeof *f);
     memset(&root, 0, sizeof root);
     f->fp = fopen(path, "rb");
-    if (!f->fp) return st_fail(err, errsz, "%s: cannot open: %s", path, strerror(errno));
+    if (!f->fp) return errf(err, errsz, "%s: cannot open: %s", path, strerror(errno));
     f->path = (char *)malloc(strlen(path) + 1);
-    if (!f->path) { st_fail(err, errsz, "%s: out of memory", path); goto done; }
+    if (!f->path) { errf(err, errsz, "%s: out of memory", path); goto done; }
     strcpy(f->path, path);
     if (fseeko(f->fp, 0, SEEK_END) || (sz = ftello(f->fp)) < 0 || fseeko(f->fp, 0, SEEK_SET)) {
-        st_fail(err, errsz, "%s: cannot determine file size: %s", path, strerror(errno));
+        errf(err, errsz, "%s: cannot determine file size: %s", path, strerror(errno));
         goto done;
     }
     f->file_size = (size_t)sz;
     if (f->file_size < 8 || fread(lenbuf, 1, 8, f->fp) != 8) {
-        st_fail(err, errsz, "%s: file is %zu bytes, too short for a safetensors header (truncated?)", path, f->file_size);
+        errf(err, errsz, "%s: file is %zu bytes, too short for a safetensors header (truncated?)", path, f->file_size);
         goto done;
     }
     hlen = get_u64le(lenbuf);
     if (hlen > ST_MAX_HEADER) {
-        st_fail(err, errsz, "%s: header length %llu exceeds the %u byte limit (not a safetensors file, or corrupt)",
+        errf(err, errsz, "%s: header length %llu exceeds the %u byte limit (not a safetensors file, or corrupt)",
                 path, (unsigned long long)hlen, ST_MAX_HEADER);
         goto done;
     }
     if (hlen > f->file_size - 8) {
-        st_fail(err, errsz, "%s: header length %llu runs past the end of the %zu byte file (truncated?)",
+        errf(err, errsz, "%s: header length %llu runs past the end of the %zu byte file (truncated?)",
                 path, (unsigned long long)hlen, f->file_size);
         goto done;
     }
-    if (hlen < 2) { st_fail(err, errsz, "%s: header length %llu is too small for a JSON object", path, (unsigned long long)hlen); goto done; }
+    if (hlen < 2) { errf(err, errsz, "%s: header length %llu is too small for a JSON object", path, (unsigned long long)hlen); goto done; }
     hdr = (char *)malloc((size_t)hlen + 1);
-    if (!hdr) { st_fail(err, errsz, "%s: out of memory for a %llu byte header", path, (unsigned long long)hlen); goto done; }
-    if (fread(hdr, 1, (size_t)hlen, f->fp) != (size_t)hlen) { st_fail(err, errsz, "%s: read error in header", path); goto done; }
+    if (!hdr) { errf(err, errsz, "%s: out of memory for a %llu byte header", path, (unsigned long long)hlen); goto done; }
+    if (fread(hdr, 1, (size_t)hlen, f->fp) != (size_t)hlen) { errf(err, errsz, "%s: read error in header", path); goto done; }
     hdr[hlen] = 0;
     f->data_start = 8 + hlen;
     buflen = f->file_size - f->data_start;
 
     if (clair_json_parse(hdr, (size_t)hlen, &root, jerr, sizeof jerr)) {
-        st_fail(err, errsz, "%s: header is not valid JSON: %s", path, jerr);
+        errf(err, errsz, "%s: header is not valid JSON: %s", path, jerr);
         goto done;
     }
-    if (root.type != CLAIR_JSON_OBJECT) { st_fail(err, errsz, "%s: header is a JSON %s, expected an object", path, clair_json_type_name(root.type)); goto done; }
+    if (root.type != CLAIR_JSON_OBJECT) { errf(err, errsz, "%s: header is a JSON %s, expected an object", path, clair_json_type_name(root.type)); goto done; }
 
     f->tensors = (st_tensor *)calloc(root.n ? root.n : 1, sizeof *f->tensors);
     order = (st_tensor **)calloc(root.n ? root.n : 1, sizeof *order);
-    if (!f->tensors || !order) { st_fail(err, errsz, "%s: out of memory", path); goto done; }
+    if (!f->tensors || !order) { errf(err, errsz, "%s: out of memory", path); goto done; }
     for (i = 0; i < root.n; i++) {
         if (!strcmp(root.keys[i], "__metadata__")) {
-            if (f->metadata_json) { st_fail(err, errsz, "%s: \"__metadata__\" appears twice", path); goto done; }
+            if (f->metadata_json) { errf(err, errsz, "%s: \"__metadata__\" appears twice", path); goto done; }
             if (parse_metadata(path, &root.items[i], &f->metadata_json, err, errsz)) goto done;
             continue;
         }
-        if (root.key_lens[i] != strlen(root.keys[i])) { st_fail(err, errsz, "%s: a tensor name contains a NUL character", path); goto done; }
+        if (root.key_lens[i] != strlen(root.keys[i])) { errf(err, errsz, "%s: a tensor name contains a NUL character", path); goto done; }
         if (parse_entry(path, root.keys[i], &root.items[i], &f->tensors[n], err, errsz)) goto done;
         order[n] = &f->tensors[n];
         n++;
@@ -253,13 +245,13 @@ int st_open(st_file *f, const char *path, char *err, size_t errsz) {
     /* Names are unique (JSON would silently keep the last of a repeated key). */
     qsort(order, (size_t)n, sizeof *order, cmp_name);
     for (i = 1; i < (size_t)n; i++)
-        if (!strcmp(order[i - 1]->name, order[i]->name)) { st_fail(err, errsz, "%s: tensor '%s' appears twice in the header", path, order[i]->name); goto done; }
+        if (!strcmp(order[i - 1]->name, order[i]->name)) { errf(err, errsz, "%s: tensor '%s' appears twice in the header", path, order[i]->name); goto done; }
 
     /* Byte ranges, sorted by begin, must tile [0, buflen) exactly: no gap, no overlap, no
      * trailing bytes; this is what the reference reader demands too. */
     for (i = 0; i < (size_t)n; i++)
         if (order[i]->end > buflen) {
-            st_fail(err, errsz, "%s: tensor '%s' data_offsets [%llu, %llu] run past the end of the data buffer (%llu bytes; file truncated?)",
+            errf(err, errsz, "%s: tensor '%s' data_offsets [%llu, %llu] run past the end of the data buffer (%llu bytes; file truncated?)",
                     path, order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end, (unsigned long long)buflen);
             goto done;
         }
@@ -270,17 +262,17 @@ int st_open(st_file *f, const char *path, char *err, size_t errsz) {
             st_tensor *t = order[i];
             if (t->begin != pos) {
                 if (t->begin < pos)
-                    st_fail(err, errsz, "%s: tensor '%s' data_offsets [%llu, %llu] overlap the previous tensor (which ends at %llu)",
+                    errf(err, errsz, "%s: tensor '%s' data_offsets [%llu, %llu] overlap the previous tensor (which ends at %llu)",
                             path, t->name, (unsigned long long)t->begin, (unsigned long long)t->end, (unsigned long long)pos);
                 else
-                    st_fail(err, errsz, "%s: gap in the data buffer: bytes [%llu, %llu) belong to no tensor (before '%s')",
+                    errf(err, errsz, "%s: gap in the data buffer: bytes [%llu, %llu) belong to no tensor (before '%s')",
                             path, (unsigned long long)pos, (unsigned long long)t->begin, t->name);
                 goto done;
             }
             pos = t->end;
         }
         if (pos != buflen) {
-            st_fail(err, errsz, "%s: the tensors cover %llu bytes but the data buffer holds %llu (trailing bytes or missing tensors)",
+            errf(err, errsz, "%s: the tensors cover %llu bytes but the data buffer holds %llu (trailing bytes or missing tensors)",
                     path, (unsigned long long)pos, (unsigned long long)buflen);
             goto done;
         }
@@ -314,9 +306,9 @@ size_t st_numel(const st_tensor *t) {
 }
 
 static int seek_tensor(st_file *f, const st_tensor *t, char *err, size_t errsz) {
-    if (!f->fp) return st_fail(err, errsz, "safetensors: file is not open");
-    if (t->end < t->begin || t->end > f->file_size) return st_fail(err, errsz, "%s: tensor '%s': bad byte range", f->path, t->name);
-    if (fseeko(f->fp, (off_t)t->begin, SEEK_SET)) return st_fail(err, errsz, "%s: seek failed: %s", f->path, strerror(errno));
+    if (!f->fp) return errf(err, errsz, "safetensors: file is not open");
+    if (t->end < t->begin || t->end > f->file_size) return errf(err, errsz, "%s: tensor '%s': bad byte range", f->path, t->name);
+    if (fseeko(f->fp, (off_t)t->begin, SEEK_SET)) return errf(err, errsz, "%s: seek failed: %s", f->path, strerror(errno));
     return 0;
 }
 
@@ -325,7 +317,7 @@ int st_read_raw(st_file *f, const st_tensor *t, void *dst, char *err, size_t err
     if (seek_tensor(f, t, err, errsz)) return -1;
     n = (size_t)(t->end - t->begin);
     if (fread(dst, 1, n, f->fp) != n)
-        return st_fail(err, errsz, "%s: tensor '%s': short read (file changed or truncated while open?)", f->path, t->name);
+        return errf(err, errsz, "%s: tensor '%s': short read (file changed or truncated while open?)", f->path, t->name);
     return 0;
 }
 
@@ -340,16 +332,16 @@ static int read_chunked(st_file *f, const st_tensor *t, size_t es, conv_fn conv,
     char why[160];
     if (seek_tensor(f, t, err, errsz)) return -1;
     buf = (unsigned char *)malloc(ST_CHUNK);
-    if (!buf) return st_fail(err, errsz, "%s: out of memory", f->path);
+    if (!buf) return errf(err, errsz, "%s: out of memory", f->path);
     while (done < total) {
         size_t k = total - done < per ? total - done : per;
         if (fread(buf, es, k, f->fp) != k) {
             free(buf);
-            return st_fail(err, errsz, "%s: tensor '%s': short read (file changed or truncated while open?)", f->path, t->name);
+            return errf(err, errsz, "%s: tensor '%s': short read (file changed or truncated while open?)", f->path, t->name);
         }
         if (conv(buf, k, done, ctx, why, sizeof why)) {
             free(buf);
-            return st_fail(err, errsz, "%s: tensor '%s': %s", f->path, t->name, why);
+            return errf(err, errsz, "%s: tensor '%s': %s", f->path, t->name, why);
         }
         done += k;
     }
@@ -403,7 +395,7 @@ int st_read_f32(st_file *f, const st_tensor *t, float *dst, char *err, size_t er
     if (!strcmp(t->dtype, "BF16")) return read_chunked(f, t, 2, conv_bf16, dst, err, errsz);
     if (!strcmp(t->dtype, "F16")) return read_chunked(f, t, 2, conv_f16, dst, err, errsz);
     if (!strcmp(t->dtype, "F64")) return read_chunked(f, t, 8, conv_f64, dst, err, errsz);
-    return st_fail(err, errsz, "%s: tensor '%s' has dtype %s; expected a floating type (F32, BF16, F16)", f->path, t->name, t->dtype);
+    return errf(err, errsz, "%s: tensor '%s' has dtype %s; expected a floating type (F32, BF16, F16)", f->path, t->name, t->dtype);
 }
 
 typedef struct { int32_t *dst; int kind; } int_ctx; /* kind: 0 I32, 1 I64, 2 U8, 3 BOOL */
@@ -440,7 +432,7 @@ int st_read_i32(st_file *f, const st_tensor *t, int32_t *dst, char *err, size_t 
     else if (!strcmp(t->dtype, "I64")) c.kind = 1;
     else if (!strcmp(t->dtype, "U8")) c.kind = 2;
     else if (!strcmp(t->dtype, "BOOL")) c.kind = 3;
-    else return st_fail(err, errsz, "%s: tensor '%s' has dtype %s; expected an integer type (I32, I64, U8, BOOL)", f->path, t->name, t->dtype);
+    else return errf(err, errsz, "%s: tensor '%s' has dtype %s; expected an integer type (I32, I64, U8, BOOL)", f->path, t->name, t->dtype);
     return read_chunked(f, t, st_dtype_size(t->dtype), conv_int, &c, err, errsz);
 }
 
@@ -468,7 +460,7 @@ int st_write(const char *path, const st_write_tensor *ts, int n, const char *met
             size_t numel = 1;
             int k;
             for (k = 0; k < ts[i].ndim && k < ST_MAX_NDIM; k++) numel *= (size_t)(ts[i].shape[k] > 0 ? ts[i].shape[k] : 0);
-            if (numel) return st_fail(err, errsz, "%s: tensor '%s' has no data", path, ts[i].name ? ts[i].name : "?");
+            if (numel) return errf(err, errsz, "%s: tensor '%s' has no data", path, ts[i].name ? ts[i].name : "?");
         }
     return st_write_fn(path, ts, n, metadata_json, fill_from_data, (void *)ts, err, errsz);
 }
@@ -484,11 +476,11 @@ static int build_header(const char *path, const st_write_tensor *ts, int n, cons
         char jerr[256];
         size_t q;
         if (clair_json_parse(metadata_json, strlen(metadata_json), &m, jerr, sizeof jerr))
-            return st_fail(err, errsz, "%s: metadata is not valid JSON: %s", path, jerr);
-        if (m.type != CLAIR_JSON_OBJECT) { clair_json_free(&m); return st_fail(err, errsz, "%s: metadata must be a JSON object", path); }
+            return errf(err, errsz, "%s: metadata is not valid JSON: %s", path, jerr);
+        if (m.type != CLAIR_JSON_OBJECT) { clair_json_free(&m); return errf(err, errsz, "%s: metadata must be a JSON object", path); }
         for (q = 0; q < m.n; q++)
             if (m.items[q].type != CLAIR_JSON_STRING) {
-                st_fail(err, errsz, "%s: metadata \"%s\" is a %s; safetensors metadata values must be strings", path, m.keys[q], clair_json_type_name(m.items[q].type));
+                errf(err, errsz, "%s: metadata \"%s\" is a %s; safetensors metadata values must be strings", path, m.keys[q], clair_json_type_name(m.items[q].type));
                 clair_json_free(&m);
                 return -1;
             }
@@ -502,15 +494,15 @@ static int build_header(const char *path, const st_write_tensor *ts, int n, cons
         size_t es;
         uint64_t numel = 1;
         if (!t->name || !t->name[0] || strlen(t->name) >= sizeof ((st_tensor *)0)->name || !strcmp(t->name, "__metadata__"))
-            return st_fail(err, errsz, "%s: tensor %d has an empty, reserved or too long name", path, i);
+            return errf(err, errsz, "%s: tensor %d has an empty, reserved or too long name", path, i);
         for (j = 0; j < i; j++)
-            if (!strcmp(ts[j].name, t->name)) return st_fail(err, errsz, "%s: tensor '%s' given twice", path, t->name);
+            if (!strcmp(ts[j].name, t->name)) return errf(err, errsz, "%s: tensor '%s' given twice", path, t->name);
         es = t->dtype ? st_dtype_size(t->dtype) : 0;
-        if (!es) return st_fail(err, errsz, "%s: tensor '%s': unknown dtype '%s'", path, t->name, t->dtype ? t->dtype : "(null)");
-        if (t->ndim < 0 || t->ndim > ST_MAX_NDIM) return st_fail(err, errsz, "%s: tensor '%s': ndim %d out of range", path, t->name, t->ndim);
+        if (!es) return errf(err, errsz, "%s: tensor '%s': unknown dtype '%s'", path, t->name, t->dtype ? t->dtype : "(null)");
+        if (t->ndim < 0 || t->ndim > ST_MAX_NDIM) return errf(err, errsz, "%s: tensor '%s': ndim %d out of range", path, t->name, t->ndim);
         for (k = 0; k < t->ndim; k++) {
-            if (t->shape[k] < 0) return st_fail(err, errsz, "%s: tensor '%s': negative shape", path, t->name);
-            if (t->shape[k] && numel > UINT64_MAX / (uint64_t)t->shape[k] / es) return st_fail(err, errsz, "%s: tensor '%s': shape overflows", path, t->name);
+            if (t->shape[k] < 0) return errf(err, errsz, "%s: tensor '%s': negative shape", path, t->name);
+            if (t->shape[k] && numel > UINT64_MAX / (uint64_t)t->shape[k] / es) return errf(err, errsz, "%s: tensor '%s': shape overflows", path, t->name);
             numel *= (uint64_t)t->shape[k];
         }
         sizes[i] = numel * es;
@@ -524,8 +516,8 @@ static int build_header(const char *path, const st_write_tensor *ts, int n, cons
     clair_buf_puts(h, "}");
     /* Pad with spaces so the data starts 8-byte aligned (JSON allows trailing whitespace). */
     while ((8 + h->len) % 8) clair_buf_puts(h, " ");
-    if (h->oom) return st_fail(err, errsz, "%s: out of memory building the header", path);
-    if (h->len > ST_MAX_HEADER) return st_fail(err, errsz, "%s: header would be %zu bytes, over the %u limit", path, h->len, ST_MAX_HEADER);
+    if (h->oom) return errf(err, errsz, "%s: out of memory building the header", path);
+    if (h->len > ST_MAX_HEADER) return errf(err, errsz, "%s: header would be %zu bytes, over the %u limit", path, h->len, ST_MAX_HEADER);
     return 0;
 }
 
@@ -540,19 +532,19 @@ int st_write_fn(const char *path, const st_write_tensor *ts, int n, const char *
     int i, rc = -1;
 
     memset(&h, 0, sizeof h);
-    if (n < 0) return st_fail(err, errsz, "%s: negative tensor count", path);
+    if (n < 0) return errf(err, errsz, "%s: negative tensor count", path);
     sizes = (uint64_t *)calloc((size_t)n + 1, sizeof *sizes);
     tmp = (char *)malloc(strlen(path) + 32);
-    if (!sizes || !tmp) { st_fail(err, errsz, "%s: out of memory", path); goto done; }
+    if (!sizes || !tmp) { errf(err, errsz, "%s: out of memory", path); goto done; }
     if (build_header(path, ts, n, metadata_json, &h, sizes, err, errsz)) goto done;
 
     sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
     fp = fopen(tmp, "wb");
-    if (!fp) { st_fail(err, errsz, "%s: cannot create: %s", tmp, strerror(errno)); goto done; }
+    if (!fp) { errf(err, errsz, "%s: cannot create: %s", tmp, strerror(errno)); goto done; }
     for (i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
     if (fwrite(lenbuf, 1, 8, fp) != 8 || fwrite(h.data, 1, h.len, fp) != h.len) goto write_err;
     buf = malloc(ST_CHUNK);
-    if (!buf) { st_fail(err, errsz, "%s: out of memory", path); goto done; }
+    if (!buf) { errf(err, errsz, "%s: out of memory", path); goto done; }
     for (i = 0; i < n; i++) {
         uint64_t at = 0;
         if (fill == fill_from_data) { /* plain data: straight from the caller's memory */
@@ -561,7 +553,7 @@ int st_write_fn(const char *path, const st_write_tensor *ts, int n, const char *
         }
         while (at < sizes[i]) { /* ST_CHUNK is a multiple of every dtype size: chunks are whole elements */
             size_t k = sizes[i] - at < ST_CHUNK ? (size_t)(sizes[i] - at) : ST_CHUNK;
-            if (fill(ctx, i, (size_t)at, buf, k)) { st_fail(err, errsz, "%s: could not produce the data of tensor '%s'", path, ts[i].name); goto done; }
+            if (fill(ctx, i, (size_t)at, buf, k)) { errf(err, errsz, "%s: could not produce the data of tensor '%s'", path, ts[i].name); goto done; }
             if (fwrite(buf, 1, k, fp) != k) goto write_err;
             at += k;
         }
@@ -570,11 +562,11 @@ int st_write_fn(const char *path, const st_write_tensor *ts, int n, const char *
     if (fflush(fp) || fsync(fileno(fp))) goto write_err;
     if (fclose(fp)) { fp = NULL; goto write_err; }
     fp = NULL;
-    if (rename(tmp, path)) { st_fail(err, errsz, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno)); goto done; }
+    if (rename(tmp, path)) { errf(err, errsz, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno)); goto done; }
     rc = 0;
     goto done;
 write_err:
-    st_fail(err, errsz, "%s: write failed: %s (disk full?)", tmp, strerror(errno));
+    errf(err, errsz, "%s: write failed: %s (disk full?)", tmp, strerror(errno));
 done:
     if (fp) fclose(fp);
     if (rc && tmp) remove(tmp);

@@ -13,6 +13,7 @@
  *              missing from the vocab fall back to <0xNN> byte tokens.
  */
 #define _POSIX_C_SOURCE 200809L   /* pthread mutex for the word cache */
+#include "../util.h"
 #include "tokenizer.h"
 #include "unicode_data.h"
 #include "../clair.h"
@@ -29,15 +30,6 @@
  * Small helpers
  * ========================================================================================== */
 
-static int tok__fail(char *err, size_t errsz, const char *fmt, ...) {
-    if (err && errsz) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errsz, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 int tok_ids_push(tok_ids *v, int id) {
     if (v->len == v->cap) {
@@ -68,6 +60,7 @@ static uint64_t tok__hash(const unsigned char *s, size_t n) {  /* FNV-1a, 64 bit
  * an invalid or truncated sequence gives length 1 and *cp = TOK_INVALID + the byte, which the
  * pre-tokenizers treat as a character that is neither letter, number nor space. */
 #define TOK_INVALID 0x110000u
+#define TOK_MAX_FILE ((size_t)1 << 30)   /* tokenizer files are MBs; refuse anything absurd before reading it */
 static int tok__utf8(const unsigned char *s, size_t n, uint32_t *cp) {
     unsigned c = s[0];
     if (c < 0x80) { *cp = c; return 1; }
@@ -224,18 +217,6 @@ static unsigned char *tok__to_bytes(int kind, const char *s, size_t n, int *out_
  * Loading
  * ========================================================================================== */
 
-static char *tok__read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long n;
-    if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) { fclose(f); return NULL; }
-    buf = (char *)malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
-    fclose(f);
-    if (buf) { buf[n] = 0; *len = (size_t)n; }
-    return buf;
-}
 
 static const char *tok__str(const clair_json *o, const char *key) { return clair_json_get_str(o, key); }
 static int tok__bool(const clair_json *o, const char *key) {
@@ -258,9 +239,9 @@ static int tok__pre_step(tokenizer *t, const clair_json *p, int *saw_bytelevel, 
                          char *err, size_t errsz) {
     if (tok__is(p, "ByteLevel")) {
         if (tok__bool(p, "add_prefix_space"))
-            return tok__fail(err, errsz, "%s: pre_tokenizer ByteLevel with add_prefix_space=true is not supported", path);
+            return errf(err, errsz, "%s: pre_tokenizer ByteLevel with add_prefix_space=true is not supported", path);
         if (clair_json_get(p, "use_regex") == NULL || tok__bool(p, "use_regex")) {
-            if (t->pre) return tok__fail(err, errsz, "%s: pre_tokenizer has two regex splits; not supported", path);
+            if (t->pre) return errf(err, errsz, "%s: pre_tokenizer has two regex splits; not supported", path);
             t->pre = PRE_GPT2;
         }
         *saw_bytelevel = 1;
@@ -271,18 +252,18 @@ static int tok__pre_step(tokenizer *t, const clair_json *p, int *saw_bytelevel, 
         const char *re = pat ? tok__str(pat, "Regex") : NULL;
         const char *beh = tok__str(p, "behavior");
         if (!re || !beh || strcmp(beh, "Isolated") || tok__bool(p, "invert"))
-            return tok__fail(err, errsz, "%s: pre_tokenizer Split must be an Isolated, non-inverted Regex split", path);
-        if (t->pre) return tok__fail(err, errsz, "%s: pre_tokenizer has two regex splits; not supported", path);
+            return errf(err, errsz, "%s: pre_tokenizer Split must be an Isolated, non-inverted Regex split", path);
+        if (t->pre) return errf(err, errsz, "%s: pre_tokenizer has two regex splits; not supported", path);
         if (strcmp(re, TOK_RE_LLAMA3) == 0) t->pre = PRE_LLAMA3;
         else if (strcmp(re, TOK_RE_GPT2) == 0) t->pre = PRE_GPT2;
-        else return tok__fail(err, errsz, "%s: pre_tokenizer Split regex is not one we implement "
+        else return errf(err, errsz, "%s: pre_tokenizer Split regex is not one we implement "
                               "(Llama 3's or GPT-2's): %.120s", path, re);
         return 0;
     }
     if (tok__is(p, "Digits")) {
         if (!tok__bool(p, "individual_digits"))
-            return tok__fail(err, errsz, "%s: pre_tokenizer Digits needs individual_digits=true", path);
-        if (t->pre) return tok__fail(err, errsz, "%s: Digits after a regex split is not supported", path);
+            return errf(err, errsz, "%s: pre_tokenizer Digits needs individual_digits=true", path);
+        if (t->pre) return errf(err, errsz, "%s: Digits after a regex split is not supported", path);
         t->digits = 1;
         return 0;
     }
@@ -290,14 +271,14 @@ static int tok__pre_step(tokenizer *t, const clair_json *p, int *saw_bytelevel, 
         const char *sch = tok__str(p, "prepend_scheme");
         const char *rep = tok__str(p, "replacement");
         if (rep && strcmp(rep, "\xE2\x96\x81"))
-            return tok__fail(err, errsz, "%s: Metaspace replacement must be U+2581", path);
+            return errf(err, errsz, "%s: Metaspace replacement must be U+2581", path);
         if (!clair_json_get(p, "split") || tok__bool(p, "split"))   /* HF's default is split=true */
-            return tok__fail(err, errsz, "%s: Metaspace with split=true (or no \"split\", which means true) "
+            return errf(err, errsz, "%s: Metaspace with split=true (or no \"split\", which means true) "
                              "is not supported", path);
         t->spm_prepend = !sch || !strcmp(sch, "always") ? 3 : !strcmp(sch, "first") ? 2 : 0;
         return 0;
     }
-    return tok__fail(err, errsz, "%s: pre_tokenizer type '%s' is not supported (byte-level BPE with "
+    return errf(err, errsz, "%s: pre_tokenizer type '%s' is not supported (byte-level BPE with "
                      "Llama 3 / GPT-2 splits, or sentencepiece-style BPE only)", path,
                      tok__str(p, "type") ? tok__str(p, "type") : "?");
 }
@@ -411,20 +392,20 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
     int max_id = -1, *ids = NULL, nids = 0;
 
     if (!model || model->type != CLAIR_JSON_OBJECT)
-        return tok__fail(err, errsz, "%s: no \"model\" object; is this a Hugging Face tokenizer.json?", path);
+        return errf(err, errsz, "%s: no \"model\" object; is this a Hugging Face tokenizer.json?", path);
     if (!tok__is(model, "BPE"))
-        return tok__fail(err, errsz, "%s: model.type is '%s'; only BPE is supported", path,
+        return errf(err, errsz, "%s: model.type is '%s'; only BPE is supported", path,
                          tok__str(model, "type") ? tok__str(model, "type") : "(missing)");
     if (clair_json_get(model, "dropout") && clair_json_get(model, "dropout")->type == CLAIR_JSON_NUMBER &&
         clair_json_get(model, "dropout")->number != 0)
-        return tok__fail(err, errsz, "%s: model.dropout is set; BPE dropout is not supported", path);
+        return errf(err, errsz, "%s: model.dropout is set; BPE dropout is not supported", path);
     if ((tok__str(model, "continuing_subword_prefix") && *tok__str(model, "continuing_subword_prefix")) ||
         (tok__str(model, "end_of_word_suffix") && *tok__str(model, "end_of_word_suffix")))
-        return tok__fail(err, errsz, "%s: continuing_subword_prefix / end_of_word_suffix are not supported", path);
+        return errf(err, errsz, "%s: continuing_subword_prefix / end_of_word_suffix are not supported", path);
     vocab = clair_json_get(model, "vocab");
     merges = clair_json_get(model, "merges");
     if (!vocab || vocab->type != CLAIR_JSON_OBJECT || !merges || merges->type != CLAIR_JSON_ARRAY)
-        return tok__fail(err, errsz, "%s: model.vocab (object) and model.merges (array) are required", path);
+        return errf(err, errsz, "%s: model.vocab (object) and model.merges (array) are required", path);
     t->ignore_merges = tok__bool(model, "ignore_merges");
     t->byte_fallback = tok__bool(model, "byte_fallback");
     t->fuse_unk = tok__bool(model, "fuse_unk");
@@ -445,15 +426,15 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
         }
         if (saw_bl) {
             t->kind = TOK_BYTELEVEL;
-            if (t->spm_prepend) return tok__fail(err, errsz, "%s: Metaspace together with ByteLevel is not supported", path);
+            if (t->spm_prepend) return errf(err, errsz, "%s: Metaspace together with ByteLevel is not supported", path);
             if (norm && norm->type != CLAIR_JSON_NULL)
-                return tok__fail(err, errsz, "%s: a normalizer with a ByteLevel pre-tokenizer is not supported", path);
+                return errf(err, errsz, "%s: a normalizer with a ByteLevel pre-tokenizer is not supported", path);
             if (!dec || !tok__is(dec, "ByteLevel"))
-                return tok__fail(err, errsz, "%s: a ByteLevel pre-tokenizer needs the ByteLevel decoder", path);
+                return errf(err, errsz, "%s: a ByteLevel pre-tokenizer needs the ByteLevel decoder", path);
         } else {
             t->kind = TOK_SPM;
             if (t->pre || t->digits)
-                return tok__fail(err, errsz, "%s: a regex split without ByteLevel is not supported", path);
+                return errf(err, errsz, "%s: a regex split without ByteLevel is not supported", path);
             if (norm && norm->type == CLAIR_JSON_OBJECT) {
                 /* transformers' legacy Llama normalizer: Sequence[Prepend(U+2581), Replace(" ", U+2581)] */
                 const clair_json *ns = clair_json_get(norm, "normalizers");
@@ -469,12 +450,12 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
                     else ok = 0;
                 }
                 if (!ok || !repl)
-                    return tok__fail(err, errsz, "%s: normalizer is not the Llama sentencepiece one "
+                    return errf(err, errsz, "%s: normalizer is not the Llama sentencepiece one "
                                      "(Prepend U+2581, Replace ' ' with U+2581); not supported", path);
-                if (t->spm_prepend) return tok__fail(err, errsz, "%s: both a normalizer and Metaspace; not supported", path);
+                if (t->spm_prepend) return errf(err, errsz, "%s: both a normalizer and Metaspace; not supported", path);
                 t->spm_prepend = prep ? 1 : 0;
             } else if (!(pre && tok__is(pre, "Metaspace"))) {
-                return tok__fail(err, errsz, "%s: neither a ByteLevel pre-tokenizer nor a sentencepiece-style "
+                return errf(err, errsz, "%s: neither a ByteLevel pre-tokenizer nor a sentencepiece-style "
                                  "normalizer/Metaspace; this tokenizer kind is not supported", path);
             }
             /* decoder: transformers' Sequence[Replace(U+2581, ' '), ByteFallback, Fuse, Strip(' ', 1, 0)]
@@ -486,14 +467,14 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
                     if (tok__is(d, "Strip")) t->spm_strip = 1;
                     else if (tok__is(d, "ByteFallback")) t->spm_bytes = 1;
                     else if (!tok__is(d, "Replace") && !tok__is(d, "Fuse"))
-                        return tok__fail(err, errsz, "%s: decoder step '%s' is not supported", path,
+                        return errf(err, errsz, "%s: decoder step '%s' is not supported", path,
                                          tok__str(d, "type") ? tok__str(d, "type") : "?");
                 }
             } else if (dec && tok__is(dec, "Metaspace")) {
                 const char *sch = tok__str(dec, "prepend_scheme");
                 t->spm_strip = !(sch && !strcmp(sch, "never"));
             } else {
-                return tok__fail(err, errsz, "%s: a sentencepiece-style tokenizer needs a Sequence (Replace, "
+                return errf(err, errsz, "%s: a sentencepiece-style tokenizer needs a Sequence (Replace, "
                                  "ByteFallback, Fuse, Strip) or Metaspace decoder", path);
             }
         }
@@ -503,7 +484,7 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
     for (i = 0; i < vocab->n; i++) {
         const clair_json *v = &vocab->items[i];
         if (v->type != CLAIR_JSON_NUMBER || v->number < 0 || v->number > 1e8 || v->number != (int)v->number)
-            return tok__fail(err, errsz, "%s: model.vocab[\"%.60s\"] is not a token id", path, vocab->keys[i]);
+            return errf(err, errsz, "%s: model.vocab[\"%.60s\"] is not a token id", path, vocab->keys[i]);
         if ((int)v->number > max_id) max_id = (int)v->number;
     }
     added = clair_json_get(root, "added_tokens");
@@ -512,9 +493,9 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
             long long id;
             const clair_json *a = &added->items[i];
             if (clair_json_get_int(a, "id", &id) || id < 0 || id > 100000000 || !tok__str(a, "content"))
-                return tok__fail(err, errsz, "%s: added_tokens[%zu] needs an integer id and a content string", path, i);
+                return errf(err, errsz, "%s: added_tokens[%zu] needs an integer id and a content string", path, i);
             if (tok__bool(a, "lstrip") || tok__bool(a, "rstrip") || tok__bool(a, "single_word"))
-                return tok__fail(err, errsz, "%s: added_tokens[%zu] ('%s') uses lstrip/rstrip/single_word, "
+                return errf(err, errsz, "%s: added_tokens[%zu] ('%s') uses lstrip/rstrip/single_word, "
                                  "which is not supported", path, i, tok__str(a, "content"));
             if ((int)id > max_id) max_id = (int)id;
         }
@@ -525,38 +506,38 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
     x->key = (unsigned char **)calloc((size_t)t->n_ids, sizeof *x->key);
     x->klen = (int *)calloc((size_t)t->n_ids, sizeof(int));
     ids = (int *)malloc((vocab->n + 1) * sizeof(int));
-    if (!t->dec || !t->dec_len || !x->key || !x->klen || !ids) { free(ids); return tok__fail(err, errsz, "out of memory"); }
+    if (!t->dec || !t->dec_len || !x->key || !x->klen || !ids) { free(ids); return errf(err, errsz, "out of memory"); }
     for (i = 0; i < vocab->n; i++) {
         int id = (int)vocab->items[i].number;
         if (x->key[id]) continue;  /* duplicate id: keep the first string */
         t->dec[id] = tok__to_bytes(t->kind | (t->spm_bytes ? TOK_SPM_BYTES : 0), vocab->keys[i], vocab->key_lens[i],
                                    &t->dec_len[id]);
-        if (!t->dec[id]) { free(ids); return tok__fail(err, errsz, "out of memory"); }
+        if (!t->dec[id]) { free(ids); return errf(err, errsz, "out of memory"); }
         if (t->kind == TOK_BYTELEVEL) {
             x->key[id] = t->dec[id];     /* keyed by the raw bytes */
             x->klen[id] = t->dec_len[id];
         } else {
             x->key[id] = (unsigned char *)malloc(vocab->key_lens[i] + 1);
-            if (!x->key[id]) { free(ids); return tok__fail(err, errsz, "out of memory"); }
+            if (!x->key[id]) { free(ids); return errf(err, errsz, "out of memory"); }
             memcpy(x->key[id], vocab->keys[i], vocab->key_lens[i]);
             x->klen[id] = (int)vocab->key_lens[i];
         }
         ids[nids++] = id;
     }
-    if (tok__build_vtab(t, x->key, x->klen, nids, ids)) { free(ids); return tok__fail(err, errsz, "out of memory"); }
+    if (tok__build_vtab(t, x->key, x->klen, nids, ids)) { free(ids); return errf(err, errsz, "out of memory"); }
     free(ids);
 
     /* added tokens: decode to their content; matched in text by tok__match_added */
     if (added && added->type == CLAIR_JSON_ARRAY && added->n) {
         t->added = (tok_added *)calloc(added->n, sizeof *t->added);
-        if (!t->added) return tok__fail(err, errsz, "out of memory");
+        if (!t->added) return errf(err, errsz, "out of memory");
         for (i = 0; i < added->n; i++) {
             const clair_json *a = &added->items[i], *c = clair_json_get(a, "content");
             long long id;
             clair_json_get_int(a, "id", &id);
             if (c->len == 0) continue;
             t->added[t->n_added].s = (char *)malloc(c->len + 1);
-            if (!t->added[t->n_added].s) return tok__fail(err, errsz, "out of memory");
+            if (!t->added[t->n_added].s) return errf(err, errsz, "out of memory");
             memcpy(t->added[t->n_added].s, c->str, c->len + 1);
             t->added[t->n_added].len = (int)c->len;
             t->added[t->n_added].id = (int)id;
@@ -566,7 +547,7 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
             if (!t->dec[id]) {   /* an added token outside the model vocab decodes to its content */
                 if (t->kind == TOK_BYTELEVEL) t->dec[id] = tok__to_bytes(TOK_BYTELEVEL, c->str, c->len, &t->dec_len[id]);
                 else t->dec[id] = tok__to_bytes(TOK_SPM | (t->spm_bytes ? TOK_SPM_BYTES : 0), c->str, c->len, &t->dec_len[id]);
-                if (!t->dec[id]) return tok__fail(err, errsz, "out of memory");
+                if (!t->dec[id]) return errf(err, errsz, "out of memory");
             }
         }
     }
@@ -595,7 +576,7 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
         size_t cap = 1;
         while (cap < merges->n * 2 + 16) cap <<= 1;
         t->mtab = (tok_merge *)malloc(cap * sizeof *t->mtab);
-        if (!t->mtab) return tok__fail(err, errsz, "out of memory");
+        if (!t->mtab) return errf(err, errsz, "out of memory");
         for (i = 0; i < cap; i++) t->mtab[i].id = -1;
         t->mmask = cap - 1;
     }
@@ -610,12 +591,12 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
             unsigned char *ka, *kb;
             if (m->type == CLAIR_JSON_STRING) {
                 const char *sp = memchr(m->str, ' ', m->len);
-                if (!sp) return tok__fail(err, errsz, "%s: model.merges[%zu] = \"%.60s\" has no space", path, i, m->str);
+                if (!sp) return errf(err, errsz, "%s: model.merges[%zu] = \"%.60s\" has no space", path, i, m->str);
                 a = m->str; la = (size_t)(sp - m->str); b = sp + 1; lb = m->len - la - 1;
             } else if (m->type == CLAIR_JSON_ARRAY && m->n == 2 && m->items[0].type == CLAIR_JSON_STRING &&
                        m->items[1].type == CLAIR_JSON_STRING) {
                 a = m->items[0].str; la = m->items[0].len; b = m->items[1].str; lb = m->items[1].len;
-            } else return tok__fail(err, errsz, "%s: model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", path, i);
+            } else return errf(err, errsz, "%s: model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", path, i);
             if (t->kind == TOK_BYTELEVEL) {
                 ka = tok__to_bytes(TOK_BYTELEVEL, a, la, &lenA);
                 kb = tok__to_bytes(TOK_BYTELEVEL, b, lb, &lenB);
@@ -625,12 +606,12 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
                 if (kb) memcpy(kb, b, lb);
                 lenA = (int)la; lenB = (int)lb;
             }
-            if (!ka || !kb) { free(ka); free(kb); free(buf); return tok__fail(err, errsz, "out of memory"); }
+            if (!ka || !kb) { free(ka); free(kb); free(buf); return errf(err, errsz, "out of memory"); }
             if ((size_t)(lenA + lenB) > bufcap) {
                 bufcap = (size_t)(lenA + lenB) * 2 + 64;
                 free(buf);
                 buf = (unsigned char *)malloc(bufcap);
-                if (!buf) { free(ka); free(kb); return tok__fail(err, errsz, "out of memory"); }
+                if (!buf) { free(ka); free(kb); return errf(err, errsz, "out of memory"); }
             }
             memcpy(buf, ka, (size_t)lenA);
             memcpy(buf + lenA, kb, (size_t)lenB);
@@ -640,7 +621,7 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
             free(ka); free(kb);
             if (ia < 0 || ib < 0 || im < 0) {
                 free(buf);
-                return tok__fail(err, errsz, "%s: model.merges[%zu] (\"%.*s\" + \"%.*s\") uses a token that is "
+                return errf(err, errsz, "%s: model.merges[%zu] (\"%.*s\" + \"%.*s\") uses a token that is "
                                  "not in model.vocab", path, i, (int)(la > 40 ? 40 : la), a, (int)(lb > 40 ? 40 : lb), b);
             }
             tok__mput(t, ia, ib, (int)i, im);
@@ -651,7 +632,7 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
 }
 
 int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, char *err, size_t errsz) {
-    char path[4096], cpath[4096], jerr[256];
+    char path[4096], cpath[4096], jerr[4400];
     char *text = NULL;
     size_t len = 0;
     clair_json root, cfg;
@@ -662,22 +643,21 @@ int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, 
     *out = NULL;
     fam_override = tok__tpl_family(chat_template);
     if (fam_override < 0)
-        return tok__fail(err, errsz, "--chat-template '%s' is unknown; use llama3, llama3.1, chatml or llama2", chat_template);
+        return errf(err, errsz, "--chat-template '%s' is unknown; use llama3, llama3.1, chatml or llama2", chat_template);
     {
         static pthread_once_t once = PTHREAD_ONCE_INIT;
         pthread_once(&once, tok__init_bytemap);
     }
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    text = tok__read_file(path, &len);
-    if (!text) return tok__fail(err, errsz, "%s: cannot read (%s); the model directory needs a Hugging Face tokenizer.json",
-                                path, strerror(errno));
+    text = read_file(path, TOK_MAX_FILE, &len, jerr, sizeof jerr);
+    if (!text) return errf(err, errsz, "%s; the model directory needs a Hugging Face tokenizer.json", jerr);
     if (clair_json_parse(text, len, &root, jerr, sizeof jerr)) {
         free(text);
-        return tok__fail(err, errsz, "%s: %s", path, jerr);
+        return errf(err, errsz, "%s: %s", path, jerr);
     }
     free(text);
     t = (tokenizer *)calloc(1, sizeof *t);
-    if (!t) { clair_json_free(&root); return tok__fail(err, errsz, "out of memory"); }
+    if (!t) { clair_json_free(&root); return errf(err, errsz, "out of memory"); }
     pthread_mutex_init(&t->cache_lock, NULL);
     t->bos_id = t->eos_id = -1;
     if (tok__load_json(t, &root, path, err, errsz)) {
@@ -688,12 +668,12 @@ int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, 
     clair_json_free(&root);
 
     snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir);
-    text = tok__read_file(cpath, &len);
+    text = read_file(cpath, TOK_MAX_FILE, &len, NULL, 0);    /* optional */
     if (text) {
         if (clair_json_parse(text, len, &cfg, jerr, sizeof jerr)) {
             free(text);
             tokenizer_free(t);
-            return tok__fail(err, errsz, "%s: %s", cpath, jerr);
+            return errf(err, errsz, "%s: %s", cpath, jerr);
         }
         free(text);
         have_cfg = 1;
@@ -716,7 +696,7 @@ int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, 
         size_t jlen;
         char *jtext;
         snprintf(jpath, sizeof jpath, "%s/chat_template.jinja", dir);
-        jtext = tok__read_file(jpath, &jlen);
+        jtext = read_file(jpath, TOK_MAX_FILE, &jlen, NULL, 0);   /* optional */
         if (jtext) { t->tpl = tok__recognise(t, jtext); free(jtext); }
         else if (tpl_text) t->tpl = tok__recognise(t, tpl_text);
     }
@@ -1157,7 +1137,7 @@ static int tok__encode_masked(const tokenizer *tc, const char *text, size_t len,
     }
     if (w.use_cache) pthread_mutex_unlock(&t->cache_lock);
     tok__work_free(&w);
-    if (rc) return tok__fail(err, errsz, "tokenizer: out of memory");
+    if (rc) return errf(err, errsz, "tokenizer: out of memory");
     return 0;
 }
 
@@ -1182,12 +1162,12 @@ int tokenizer_decode(const tokenizer *t, const int *ids, size_t n, char **out, s
         int id = ids[i];
         if (id < 0 || id >= t->n_ids || !t->dec[id]) {
             clair_buf_free(&b);
-            return tok__fail(err, errsz, "tokenizer_decode: id %d at position %zu is not a token", id, i);
+            return errf(err, errsz, "tokenizer_decode: id %d at position %zu is not a token", id, i);
         }
         clair_buf_put(&b, (const char *)t->dec[id], (size_t)t->dec_len[id]);
     }
-    if (b.oom) { clair_buf_free(&b); return tok__fail(err, errsz, "out of memory"); }
-    if (!b.data) { b.data = (char *)calloc(1, 1); if (!b.data) return tok__fail(err, errsz, "out of memory"); }
+    if (b.oom) { clair_buf_free(&b); return errf(err, errsz, "out of memory"); }
+    if (!b.data) { b.data = (char *)calloc(1, 1); if (!b.data) return errf(err, errsz, "out of memory"); }
     if (t->kind == TOK_SPM && t->spm_strip && b.len && b.data[0] == ' ') {
         memmove(b.data, b.data + 1, b.len);
         b.len--;
@@ -1286,12 +1266,12 @@ static int tok__render(const tokenizer *t, const tok_message *m, int n, int gen,
                        char *err, size_t errsz) {
     int i;
     if (t->tpl == TPL_NONE)
-        return tok__fail(err, errsz, "tokenizer: the chat template was not recognised (tokenizer_config.json "
+        return errf(err, errsz, "tokenizer: the chat template was not recognised (tokenizer_config.json "
                          "has none, or not a Llama 3 / ChatML / Llama 2 one); pass --chat-template "
                          "llama3|llama3.1|chatml|llama2 if the model uses one of those");
     for (i = 0; i < n; i++)
         if (!tok__role_ok(m[i].role) || !m[i].content)
-            return tok__fail(err, errsz, "tokenizer: message %d has role '%s'; only system, user and assistant "
+            return errf(err, errsz, "tokenizer: message %d has role '%s'; only system, user and assistant "
                              "messages with content are supported", i, m[i].role ? m[i].role : "(null)");
     switch (t->tpl) {
     case TPL_LLAMA3:
@@ -1336,7 +1316,7 @@ static int tok__render(const tokenizer *t, const tok_message *m, int n, int gen,
         for (i = 0; i < n; i++, k++) {
             int user = !strcmp(m[i].role, "user");
             if (user != (k % 2 == 0))
-                return tok__fail(err, errsz, "tokenizer: Llama 2 conversations must alternate user/assistant/"
+                return errf(err, errsz, "tokenizer: Llama 2 conversations must alternate user/assistant/"
                                  "user/... after an optional system message (message %d is '%s')", i, m[i].role);
             if (user) {
                 size_t start;
@@ -1369,11 +1349,11 @@ static int tok__render(const tokenizer *t, const tok_message *m, int n, int gen,
             }
         }
         if (gen && (k % 2 == 0))
-            return tok__fail(err, errsz, "tokenizer: a Llama 2 prompt must end with a user message");
+            return errf(err, errsz, "tokenizer: a Llama 2 prompt must end with a user message");
         break;
     }
     }
-    if (r->text.oom || r->mask.oom) return tok__fail(err, errsz, "out of memory");
+    if (r->text.oom || r->mask.oom) return errf(err, errsz, "out of memory");
     return 0;
 }
 
@@ -1410,9 +1390,9 @@ int tokenizer_chat_pair(const tokenizer *t, const tok_message *msgs, int n_msgs,
     case TPL_LLAMA3: case TPL_LLAMA31: tok__content(&r, response, 1); tok__tpl(&r, "<|eot_id|>"); break;
     case TPL_CHATML: tok__content(&r, response, 0); tok__tpl(&r, "<|im_end|>\n"); break;
     case TPL_LLAMA2: tok__tpl(&r, " "); tok__content(&r, response, 1); tok__tpl(&r, " "); tok__tpl(&r, t->eos_tok); break;
-    default: return tok__fail(err, errsz, "tokenizer: no chat template");
+    default: return errf(err, errsz, "tokenizer: no chat template");
     }
-    rc = (r.text.oom || r.mask.oom) ? tok__fail(err, errsz, "out of memory") : tok__encode_render(t, &r, out, err, errsz);
+    rc = (r.text.oom || r.mask.oom) ? errf(err, errsz, "out of memory") : tok__encode_render(t, &r, out, err, errsz);
     clair_buf_free(&r.text);
     clair_buf_free(&r.mask);
     return rc;

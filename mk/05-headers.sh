@@ -1,5 +1,6 @@
 # mk/05-headers.sh - the single-file headers pasted alone (sourced by build.sh; see its header).
-# Variables from build.sh: CC NVCC CFLAGS OMP BUILD SAN mode; helper: run_test NAME CMD...
+# Variables from build.sh: CC NVCC CFLAGS OMP BUILD SAN mode and the object lists; helpers:
+# cc_obj, cc_prog, run_test NAME CMD...
 #
 # apo.h and clair.h are meant to be copied into other projects by themselves.
 # tests/headers/check_header.sh copies each one ALONE into an empty directory and compiles it

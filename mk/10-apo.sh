@@ -1,5 +1,6 @@
 # mk/10-apo.sh - build and test steps of the apo part (sourced by build.sh; see its header).
-# Variables from build.sh: CC NVCC CFLAGS OMP BUILD SAN mode; helper: run_test NAME CMD...
+# Variables from build.sh: CC NVCC CFLAGS OMP BUILD SAN mode and the object lists; helpers:
+# cc_obj, cc_prog, run_test NAME CMD...
 #
 # apo.h is a header: "building" it means building its test program, the demo and, when nvcc
 # exists, the CUDA test (into $BUILD/gpu/, run by tests/gpu/run.sh on a GPU machine).

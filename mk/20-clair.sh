@@ -1,5 +1,6 @@
 # mk/20-clair.sh - build and test steps of the clair part (sourced by build.sh; see its header).
-# Variables from build.sh: CC NVCC CFLAGS OMP BUILD SAN mode; helper: run_test NAME CMD...
+# Variables from build.sh: CC NVCC CFLAGS OMP BUILD SAN mode and the object lists; helpers:
+# cc_obj, cc_prog, run_test NAME CMD...
 #
 # Builds ./clair (the tool, links libcurl) and $BUILD/clair/ test programs. Tests: unit tests of
 # clair.h (JSON, metrics vs committed Python expectations, diff, parse, filter, prompt), the
@@ -10,14 +11,11 @@
 # mk/05-headers.sh. tools/gen_clair_expect.py regenerates tests/clair/expect_metrics.jsonl.
 build_clair() {
   mkdir -p "$BUILD/clair"
-  # Link to a temporary name, then rename: others may be running ./clair from a parallel build.
   local dest=clair
   [ "$BUILD" = build ] || dest="$BUILD/clair/clair"
-  $CC $CFLAGS -std=c99 clair.c train/util.c -o "$dest.tmp.$$" -lcurl -lm && mv -f "$dest.tmp.$$" "$dest"
-  $CC $CFLAGS -std=c99 tests/clair/test_clair.c -o "$BUILD/clair/test_clair.tmp.$$" -lm &&
-    mv -f "$BUILD/clair/test_clair.tmp.$$" "$BUILD/clair/test_clair"
-  $CC $CFLAGS -std=c99 tests/clair/test_http.c -o "$BUILD/clair/test_http.tmp.$$" -lcurl -lm &&
-    mv -f "$BUILD/clair/test_http.tmp.$$" "$BUILD/clair/test_http"
+  cc_prog "$dest" clair.c "$UTIL_OBJ" -lcurl -lm
+  cc_prog "$BUILD/clair/test_clair" tests/clair/test_clair.c -lm
+  cc_prog "$BUILD/clair/test_http" tests/clair/test_http.c -lcurl -lm
 }
 
 test_clair() {

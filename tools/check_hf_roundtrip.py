@@ -36,7 +36,7 @@ def check(cond, msg):
 
 
 def build_tool():
-    src = ["tests/checkpoint/ckpt_tool.c", "llama/checkpoint.c", "llama/safetensors.c", "llama/json.c", "llama/model.c"]
+    src = ["tests/checkpoint/ckpt_tool.c", "llama/checkpoint.c", "llama/safetensors.c", "llama/json.c", "llama/model.c", "llama/gemm.c", "util.c"]
     subprocess.run(["cc", "-O2", "-std=c99", "-fopenmp", "-o", TOOL] + [os.path.join(ROOT, s) for s in src] + ["-lm"],
                    check=True)
 

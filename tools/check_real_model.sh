@@ -25,7 +25,7 @@ if [ ! -f "$HF/model.safetensors" ]; then python3 tools/gguf_to_hf.py "$GGUF" "$
 if [ "${SKIP_VERIFY:-0}" != 1 ]; then python3 tools/gguf_to_hf.py --verify "$HF"; fi
 
 cc -O3 -std=c99 -fopenmp tests/checkpoint/real_logp.c llama/checkpoint.c llama/safetensors.c llama/json.c \
-   llama/model.c -lm -o "$CACHE/real_logp"
+   llama/model.c llama/gemm.c util.c -lm -o "$CACHE/real_logp"
 
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF="$HF" TOOL="$CACHE/real_logp" python3 - <<'PY'
 import os, subprocess, sys

@@ -15,7 +15,7 @@
 #include "../llama/model.h"
 #include "../llama/tokenizer.h"
 #include "data.h"
-#include "util.h"
+#include "../util.h"
 
 static const char *const WHO = "trainer generate";
 
@@ -148,7 +148,7 @@ static int write_answer(FILE *f, const tokenizer *tok, const prompt_item *it, co
  * order, and cuts a partial last line. */
 static int partial_resume(const char *partial, const prompt_set *ps, int *done_n, char *err, size_t errsz) {
     size_t n, i, start = 0, keep = 0;
-    char *text = read_file(partial, (size_t)1 << 34, &n);
+    char *text = read_file(partial, (size_t)1 << 34, &n, err, errsz);
     int k = 0;
     *done_n = 0;
     if (!text)

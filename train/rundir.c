@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "../util.h"
 #include "../llama/safetensors.h"
 
 /* ==========================================================================================
@@ -41,11 +41,11 @@ int state_save(const char *path, const train_state *s, char *err, size_t errsz) 
 
 int state_load(const char *path, train_state *s, char *err, size_t errsz) {
     size_t n;
-    char *text = read_file(path, 1 << 20, &n), jerr[256];
+    char *text = read_file(path, 1 << 20, &n, err, errsz), jerr[256];
     clair_json j;
     long long v;
     const char *str;
-    if (!text) return errf(err, errsz, "%s: cannot read (%s)", path, strerror(errno));
+    if (!text) return -1;
     if (clair_json_parse(text, n, &j, jerr, sizeof jerr)) {
         free(text);
         return errf(err, errsz, "%s: %s", path, jerr);
@@ -257,10 +257,10 @@ int metrics_append_eval(FILE *f, long step, double epoch, const apo_metrics *m) 
 
 int metrics_truncate(const char *path, long step, char *err, size_t errsz) {
     size_t n, i, start = 0;
-    char *text = read_file(path, (size_t)1 << 34, &n);
+    char *text = read_file(path, (size_t)1 << 34, &n, err, errsz);
     clair_buf keep = {0, 0, 0, 0};
     int rc;
-    if (!text) return errno == ENOENT ? 0 : errf(err, errsz, "%s: cannot read (%s)", path, strerror(errno));
+    if (!text) return errno == ENOENT ? 0 : -1; /* no metrics yet, or the message in err */
     for (i = 0; i <= n; i++) {
         if (i == n || text[i] == '\n') {
             clair_json j;

@@ -1,13 +1,13 @@
-/* train/util.h - the small utilities of the project's programs (./trainer and ./clair): errors,
- * time, files, random numbers and command-line flags. One implementation of each, in
- * train/util.c.
+/* util.h - the small utilities every part of the project shares: errors, time, files, random
+ * numbers and command-line flags, for ./trainer, ./clair, train/ and llama/. One implementation
+ * of each, in util.c (the drop-in headers apo.h and clair.h stay self-contained and do not use it).
  *
  * Conventions shared by every function that can fail: it returns -1 (or NULL) and writes one
  * sentence into err[errsz] that names the file and what to do; the command prints it behind its
  * own name ("trainer train: ...") and exits with status 1 (2 for a usage error).
  */
-#ifndef TRAIN_UTIL_H
-#define TRAIN_UTIL_H
+#ifndef UTIL_H
+#define UTIL_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -45,13 +45,14 @@ double now_s(void);                               /* monotonic seconds */
 void fmt_duration(char *buf, size_t n, double s); /* "42s", "3m05s", "2h10m"; "?" if unknown */
 
 /* ---- files ---- */
-int file_exists(const char *path);
+int file_exists(const char *path);                   /* a regular file (not a directory) */
 int dir_exists(const char *path);
-int mkdir_p(const char *path);     /* like mkdir -p; 0 or -1 (errno set) */
-int rm_flat_dir(const char *path); /* a directory of plain files, then itself */
-/* The whole file, NUL-terminated (*len excludes the NUL). NULL with errno set on failure (EFBIG:
- * larger than max_bytes; EISDIR: a directory). */
-char *read_file(const char *path, size_t max_bytes, size_t *len);
+int mkdir_p(const char *path);                       /* like mkdir -p; 0 or -1 (errno set) */
+int rm_flat_dir(const char *path);                   /* a directory of plain files, then itself */
+/* The whole of a regular file, NUL-terminated (*len excludes the NUL). NULL on failure, with
+ * errno set (ENOENT, EISDIR, EFBIG: larger than max_bytes, ...) and a sentence naming the file
+ * and the cause in err (err may be NULL). A FIFO or device is refused, never waited on. */
+char *read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errsz);
 /* data -> path.tmp, fsync, rename: a reader sees the old file or the new one, never half. */
 int write_file_atomic(const char *path, const char *data, size_t n, char *err, size_t errsz);
 
@@ -94,4 +95,4 @@ void opts_print(FILE *out, const opt_def *defs);
 #ifdef __cplusplus
 }
 #endif
-#endif /* TRAIN_UTIL_H */
+#endif /* UTIL_H */

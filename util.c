@@ -1,5 +1,5 @@
-/* train/util.c - errors, time, files, random numbers and flags for ./trainer and ./clair (see
- * train/util.h for the contracts). */
+/* util.c - errors, time, files, random numbers and flags, shared by the whole project (see util.h
+ * for the contracts). */
 #define _POSIX_C_SOURCE 200809L
 
 #include "util.h"
@@ -76,10 +76,7 @@ void fmt_duration(char *buf, size_t n, double s) {
  * Files
  * ========================================================================================== */
 
-int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
+int file_exists(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISREG(st.st_mode); }
 int dir_exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
@@ -122,46 +119,53 @@ int rm_flat_dir(const char *path) {
     return rmdir(path);
 }
 
-char *read_file(const char *path, size_t max_bytes, size_t *len) {
+char *read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errsz) {
     /* O_NONBLOCK: opening a FIFO with no writer must not hang; only regular files are read. */
     int fd = open(path, O_RDONLY | O_NONBLOCK), saved;
     struct stat st;
     char *buf;
     size_t n, got = 0;
-    if (fd < 0) return NULL;
-    if (fstat(fd, &st)) {
+    if (fd < 0) {
         saved = errno;
-        close(fd);
+        errf(err, errsz, "%s: cannot open (%s)", path, strerror(saved));
         errno = saved;
         return NULL;
     }
-    if (!S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st)) saved = errno;
+    else if (S_ISDIR(st.st_mode)) saved = EISDIR;
+    else if (!S_ISREG(st.st_mode)) saved = EINVAL;
+    else if ((uint64_t)st.st_size > (uint64_t)max_bytes) saved = EFBIG;
+    else saved = 0;
+    if (saved) {
         close(fd);
-        errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-        return NULL;
-    }
-    if ((uint64_t)st.st_size > (uint64_t)max_bytes) {
-        close(fd);
-        errno = EFBIG;
+        if (saved == EISDIR) errf(err, errsz, "%s: is a directory, not a file", path);
+        else if (saved == EINVAL) errf(err, errsz, "%s: not a regular file (a pipe or a device?)", path);
+        else if (saved == EFBIG)
+            errf(err, errsz, "%s: %lld bytes, more than the %zu allowed for this file", path,
+                 (long long)st.st_size, max_bytes);
+        else errf(err, errsz, "%s: cannot read (%s)", path, strerror(saved));
+        errno = saved;
         return NULL;
     }
     n = (size_t)st.st_size;
     buf = (char *)malloc(n + 1);
     if (!buf) {
         close(fd);
+        errf(err, errsz, "%s: out of memory reading %zu bytes", path, n);
         errno = ENOMEM;
         return NULL;
     }
     while (got < n) {
         ssize_t k = read(fd, buf + got, n - got);
         if (k < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (k <= 0) break; /* error, or the file shrank meanwhile */
+        if (k <= 0) break; /* an error, or the file shrank meanwhile */
         got += (size_t)k;
     }
     saved = errno;
     close(fd);
     if (got != n) {
         free(buf);
+        errf(err, errsz, "%s: read failed (%s)", path, got < n && saved ? strerror(saved) : "the file changed");
         errno = saved ? saved : EIO;
         return NULL;
     }
