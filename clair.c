@@ -465,8 +465,8 @@ static int cmd_revise(int argc, char **argv) {
             { "--verbose", OPT_FLAG, &c.verbose, "", "a line per retry and failure" },
             { NULL, OPT_END, NULL, NULL, NULL }
         };
-        int rc = opts_parse("clair revise", defs, argc, argv, 2, NULL, 0, NULL);
-        if (rc == 1) { fputs(revise_usage, stdout); opts_print(stdout, defs); return 0; }
+        int rc = opts_parse("clair revise", revise_usage, defs, argc, argv, 2, NULL, 0, NULL);
+        if (rc == 1) return 0;
         if (rc < 0) return 2;
     }
     if (!c.in || !c.out || !c.base_url || !c.model)
@@ -643,8 +643,8 @@ static int cmd_stats(int argc, char **argv) {
         { "--rejected", OPT_STR, &fr, "FIELD", "the rejected response's field" },
         { NULL, OPT_END, NULL, NULL, NULL }
     };
-    rc = opts_parse("clair stats", defs, argc, argv, 2, &path, 1, &n_pos);
-    if (rc == 1) { fputs(stats_help, stdout); opts_print(stdout, defs); return 0; }
+    rc = opts_parse("clair stats", stats_help, defs, argc, argv, 2, &path, 1, &n_pos);
+    if (rc == 1) return 0;
     if (rc < 0) return 2;
     if (!path) die("stats: which file? (see clair stats --help)");
     size_t n, nl, l, cnt = 0, bad = 0, identical = 0;

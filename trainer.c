@@ -851,6 +851,16 @@ done:
     return status;
 }
 
+static const char train_usage[] =
+    "usage: trainer train --model DIR --data FILE --out DIR [flags]\n"
+    "\n"
+    "Aligns a Llama checkpoint on preference pairs with APO (or another loss of apo.h).\n"
+    "Reference log-probs are computed once with the initial model and cached in --out.\n"
+    "\n"
+    "Data lines: {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}, each a string or a list of\n"
+    "{\"role\", \"content\"}; chosen/rejected may repeat the prompt turns (ultrafeedback_clair_32k).\n"
+    "\n";
+
 static int cmd_train(int argc, char **argv) {
     train_args a;
     int rc;
@@ -912,18 +922,8 @@ static int cmd_train(int argc, char **argv) {
         {"--quiet", OPT_FLAG, &a.quiet, "", "no progress lines"},
         {NULL, OPT_END, NULL, NULL, NULL}};
     train_defaults(&a);
-    rc = opts_parse("trainer train", defs, argc, argv, 2, NULL, 0, NULL);
-    if (rc == 1) {
-        printf(
-            "usage: trainer train --model DIR --data FILE --out DIR [flags]\n\n"
-            "Aligns a Llama checkpoint on preference pairs with APO (or another loss of apo.h).\n"
-            "Reference log-probs are computed once with the initial model and cached in --out.\n\n"
-            "Data lines: {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}, each a string or a list of\n"
-            "{\"role\", \"content\"}; chosen/rejected may repeat the prompt turns "
-            "(ultrafeedback_clair_32k).\n\n");
-        opts_print(stdout, defs);
-        return 0;
-    }
+    rc = opts_parse("trainer train", train_usage, defs, argc, argv, 2, NULL, 0, NULL);
+    if (rc == 1) return 0;
     if (rc < 0) return 2;
     return run_train(&a, NULL);
 }
@@ -968,6 +968,12 @@ static llama_backend *open_model(llama_model *m, const char *dir, const char *de
     return b;
 }
 
+static const char eval_usage[] =
+    "usage: trainer eval --model DIR --data FILE [--ref DIR] [flags]\n"
+    "\n"
+    "Prints the reward metrics (TRL names) and mean log-probs of a model on preference data, as JSON.\n"
+    "\n";
+
 static int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *ref = NULL, *loss = "apo_zero", *chat = NULL, *pairs_out = NULL;
     const char *device = "cpu", *precision = "fp32", *who = "trainer eval";
@@ -1000,14 +1006,8 @@ static int cmd_eval(int argc, char **argv) {
         {"--raw-text", OPT_FLAG, &raw, "", "no chat template (TRL's standard format)"},
         {NULL, OPT_END, NULL, NULL, NULL}};
     memset(&ds, 0, sizeof ds);
-    rc = opts_parse(who, defs, argc, argv, 2, NULL, 0, NULL);
-    if (rc == 1) {
-        printf("usage: trainer eval --model DIR --data FILE [--ref DIR] [flags]\n\n"
-               "Prints the reward metrics (TRL names) and mean log-probs of a model on preference data, as "
-               "JSON.\n\n");
-        opts_print(stdout, defs);
-        return 0;
-    }
+    rc = opts_parse(who, eval_usage, defs, argc, argv, 2, NULL, 0, NULL);
+    if (rc == 1) return 0;
     if (rc < 0) return 2;
     if (!model || !data) {
         report(who, "--model and --data are required");
@@ -1101,6 +1101,13 @@ done:
  * init: a random checkpoint of any Llama shape
  * ========================================================================================== */
 
+static const char init_usage[] =
+    "usage: trainer init --config FILE --out DIR [flags]\n"
+    "\n"
+    "Writes a randomly initialised Hugging Face checkpoint (Hugging Face's init: normal(0, initializer_range)\n"
+    "for matrices and embeddings, 1 for norms), for tests, benchmarks and examples.\n"
+    "\n";
+
 static int cmd_init(int argc, char **argv) {
     const char *config = NULL, *out = NULL, *tokdir = NULL, *dtype = "fp32", *who = "trainer init";
     uint64_t seed = 0;
@@ -1116,15 +1123,8 @@ static int cmd_init(int argc, char **argv) {
         {"--tokenizer", OPT_STR, &tokdir, "DIR", "copy the tokenizer files from this directory"},
         {"--dtype", OPT_STR, &dtype, "T", "fp32 or bf16"},
         {NULL, OPT_END, NULL, NULL, NULL}};
-    rc = opts_parse(who, defs, argc, argv, 2, NULL, 0, NULL);
-    if (rc == 1) {
-        printf("usage: trainer init --config FILE --out DIR [flags]\n\n"
-               "Writes a randomly initialised Hugging Face checkpoint (Hugging Face's init: normal(0, "
-               "initializer_range)\n"
-               "for matrices and embeddings, 1 for norms), for tests, benchmarks and examples.\n\n");
-        opts_print(stdout, defs);
-        return 0;
-    }
+    rc = opts_parse(who, init_usage, defs, argc, argv, 2, NULL, 0, NULL);
+    if (rc == 1) return 0;
     if (rc < 0) return 2;
     if (!config || !out) {
         report(who, "--config and --out are required");

@@ -76,7 +76,10 @@ void fmt_duration(char *buf, size_t n, double s) {
  * Files
  * ========================================================================================== */
 
-int file_exists(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISREG(st.st_mode); }
+int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
 int dir_exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
@@ -131,19 +134,27 @@ char *read_file(const char *path, size_t max_bytes, size_t *len, char *err, size
         errno = saved;
         return NULL;
     }
-    if (fstat(fd, &st)) saved = errno;
-    else if (S_ISDIR(st.st_mode)) saved = EISDIR;
-    else if (!S_ISREG(st.st_mode)) saved = EINVAL;
-    else if ((uint64_t)st.st_size > (uint64_t)max_bytes) saved = EFBIG;
-    else saved = 0;
+    if (fstat(fd, &st))
+        saved = errno;
+    else if (S_ISDIR(st.st_mode))
+        saved = EISDIR;
+    else if (!S_ISREG(st.st_mode))
+        saved = EINVAL;
+    else if ((uint64_t)st.st_size > (uint64_t)max_bytes)
+        saved = EFBIG;
+    else
+        saved = 0;
     if (saved) {
         close(fd);
-        if (saved == EISDIR) errf(err, errsz, "%s: is a directory, not a file", path);
-        else if (saved == EINVAL) errf(err, errsz, "%s: not a regular file (a pipe or a device?)", path);
+        if (saved == EISDIR)
+            errf(err, errsz, "%s: is a directory, not a file", path);
+        else if (saved == EINVAL)
+            errf(err, errsz, "%s: not a regular file (a pipe or a device?)", path);
         else if (saved == EFBIG)
             errf(err, errsz, "%s: %lld bytes, more than the %zu allowed for this file", path,
                  (long long)st.st_size, max_bytes);
-        else errf(err, errsz, "%s: cannot read (%s)", path, strerror(saved));
+        else
+            errf(err, errsz, "%s: cannot read (%s)", path, strerror(saved));
         errno = saved;
         return NULL;
     }
@@ -165,7 +176,8 @@ char *read_file(const char *path, size_t max_bytes, size_t *len, char *err, size
     close(fd);
     if (got != n) {
         free(buf);
-        errf(err, errsz, "%s: read failed (%s)", path, got < n && saved ? strerror(saved) : "the file changed");
+        errf(err, errsz, "%s: read failed (%s)", path,
+             got < n && saved ? strerror(saved) : "the file changed");
         errno = saved ? saved : EIO;
         return NULL;
     }
@@ -299,15 +311,19 @@ static int opt_store(const char *who, const opt_def *d, const char *val) {
     }
 }
 
-int opts_parse(const char *who, const opt_def *defs, int argc, char **argv, int first, const char **pos,
-               int max_pos, int *n_pos) {
+int opts_parse(const char *who, const char *usage, const opt_def *defs, int argc, char **argv, int first,
+               const char **pos, int max_pos, int *n_pos) {
     int i;
     if (n_pos) *n_pos = 0;
     for (i = first; i < argc; i++) {
         const char *a = argv[i], *eq;
         const opt_def *d;
         size_t nlen;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage, stdout);
+            opts_print(stdout, defs);
+            return 1;
+        }
         if (strncmp(a, "--", 2)) {
             if (n_pos && *n_pos < max_pos) {
                 pos[(*n_pos)++] = a;

@@ -45,10 +45,10 @@ double now_s(void);                               /* monotonic seconds */
 void fmt_duration(char *buf, size_t n, double s); /* "42s", "3m05s", "2h10m"; "?" if unknown */
 
 /* ---- files ---- */
-int file_exists(const char *path);                   /* a regular file (not a directory) */
+int file_exists(const char *path); /* a regular file (not a directory) */
 int dir_exists(const char *path);
-int mkdir_p(const char *path);                       /* like mkdir -p; 0 or -1 (errno set) */
-int rm_flat_dir(const char *path);                   /* a directory of plain files, then itself */
+int mkdir_p(const char *path);     /* like mkdir -p; 0 or -1 (errno set) */
+int rm_flat_dir(const char *path); /* a directory of plain files, then itself */
 /* The whole of a regular file, NUL-terminated (*len excludes the NUL). NULL on failure, with
  * errno set (ENOENT, EISDIR, EFBIG: larger than max_bytes, ...) and a sentence naming the file
  * and the cause in err (err may be NULL). A FIFO or device is refused, never waited on. */
@@ -85,11 +85,11 @@ typedef struct {
 } opt_def;
 
 /* Parses argv[first..argc). Arguments that do not start with "--" go to pos[0..max_pos) and are
- * counted in *n_pos (with max_pos 0 they are an error). Returns 0, 1 for --help/-h, or -1 after
- * printing "who: what is wrong (see who --help)" on stderr. Integers must be integers in range,
- * numbers finite. */
-int opts_parse(const char *who, const opt_def *defs, int argc, char **argv, int first, const char **pos,
-               int max_pos, int *n_pos);
+ * counted in *n_pos (with max_pos 0 they are an error). Returns 0; or 1 after printing usage and
+ * the flag table on stdout for --help/-h; or -1 after printing "who: what is wrong (see who
+ * --help)" on stderr. Integers must be integers in range, numbers finite. */
+int opts_parse(const char *who, const char *usage, const opt_def *defs, int argc, char **argv, int first,
+               const char **pos, int max_pos, int *n_pos);
 void opts_print(FILE *out, const opt_def *defs);
 
 #ifdef __cplusplus

@@ -194,6 +194,14 @@ typedef struct {
     int raw, overwrite;
 } generate_args;
 
+static const char generate_usage[] =
+    "usage: trainer generate --model DIR --prompts FILE --out FILE [flags]\n"
+    "\n"
+    "Samples one response per prompt with a KV cache and writes the lines `clair revise` reads.\n"
+    "Output goes to FILE.partial line by line and is renamed to FILE when complete; rerunning the same\n"
+    "command after an interruption continues where it stopped.\n"
+    "\n";
+
 static int generate_parse(generate_args *a, int argc, char **argv) {
     int rc;
     const opt_def defs[] = {
@@ -217,16 +225,8 @@ static int generate_parse(generate_args *a, int argc, char **argv) {
     a->s.temperature = 0.7;
     a->s.top_p = 1.0;
     a->s.max_new = 256;
-    rc = opts_parse(WHO, defs, argc, argv, 2, NULL, 0, NULL);
-    if (rc == 1) {
-        printf("usage: trainer generate --model DIR --prompts FILE --out FILE [flags]\n\n"
-               "Samples one response per prompt with a KV cache and writes the lines `clair revise` reads.\n"
-               "Output goes to FILE.partial line by line and is renamed to FILE when complete; rerunning the "
-               "same\n"
-               "command after an interruption continues where it stopped.\n\n");
-        opts_print(stdout, defs);
-        return 0;
-    }
+    rc = opts_parse(WHO, generate_usage, defs, argc, argv, 2, NULL, 0, NULL);
+    if (rc == 1) return 0;
     if (rc < 0) return 2;
     if (!a->model || !a->prompts || !a->out) {
         report(WHO, "--model, --prompts and --out are required");
