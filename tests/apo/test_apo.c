@@ -610,9 +610,11 @@ static void test_microbatch_share(void) {
     /* totals that cannot hold the micro-batch are reported, not used */
     {
         apo_batch_totals small = { 2, 27 };
+        double dc3[3] = { 1, 1, 1 }, dr3[3] = { 1, 1, 1 };
+        share = apo_microbatch_loss(terms, 1, pairs, 3, &small, dc3, dr3, &m);
+        CHECK(share != share && m.loss != m.loss && m.n_pairs == 0 && dc3[2] == 0 && dr3[2] == 0,
+              "totals.n_pairs 2 < 3 pairs: want NaN and zero gradients, got %g", share);
         dc = dr = 1;
-        share = apo_microbatch_loss(terms, 1, pairs, 3, &small, &dc, &dr, &m);
-        CHECK(share != share && m.loss != m.loss && m.n_pairs == 0, "totals.n_pairs 2 < 3 pairs: want NaN, got %g", share);
         share = apo_microbatch_loss(terms, 1, pairs, 1, NULL, &dc, &dr, NULL);
         CHECK(share != share && dc == 0 && dr == 0, "NULL totals: want NaN and zero gradients, got %g %g %g", share, dc, dr);
     }
