@@ -47,6 +47,6 @@ test_apo() {
   fi
   run_test apo "$BUILD/apo/test_apo" tests/apo/reference.txt
   run_test apo_demo "$BUILD/apo/apo_demo" 20 2
-  # $BUILD/gpu/test_apo_cuda is run with every other GPU test (mk/60-cuda.sh, tests/gpu/run.sh);
+  # $BUILD/gpu/test_apo_cuda is run with every other GPU test (mk/45-cuda.sh, tests/gpu/run.sh);
   # without a GPU it exits 77 and says why.
 }

@@ -31,20 +31,8 @@ cat "$OUT/machine.txt"
 echo "== build ($(el) s)"
 if timeout 300 ./build.sh > "$OUT/build.log" 2>&1; then row "build" "ok ($(el) s)"
 else
-  row "build" "FAILED (see build.log); building model + cuda parts alone"
+  row "build" "FAILED (see build.log)"
   tail -n 30 "$OUT/build.log"
-  # Another component may need what a GPU machine lacks (libcurl headers for ./clair): build just
-  # the CPU model objects and the CUDA backend, with build.sh's settings, so the GPU checks still
-  # run.
-  timeout 300 bash -c '
-    set -euo pipefail
-    CC=${CC:-cc}; NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc); CFLAGS="-O2 -Wall -Wextra"; SAN=""; BUILD=build
-    OMP=""; echo "int main(void){return 0;}" | $CC -fopenmp -x c - -o /dev/null 2>/dev/null && OMP=-fopenmp
-    mode=all; mkdir -p build
-    run_test() { :; }
-    source mk/30-model.sh; source mk/60-cuda.sh
-    build_model; build_cuda' > "$OUT/build-fallback.log" 2>&1 \
-    && row "fallback build" "ok ($(el) s)" || row "fallback build" "FAILED (build-fallback.log)"
 fi
 grep -i "warning" "$OUT/build.log" > "$OUT/build-warnings.txt" || true
 [ -s "$OUT/build-warnings.txt" ] && row "build warnings" "$(wc -l < "$OUT/build-warnings.txt") (build-warnings.txt)"
