@@ -247,6 +247,11 @@
  *
  * ==== Changelog ===============================================================================
  *
+ *   2026-11  The JSON writer replaces invalid UTF-8 with U+FFFD (its output is always valid);
+ *            clair_utf8_cut, clair_redact, clair_chat_finish_reason, clair_chat_usage;
+ *            clair_job.curl_code; the engine overwrites the API key wherever a reply echoes it,
+ *            cuts excerpts on character boundaries, and takes a reply cut off by the token
+ *            limit before any text ("length", no content) as a final, empty answer.
  *   2026-11  Reordered for reading: CLAIR first, JSON/buffers/UTF-8 in an appendix at the end;
  *            the examples are complete functions (compiled as C99 and C++11); license text at
  *            the end. No change to the API or to any result.
@@ -338,6 +343,12 @@ CLAIR_DEF const char *clair_parse_status_name(clair_parse_status s);   /* "ok", 
 /* Extracts choices[0].message.content of a /chat/completions reply into *content (a view into
  * the tree). 0 on success, -1 with a reason in err. */
 CLAIR_DEF int clair_chat_content(const clair_json *reply, const char **content, size_t *len, char *err, size_t errsz);
+/* choices[0].finish_reason of a reply ("stop", "length": cut off by the token limit, ...), or
+ * NULL if absent. */
+CLAIR_DEF const char *clair_chat_finish_reason(const clair_json *reply);
+/* The reply's token counts (usage.prompt_tokens, usage.completion_tokens); a count the server
+ * did not report is 0. Returns 1 if the reply had a "usage" object, 0 if not. */
+CLAIR_DEF int clair_chat_usage(const clair_json *reply, long long *prompt_tokens, long long *completion_tokens);
 
 /* ============================================================================================
  * Text: UTF-8 decoding and the whitespace rule shared by every metric
@@ -449,10 +460,13 @@ typedef struct {
     /* Set by the engine before done(): */
     clair_req_error error;
     long status;                    /* last HTTP status (0: no reply) */
+    int curl_code;                  /* libcurl's CURLcode of the last attempt (0: CURLE_OK) */
     int attempts;                   /* attempts made (1 = no retry) */
     char message[256];              /* what went wrong, for a person (never holds the key) */
-    char *reply; size_t reply_len;  /* raw body of the last reply (NUL-terminated) */
-    const char *content; size_t content_len;   /* OK: the assistant's text (inside reply_json) */
+    char *reply; size_t reply_len;  /* raw body of the last reply (NUL-terminated), the API key
+                                       overwritten with '*' wherever the server echoed it */
+    const char *content; size_t content_len;   /* OK: the assistant's text (inside reply_json);
+                                                  "" for a reply cut off ("length") before any */
     clair_json reply_json;          /* OK: the parsed reply */
 } clair_job;
 
@@ -520,7 +534,10 @@ CLAIR_DEF void clair_buf_put(clair_buf *b, const char *s, size_t n);
 CLAIR_DEF void clair_buf_puts(clair_buf *b, const char *s);
 CLAIR_DEF void clair_buf_printf(clair_buf *b, const char *fmt, ...);
 CLAIR_DEF void clair_buf_free(clair_buf *b);
-/* Writes s[0..n) as a quoted JSON string (escapes ", \, control characters; UTF-8 kept). */
+/* Writes s[0..n) as a quoted JSON string: escapes ", \ and control characters, keeps valid
+ * UTF-8, and replaces each invalid sequence with U+FFFD (as Python's errors="replace" and
+ * Hugging Face's decoders do), so the output is always valid JSON and valid UTF-8 whatever the
+ * bytes: a server's text or a model's sampled bytes can be written as they come. */
 CLAIR_DEF void clair_json_write_string(clair_buf *b, const char *s, size_t n);
 /* Writes a number: integers exactly, others with 17 significant digits; NaN/Inf as null. */
 CLAIR_DEF void clair_json_write_number(clair_buf *b, double x);
@@ -530,6 +547,12 @@ CLAIR_DEF void clair_json_write(clair_buf *b, const clair_json *v);
 /* Validates UTF-8 (no overlongs, no surrogates, <= U+10FFFF). Returns the byte offset of the
  * first invalid sequence, or len if all valid. */
 CLAIR_DEF size_t clair_utf8_check(const char *s, size_t len);
+/* The longest prefix of s[0..n) of at most max bytes that does not cut a character in two
+ * (an invalid byte counts as a character of its own): the length of an excerpt. */
+CLAIR_DEF size_t clair_utf8_cut(const char *s, size_t n, size_t max);
+/* Overwrites every occurrence of secret (a NUL-terminated string, e.g. an API key) in s[0..n)
+ * with '*' bytes; returns how many were found. NULL or "" does nothing. */
+CLAIR_DEF size_t clair_redact(char *s, size_t n, const char *secret);
 
 #ifdef __cplusplus
 }
@@ -749,7 +772,8 @@ CLAIR_DEF int clair_chat_content(const clair_json *reply, const char **content, 
     e = clair_json_get(reply, "error");
     if (e && e->type != CLAIR_JSON_NULL) {
         const char *m = e->type == CLAIR_JSON_STRING ? e->str : clair_json_get_str(e, "message");
-        snprintf(err, errsz, "server error: %.200s", m ? m : "(no message)");
+        if (!m) m = "(no message)";
+        snprintf(err, errsz, "server error: %.*s", (int)clair_utf8_cut(m, strlen(m), 200), m);
         return -1;
     }
     ch = clair_json_get(reply, "choices");
@@ -759,6 +783,21 @@ CLAIR_DEF int clair_chat_content(const clair_json *reply, const char **content, 
     if (!c || c->type != CLAIR_JSON_STRING) { snprintf(err, errsz, "reply has no choices[0].message.content string"); return -1; }
     *content = c->str; *len = c->len;
     return 0;
+}
+
+CLAIR_DEF const char *clair_chat_finish_reason(const clair_json *reply) {
+    const clair_json *ch = clair_json_get(reply, "choices");
+    if (!ch || ch->type != CLAIR_JSON_ARRAY || ch->n == 0) return NULL;
+    return clair_json_get_str(&ch->items[0], "finish_reason");
+}
+
+CLAIR_DEF int clair_chat_usage(const clair_json *reply, long long *prompt_tokens, long long *completion_tokens) {
+    const clair_json *u = clair_json_get(reply, "usage");
+    *prompt_tokens = *completion_tokens = 0;
+    if (!u || u->type != CLAIR_JSON_OBJECT) return 0;
+    if (clair_json_get_int(u, "prompt_tokens", prompt_tokens) || *prompt_tokens < 0) *prompt_tokens = 0;
+    if (clair_json_get_int(u, "completion_tokens", completion_tokens) || *completion_tokens < 0) *completion_tokens = 0;
+    return 1;
 }
 
 /* ============================================================================================
@@ -1391,7 +1430,7 @@ static int clair__start(CURLM *multi, clair__slot *s, const clair_http_opts *o, 
 }
 
 /* Classifies a finished attempt. Returns 1 if it should be retried, 0 if final. */
-static int clair__classify(clair__slot *s, CURLcode rc, double *retry_after) {
+static int clair__classify(clair__slot *s, CURLcode rc, const char *key, double *retry_after) {
     clair_job *j = &s->job;
     long status = 0;
     curl_off_t ra = -1;
@@ -1402,8 +1441,13 @@ static int clair__classify(clair__slot *s, CURLcode rc, double *retry_after) {
     CLAIR_FREE(j->reply);
     j->reply = s->resp.data ? s->resp.data : NULL;
     j->reply_len = s->resp.len;
+    j->curl_code = (int)rc;
+    j->content = NULL; j->content_len = 0;
     memset(&s->resp, 0, sizeof s->resp);           /* ownership moved to the job */
     clair_json_free(&j->reply_json);
+    /* a server or proxy may echo the Authorization header: the key leaves no trace in anything
+     * built from the reply (message, excerpt, parsed content) */
+    clair_redact(j->reply, j->reply_len, key);
     if (rc == CURLE_WRITE_ERROR) {
         snprintf(j->message, sizeof j->message, "%s", s->resp.oom == 2 || j->reply_len >= CLAIR_MAX_REPLY ?
                  "reply larger than CLAIR_MAX_REPLY" : "out of memory storing the reply");
@@ -1428,7 +1472,8 @@ static int clair__classify(clair__slot *s, CURLcode rc, double *retry_after) {
     }
     if (status < 200 || status >= 300) {
         const char *snip = j->reply ? j->reply : "";
-        snprintf(j->message, sizeof j->message, "HTTP %ld: %.160s", status, snip);
+        /* an excerpt cut on a character boundary; the JSON writer mends any invalid bytes */
+        snprintf(j->message, sizeof j->message, "HTTP %ld: %.*s", status, (int)clair_utf8_cut(snip, j->reply_len, 160), snip);
         j->error = CLAIR_REQ_HTTP;
 #if LIBCURL_VERSION_NUM >= 0x074200
         if (curl_easy_getinfo(s->easy, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra >= 0 &&
@@ -1443,6 +1488,15 @@ static int clair__classify(clair__slot *s, CURLcode rc, double *retry_after) {
         return 1;
     }
     if (clair_chat_content(&j->reply_json, &j->content, &j->content_len, perr, sizeof perr)) {
+        const char *fin = clair_chat_finish_reason(&j->reply_json);
+        if (fin && !strcmp(fin, "length") && !clair_json_get(&j->reply_json, "error")) {
+            /* the token limit ran out before any text (a reasoning model that spent it all
+             * thinking): a final answer, empty and truncated, not a malformed reply to retry */
+            j->content = ""; j->content_len = 0;
+            j->error = CLAIR_REQ_OK;
+            j->message[0] = 0;
+            return 0;
+        }
         snprintf(j->message, sizeof j->message, "HTTP %ld: %s", status, perr);
         j->error = CLAIR_REQ_BAD_REPLY;
         return 1;
@@ -1518,7 +1572,7 @@ CLAIR_DEF int clair_http_run(const clair_http_opts *o, clair_next_fn next, clair
             CURLcode res = msg->data.result;
             curl_multi_remove_handle(multi, msg->easy_handle);
             s->in_multi = 0;
-            int retry = clair__classify(s, res, &ra);
+            int retry = clair__classify(s, res, o->api_key, &ra);
             if (retry && s->job.attempts < max_attempts) {
                 double wait = clair_backoff_s(o, s->job.attempts, ra, &rng);
                 if (o->verbose_retries)
@@ -1528,9 +1582,14 @@ CLAIR_DEF int clair_http_run(const clair_http_opts *o, clair_next_fn next, clair
                 if (1000.0 * wait < wait_ms) wait_ms = 1000.0 * wait;   /* wake up in time for it */
                 continue;
             }
-            if (s->job.error != CLAIR_REQ_OK && retry)
-                snprintf(s->job.message + strlen(s->job.message), sizeof s->job.message - strlen(s->job.message),
-                         " (gave up after %d attempts)", s->job.attempts);
+            if (s->job.error != CLAIR_REQ_OK && retry) {
+                char tail[48];
+                size_t len, room;
+                snprintf(tail, sizeof tail, " (gave up after %d attempts)", s->job.attempts);
+                room = sizeof s->job.message - 1 - strlen(tail);
+                len = clair_utf8_cut(s->job.message, strlen(s->job.message), room);   /* never half a character */
+                memcpy(s->job.message + len, tail, strlen(tail) + 1);
+            }
             done(ctx, &s->job);
             clair__job_clear(&s->job);
             s->busy = 0;
@@ -1961,15 +2020,44 @@ CLAIR_DEF const char *clair_json_type_name(clair_json_type t) {
 
 /* ---- writer ---- */
 
+/* Length of the maximal subpart of an ill-formed sequence at s[0..n) (n >= 1, s[0] not the
+ * start of a valid sequence): the lead byte plus the continuation bytes that could still have
+ * completed it. Each such subpart becomes one U+FFFD, the W3C/WHATWG "maximal subpart"
+ * practice that Python's errors="replace" and Rust's from_utf8_lossy (Hugging Face's decoders)
+ * follow, so a lossy copy of the same bytes reads the same everywhere. */
+static size_t clair__utf8_bad_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0], lo = 0x80, hi = 0xBF;
+    size_t need, k;
+    if (c < 0xC2 || c > 0xF4) return 1;
+    need = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (c == 0xE0) lo = 0xA0;
+    else if (c == 0xED) hi = 0x9F;
+    else if (c == 0xF0) lo = 0x90;
+    else if (c == 0xF4) hi = 0x8F;
+    for (k = 1; k < need && k < n; k++) {
+        if (s[k] < lo || s[k] > hi) break;
+        lo = 0x80; hi = 0xBF;
+    }
+    return k;
+}
+
 CLAIR_DEF void clair_json_write_string(clair_buf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
-    size_t i, run = 0;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, run = 0;
     clair_buf_put(b, "\"", 1);
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+    while (i < n) {
+        unsigned char c = u[i];
         const char *esc = NULL;
-        char u[7];
-        if (c == '"') esc = "\\\"";
+        size_t skip = 1;
+        char e[7];
+        if (c >= 0x80) {
+            size_t k = clair__utf8_seq(u + i, n - i);
+            if (k) { i += k; continue; }                 /* valid: copied with the run */
+            skip = clair__utf8_bad_len(u + i, n - i);
+            esc = "\xef\xbf\xbd";                        /* U+FFFD REPLACEMENT CHARACTER */
+        }
+        else if (c == '"') esc = "\\\"";
         else if (c == '\\') esc = "\\\\";
         else if (c == '\n') esc = "\\n";
         else if (c == '\r') esc = "\\r";
@@ -1977,17 +2065,41 @@ CLAIR_DEF void clair_json_write_string(clair_buf *b, const char *s, size_t n) {
         else if (c == '\b') esc = "\\b";
         else if (c == '\f') esc = "\\f";
         else if (c < 0x20) {
-            u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0'; u[4] = hex[c >> 4]; u[5] = hex[c & 15]; u[6] = 0;
-            esc = u;
+            e[0] = '\\'; e[1] = 'u'; e[2] = '0'; e[3] = '0'; e[4] = hex[c >> 4]; e[5] = hex[c & 15]; e[6] = 0;
+            esc = e;
         }
         if (esc) {
             clair_buf_put(b, s + run, i - run);
             clair_buf_puts(b, esc);
-            run = i + 1;
+            run = i + skip;
         }
+        i += skip;
     }
     clair_buf_put(b, s + run, n - run);
     clair_buf_put(b, "\"", 1);
+}
+
+CLAIR_DEF size_t clair_utf8_cut(const char *s, size_t n, size_t max) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    if (n <= max) return n;
+    while (i < max) {
+        size_t k = u[i] < 0x80 ? 1 : clair__utf8_seq(u + i, n - i);
+        if (!k) k = 1;                                  /* an invalid byte stands alone */
+        if (i + k > max) break;
+        i += k;
+    }
+    return i;
+}
+
+CLAIR_DEF size_t clair_redact(char *s, size_t n, const char *secret) {
+    size_t k = secret ? strlen(secret) : 0, i = 0, count = 0;
+    if (!k || !s) return 0;
+    while (i + k <= n) {
+        if (s[i] == secret[0] && !memcmp(s + i, secret, k)) { memset(s + i, '*', k); i += k; count++; }
+        else i++;
+    }
+    return count;
 }
 
 CLAIR_DEF void clair_json_write_number(clair_buf *b, double x) {
