@@ -29,6 +29,7 @@
 #define _XOPEN_SOURCE 700 /* M_PI */
 
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,8 @@ typedef struct {
     double eval_split, adam_beta1, adam_beta2, adam_eps;
     int epochs, batch_size, micro_batch, max_length, save_every, eval_every, resume, overwrite;
     int max_steps, log_every, max_bad_steps, raw_text, keep_checkpoints, quiet, lean_optimizer, cuda_device;
+    const char *checkpoint_state, *checkpoint_dtype;  /* what a checkpoint holds: "full"|"weights", "fp32"|"bf16" */
+    const char *command_line;  /* the command as typed, for the resume hint (NULL: the demo) */
     uint64_t seed;
 } train_args;
 
@@ -88,6 +91,9 @@ static void train_defaults(train_args *a) {
     a->log_every = 1;
     a->max_bad_steps = 3;
     a->keep_checkpoints = 1;
+    a->save_every = -1;            /* auto: about every tenth of the run (save_every_steps) */
+    a->checkpoint_state = "full";
+    a->checkpoint_dtype = "fp32";
     a->seed = 42;
 }
 
@@ -96,7 +102,7 @@ static int check_train_args(const train_args *a, apo_term *terms, int *n_terms, 
     apo_params defaults;
     if (!a->model || !a->data || !a->out)
         return errf(err, errsz, "--model, --data and --out are required (see trainer train --help)");
-    if (a->batch_size < 1 || a->micro_batch < 1 || a->epochs < 1 || a->max_length < 2 || a->save_every < 0 ||
+    if (a->batch_size < 1 || a->micro_batch < 1 || a->epochs < 1 || a->max_length < 2 || a->save_every < -1 ||
         a->eval_every < 0 || a->keep_checkpoints < 1 || a->log_every < 1 || a->max_bad_steps < 1)
         return errf(err, errsz,
                     "--batch-size, --micro-batch, --epochs, --keep-checkpoints, --log-every and "
@@ -351,7 +357,11 @@ typedef struct {
     uint64_t model_hash;
     train_state st; /* where training stands (saved in every checkpoint) */
     long total_steps, warmup_steps;
-    long last_saved; /* step of the newest checkpoint on disk (-1: none) */
+    long last_saved;    /* step of the newest checkpoint on disk (-1: none) */
+    long save_every;    /* checkpoint cadence in steps (0: only at the end) */
+    checkpoint_opts ck; /* what a checkpoint holds */
+    int lock_fd;        /* OUT/trainer.lock, held for the whole run (-1: none) */
+    int interrupted;    /* stopped by SIGINT/SIGTERM, after saving */
     FILE *metrics;   /* OUT/metrics.jsonl, appended */
     float *scratch;  /* [n_params] host buffer for checkpoint I/O */
     micro_buffers mb;
@@ -545,7 +555,47 @@ static int resume(train_run *r, const char *ck, char *err, size_t errsz) {
             r->total_steps, r->st.epoch + 1, r->st.epoch_pos);
     r->last_saved = r->st.step;
     fmt(path, sizeof path, "%s/metrics.jsonl", a->out);
-    return metrics_truncate(path, r->st.step, err, errsz);
+    /* a run that ended at its checkpoint evaluates once more in save_model: its final eval record
+     * goes, so that it is not written twice */
+    return metrics_truncate(path, r->st.step, r->st.step == r->total_steps ? r->st.step - 1 : r->st.step,
+                            err, errsz);
+}
+
+/* The schedule, what checkpoints hold and how often they are written (said on one line, with
+ * their size), and the state of a fresh start. */
+static int plan_run(train_run *r, char *err, size_t errsz) {
+    const train_args *a = r->a;
+    double gb;
+    r->total_steps = (long)((r->ds.n + a->batch_size - 1) / a->batch_size) * a->epochs;
+    if (a->max_steps > 0 && a->max_steps < r->total_steps) r->total_steps = a->max_steps;
+    r->warmup_steps = (long)ceil(a->warmup_ratio * (double)r->total_steps);
+    r->scratch = (float *)malloc(r->m.n_params * sizeof *r->scratch);
+    if (!r->scratch) return errf(err, errsz, "out of memory (optimizer state buffer)");
+    r->st.shuffle_seed = a->seed;
+    r->st.data_hash = pref_dataset_hash(&r->ds);
+    r->st.model_hash = r->model_hash;
+    r->st.batch_size = a->batch_size;
+    r->st.micro_batch = a->micro_batch;
+    r->st.epochs = a->epochs;
+    r->st.loss = a->loss;
+    r->st.schedule = a->schedule;
+    r->st.lr = a->lr;
+    r->st.beta = a->beta;
+    r->last_saved = -1;
+    r->ck.keep = a->keep_checkpoints;
+    r->ck.weights_only = !strcmp(a->checkpoint_state, "weights");
+    r->ck.bf16 = !strcmp(a->checkpoint_dtype, "bf16");
+    r->ck.tokenizer_from = a->model;
+    /* by default a checkpoint about every tenth of the run: an interruption loses at most ~10% */
+    r->save_every = a->save_every >= 0 ? a->save_every : (r->total_steps + 9) / 10;
+    gb = (double)checkpoint_bytes(&r->m, &r->ck) / 1e9;
+    if (r->save_every > 0)
+        fprintf(stderr, "checkpoints: every %ld steps, %.3g GB each (%s weights%s), the newest %d kept\n",
+                r->save_every, gb, r->ck.bf16 ? "bf16" : "fp32", r->ck.weights_only ? " only" : " + Adam moments",
+                r->ck.keep);
+    else
+        fprintf(stderr, "checkpoints: only at the end, %.3g GB\n", gb);
+    return 0;
 }
 
 /* The output directory (created only now that the inputs are known to be good; another run's
@@ -557,6 +607,7 @@ static int open_run(train_run *r, char *err, size_t errsz) {
     backend_opts bo;
     int longest = r->ds.max_side_len > r->eds.max_side_len ? r->ds.max_side_len : r->eds.max_side_len;
     if (mkdir_p(a->out)) return errf(err, errsz, "cannot create --out %s (%s)", a->out, strerror(errno));
+    if ((r->lock_fd = run_lock(a->out, err, errsz)) < 0) return -1;
     ck_step = checkpoint_latest(a->out, ck, sizeof ck);
     fmt(path, sizeof path, "%s/metrics.jsonl", a->out);
     if (!a->resume && !a->overwrite && (ck_step >= 0 || file_exists(path)))
@@ -583,23 +634,7 @@ static int open_run(train_run *r, char *err, size_t errsz) {
     fprintf(stderr, "model %s: %zu parameters, %d layers, hidden %d, vocab %d; backend %s\n", a->model,
             r->m.n_params, r->m.cfg.num_hidden_layers, r->m.cfg.hidden_size, r->m.cfg.vocab_size, r->b->name);
 
-    r->total_steps = (long)((r->ds.n + a->batch_size - 1) / a->batch_size) * a->epochs;
-    if (a->max_steps > 0 && a->max_steps < r->total_steps) r->total_steps = a->max_steps;
-    r->warmup_steps = (long)ceil(a->warmup_ratio * (double)r->total_steps);
-
-    r->scratch = (float *)malloc(r->m.n_params * sizeof *r->scratch);
-    if (!r->scratch) return errf(err, errsz, "out of memory (optimizer state buffer)");
-    r->st.shuffle_seed = a->seed;
-    r->st.data_hash = pref_dataset_hash(&r->ds);
-    r->st.model_hash = r->model_hash;
-    r->st.batch_size = a->batch_size;
-    r->st.micro_batch = a->micro_batch;
-    r->st.epochs = a->epochs;
-    r->st.loss = a->loss;
-    r->st.schedule = a->schedule;
-    r->st.lr = a->lr;
-    r->st.beta = a->beta;
-    r->last_saved = -1;
+    if (plan_run(r, err, errsz)) return -1;
     if (a->resume && ck_step >= 0) {
         char why[ERRSZ];
         if (resume(r, ck, err, errsz)) {
@@ -703,6 +738,31 @@ static const int *next_batch(train_run *r, int *nb) {
     return r->order + r->st.epoch_pos;
 }
 
+/* SIGINT/SIGTERM during training: the step in flight finishes, a checkpoint is written and the
+ * run stops with the command that resumes it. A second signal stops at once (the default action). */
+static volatile sig_atomic_t stop_requested = 0;
+static void on_stop_signal(int sig) {
+    stop_requested = 1;
+    signal(sig, SIG_DFL);
+}
+
+/* After a stop request: the checkpoint of the current step (unless it is on disk or the last
+ * step was bad), then the message that says how to go on. */
+static int stop_after_step(train_run *r, char *err, size_t errsz) {
+    const train_args *a = r->a;
+    char ck[4200];
+    if (r->last_saved != r->st.step && r->st.bad_in_row == 0) {
+        if (checkpoint_save(a->out, &r->ck, r->b, &r->m, &r->st, r->scratch, err, errsz)) return -1;
+        r->last_saved = r->st.step;
+    }
+    r->interrupted = 1;
+    if (checkpoint_latest(a->out, ck, sizeof ck) < 0) fmt(ck, sizeof ck, "no checkpoint");
+    if (!a->command_line)
+        return errf(err, errsz, "interrupted after step %ld/%ld (%s)", r->st.step, r->total_steps, ck);
+    return errf(err, errsz, "interrupted after step %ld/%ld; %s is on disk. Continue with:\n  %s%s", r->st.step,
+                r->total_steps, ck, a->command_line, a->resume ? "" : " --resume");
+}
+
 /* The optimizer steps, with logging, evaluation and checkpoints on their schedules. */
 static int train_loop(train_run *r, char *err, size_t errsz) {
     const train_args *a = r->a;
@@ -718,6 +778,9 @@ static int train_loop(train_run *r, char *err, size_t errsz) {
             a->beta, a->lr, a->schedule);
     if (r->eds.n > 0 && r->st.step == 0 && eval_and_log(r, err, errsz)) return -1; /* the "before" numbers */
     r->t_start = now_s();
+    stop_requested = 0;
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
     while (r->st.step < r->total_steps) {
         step_report rep;
         double t_step = now_s(), lr = lr_at(a->schedule, a->lr, r->st.step, r->total_steps, r->warmup_steps);
@@ -749,14 +812,15 @@ static int train_loop(train_run *r, char *err, size_t errsz) {
         if (r->eds.n > 0 && a->eval_every > 0 && r->st.step % a->eval_every == 0 &&
             eval_and_log(r, err, errsz))
             return -1;
-        if (a->save_every > 0 && r->st.step % a->save_every == 0 && r->st.bad_in_row == 0) {
-            if (checkpoint_save(a->out, a->keep_checkpoints, a->model, r->b, &r->m, &r->st, r->scratch, err,
-                                errsz))
-                return -1;
+        if (r->save_every > 0 && r->st.step % r->save_every == 0 && r->st.bad_in_row == 0) {
+            if (checkpoint_save(a->out, &r->ck, r->b, &r->m, &r->st, r->scratch, err, errsz)) return -1;
             r->last_saved = r->st.step;
-            fprintf(stderr, "saved %s/checkpoint-%ld\n", a->out, r->st.step);
+            if (!a->quiet) fprintf(stderr, "saved %s/checkpoint-%ld\n", a->out, r->st.step);
         }
+        if (stop_requested) return stop_after_step(r, err, errsz);
     }
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     return 0;
 }
 
@@ -766,7 +830,7 @@ static int save_model(train_run *r, char *err, size_t errsz) {
     llama_save_opts so;
     if (r->eds.n > 0 && eval_and_log(r, err, errsz)) return -1;
     if (r->last_saved != r->st.step &&
-        checkpoint_save(a->out, a->keep_checkpoints, a->model, r->b, &r->m, &r->st, r->scratch, err, errsz))
+        checkpoint_save(a->out, &r->ck, r->b, &r->m, &r->st, r->scratch, err, errsz))
         return -1;
     memset(&so, 0, sizeof so);
     so.bf16 = !strcmp(a->save_dtype, "bf16");
@@ -786,6 +850,7 @@ static int save_model(train_run *r, char *err, size_t errsz) {
 
 static void train_run_free(train_run *r) {
     if (r->metrics) fclose(r->metrics);
+    if (r->lock_fd >= 0) close(r->lock_fd); /* releases OUT/trainer.lock */
     if (r->b) r->b->destroy(r->b);
     if (r->have_model) llama_model_free(&r->m);
     pref_dataset_free(&r->ds);
@@ -809,7 +874,16 @@ typedef struct {
     double seconds;
 } train_result;
 
-/* The whole run: the phases in order. Exit status: 0, 1 (failed), 2 (usage). */
+/* Says which chat template the data goes through (a wrong one silently trains on other text). */
+static void say_template(const tokenizer *tok, int raw_text, const char *override) {
+    const char *t = tokenizer_chat_template(tok);
+    if (raw_text) fprintf(stderr, "chat template: none (--raw-text: prompt and response as plain text)\n");
+    else fprintf(stderr, "chat template: %s (%s)\n", t ? t : "none recognised",
+                 override ? "--chat-template" : "from the model's tokenizer files");
+}
+
+/* The whole run: the phases in order. Exit status: 0, 1 (failed), 2 (usage), 130 (interrupted,
+ * saved). */
 static int run_train(const train_args *a, train_result *res) {
     char err[ERRSZ];
     tokenizer *tok = NULL;
@@ -817,9 +891,15 @@ static int run_train(const train_args *a, train_result *res) {
     int status = 1, rc;
     memset(&r, 0, sizeof r);
     r.a = a;
+    r.lock_fd = -1;
     if (res) memset(res, 0, sizeof *res);
     if (check_train_args(a, r.terms, &r.n_terms, err, sizeof err)) {
         report("trainer train", "%s", err);
+        return 2;
+    }
+    if ((strcmp(a->checkpoint_state, "full") && strcmp(a->checkpoint_state, "weights")) ||
+        (strcmp(a->checkpoint_dtype, "fp32") && strcmp(a->checkpoint_dtype, "bf16"))) {
+        report("trainer train", "--checkpoint-state must be full or weights, --checkpoint-dtype fp32 or bf16");
         return 2;
     }
     if (!dir_exists(a->model))
@@ -828,14 +908,18 @@ static int run_train(const train_args *a, train_result *res) {
     if (!file_exists(a->data)) return report("trainer train", "--data %s: no such file", a->data);
     if (a->eval_data && !file_exists(a->eval_data))
         return report("trainer train", "--eval-data %s: no such file", a->eval_data);
+    if (check_jsonl(a->data, err, sizeof err) || (a->eval_data && check_jsonl(a->eval_data, err, sizeof err)))
+        return report("trainer train", "%s", err);
 
     if (tokenizer_load(&tok, a->model, a->chat_template, err, sizeof err))
         return report("trainer train", "tokenizer: %s", err);
+    say_template(tok, a->raw_text, a->chat_template);
     rc = load_data(&r, tok, err, sizeof err) || load_model(&r, tok, err, sizeof err);
     tokenizer_free(tok); /* the data is tokenized: the tokenizer is not needed again */
     if (rc || open_run(&r, err, sizeof err) || reference_pass(&r, err, sizeof err) ||
         train_loop(&r, err, sizeof err) || save_model(&r, err, sizeof err)) {
         report("trainer train", "%s", err);
+        if (r.interrupted) status = 130; /* as a shell reports a command stopped by Ctrl-C */
         goto done;
     }
     if (res) {
@@ -863,6 +947,7 @@ static const char train_usage[] =
 
 static int cmd_train(int argc, char **argv) {
     train_args a;
+    char cmdline[8192];
     int rc;
     const opt_def defs[] = {
         {"--model", OPT_STR, &a.model, "DIR",
@@ -897,8 +982,12 @@ static int cmd_train(int argc, char **argv) {
         {"--eval-every", OPT_INT, &a.eval_every, "N",
          "evaluate every N steps (0: only before and after training)"},
         {"--save-every", OPT_INT, &a.save_every, "N",
-         "write checkpoint-N every N steps (0: only at the end)"},
+         "write checkpoint-N every N steps (0: only at the end; -1: about every tenth of the run)"},
         {"--keep-checkpoints", OPT_INT, &a.keep_checkpoints, "N", "keep the newest N checkpoints"},
+        {"--checkpoint-state", OPT_STR, &a.checkpoint_state, "S",
+         "what a checkpoint holds: full (weights + Adam moments: resumable) or weights"},
+        {"--checkpoint-dtype", OPT_STR, &a.checkpoint_dtype, "T",
+         "checkpoint weights: fp32 (exact resume) or bf16 (half the size)"},
         {"--save-dtype", OPT_STR, &a.save_dtype, "T",
          "dtype of the final model: fp32 or bf16 (checkpoints are fp32)"},
         {"--seed", OPT_U64, &a.seed, "S", "seed of the shuffling (and of the eval split)"},
@@ -923,6 +1012,7 @@ static int cmd_train(int argc, char **argv) {
         {NULL, OPT_END, NULL, NULL, NULL}};
     train_defaults(&a);
     rc = opts_parse("trainer train", train_usage, defs, argc, argv, 2, NULL, 0, NULL);
+    if (rc == 0) a.command_line = shell_command(argc, argv, cmdline, sizeof cmdline);
     if (rc == 1) return 0;
     if (rc < 0) return 2;
     return run_train(&a, NULL);

@@ -186,6 +186,55 @@ char *read_file(const char *path, size_t max_bytes, size_t *len, char *err, size
     return buf;
 }
 
+int check_jsonl(const char *path, char *err, size_t errsz) {
+    unsigned char head[8] = {0};
+    const char *kind = NULL, *reader = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0; /* the loader says why it cannot read it */
+    if (fread(head, 1, sizeof head, f) < 4) head[0] = 0;
+    fclose(f);
+    if (!memcmp(head, "PAR1", 4))
+        kind = "Parquet", reader = "load_dataset('parquet', data_files=F)['train']";
+    else if (!memcmp(head, "ARROW1", 6))
+        kind = "Arrow", reader = "Dataset.from_file(F)";
+    if (!kind) return 0;
+    return errf(err, errsz,
+                "%s is a %s file, not JSONL (one JSON object per line); convert it once with Hugging Face "
+                "datasets: python3 -c \"from datasets import load_dataset, Dataset; F='%s'; %s.to_json(F + "
+                "'.jsonl')\"",
+                path, kind, path, reader);
+}
+
+const char *shell_command(int argc, char **argv, char *buf, size_t n) {
+    size_t len = 0;
+    int i;
+    if (n) buf[0] = 0;
+    for (i = 0; i < argc && len + 8 < n; i++) { /* room for a separator, two quotes, one escape */
+        const char *a = argv[i], *c;
+        int plain = *a != 0;
+        for (c = a; *c; c++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=/.,:@%", *c))
+                plain = 0;
+        if (i) buf[len++] = ' ';
+        if (plain) {
+            fmt(buf + len, n - len, "%s", a);
+        } else { /* '...' with each ' written as '\'' */
+            buf[len++] = '\'';
+            for (c = a; *c && len + 5 < n; c++) {
+                if (*c == '\'') {
+                    memcpy(buf + len, "'\\''", 4);
+                    len += 4;
+                } else
+                    buf[len++] = *c;
+            }
+            buf[len++] = '\'';
+            buf[len] = 0;
+        }
+        len = strlen(buf);
+    }
+    return buf;
+}
+
 int write_file_atomic(const char *path, const char *data, size_t n, char *err, size_t errsz) {
     char tmp[4200];
     FILE *f;

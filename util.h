@@ -53,6 +53,12 @@ int rm_flat_dir(const char *path); /* a directory of plain files, then itself */
  * errno set (ENOENT, EISDIR, EFBIG: larger than max_bytes, ...) and a sentence naming the file
  * and the cause in err (err may be NULL). A FIFO or device is refused, never waited on. */
 char *read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errsz);
+/* 0 if path may be JSONL; -1 with a message naming the file when it is a binary dataset format
+ * (Parquet, Arrow: what the Hugging Face hub serves) and saying how to turn it into JSONL. */
+int check_jsonl(const char *path, char *err, size_t errsz);
+/* argv[0..argc) as one line a shell reads back as the same words (quoted where needed), into
+ * buf; returns buf. For messages such as "continue with: ...". */
+const char *shell_command(int argc, char **argv, char *buf, size_t n);
 /* data -> path.tmp, fsync, rename: a reader sees the old file or the new one, never half. */
 int write_file_atomic(const char *path, const char *data, size_t n, char *err, size_t errsz);
 

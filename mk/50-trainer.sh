@@ -37,7 +37,7 @@ build_trainer() {
 
 test_trainer() {
   local t
-  for t in basic train_directions resume accumulation bad_inputs generate; do
+  for t in basic train_directions resume accumulation bad_inputs generate interrupt; do
     run_test "trainer_$t" tests/trainer/run.sh "$t" "$BUILD/trainer_tests/trainer" "$BUILD/trainer_tests"
   done
   if [ -x "$BUILD/trainer_tests/trainer_emu" ]; then

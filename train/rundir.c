@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,8 +29,10 @@ int state_save(const char *path, const train_state *s, char *err, size_t errsz) 
                      (unsigned long long)s->shuffle_seed, (unsigned long long)s->data_hash,
                      (unsigned long long)s->model_hash, s->batch_size, s->micro_batch);
     clair_json_write_string(&b, s->loss ? s->loss : "", s->loss ? strlen(s->loss) : 0);
-    clair_buf_printf(&b, ",\"lr\":%.17g,\"beta\":%.17g,\"epochs\":%d,\"schedule\":\"%s\"}\n", s->lr, s->beta,
+    clair_buf_printf(&b, ",\"lr\":%.17g,\"beta\":%.17g,\"epochs\":%d,\"schedule\":\"%s\"", s->lr, s->beta,
                      s->epochs, s->schedule ? s->schedule : "");
+    clair_buf_printf(&b, ",\"weights_only\":%s,\"weights_dtype\":\"%s\"}\n",
+                     s->weights_only ? "true" : "false", s->bf16 ? "bf16" : "fp32");
     if (b.oom) {
         clair_buf_free(&b);
         return errf(err, errsz, "out of memory");
@@ -74,6 +77,11 @@ int state_load(const char *path, train_state *s, char *err, size_t errsz) {
     s->shuffle_seed = strtoull(str, NULL, 10);
     if ((str = clair_json_get_str(&j, "data_hash"))) s->data_hash = strtoull(str, NULL, 16);
     if ((str = clair_json_get_str(&j, "model_hash"))) s->model_hash = strtoull(str, NULL, 16);
+    {
+        const clair_json *w = clair_json_get(&j, "weights_only");
+        s->weights_only = w && w->type == CLAIR_JSON_BOOL && w->boolean;
+        s->bf16 = (str = clair_json_get_str(&j, "weights_dtype")) && !strcmp(str, "bf16");
+    }
     clair_json_free(&j);
     return 0;
 }
@@ -82,14 +90,28 @@ int state_load(const char *path, train_state *s, char *err, size_t errsz) {
  * Checkpoints
  * ========================================================================================== */
 
-/* The step of a directory entry named checkpoint-N (0, *step), or checkpoint-N.tmp (1), else -1. */
+/* A directory entry named checkpoint-N: 0 and its step; checkpoint-N.SUFFIX (an unfinished save
+ * ".tmp", or a checkpoint being deleted ".deleting"): 1, a leftover of a killed process; else -1. */
 static int checkpoint_name(const char *name, long *step) {
     char *end;
     if (strncmp(name, "checkpoint-", 11)) return -1;
     *step = strtol(name + 11, &end, 10);
     if (end == name + 11) return -1;
     if (!*end) return 0;
-    return strcmp(end, ".tmp") ? -1 : 1;
+    return *end == '.' ? 1 : -1;
+}
+
+/* Deletes a checkpoint directory so that a kill half-way never leaves a checkpoint-N that looks
+ * complete: it is renamed to checkpoint-N.deleting first (a leftover the next start removes). */
+static void checkpoint_remove(const char *out_dir, const char *name) {
+    char p[4200], gone[4300];
+    fmt(p, sizeof p, "%s/%s", out_dir, name);
+    if (strchr(name, '.')) {
+        rm_flat_dir(p);
+        return;
+    } /* already a leftover */
+    fmt(gone, sizeof gone, "%s.deleting", p);
+    if (rename(p, gone) == 0) rm_flat_dir(gone);
 }
 
 long checkpoint_latest(const char *out_dir, char *path, size_t n) {
@@ -109,24 +131,22 @@ void checkpoint_prune(const char *out_dir, int keep) {
     struct dirent *e;
     long steps[4096], s;
     int n = 0, i, j;
-    char p[4200];
+    char name[64];
     if (!d) return;
     while ((e = readdir(d)) != NULL) {
         int kind = checkpoint_name(e->d_name, &s);
-        if (kind == 1) {
-            fmt(p, sizeof p, "%s/%s", out_dir, e->d_name);
-            rm_flat_dir(p);
-        } else if (kind == 0 && n < 4096) {
+        if (kind == 1)
+            checkpoint_remove(out_dir, e->d_name);
+        else if (kind == 0 && n < 4096)
             steps[n++] = s;
-        }
     }
     closedir(d);
     for (i = 0; i < n; i++) { /* remove all but the `keep` largest */
         int larger = 0;
         for (j = 0; j < n; j++) larger += steps[j] > steps[i];
         if (larger >= keep) {
-            fmt(p, sizeof p, "%s/checkpoint-%ld", out_dir, steps[i]);
-            rm_flat_dir(p);
+            fmt(name, sizeof name, "checkpoint-%ld", steps[i]);
+            checkpoint_remove(out_dir, name);
         }
     }
 }
@@ -140,22 +160,29 @@ int model_sync_from_backend(llama_backend *b, llama_model *m, char *err, size_t 
 static const char *const moment_file[2] = {"optimizer_m.safetensors", "optimizer_v.safetensors"};
 static const char *const moment_tensor[2] = {"exp_avg", "exp_avg_sq"};
 
-int checkpoint_save(const char *out_dir, int keep, const char *tokenizer_from, llama_backend *b,
-                    llama_model *m, const train_state *s, float *scratch, char *err, size_t errsz) {
-    char tmp[4200], fin[4200], p[4300];
+size_t checkpoint_bytes(const llama_model *m, const checkpoint_opts *o) {
+    size_t w = m->n_params * (o->bf16 ? 2 : 4);
+    return w + (o->weights_only ? 0 : 2 * m->n_params * sizeof(float));
+}
+
+int checkpoint_save(const char *out_dir, const checkpoint_opts *o, llama_backend *b, llama_model *m,
+                    const train_state *s, float *scratch, char *err, size_t errsz) {
+    char tmp[4200], fin[4200], p[4300], name[64];
     llama_save_opts so;
+    train_state st = *s;
     int which;
-    fmt(fin, sizeof fin, "%s/checkpoint-%ld", out_dir, s->step);
+    fmt(name, sizeof name, "checkpoint-%ld", s->step);
+    fmt(fin, sizeof fin, "%s/%s", out_dir, name);
     fmt(tmp, sizeof tmp, "%s.tmp", fin);
     if (dir_exists(tmp)) rm_flat_dir(tmp);
     if (mkdir_p(tmp)) return errf(err, errsz, "%s: cannot create (%s)", tmp, strerror(errno));
     if (model_sync_from_backend(b, m, err, errsz)) return -1;
     memset(&so, 0, sizeof so);
-    so.bf16 = 0; /* fp32: resuming must continue from the exact weights */
-    so.tokenizer_from = tokenizer_from;
+    so.bf16 = o->bf16; /* fp32 (the default): resuming continues from the exact weights */
+    so.tokenizer_from = o->tokenizer_from;
     if (llama_model_save(m, tmp, &so, err, errsz)) return -1;
     /* the Adam moments, one at a time (a host copy of both would double the memory) */
-    for (which = 0; which < 2; which++) {
+    for (which = 0; which < 2 && !o->weights_only; which++) {
         st_write_tensor t;
         if (b->get_state(b, NULL, NULL, which == 0 ? scratch : NULL, which == 1 ? scratch : NULL))
             return errf(err, errsz, "reading optimizer state: %s", b->err);
@@ -168,11 +195,13 @@ int checkpoint_save(const char *out_dir, int keep, const char *tokenizer_from, l
         fmt(p, sizeof p, "%s/%s", tmp, moment_file[which]);
         if (st_write(p, &t, 1, NULL, err, errsz)) return -1;
     }
+    st.weights_only = o->weights_only;
+    st.bf16 = o->bf16;
     fmt(p, sizeof p, "%s/trainer_state.json", tmp);
-    if (state_save(p, s, err, errsz)) return -1;
-    if (dir_exists(fin)) rm_flat_dir(fin);
+    if (state_save(p, &st, err, errsz)) return -1;
+    if (dir_exists(fin)) checkpoint_remove(out_dir, name);
     if (rename(tmp, fin)) return errf(err, errsz, "%s: rename failed (%s)", fin, strerror(errno));
-    checkpoint_prune(out_dir, keep);
+    checkpoint_prune(out_dir, o->keep);
     return 0;
 }
 
@@ -183,6 +212,11 @@ int checkpoint_load(const char *dir, llama_model *m, llama_backend *b, train_sta
     int which;
     fmt(p, sizeof p, "%s/trainer_state.json", dir);
     if (state_load(p, s, err, errsz)) return -1;
+    if (s->weights_only)
+        return errf(err, errsz,
+                    "%s holds weights only (--checkpoint-state weights), no optimizer state: a run "
+                    "cannot continue from it exactly; start a new --out with --model %s instead",
+                    dir, dir);
     if (llama_model_load(&ck, dir, err, errsz)) return -1;
     if (ck.n_params != m->n_params || ck.cfg.num_hidden_layers != m->cfg.num_hidden_layers ||
         ck.cfg.hidden_size != m->cfg.hidden_size || ck.cfg.vocab_size != m->cfg.vocab_size) {
@@ -255,7 +289,7 @@ int metrics_append_eval(FILE *f, long step, double epoch, const apo_metrics *m) 
     return rc;
 }
 
-int metrics_truncate(const char *path, long step, char *err, size_t errsz) {
+int metrics_truncate(const char *path, long step, long eval_step, char *err, size_t errsz) {
     size_t n, i, start = 0;
     char *text = read_file(path, (size_t)1 << 34, &n, err, errsz);
     clair_buf keep = {0, 0, 0, 0};
@@ -267,7 +301,8 @@ int metrics_truncate(const char *path, long step, char *err, size_t errsz) {
             char jerr[64];
             long long s;
             if (i > start && clair_json_parse(text + start, i - start, &j, jerr, sizeof jerr) == 0) {
-                if (clair_json_get_int(&j, "step", &s) == 0 && s <= step) {
+                long last = clair_json_get(&j, "eval_loss") ? eval_step : step;
+                if (clair_json_get_int(&j, "step", &s) == 0 && s <= last) {
                     clair_buf_put(&keep, text + start, i - start);
                     clair_buf_put(&keep, "\n", 1);
                 }
@@ -280,6 +315,35 @@ int metrics_truncate(const char *path, long step, char *err, size_t errsz) {
     rc = write_file_atomic(path, keep.data ? keep.data : "", keep.len, err, errsz);
     clair_buf_free(&keep);
     return rc;
+}
+
+int run_lock(const char *out_dir, char *err, size_t errsz) {
+    char path[4200], pid[32];
+    struct flock lk;
+    int fd;
+    ssize_t k;
+    fmt(path, sizeof path, "%s/trainer.lock", out_dir);
+    fd = open(path, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) return errf(err, errsz, "%s: cannot open (%s)", path, strerror(errno));
+    memset(&lk, 0, sizeof lk);
+    lk.l_type = F_WRLCK;
+    lk.l_whence = SEEK_SET;
+    if (fcntl(fd, F_SETLK, &lk)) {
+        k = pread(fd, pid, sizeof pid - 1, 0);
+        pid[k > 0 ? k : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        return errf(err, errsz,
+                    "%s is in use by another trainer (PID %s); wait for it to finish or stop it "
+                    "(a lock of a process that has ended is taken over by itself)",
+                    out_dir, pid[0] ? pid : "?");
+    }
+    fmt(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, pid, strlen(pid), 0) < 0) {
+        close(fd);
+        return errf(err, errsz, "%s: cannot write (%s)", path, strerror(errno));
+    }
+    return fd;
 }
 
 /* ==========================================================================================

@@ -39,6 +39,9 @@ typedef struct {
     int micro_batch, epochs;
     const char *loss, *schedule;
     double lr, beta;
+    /* what the checkpoint holds (written by checkpoint_save) */
+    int weights_only; /* no Adam moments: not resumable */
+    int bf16;         /* weights stored in bf16 */
 } train_state;
 
 int state_save(const char *path, const train_state *s, char *err, size_t errsz);
@@ -49,10 +52,20 @@ int state_load(const char *path, train_state *s, char *err, size_t errsz);
 long checkpoint_latest(const char *out_dir, char *path, size_t n);
 /* Removes leftovers of killed saves and all but the newest `keep` checkpoints. */
 void checkpoint_prune(const char *out_dir, int keep);
+/* What a checkpoint holds. The default (all zero but keep) is the resumable one: fp32 weights
+ * and both Adam moments, 12 bytes per parameter. */
+typedef struct {
+    int keep;                   /* the newest `keep` checkpoints stay on disk */
+    int weights_only;           /* no Adam moments (4 bytes/parameter): --resume cannot continue */
+    int bf16;                   /* weights in bf16: smaller, but a resumed run is no longer bit-exact */
+    const char *tokenizer_from; /* the tokenizer files are copied from this directory */
+} checkpoint_opts;
+/* Bytes one checkpoint takes (weights and moments; config and tokenizer files not counted). */
+size_t checkpoint_bytes(const llama_model *m, const checkpoint_opts *o);
 /* Writes OUT/checkpoint-<s->step> from the backend's state (scratch: n_params floats), then
- * prunes to `keep`. The tokenizer files are copied from tokenizer_from. */
-int checkpoint_save(const char *out_dir, int keep, const char *tokenizer_from, llama_backend *b,
-                    llama_model *m, const train_state *s, float *scratch, char *err, size_t errsz);
+ * prunes. A checkpoint being replaced or pruned is renamed away before it is deleted. */
+int checkpoint_save(const char *out_dir, const checkpoint_opts *o, llama_backend *b, llama_model *m,
+                    const train_state *s, float *scratch, char *err, size_t errsz);
 /* Restores weights and moments into m and the backend, and the state into *s. */
 int checkpoint_load(const char *dir, llama_model *m, llama_backend *b, train_state *s, float *scratch,
                     char *err, size_t errsz);
@@ -65,8 +78,14 @@ void metrics_json(clair_buf *b, const char *prefix, const apo_metrics *m);
 /* Appends one line and flushes: a kill leaves whole records (or one partial last line). */
 int metrics_append(FILE *f, const char *line);
 int metrics_append_eval(FILE *f, long step, double epoch, const apo_metrics *m);
-/* Keeps the records of steps <= step: a resumed run writes again the ones it repeats. */
-int metrics_truncate(const char *path, long step, char *err, size_t errsz);
+/* Keeps the training records of steps <= step and the eval records of steps <= eval_step: a
+ * resumed run writes again the ones it repeats (and no record twice). */
+int metrics_truncate(const char *path, long step, long eval_step, char *err, size_t errsz);
+
+/* One trainer per run directory: an advisory lock on OUT/trainer.lock (released by the kernel
+ * when the process ends, however it ends), holding the owner's PID for the message another
+ * trainer gets. Returns the lock's descriptor (keep it open), or -1 with a message. */
+int run_lock(const char *out_dir, char *err, size_t errsz);
 
 /* The reference log-probs cache. */
 void ref_cache_path(char *buf, size_t n, const char *out_dir, uint64_t key);

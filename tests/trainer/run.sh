@@ -5,7 +5,7 @@
 #
 # TRAINER_BIN is the test build of the trainer (tests/trainer/test_backend.c: fault injection).
 #
-# TEST: basic | train_directions | resume | accumulation | bad_inputs | generate
+# TEST: basic | train_directions | resume | accumulation | bad_inputs | generate | interrupt
 # TOOLS_DIR holds ckpt_diff (tests/trainer/ckpt_diff.c). JSON checks use python3's standard
 # library only. Exit 0 pass, 1 fail, 77 skip. The model is tiny (140k parameters), so the tests
 # run with one OpenMP thread unless OMP_NUM_THREADS says otherwise: threads only add overhead at
@@ -260,6 +260,56 @@ EOF
     && ok "interrupted generation resumed, identical output" || fail "generation resume"
   expect_fail "existing output is not clobbered" "exists; pass --overwrite" "$BIN" generate "${g[@]}" --out "$W/a.jsonl"
   "$BIN" generate "${g[@]}" --temperature 0 --out "$W/greedy.jsonl" > /dev/null 2>&1 || fail "greedy generate"
+  ;;
+
+interrupt)
+  # Runs that are never lost: SIGINT saves and says how to continue; the resumed run ends with the
+  # uninterrupted run's bits; one trainer per --out (a dead one's lock is taken over); a run
+  # resumed from its final checkpoint writes no record twice; weights-only checkpoints refuse to
+  # resume; binary datasets get a conversion hint.
+  args=(--model "$MODEL" --data "$W/train32.jsonl" --eval-data "$W/train16.jsonl" --lr 2e-3 --batch-size 4
+        --micro-batch 2 --epochs 40 --max-length 128 --quiet)
+  "$BIN" train "${args[@]}" --out "$W/a" > "$W/a.log" 2>&1 || { fail "uninterrupted run"; tail -5 "$W/a.log"; }
+  grep -q "checkpoints: every 32 steps" "$W/a.log" && ok "default cadence: a checkpoint about every tenth of the run" \
+    || { fail "default checkpoint cadence"; grep checkpoints "$W/a.log"; }
+  "$BIN" train "${args[@]}" --out "$W/b" > "$W/b1.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 3000); do [ -d "$W/b/checkpoint-64" ] && break; kill -0 $pid 2>/dev/null || break; sleep 0.01; done
+  expect_fail "a second trainer on the same --out is refused" "in use by another trainer \(PID $pid\)" \
+    "$BIN" train "${args[@]}" --out "$W/b" --resume
+  kill -INT $pid 2>/dev/null; rc=0; wait $pid || rc=$?
+  if [ $rc -eq 130 ] && grep -q "interrupted after step [0-9]*/320; .*checkpoint-[0-9]* is on disk. Continue with:" "$W/b1.log" \
+     && grep -q -- "--out $W/b --resume" "$W/b1.log"; then ok "SIGINT: saved, exit 130, $(grep -o 'interrupted after step [0-9]*' "$W/b1.log")"
+  elif [ $rc -eq 0 ]; then ok "(the run ended before SIGINT arrived; nothing to check)"
+  else fail "SIGINT handling (rc $rc)"; tail -4 "$W/b1.log"; fi
+  "$BIN" train "${args[@]}" --out "$W/b" --resume > "$W/b2.log" 2>&1 || { fail "resume after SIGINT"; tail -5 "$W/b2.log"; }
+  "$TOOLS/ckpt_diff" "$W/a" "$W/b" 0 && ok "interrupted + resumed: bit-identical weights" || fail "weights differ after SIGINT + resume"
+  cmp -s "$W/a/metrics.jsonl" "$W/b/metrics.jsonl" && ok "metrics.jsonl identical" || { fail "metrics differ"; diff "$W/a/metrics.jsonl" "$W/b/metrics.jsonl" | head -4; }
+  # a kill -9 leaves its lock behind: the next trainer takes it over
+  "$BIN" train "${args[@]}" --out "$W/c" > "$W/c1.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 3000); do [ -d "$W/c/checkpoint-64" ] && break; kill -0 $pid 2>/dev/null || break; sleep 0.01; done
+  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+  "$BIN" train "${args[@]}" --out "$W/c" --resume > "$W/c2.log" 2>&1 && ok "the lock of a killed trainer is taken over" \
+    || { fail "stale lock"; tail -3 "$W/c2.log"; }
+  # the final checkpoint is on disk but the model is not (a kill during the final save): the
+  # resumed run writes the final eval record once
+  rm -f "$W/a/model.safetensors"
+  "$BIN" train "${args[@]}" --out "$W/a" --resume > "$W/a2.log" 2>&1 || { fail "resume from the final checkpoint"; tail -5 "$W/a2.log"; }
+  json_check "$W/a/metrics.jsonl" 'len([r for r in evals if r["step"] == 320]) == 1 and len(train) == 320' \
+    && ok "resumed at the final checkpoint: one final eval record" || fail "final eval record written twice"
+  # weights-only checkpoints are small and cannot be resumed
+  rc=0; TRAINER_TEST_DIE_AFTER_STEP=40 "$BIN" train "${args[@]}" --out "$W/w" --checkpoint-state weights > "$W/w1.log" 2>&1 || rc=$?
+  [ $rc -eq 137 ] && [ ! -e "$W/w/checkpoint-32/optimizer_m.safetensors" ] && grep -q "checkpoints: every 32 steps, .* (fp32 weights only)" "$W/w1.log" \
+    && ok "--checkpoint-state weights: no optimizer state" || { fail "weights-only checkpoint"; ls "$W/w"; }
+  expect_fail "a weights-only checkpoint is not resumed" "holds weights only" "$BIN" train "${args[@]}" --out "$W/w" --resume
+  # leftovers of a kill during pruning are removed, never taken for a checkpoint
+  mkdir -p "$W/d/checkpoint-99.deleting" && touch "$W/d/checkpoint-99.deleting/config.json"
+  "$BIN" train "${args[@]}" --max-steps 2 --out "$W/d" --overwrite > "$W/d.log" 2>&1 && [ ! -e "$W/d/checkpoint-99.deleting" ] \
+    && ok "a half-deleted checkpoint is cleaned up" || { fail "pruning leftovers"; ls "$W/d"; }
+  printf 'PAR1\001\002\003' > "$W/data.parquet"
+  expect_fail "a Parquet file gets a conversion hint" "is a Parquet file, not JSONL.*to_json" \
+    "$BIN" train --model "$MODEL" --data "$W/data.parquet" --out "$W/p"
   ;;
 
 cuda_emu)
