@@ -1176,27 +1176,30 @@ oom:
 /* ========================================================================================== */
 /* KV-cache decoding                                                                           */
 
-int llama_kv_cache_alloc(llama_kv_cache *c, const llama_config *cfg, int max_pos, char *err,
-                         size_t errsz)
+int llama_kv_cache_alloc(llama_kv_cache *c, const llama_config *cfg, int n_seq, int max_pos,
+                         char *err, size_t errsz)
 {
     memset(c, 0, sizeof *c);
     if (check_config(cfg, err, errsz)) return -1;
-    if (max_pos <= 0) {
-        snprintf(err, errsz, "kv cache: max_pos must be positive (got %d)", max_pos);
+    if (max_pos <= 0 || n_seq <= 0) {
+        snprintf(err, errsz, "kv cache: slots (%d) and positions (%d) must be positive", n_seq, max_pos);
         return -1;
     }
-    double cnt = (double)cfg->num_hidden_layers * max_pos * cfg->num_key_value_heads * cfg->head_dim;
+    double cnt = (double)cfg->num_hidden_layers * n_seq * max_pos * cfg->num_key_value_heads * cfg->head_dim;
     if (cnt * 8 > 1e12) {
-        snprintf(err, errsz, "kv cache: %d positions need %.1f GB; ask for fewer", max_pos, cnt * 8 / 1e9);
+        snprintf(err, errsz, "kv cache: %d x %d positions need %.1f GB; ask for fewer", n_seq, max_pos,
+                 cnt * 8 / 1e9);
         return -1;
     }
     c->k = (float *)malloc((size_t)cnt * sizeof(float));
     c->v = (float *)malloc((size_t)cnt * sizeof(float));
-    if (!c->k || !c->v) {
+    c->len = (int *)calloc((size_t)n_seq, sizeof(int));
+    if (!c->k || !c->v || !c->len) {
         llama_kv_cache_free(c);
         snprintf(err, errsz, "kv cache: out of memory (%.1f GB)", cnt * 8 / 1e9);
         return -1;
     }
+    c->n_seq = n_seq;
     c->max_pos = max_pos;
     return 0;
 }
@@ -1205,7 +1208,257 @@ void llama_kv_cache_free(llama_kv_cache *c)
 {
     free(c->k);
     free(c->v);
+    free(c->len);
     memset(c, 0, sizeof *c);
+}
+
+/* sum_j a[j] * b[j] in fp32 with 16 partial sums added in a fixed order: it vectorises without
+ * -ffast-math, and a given pair of vectors always gives the same bits. */
+static inline float dot_f32(const float *a, const float *b, int n)
+{
+    float acc[16] = {0};
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int u = 0; u < 16; u++) acc[u] += a[j + u] * b[j + u];
+    for (; j < n; j++) acc[0] += a[j] * b[j];
+    float s = 0;
+    for (int u = 0; u < 16; u++) s += acc[u];
+    return s;
+}
+
+/* Head h of nq new queries at positions p0 .. p0+nq-1 against a slot's cache (query t sees keys
+ * 0 .. p0+t): the scores, one fp32 exp each and their sum in fp64 as in attention_fwd_gemm, then
+ * P V. q and out are [nq, H*hd], kc and vc the slot's [max_pos, K*hd]; sc is scratch [p0 + nq].
+ * Plain loops: with one query per head a GEMM would spend its time packing. */
+static void attention_cached(const attn_dims *a, int h, int p0, int nq, const float *q,
+                             const float *kc, const float *vc, float *out, float *sc)
+{
+    const int hd = a->hd;
+    const size_t qs = (size_t)a->H * hd, ks = (size_t)a->K * hd;
+    const size_t off = (size_t)h * hd, kv = (size_t)(h / (a->H / a->K)) * hd;
+    for (int t = 0; t < nq; t++) {
+        const float *qh = q + (size_t)t * qs + off;
+        const int nk = p0 + t + 1;
+        float mx = -INFINITY;
+        for (int s = 0; s < nk; s++) {
+            sc[s] = dot_f32(qh, kc + (size_t)s * ks + kv, hd) * a->scale;
+            if (sc[s] > mx) mx = sc[s];
+        }
+        llama_exp_f32(sc, nk, 1.0f, mx);
+        const float inv = (float)(1.0 / sum_f64(sc, nk));
+        float *o = out + (size_t)t * qs + off;
+        for (int j = 0; j < hd; j++) o[j] = 0.0f;
+        for (int s = 0; s < nk; s++) {
+            const float p = sc[s] * inv, *vs = vc + (size_t)s * ks + kv;
+            for (int j = 0; j < hd; j++) o[j] += p * vs[j];
+        }
+    }
+}
+
+/* Scratch of one llama_decode call, for its T new tokens. */
+typedef struct {
+    float *x, *nrm, *q, *k, *v, *att, *lse, *tmp, *gate, *up; /* [T, *] activations */
+    float *rope_c, *rope_s;  /* [T, hd/2] cos/sin of each token's position */
+    size_t *row;             /* [T] the token's row in a layer's cache: slot * max_pos + position */
+    int *first;              /* [n] position of each entry's first new token */
+} decode_scratch;
+
+static void decode_scratch_free(decode_scratch *w)
+{
+    free(w->x); /* one allocation for the floats */
+    free(w->row);
+    free(w->first);
+    memset(w, 0, sizeof *w);
+}
+
+static int decode_scratch_alloc(decode_scratch *w, const llama_config *cf, int T, int n)
+{
+    const size_t D = (size_t)cf->hidden_size, I = (size_t)cf->intermediate_size;
+    const size_t qd = (size_t)cf->num_attention_heads * cf->head_dim;
+    const size_t kd = (size_t)cf->num_key_value_heads * cf->head_dim, t = (size_t)T;
+    const size_t half = (size_t)cf->head_dim / 2, H = (size_t)cf->num_attention_heads;
+    memset(w, 0, sizeof *w);
+    w->x = (float *)malloc(t * (3 * D + 2 * qd + 2 * kd + H + 2 * I + 2 * half) * sizeof(float));
+    w->row = (size_t *)malloc(t * sizeof(size_t));
+    w->first = (int *)malloc((size_t)n * sizeof(int));
+    if (!w->x || !w->row || !w->first) {
+        decode_scratch_free(w);
+        return -1;
+    }
+    w->nrm = w->x + t * D;
+    w->tmp = w->nrm + t * D;
+    w->q = w->tmp + t * D;
+    w->att = w->q + t * qd;
+    w->k = w->att + t * qd;
+    w->v = w->k + t * kd;
+    w->lse = w->v + t * kd;
+    w->gate = w->lse + t * H;
+    w->up = w->gate + t * I;
+    w->rope_c = w->up + t * I;
+    w->rope_s = w->rope_c + t * half;
+    return 0;
+}
+
+/* Checks a llama_decode call before anything is written: entries non-empty, slots in range and
+ * distinct, tokens in the vocabulary, room in every slot. */
+static int decode_check(const llama_config *cf, const llama_kv_cache *c, int n, const int *slot,
+                        const int *tokens, const int *start, char *err, size_t errsz)
+{
+    if (n <= 0 || !c->len || start[0] != 0) {
+        snprintf(err, errsz, "decode: %s", n <= 0 ? "no entries" : !c->len ? "no KV cache" : "start[0] must be 0");
+        return -1;
+    }
+    unsigned char *seen = (unsigned char *)calloc((size_t)c->n_seq, 1);
+    if (!seen) {
+        snprintf(err, errsz, "decode: out of memory");
+        return -1;
+    }
+    int rc = -1;
+    for (int e = 0; e < n; e++) {
+        const int s = slot[e], nq = start[e + 1] - start[e];
+        if (s < 0 || s >= c->n_seq || seen[s]) {
+            snprintf(err, errsz, "decode: entry %d: slot %d is %s", e, s, s < 0 || s >= c->n_seq ?
+                     "outside the cache" : "given twice");
+            goto done;
+        }
+        seen[s] = 1;
+        if (nq <= 0 || c->len[s] + nq > c->max_pos) {
+            snprintf(err, errsz, "decode: entry %d: %d tokens %s (slot %d holds %d of %d positions)", e,
+                     nq, nq <= 0 ? "is empty" : "do not fit: the KV cache is full", s, c->len[s],
+                     c->max_pos);
+            goto done;
+        }
+        for (int i = start[e]; i < start[e + 1]; i++)
+            if (tokens[i] < 0 || tokens[i] >= cf->vocab_size) {
+                snprintf(err, errsz, "decode: token %d is outside the vocabulary (0..%d)", tokens[i],
+                         cf->vocab_size - 1);
+                goto done;
+            }
+    }
+    rc = 0;
+done:
+    free(seen);
+    return rc;
+}
+
+/* An entry whose slot is empty and that brings more than one token is a prefill: its attention
+ * is the training forward's attention_fwd_gemm, over the keys just written to the cache. */
+static int is_prefill(const decode_scratch *w, const int *start, int e)
+{
+    return w->first[e] == 0 && start[e + 1] - start[e] > 1;
+}
+
+/* Attention of every entry at layer l; q, k, v of the new tokens are in w (k, v also in the
+ * cache). Returns -1 when out of memory. */
+static int decode_attention(const llama_config *cf, const llama_kv_cache *c, int l, int n,
+                            const int *slot, const int *start, decode_scratch *w)
+{
+    const int H = cf->num_attention_heads, K = cf->num_key_value_heads, hd = cf->head_dim;
+    const size_t qd = (size_t)H * hd, kd = (size_t)K * hd, seq = (size_t)c->max_pos * kd;
+    const float *kc = c->k + (size_t)l * c->n_seq * seq, *vc = c->v + (size_t)l * c->n_seq * seq;
+    const attn_dims ad = {H, K, hd, 1.0f / sqrtf((float)hd)};
+    int failed = 0;
+    for (int e = 0; e < n && !failed; e++) /* each product parallel inside */
+        if (is_prefill(w, start, e)) {
+            const size_t t0 = (size_t)start[e];
+            failed = attention_fwd_gemm(&ad, start[e + 1] - start[e], w->q + t0 * qd, kc + slot[e] * seq,
+                                        vc + slot[e] * seq, w->att + t0 * qd, w->lse + t0 * H);
+        }
+#pragma omp parallel
+    {
+        float *sc = (float *)malloc((size_t)c->max_pos * sizeof(float));
+        if (!sc) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for collapse(2) schedule(dynamic)
+        for (int e = 0; e < n; e++)
+            for (int h = 0; h < H; h++) {
+                if (!sc || is_prefill(w, start, e)) continue;
+                const size_t t0 = (size_t)start[e];
+                attention_cached(&ad, h, w->first[e], start[e + 1] - start[e], w->q + t0 * qd,
+                                 kc + slot[e] * seq, vc + slot[e] * seq, w->att + t0 * qd, sc);
+            }
+        free(sc);
+    }
+    return failed ? -1 : 0;
+}
+
+/* One layer for the T new tokens in w->x (updated in place). */
+static int decode_layer(const llama_model *m, llama_kv_cache *c, int l, int n, const int *slot,
+                        const int *start, decode_scratch *w)
+{
+    const llama_config *cf = &m->cfg;
+    const llama_layer_weights *lw = &m->w.layers[l];
+    const int T = start[n], D = cf->hidden_size, I = cf->intermediate_size;
+    const int H = cf->num_attention_heads, K = cf->num_key_value_heads, hd = cf->head_dim;
+    const int qd = H * hd, kd = K * hd, half = hd / 2;
+    const size_t layer = (size_t)l * c->n_seq * c->max_pos * kd;
+    rmsnorm_fwd(w->nrm, NULL, w->x, lw->input_layernorm, T, D, cf->rms_norm_eps);
+    mm_fwd(w->q, w->nrm, lw->q_proj, T, D, qd);
+    mm_fwd(w->k, w->nrm, lw->k_proj, T, D, kd);
+    mm_fwd(w->v, w->nrm, lw->v_proj, T, D, kd);
+#pragma omp parallel for schedule(static) if (T > 16)
+    for (int t = 0; t < T; t++) {
+        const float *rc = w->rope_c + (size_t)t * half, *rs = w->rope_s + (size_t)t * half;
+        rope_rotate(w->q + (size_t)t * qd, H, hd, rc, rs, 1.0f);
+        rope_rotate(w->k + (size_t)t * kd, K, hd, rc, rs, 1.0f);
+        memcpy(c->k + layer + w->row[t] * kd, w->k + (size_t)t * kd, (size_t)kd * sizeof(float));
+        memcpy(c->v + layer + w->row[t] * kd, w->v + (size_t)t * kd, (size_t)kd * sizeof(float));
+    }
+    if (decode_attention(cf, c, l, n, slot, start, w)) return -1;
+    const size_t nd = (size_t)T * D, ni = (size_t)T * I;
+    mm_fwd(w->tmp, w->att, lw->o_proj, T, qd, D);
+    for (size_t i = 0; i < nd; i++) w->x[i] += w->tmp[i];
+    rmsnorm_fwd(w->nrm, NULL, w->x, lw->post_attention_layernorm, T, D, cf->rms_norm_eps);
+    mm_fwd(w->gate, w->nrm, lw->gate_proj, T, D, I);
+    mm_fwd(w->up, w->nrm, lw->up_proj, T, D, I);
+#pragma omp parallel for schedule(static) if (ni > 65536)
+    for (size_t i = 0; i < ni; i++) w->gate[i] = silu(w->gate[i]) * w->up[i];
+    mm_fwd(w->tmp, w->gate, lw->down_proj, T, I, D);
+    for (size_t i = 0; i < nd; i++) w->x[i] += w->tmp[i];
+    return 0;
+}
+
+int llama_decode(const llama_model *m, llama_kv_cache *c, int n, const int *slot, const int *tokens,
+                 const int *start, float *logits, char *err, size_t errsz)
+{
+    const llama_config *cf = &m->cfg;
+    const int D = cf->hidden_size, V = cf->vocab_size, half = cf->head_dim / 2;
+    decode_scratch w;
+    if (decode_check(cf, c, n, slot, tokens, start, err, errsz)) return -1;
+    const int T = start[n];
+    double *inv_freq = (double *)malloc((size_t)half * sizeof(double));
+    if (!inv_freq || decode_scratch_alloc(&w, cf, T, n)) {
+        free(inv_freq);
+        snprintf(err, errsz, "decode: out of memory for %d tokens", T);
+        return -1;
+    }
+    llama_rope_inv_freq(cf, inv_freq);
+    for (int e = 0; e < n; e++) {
+        w.first[e] = c->len[slot[e]];
+        for (int t = start[e]; t < start[e + 1]; t++) {
+            const int pos = w.first[e] + t - start[e];
+            w.row[t] = (size_t)slot[e] * c->max_pos + pos;
+            rope_cos_sin(pos, inv_freq, half, w.rope_c + (size_t)t * half, w.rope_s + (size_t)t * half);
+            memcpy(w.x + (size_t)t * D, m->w.embed_tokens + (size_t)tokens[t] * D, D * sizeof(float));
+        }
+    }
+    free(inv_freq);
+    for (int l = 0; l < cf->num_hidden_layers; l++)
+        if (decode_layer(m, c, l, n, slot, start, &w)) {
+            decode_scratch_free(&w);
+            snprintf(err, errsz, "decode: out of memory for the attention scratch");
+            return -1;
+        }
+    /* the LM head only for each entry's last token */
+    for (int e = 0; e < n; e++)
+        memcpy(w.tmp + (size_t)e * D, w.x + (size_t)(start[e + 1] - 1) * D, D * sizeof(float));
+    rmsnorm_fwd(w.nrm, NULL, w.tmp, m->w.norm, n, D, cf->rms_norm_eps);
+    mm_fwd(logits, w.nrm, m->w.lm_head, n, D, V);
+    for (int e = 0; e < n; e++) c->len[slot[e]] += start[e + 1] - start[e];
+    decode_scratch_free(&w);
+    return 0;
 }
 
 int llama_decode_step(const llama_model *m, llama_kv_cache *c, int token, float *logits,
@@ -1215,7 +1468,11 @@ int llama_decode_step(const llama_model *m, llama_kv_cache *c, int token, float 
     const int L = cf->num_hidden_layers, D = cf->hidden_size, I = cf->intermediate_size;
     const int V = cf->vocab_size, H = cf->num_attention_heads, K = cf->num_key_value_heads;
     const int hd = cf->head_dim, qd = H * hd, kd = K * hd, rep = H / K;
-    const int pos = c->n_pos;
+    if (!c->len) {
+        snprintf(err, errsz, "decode: no KV cache");
+        return -1;
+    }
+    const int pos = c->len[0];
     if (token < 0 || token >= V) {
         snprintf(err, errsz, "decode: token %d is outside the vocabulary (0..%d)", token, V - 1);
         return -1;
@@ -1240,7 +1497,8 @@ int llama_decode_step(const llama_model *m, llama_kv_cache *c, int token, float 
     memcpy(x, m->w.embed_tokens + (size_t)token * D, D * sizeof(float));
     for (int l = 0; l < L; l++) {
         const llama_layer_weights *w = &m->w.layers[l];
-        float *kc = c->k + (size_t)l * c->max_pos * kd, *vc = c->v + (size_t)l * c->max_pos * kd;
+        const size_t layer = (size_t)l * c->n_seq * c->max_pos * kd; /* slot 0 of layer l */
+        float *kc = c->k + layer, *vc = c->v + layer;
         rmsnorm_fwd(nrm, NULL, x, w->input_layernorm, 1, D, cf->rms_norm_eps);
         mm_fwd(q, nrm, w->q_proj, 1, D, qd);
         mm_fwd(kc + (size_t)pos * kd, nrm, w->k_proj, 1, D, kd);
@@ -1283,7 +1541,7 @@ int llama_decode_step(const llama_model *m, llama_kv_cache *c, int token, float 
     }
     rmsnorm_fwd(nrm, NULL, x, m->w.norm, 1, D, cf->rms_norm_eps);
     mm_fwd(logits, nrm, m->w.lm_head, 1, D, V);
-    c->n_pos = pos + 1;
+    c->len[0] = pos + 1;
     free(buf);
     free(inv);
     return 0;

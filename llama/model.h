@@ -228,15 +228,32 @@ void llama_rope_inv_freq(const llama_config *cfg, double *inv_freq);
  * x[h*hd + j] for n_heads heads. */
 void llama_rope_apply(float *x, int n_heads, int hd, int pos, const double *inv_freq);
 
-/* Inference with a KV cache (generation), CPU. */
+/* Inference with a KV cache (generation), CPU. The cache has n_seq slots, one sequence each, so
+ * that many prompts decode together: llama_decode runs every new token of every slot it is given
+ * through each linear layer as one product (the GEMMs of the training forward), which reads each
+ * weight once per step instead of once per prompt. */
 typedef struct {
-    int max_pos;                     /* capacity in positions */
-    float *k, *v;                    /* [L, max_pos, K*hd] */
-    int n_pos;                       /* positions filled */
+    int n_seq;                       /* slots */
+    int max_pos;                     /* capacity of each slot, in positions */
+    float *k, *v;                    /* [L, n_seq, max_pos, K*hd], after RoPE (k) */
+    int *len;                        /* [n_seq] positions filled in each slot */
 } llama_kv_cache;
-int llama_kv_cache_alloc(llama_kv_cache *c, const llama_config *cfg, int max_pos, char *err, size_t errsz);
+int llama_kv_cache_alloc(llama_kv_cache *c, const llama_config *cfg, int n_seq, int max_pos,
+                         char *err, size_t errsz);
 void llama_kv_cache_free(llama_kv_cache *c);
-/* Feeds one token at position c->n_pos; writes logits[V]; advances the cache. */
+
+/* Appends tokens to slots and returns each slot's next-token logits. Entry e < n feeds
+ * tokens[start[e] .. start[e+1]) to slot slot[e] at positions len[slot[e]] onwards and writes
+ * logits[e*V .. e*V + V) for its last token. A whole prompt is one entry (the prefill: attention
+ * by the training forward's GEMM routine when the slot is empty); a decoding step is one token
+ * per slot. A slot appears at most once per call. An entry's logits depend only on its own slot's
+ * tokens and on how they were split into calls, never on the other entries or the thread count
+ * (bit for bit), so batching prompts does not change their answers. */
+int llama_decode(const llama_model *m, llama_kv_cache *c, int n, const int *slot, const int *tokens,
+                 const int *start, float *logits, char *err, size_t errsz);
+
+/* The reference: one token into slot 0 at position len[0], plain loops (llama_decode is tested
+ * against it); writes logits[V]. */
 int llama_decode_step(const llama_model *m, llama_kv_cache *c, int token, float *logits,
                       char *err, size_t errsz);
 

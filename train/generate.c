@@ -1,5 +1,7 @@
 /* train/generate.c - `trainer generate` (see generate.h): one answer per prompt, sampled with a
- * KV cache, written line by line to OUT.partial and renamed to OUT when complete. */
+ * KV cache that holds up to --batch prompts at once (llama_decode: a free slot takes the next
+ * prompt whole, the others advance one token, all in one forward), written in prompt order line
+ * by line to OUT.partial and renamed to OUT when complete. */
 #define _POSIX_C_SOURCE 200809L
 
 #include "generate.h"
@@ -67,7 +69,7 @@ int sample_token(const float *logits, int V, double temperature, double top_p, u
 }
 
 /* ==========================================================================================
- * One answer
+ * Many answers at once
  * ========================================================================================== */
 
 typedef struct {
@@ -76,48 +78,158 @@ typedef struct {
     uint64_t seed;
 } sampling;
 
-/* Generates the answer to prompt `it` (the i-th): ids into *gen, "stop" or "length" into *finish.
- * Prompt i samples from its own stream rng_stream(seed, i), so a resumed run is identical. */
-static int answer_prompt(const llama_model *m, const tokenizer *tok, const char *src, const prompt_item *it,
-                         int i, const sampling *s, float *logits, prob_id *work, tok_ids *gen,
-                         const char **finish, char *err, size_t errsz) {
-    llama_kv_cache kv;
-    uint64_t rng = rng_stream(s->seed, (uint64_t)i);
-    int cap = it->n_ids + s->max_new, t, e;
-    memset(&kv, 0, sizeof kv);
-    *finish = "length";
-    if (m->cfg.max_position_embeddings > 0 && cap > m->cfg.max_position_embeddings)
-        cap = m->cfg.max_position_embeddings;
-    if (it->n_ids >= cap) {
-        fprintf(
-            stderr,
-            "%s:%d: the prompt is %d tokens, the model's context is %d; answered with an empty response\n",
-            src, it->line, it->n_ids, cap);
-        return 0;
-    }
-    if (llama_kv_cache_alloc(&kv, &m->cfg, cap, err, errsz)) return -1;
-    for (t = 0; t < it->n_ids; t++) /* the prompt, one position at a time */
-        if (llama_decode_step(m, &kv, it->ids[t], logits, err, errsz)) goto fail;
-    while (kv.n_pos < cap) {
-        int id = sample_token(logits, m->cfg.vocab_size, s->temperature, s->top_p, &rng, work);
-        int is_stop = id == tokenizer_eos_id(tok);
-        for (e = 0; e < m->cfg.n_eos; e++) is_stop |= id == m->cfg.eos_token_ids[e];
-        if (is_stop) {
-            *finish = "stop";
-            break;
+/* A slot of the KV cache: the prompt it answers (-1: free), that prompt's own random stream,
+ * the positions its answer may reach, and the token to feed at the next step. */
+typedef struct {
+    int prompt;
+    uint64_t rng;
+    int cap;
+    int next;
+} gen_slot;
+
+/* An answer: its ids, and "stop" or "length" once finished (NULL before). Answers are written in
+ * prompt order, so one that finishes early waits for those before it. */
+typedef struct {
+    tok_ids gen;
+    const char *finish;
+} answer;
+
+/* Everything one generation run holds: the prompts, B slots, the cache, and the answers of
+ * prompts first .. n-1. */
+typedef struct {
+    const llama_model *m;
+    const tokenizer *tok;
+    const prompt_set *ps;
+    const char *src;                 /* the prompts file, for messages */
+    sampling s;
+    int B, first, next_prompt;       /* slots; first prompt of this run; next prompt to start */
+    gen_slot *slot;                  /* [B] */
+    llama_kv_cache kv;               /* B slots */
+    answer *ans;                     /* [ps->n], used from `first` on */
+    int *e_slot, *e_start, *e_tok;   /* one llama_decode call: slots, token ranges, tokens */
+    float *logits;                   /* [B, V] */
+    prob_id *work;                   /* [V] */
+    double toks;                     /* tokens generated so far */
+} gen_run;
+
+/* Positions prompt p's answer may reach: prompt + max_new, within the model's context. */
+static int answer_cap(const gen_run *r, int p)
+{
+    const int ctx = r->m->cfg.max_position_embeddings;
+    int cap = r->ps->items[p].n_ids + r->s.max_new;
+    return ctx > 0 && cap > ctx ? ctx : cap;
+}
+
+static int is_stop(const gen_run *r, int id)
+{
+    int e, stop = id == tokenizer_eos_id(r->tok);
+    for (e = 0; e < r->m->cfg.n_eos; e++) stop |= id == r->m->cfg.eos_token_ids[e];
+    return stop;
+}
+
+/* Builds the next llama_decode call: a free slot takes the next prompt (all its tokens: the
+ * prefill), a busy slot feeds its last sampled token. A prompt that fills the context is
+ * answered empty at once. Returns the number of entries. */
+static int plan_step(gen_run *r)
+{
+    int b, n = 0, T = 0;
+    r->e_start[0] = 0;
+    for (b = 0; b < r->B; b++) {
+        gen_slot *sl = &r->slot[b];
+        while (sl->prompt < 0 && r->next_prompt < r->ps->n) {
+            const int p = r->next_prompt++;
+            const prompt_item *it = &r->ps->items[p];
+            if (it->n_ids >= answer_cap(r, p)) {
+                fprintf(stderr,
+                        "%s:%d: the prompt is %d tokens, the model's context is %d; answered with an "
+                        "empty response\n", r->src, it->line, it->n_ids, answer_cap(r, p));
+                r->ans[p].finish = "length";
+                continue;
+            }
+            sl->prompt = p;
+            sl->rng = rng_stream(r->s.seed, (uint64_t)p); /* prompt p's own stream */
+            sl->cap = answer_cap(r, p);
+            r->kv.len[b] = 0;
+            memcpy(r->e_tok + T, it->ids, (size_t)it->n_ids * sizeof(int));
+            T += it->n_ids;
+            r->e_slot[n] = b;
+            r->e_start[++n] = T;
         }
-        if (tok_ids_push(gen, id)) {
-            errf(err, errsz, "out of memory");
-            goto fail;
-        }
-        if ((int)gen->len >= s->max_new || kv.n_pos >= cap) break;
-        if (llama_decode_step(m, &kv, id, logits, err, errsz)) goto fail;
+        if (sl->prompt < 0 || r->kv.len[b] == 0) continue; /* free, or just filled above */
+        r->e_tok[T++] = sl->next;
+        r->e_slot[n] = b;
+        r->e_start[++n] = T;
     }
-    llama_kv_cache_free(&kv);
+    return n;
+}
+
+/* Samples the next token of every entry of the step just decoded; finished answers free their
+ * slot. */
+static int sample_step(gen_run *r, int n, char *err, size_t errsz)
+{
+    const int V = r->m->cfg.vocab_size;
+    int e;
+    for (e = 0; e < n; e++) {
+        gen_slot *sl = &r->slot[r->e_slot[e]];
+        answer *a = &r->ans[sl->prompt];
+        int id = sample_token(r->logits + (size_t)e * V, V, r->s.temperature, r->s.top_p, &sl->rng, r->work);
+        if (is_stop(r, id)) {
+            a->finish = "stop";
+        } else {
+            if (tok_ids_push(&a->gen, id)) return errf(err, errsz, "out of memory");
+            r->toks += 1;
+            sl->next = id;
+            if ((int)a->gen.len >= r->s.max_new || r->kv.len[r->e_slot[e]] >= sl->cap) a->finish = "length";
+        }
+        if (a->finish) sl->prompt = -1;
+    }
     return 0;
-fail:
-    llama_kv_cache_free(&kv);
-    return -1;
+}
+
+/* Sets up a run over prompts first .. ps->n - 1 with up to `batch` slots. */
+static int gen_run_init(gen_run *r, const llama_model *m, const tokenizer *tok, const prompt_set *ps,
+                        const char *src, const sampling *s, int first, int batch, char *err, size_t errsz)
+{
+    int p, b, cap = 1, prompt_max = 1;
+    memset(r, 0, sizeof *r);
+    r->m = m;
+    r->tok = tok;
+    r->ps = ps;
+    r->src = src;
+    r->s = *s;
+    r->first = r->next_prompt = first;
+    r->B = ps->n - first < batch ? ps->n - first : batch;
+    if (r->B < 1) r->B = 1;
+    for (p = first; p < ps->n; p++) {
+        if (answer_cap(r, p) > cap) cap = answer_cap(r, p);
+        if (ps->items[p].n_ids > prompt_max) prompt_max = ps->items[p].n_ids;
+    }
+    r->slot = (gen_slot *)malloc((size_t)r->B * sizeof *r->slot);
+    r->ans = (answer *)calloc((size_t)(ps->n > 0 ? ps->n : 1), sizeof *r->ans);
+    r->e_slot = (int *)malloc((size_t)r->B * sizeof(int));
+    r->e_start = (int *)malloc((size_t)(r->B + 1) * sizeof(int));
+    r->e_tok = (int *)malloc((size_t)r->B * prompt_max * sizeof(int));
+    r->logits = (float *)malloc((size_t)r->B * m->cfg.vocab_size * sizeof(float));
+    r->work = (prob_id *)malloc((size_t)m->cfg.vocab_size * sizeof(prob_id));
+    if (!r->slot || !r->ans || !r->e_slot || !r->e_start || !r->e_tok || !r->logits || !r->work)
+        return errf(err, errsz, "out of memory");
+    for (b = 0; b < r->B; b++) r->slot[b].prompt = -1;
+    return llama_kv_cache_alloc(&r->kv, &m->cfg, r->B, cap, err, errsz);
+}
+
+static void gen_run_free(gen_run *r)
+{
+    int p;
+    if (r->ans)
+        for (p = 0; p < r->ps->n; p++) tok_ids_free(&r->ans[p].gen);
+    llama_kv_cache_free(&r->kv);
+    free(r->slot);
+    free(r->ans);
+    free(r->e_slot);
+    free(r->e_start);
+    free(r->e_tok);
+    free(r->logits);
+    free(r->work);
 }
 
 /* The output line: {"prompt": <as read>, "response": "...", "finish_reason": "stop"|"length"}. */
@@ -138,6 +250,48 @@ static int write_answer(FILE *f, const tokenizer *tok, const prompt_item *it, co
     clair_buf_free(&ob);
     free(text);
     return rc;
+}
+
+/* Writes the finished answers that are next in prompt order; progress at most once a second. */
+static int flush_answers(gen_run *r, FILE *f, int *written, double t0, double *last_report, char *err,
+                         size_t errsz)
+{
+    const int n = r->ps->n;
+    int before = *written;
+    while (*written < n && r->ans[*written].finish) {
+        answer *a = &r->ans[*written];
+        if (write_answer(f, r->tok, &r->ps->items[*written], &a->gen, a->finish, err, errsz)) return -1;
+        tok_ids_free(&a->gen);
+        ++*written;
+    }
+    if (*written > before && (now_s() - *last_report >= 1.0 || *written == n)) {
+        const double el = now_s() - t0;
+        char eta[32];
+        *last_report = now_s();
+        fmt_duration(eta, sizeof eta, el / (*written - r->first) * (n - *written));
+        fprintf(stderr, "generate: %d/%d prompts | %.1f tok/s | ETA %s\n", *written, n,
+                r->toks / (el > 0 ? el : 1e-9), eta);
+    }
+    return 0;
+}
+
+/* Answers prompts r->first .. n-1, appending their lines to f in order. */
+static int generate_all(gen_run *r, FILE *f, char *err, size_t errsz)
+{
+    const double t0 = now_s();
+    double last_report = t0;
+    int written = r->first;
+    char derr[512];
+    while (written < r->ps->n) {
+        const int n = plan_step(r);
+        if (n > 0) {
+            if (llama_decode(r->m, &r->kv, n, r->e_slot, r->e_tok, r->e_start, r->logits, derr, sizeof derr))
+                return errf(err, errsz, "%s", derr);
+            if (sample_step(r, n, err, errsz)) return -1;
+        }
+        if (flush_answers(r, f, &written, t0, &last_report, err, errsz)) return -1;
+    }
+    return 0;
 }
 
 /* ==========================================================================================
@@ -191,13 +345,15 @@ static int partial_resume(const char *partial, const prompt_set *ps, int *done_n
 typedef struct {
     const char *model, *prompts, *out, *chat;
     sampling s;
-    int raw, overwrite;
+    int raw, overwrite, batch;
 } generate_args;
 
 static const char generate_usage[] =
     "usage: trainer generate --model DIR --prompts FILE --out FILE [flags]\n"
     "\n"
     "Samples one response per prompt with a KV cache and writes the lines `clair revise` reads.\n"
+    "Up to --batch prompts are decoded together; prompt i is sampled from its own random stream, so\n"
+    "the output does not depend on the batch size.\n"
     "Output goes to FILE.partial line by line and is renamed to FILE when complete; rerunning the same\n"
     "command after an interruption continues where it stopped.\n"
     "\n";
@@ -214,6 +370,8 @@ static int generate_parse(generate_args *a, int argc, char **argv) {
         {"--top-p", OPT_DBL, &a->s.top_p, "X",
          "nucleus sampling: keep the most likely tokens up to this mass"},
         {"--max-new-tokens", OPT_INT, &a->s.max_new, "N", "at most N tokens per response"},
+        {"--batch", OPT_INT, &a->batch, "N",
+         "decode N prompts at once (each weight is read once per step for all of them)"},
         {"--seed", OPT_U64, &a->s.seed, "S",
          "seed; prompt i is sampled from stream (S, i), so a resumed run is identical"},
         {"--chat-template", OPT_STR, &a->chat, "NAME",
@@ -225,6 +383,7 @@ static int generate_parse(generate_args *a, int argc, char **argv) {
     a->s.temperature = 0.7;
     a->s.top_p = 1.0;
     a->s.max_new = 256;
+    a->batch = 16;
     rc = opts_parse(WHO, generate_usage, defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) return 0;
     if (rc < 0) return 2;
@@ -232,8 +391,8 @@ static int generate_parse(generate_args *a, int argc, char **argv) {
         report(WHO, "--model, --prompts and --out are required");
         return 2;
     }
-    if (a->s.max_new < 1 || a->s.temperature < 0 || !(a->s.top_p > 0 && a->s.top_p <= 1)) {
-        report(WHO, "--max-new-tokens >= 1, --temperature >= 0, --top-p in (0, 1]");
+    if (a->s.max_new < 1 || a->batch < 1 || a->s.temperature < 0 || !(a->s.top_p > 0 && a->s.top_p <= 1)) {
+        report(WHO, "--max-new-tokens >= 1, --batch >= 1, --temperature >= 0, --top-p in (0, 1]");
         return 2;
     }
     return -1; /* go on */
@@ -245,11 +404,9 @@ int cmd_generate(int argc, char **argv) {
     tokenizer *tok = NULL;
     prompt_set ps;
     llama_model m;
-    int have_model = 0, status = 1, i, done_n = 0, rc;
-    float *logits = NULL;
-    prob_id *work = NULL;
+    gen_run run;
+    int have_model = 0, have_run = 0, status = 1, done_n = 0, rc;
     FILE *f = NULL;
-    double t0, toks = 0;
     if ((rc = generate_parse(&a, argc, argv)) >= 0) return rc;
     memset(&ps, 0, sizeof ps);
     memset(&m, 0, sizeof m);
@@ -279,31 +436,17 @@ int cmd_generate(int argc, char **argv) {
         report(WHO, "cannot write %s (%s)", partial, strerror(errno));
         goto done;
     }
-    logits = (float *)malloc((size_t)m.cfg.vocab_size * sizeof *logits);
-    work = (prob_id *)malloc((size_t)m.cfg.vocab_size * sizeof *work);
-    if (!logits || !work) {
-        report(WHO, "out of memory");
+    have_run = 1;
+    if (gen_run_init(&run, &m, tok, &ps, a.prompts, &a.s, done_n, a.batch, err, sizeof err)) {
+        report(WHO, "%s", err);
         goto done;
     }
-    t0 = now_s();
-    for (i = done_n; i < ps.n; i++) {
-        tok_ids gen = {0, 0, 0};
-        const char *finish;
-        double el;
-        char eta[32];
-        if (answer_prompt(&m, tok, a.prompts, &ps.items[i], i, &a.s, logits, work, &gen, &finish, err,
-                          sizeof err) ||
-            write_answer(f, tok, &ps.items[i], &gen, finish, err, sizeof err)) {
-            tok_ids_free(&gen);
-            report(WHO, "%s:%d: %s", a.prompts, ps.items[i].line, err);
-            goto done;
-        }
-        toks += (double)gen.len;
-        tok_ids_free(&gen);
-        el = now_s() - t0;
-        fmt_duration(eta, sizeof eta, el / (i + 1 - done_n) * (ps.n - i - 1));
-        fprintf(stderr, "generate: %d/%d prompts | %.1f tok/s | ETA %s\n", i + 1, ps.n,
-                toks / (el > 0 ? el : 1e-9), eta);
+    fprintf(stderr, "generate: %d prompts to answer, %d at a time (KV cache %.0f MiB)\n", ps.n - done_n,
+            run.B, 8.0 * m.cfg.num_hidden_layers * run.B * run.kv.max_pos * m.cfg.num_key_value_heads *
+                       m.cfg.head_dim / (1 << 20));
+    if (generate_all(&run, f, err, sizeof err)) {
+        report(WHO, "%s", err);
+        goto done;
     }
     if (fsync(fileno(f)) || fclose(f)) {
         f = NULL;
@@ -319,10 +462,9 @@ int cmd_generate(int argc, char **argv) {
     status = 0;
 done:
     if (f) fclose(f);
+    if (have_run) gen_run_free(&run);
     if (tok) tokenizer_free(tok);
     if (have_model) llama_model_free(&m);
     prompt_set_free(&ps);
-    free(logits);
-    free(work);
     return status;
 }

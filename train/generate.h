@@ -1,5 +1,6 @@
 /* train/generate.h - `trainer generate`: sample the model's own answers to prompts (CLAIR's
- * first step: the rejected responses), with a KV cache, resumable, reproducible per prompt. */
+ * first step: the rejected responses), many prompts at once with a KV cache, resumable,
+ * reproducible per prompt whatever the batch size. */
 #ifndef TRAIN_GENERATE_H
 #define TRAIN_GENERATE_H
 

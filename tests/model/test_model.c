@@ -9,6 +9,9 @@
  *   exp           the vectorised softmax exp (llama/gemm.c) against exp in double
  *   decode        KV-cache decode_step's full logits -> log-softmax == the batched forward's
  *                 chunked LM-head log-probs (also the "naive full-logits" check of the chunking)
+ *   batched decode  llama_decode (prompts prefilled in one call, then all slots stepped together)
+ *                 == decode_step's log-probs and argmax; a slot's logits are bit-identical when it
+ *                 is decoded alone; full caches and repeated slots are refused
  *   gqa           a GQA model equals the MHA model with repeated k/v heads (log-probs, grads)
  *   finite-diff   central differences of J in a few parameters of every kind
  *   accumulation  backward(a) + backward(b) == backward(a + b); zero_grad; grad_norm
@@ -530,7 +533,7 @@ static void test_decode_vs_forward(void)
     char err[256];
     for (int s = 0; s < tb.n_seq; s++) {
         llama_kv_cache kv;
-        CHECK(llama_kv_cache_alloc(&kv, &c, lens[s], err, sizeof err) == 0, "%s", err);
+        CHECK(llama_kv_cache_alloc(&kv, &c, 1, lens[s], err, sizeof err) == 0, "%s", err);
         ref[tb.seq_start[s]] = 0;
         for (int i = tb.seq_start[s]; i < tb.seq_start[s + 1]; i++) {
             CHECK(llama_decode_step(&m, &kv, tb.tokens[i], logits, err, sizeof err) == 0, "%s", err);
@@ -550,6 +553,128 @@ static void test_decode_vs_forward(void)
     CHECK(e < 1e-5, "decode vs forward: token %zu: %g vs %g", where, logp[where], ref[where]);
     free(logits); free(logp); free(ref);
     be->destroy(be);
+    free_batch(&tb);
+    llama_model_free(&m);
+}
+
+/* log-softmax of logits[V] at token `id`, in double */
+static double logp_of(const float *logits, int V, int id)
+{
+    double mx = -1e300, sum = 0;
+    for (int v = 0; v < V; v++) mx = fmax(mx, logits[v]);
+    for (int v = 0; v < V; v++) sum += exp(logits[v] - mx);
+    return logits[id] - mx - log(sum);
+}
+
+static int argmax(const float *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* Decodes the sequences `which` (indices into tb) together in one cache: each one's first
+ * prefix[s] tokens in one call (prefill), then one token per sequence per call until its end.
+ * out[i + 1] = the logits after token i of the batch (for positions from each prefix's end);
+ * out is [T, V]. */
+static void decode_batched(const llama_model *m, const test_batch *tb, const int *which, int n,
+                           const int *prefix, float *out)
+{
+    const int V = m->cfg.vocab_size;
+    char err[256];
+    llama_kv_cache kv;
+    int slot[8], start[9], tokens[512], fed[8];
+    float *logits = (float *)xmalloc((size_t)n * V * sizeof(float));
+    CHECK(llama_kv_cache_alloc(&kv, &m->cfg, n, 160, err, sizeof err) == 0, "%s", err);
+    start[0] = 0;
+    for (int e = 0; e < n; e++) { /* the prompts, one entry each */
+        const int s = which[e], t0 = tb->seq_start[s];
+        slot[e] = e;
+        memcpy(tokens + start[e], tb->tokens + t0, prefix[s] * sizeof(int));
+        start[e + 1] = start[e] + prefix[s];
+        fed[e] = prefix[s];
+    }
+    for (;;) {
+        CHECK(llama_decode(m, &kv, n, slot, tokens, start, logits, err, sizeof err) == 0, "%s", err);
+        int k = 0;
+        for (int e = 0; e < n; e++) { /* store, then the next token of each unfinished sequence */
+            const int s = which[slot[e]], i = tb->seq_start[s] + fed[slot[e]];
+            if (i < tb->seq_start[s + 1]) memcpy(out + (size_t)i * V, logits + (size_t)e * V, V * sizeof(float));
+            if (i + 1 > tb->seq_start[s + 1] - 1) continue;
+            slot[k] = slot[e];
+            tokens[k] = tb->tokens[i];
+            start[k + 1] = k + 1;
+            fed[slot[e]]++;
+            k++;
+        }
+        if (!(n = k)) break;
+    }
+    llama_kv_cache_free(&kv);
+    free(logits);
+}
+
+/* llama_decode over a multi-slot cache against the one-token reference path (decode_step). */
+static void test_batched_decode(void)
+{
+    llama_config c = tiny_config(300, 32, 48, 2, 4, 2, 8, 1);
+    llama_model m;
+    make_model(&m, &c, 12);
+    const int V = c.vocab_size, lens[] = {150, 3, 90, 40};
+    /* 140 > one attention query block (GEMM prefill); 1 (a one-token prompt: the cached path) */
+    const int prefix[] = {140, 1, 60, 2};
+    test_batch tb;
+    make_batch(&tb, lens, 4, V, 9);
+    float *ref = (float *)xmalloc((size_t)tb.T * V * sizeof(float));
+    float *all = (float *)xmalloc((size_t)tb.T * V * sizeof(float));
+    float *one = (float *)xmalloc((size_t)tb.T * V * sizeof(float));
+    char err[256];
+    for (int s = 0; s < tb.n_seq; s++) { /* the reference: one token at a time */
+        llama_kv_cache kv;
+        CHECK(llama_kv_cache_alloc(&kv, &c, 1, lens[s], err, sizeof err) == 0, "%s", err);
+        for (int i = tb.seq_start[s]; i + 1 < tb.seq_start[s + 1]; i++)
+            CHECK(llama_decode_step(&m, &kv, tb.tokens[i], ref + (size_t)(i + 1) * V, err, sizeof err) == 0,
+                  "%s", err);
+        llama_kv_cache_free(&kv);
+    }
+    const int every[] = {0, 1, 2, 3};
+    decode_batched(&m, &tb, every, 4, prefix, all);
+    double e = 0;
+    int checked = 0, argmax_diff = 0, bitwise_diff = 0;
+    for (int s = 0; s < tb.n_seq; s++) {
+        decode_batched(&m, &tb, &every[s], 1, prefix, one);
+        for (int i = tb.seq_start[s] + prefix[s]; i < tb.seq_start[s + 1]; i++) {
+            const float *r = ref + (size_t)i * V, *a = all + (size_t)i * V;
+            e = fmax(e, fabs(logp_of(a, V, tb.tokens[i]) - logp_of(r, V, tb.tokens[i])));
+            argmax_diff += argmax(a, V) != argmax(r, V);
+            bitwise_diff += memcmp(a, one + (size_t)i * V, V * sizeof(float)) != 0;
+            checked++;
+        }
+    }
+    printf("batched decode vs one token at a time: %d positions, max |dlogp| %.2e, %d argmax "
+           "differ, %d differ from decoding alone\n", checked, e, argmax_diff, bitwise_diff);
+    CHECK(checked == 150 - 140 + 3 - 1 + 90 - 60 + 40 - 2, "positions checked: %d", checked);
+    CHECK(e < 1e-4 && argmax_diff == 0, "batched decode vs decode_step: |dlogp| %g, %d argmax differ", e,
+          argmax_diff);
+    CHECK(bitwise_diff == 0, "%d positions' logits depend on the other slots in the batch", bitwise_diff);
+
+    /* refused: a slot twice, a full slot, a token outside the vocabulary */
+    llama_kv_cache kv;
+    int slot[2] = {0, 0}, tokens[3] = {1, 2, 3}, start[3] = {0, 1, 2};
+    CHECK(llama_kv_cache_alloc(&kv, &c, 2, 2, err, sizeof err) == 0, "%s", err);
+    CHECK(llama_decode(&m, &kv, 2, slot, tokens, start, all, err, sizeof err) == -1 && strstr(err, "twice"),
+          "a slot given twice accepted");
+    printf("slot twice -> \"%s\"\n", err);
+    start[1] = 3;
+    CHECK(llama_decode(&m, &kv, 1, slot, tokens, start, all, err, sizeof err) == -1 && strstr(err, "full"),
+          "3 tokens into 2 positions accepted");
+    printf("full slot -> \"%s\"\n", err);
+    tokens[0] = V;
+    start[1] = 1;
+    CHECK(llama_decode(&m, &kv, 1, slot, tokens, start, all, err, sizeof err) == -1 &&
+          strstr(err, "vocabulary") && kv.len[0] == 0, "bad token accepted");
+    llama_kv_cache_free(&kv);
+    free(ref); free(all); free(one);
     free_batch(&tb);
     llama_model_free(&m);
 }
@@ -786,6 +911,7 @@ int main(int argc, char **argv)
     test_gemm();
     test_exp();
     test_decode_vs_forward();
+    test_batched_decode();
     test_gqa_equals_repeated_kv();
     test_finite_differences();
     test_accumulation_and_adamw();

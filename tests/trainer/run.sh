@@ -260,6 +260,24 @@ EOF
     && ok "interrupted generation resumed, identical output" || fail "generation resume"
   expect_fail "existing output is not clobbered" "exists; pass --overwrite" "$BIN" generate "${g[@]}" --out "$W/a.jsonl"
   "$BIN" generate "${g[@]}" --temperature 0 --out "$W/greedy.jsonl" > /dev/null 2>&1 || fail "greedy generate"
+  grep -q "generate: 8/8 prompts | [0-9.]* tok/s | ETA" "$W/a.log" && ok "progress: $(grep -m1 'prompts |' "$W/a.log")" \
+    || { fail "progress line"; tail -3 "$W/a.log"; }
+  # prompts decoded together get the answers they get alone (each is sampled from its own stream):
+  # --batch 1 and 8, and 3 (slots refilled as answers finish), sampled and greedy
+  for t in 0.8 0; do
+    for b in 1 3 8; do
+      "$BIN" generate "${g[@]}" --temperature $t --batch $b --out "$W/t$t-b$b.jsonl" > "$W/t$t-b$b.log" 2>&1 \
+        || { fail "generate --batch $b"; tail -3 "$W/t$t-b$b.log"; }
+    done
+    cmp -s "$W/t$t-b1.jsonl" "$W/t$t-b8.jsonl" && cmp -s "$W/t$t-b1.jsonl" "$W/t$t-b3.jsonl" \
+      && ok "temperature $t: --batch 1, 3 and 8 give identical files" || fail "temperature $t: output depends on --batch"
+  done
+  cmp -s "$W/a.jsonl" "$W/t0.8-b8.jsonl" || fail "the default batch differs from --batch 8"
+  # resumed with another batch size: still the same file
+  head -n 5 "$W/t0.8-b1.jsonl" > "$W/d.jsonl.partial"
+  "$BIN" generate "${g[@]}" --batch 2 --out "$W/d.jsonl" > "$W/d.log" 2>&1 || { fail "resumed generate --batch 2"; tail -5 "$W/d.log"; }
+  cmp -s "$W/t0.8-b1.jsonl" "$W/d.jsonl" && ok "resumed with --batch 2 after 5 answers: identical output" \
+    || fail "resume with another batch size"
   ;;
 
 interrupt)
