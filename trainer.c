@@ -46,6 +46,7 @@
 #include "llama/tokenizer.h"
 #include "train/data.h"
 #include "train/generate.h"
+#include "train/hub.h"
 #include "train/rundir.h"
 #include "util.h"
 
@@ -1324,7 +1325,14 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     const char *cmd = argc > 1 ? argv[1] : "demo";
+    char hub_err[2048];
     if (!strcmp(cmd, "demo")) return cmd_demo(argv[0]);
+    /* A Hugging Face model id (--model ORG/NAME[@REVISION], eval's --ref, init's --tokenizer) becomes
+     * its snapshot directory in the local cache, downloaded first when missing (train/hub.h). */
+    if (hub_resolve_args(argc, argv, hub_err, sizeof hub_err)) {
+        fprintf(stderr, "trainer %s: %s\n", cmd, hub_err);
+        return 1;
+    }
     if (!strcmp(cmd, "train")) return cmd_train(argc, argv);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
