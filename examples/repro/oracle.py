@@ -9,20 +9,17 @@ factors and computes every answer exactly. It plays the part GPT-4-turbo plays i
       them, everything else copied - as "reasoning, a line 'Revised answer:', the revision";
   (b) answer: any other request (a task as the user message) gets a correct answer in the
       oracle's own style (different words and order from the target's);
-  (c) judge: a request with <task>, <answer_a> and <answer_b> blocks gets "A" or "B": the answer
-      graded correct, then the one with more correct steps; a tie goes to the earlier-named
-      answer of a seeded coin flip on the task, so ties carry no position bias on average.
+  (c) judge: a request with <task>, <answer_1> and <answer_2> blocks (judge_template.json, the
+      template run.sh gives `clair judge`) gets "Verdict: 1", "2" or "tie": the answer graded
+      correct wins, then the one with more correct steps; equal grades are a tie.
+It is reached only through ./clair (revise, generate, judge), as a real stronger model would be.
 
     oracle.py [--port 0] [--port-file FILE]    serves POST /v1/chat/completions and GET /v1/models
-    oracle.py ask answer|judge IN OUT URL       the client side used by run.sh (see ask())
 """
-import hashlib
 import json
 import os
 import re
 import sys
-import threading
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,13 +37,11 @@ def reply_for(messages):
     if prompt is not None and answer is not None:
         reasoning, revision = task.revise_minimally(prompt, answer)
         return reasoning + "\nRevised answer:\n" + revision
-    a, b = block(user, "answer_a"), block(user, "answer_b")
+    a, b = block(user, "answer_1"), block(user, "answer_2")
     if prompt is not None and a is not None and b is not None:
         ga, gb = task.grade(prompt, a), task.grade(prompt, b)
-        if ga != gb:
-            return "A" if ga > gb else "B"
-        coin = hashlib.sha256(prompt.encode()).digest()[0] & 1
-        return "A" if coin == 0 else "B"
+        verdict = "tie" if ga == gb else "1" if ga > gb else "2"
+        return f"Graded: answer 1 {ga}, answer 2 {gb}.\nVerdict: {verdict}"
     p = task.parse_prompt(user.strip())
     if p is None:
         return "I can only answer unit conversions like 'Convert 5 km to m.'"
@@ -97,44 +92,7 @@ def serve(port, port_file):
     srv.serve_forever()
 
 
-def chat(url, content):
-    req = urllib.request.Request(url.rstrip("/") + "/chat/completions", method="POST",
-                                 data=json.dumps({"model": "oracle", "messages": [{"role": "user", "content": content}]}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())["choices"][0]["message"]["content"]
-
-
-def ask(kind, inp, out, url):
-    """answer: {"prompt"} lines -> {"prompt", "response"} (the stronger model's own answers).
-    judge: {"prompt", "a", "b"} lines -> {"prompt", "chosen", "rejected", "judge"} pairs."""
-    rows = task.read_jsonl(inp)
-    res = [None] * len(rows)
-
-    def work(i):
-        r = rows[i]
-        if kind == "answer":
-            res[i] = {"prompt": r["prompt"], "response": chat(url, r["prompt"])}
-        else:
-            v = chat(url, f"Which answer to the task is better? Reply A or B.\n<task>\n{r['prompt']}\n</task>\n"
-                          f"<answer_a>\n{r['a']}\n</answer_a>\n<answer_b>\n{r['b']}\n</answer_b>")
-            win, lose = (r["a"], r["b"]) if v.strip().startswith("A") else (r["b"], r["a"])
-            res[i] = {"prompt": r["prompt"], "chosen": win, "rejected": lose, "judge": v.strip()}
-
-    threads, step = [], max(1, len(rows) // 4 + 1)
-    for k in range(0, len(rows), step):
-        t = threading.Thread(target=lambda lo=k: [work(i) for i in range(lo, min(lo + step, len(rows)))])
-        t.start()
-        threads.append(t)
-    for t in threads:
-        t.join()
-    task.write_jsonl(out, res)
-
-
 def main(argv):
-    if argv and argv[0] == "ask" and len(argv) == 5:
-        ask(argv[1], argv[2], argv[3], argv[4])
-        return
     port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 0
     port_file = argv[argv.index("--port-file") + 1] if "--port-file" in argv else None
     serve(port, port_file)

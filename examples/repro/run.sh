@@ -8,8 +8,8 @@
 #   2 models     ./trainer init + ./trainer train --loss sft: the target and two weaker models
 #   3 oracle     examples/repro/oracle.py: the stronger model (an oracle server) in the background
 #   4 answers    ./trainer generate: the target's answers (two samples), the weak models' answers
-#   5 pairs      ./clair revise (CLAIR), the oracle's own answers (Stronger Preferred), the oracle
-#                as judge (on- and off-policy); all cut to the same prompts; ./clair stats = Table 1
+#   5 pairs      ./clair revise (CLAIR), ./clair generate with the oracle (Stronger Preferred),
+#                ./clair judge (on- and off-policy); all cut to the same prompts; ./clair stats = Table 1
 #   6 baseline   greedy answers of the target and the oracle on the held-out prompts, graded
 #   7 search     learning rate per dataset x objective, the same grid for each, picked on dev
 #   8 train      every dataset x objective x seed with the picked learning rate
@@ -91,7 +91,10 @@ answers() {
     --max-new-tokens 64 >"$3.log" 2>&1 || { echo "run.sh: generation failed; see $3.log" >&2; tail -n 5 "$3.log" >&2; exit 1; }
 }
 # grade ANSWERS: ANSWERS.grade.json
-grade() { [ -e "${1%.jsonl}.grade.json" ] || $PY "$HERE/task.py" grade "$1" >"${1%.jsonl}.grade.json"; }
+grade() {
+  local g="${1%.jsonl}.grade.json"
+  [ -e "$g" ] || { $PY "$HERE/task.py" grade "$1" >"$g.tmp" && mv "$g.tmp" "$g"; }
+}
 
 # ---- 1 data -------------------------------------------------------------------------------------
 stage 1 "data (task.py)"
@@ -132,7 +135,8 @@ answers "$OUT/models/target" "$P" "$A/target_1.jsonl" 0.7 1
 answers "$OUT/models/target" "$P" "$A/target_2.jsonl" 0.7 2
 answers "$OUT/models/weak_a" "$P" "$A/weak_a.jsonl" 0.7 1
 answers "$OUT/models/weak_b" "$P" "$A/weak_b.jsonl" 0.7 1
-[ -e "$A/stronger.jsonl" ] || $PY "$HERE/oracle.py" ask answer "$P" "$A/stronger.jsonl" "$URL"
+"$CLAIR" generate --in "$P" --out "$A/stronger.jsonl" --base-url "$URL" --model oracle --temperature 0 \
+  --max-tokens 128 --concurrency 4 --quiet
 progress 5 5 "$t0" "answer files"
 
 # ---- 5 pairs ------------------------------------------------------------------------------------
@@ -143,10 +147,13 @@ PR="$OUT/pairs"
 $PY "$HERE/study.py" check-accounted "$A/target_1.jsonl" "$PR/clair.jsonl" "$PR/clair.jsonl.dropped.jsonl" \
   "$PR/clair.jsonl.failed.jsonl"
 $PY "$HERE/study.py" sp-pairs "$A/stronger.jsonl" "$A/target_1.jsonl" "$PR/stronger.jsonl"
-$PY "$HERE/study.py" judge-input "$A/target_1.jsonl" "$A/target_2.jsonl" "$PR/onpolicy.in.jsonl"
-$PY "$HERE/study.py" judge-input "$A/weak_a.jsonl" "$A/weak_b.jsonl" "$PR/offpolicy.in.jsonl"
-[ -e "$PR/onpolicy.jsonl" ] || $PY "$HERE/oracle.py" ask judge "$PR/onpolicy.in.jsonl" "$PR/onpolicy.jsonl" "$URL"
-[ -e "$PR/offpolicy.jsonl" ] || $PY "$HERE/oracle.py" ask judge "$PR/offpolicy.in.jsonl" "$PR/offpolicy.jsonl" "$URL"
+judge() {   # judge NAME A B: ./clair judge (both orders), then the pairs of the judge's picks
+  "$CLAIR" judge --a "$2" --b "$3" --out "$PR/$1.verdicts.jsonl" --base-url "$URL" --model oracle \
+    --template "$HERE/judge_template.json" --temperature 0 --max-tokens 128 --concurrency 4 --quiet
+  $PY "$HERE/study.py" judge-pairs "$PR/$1.verdicts.jsonl" "$PR/$1.jsonl"
+}
+judge onpolicy "$A/target_1.jsonl" "$A/target_2.jsonl"
+judge offpolicy "$A/weak_a.jsonl" "$A/weak_b.jsonl"
 $PY "$HERE/study.py" align "$OUT/datasets" clair="$PR/clair.jsonl" stronger="$PR/stronger.jsonl" \
   onpolicy="$PR/onpolicy.jsonl" offpolicy="$PR/offpolicy.jsonl"
 for n in clair stronger onpolicy offpolicy; do
@@ -159,7 +166,8 @@ cp "$OUT/datasets/table1.md" "$OUT/table1.md"
 stage 6 "baseline: the target and the oracle on the held-out prompts"
 E="$OUT/eval"
 answers "$OUT/models/target" "$D/heldout.jsonl" "$E/target.jsonl" 0 0
-[ -e "$E/stronger.jsonl" ] || $PY "$HERE/oracle.py" ask answer "$D/heldout.jsonl" "$E/stronger.jsonl" "$URL"
+"$CLAIR" generate --in "$D/heldout.jsonl" --out "$E/stronger.jsonl" --base-url "$URL" --model oracle \
+  --temperature 0 --max-tokens 128 --concurrency 4 --quiet
 grade "$E/target.jsonl"; grade "$E/stronger.jsonl"
 $PY -c "import json,sys; print(json.dumps({'target': json.load(open(sys.argv[1])), 'stronger': json.load(open(sys.argv[2]))}))" \
   "$E/target.grade.json" "$E/stronger.grade.json" >"$E/baseline.json"

@@ -2,13 +2,14 @@
 """The study's bookkeeping (Python standard library only): pair sets, their alignment, tables.
 
     study.py sft-pairs SFT.jsonl OUT             prompt-completion lines -> pairs (chosen = completion)
-    study.py judge-input A.jsonl B.jsonl OUT     two answer files -> {"prompt", "a", "b"} lines
+    study.py judge-pairs VERDICTS.jsonl OUT      `clair judge` records -> pairs (the judge's pick = chosen)
     study.py sp-pairs STRONG.jsonl TARGET.jsonl OUT   chosen = stronger model's answer, rejected = target's
     study.py align DIR NAME=FILE...              keeps the prompts every set has: same prompts, same size
     study.py check-accounted IN OUT [SIDE...]    every input line is in exactly one output file
     study.py stats-table DIR NAME...             the Table 1 analogue from `clair stats` JSON files
     study.py results RUN                         results.md (+ results.json, results.tsv) of a run
 """
+import hashlib
 import json
 import math
 import os
@@ -37,11 +38,21 @@ def sft_pairs(inp, out):
     task.write_jsonl(out, rows)
 
 
-def judge_input(a, b, out):
-    ra, rb = task.read_jsonl(a), task.read_jsonl(b)
-    if [r["prompt"] for r in ra] != [r["prompt"] for r in rb]:
-        sys.exit(f"study: {a} and {b} do not hold the same prompts in the same order")
-    task.write_jsonl(out, [{"prompt": x["prompt"], "a": x["response"], "b": y["response"]} for x, y in zip(ra, rb)])
+def judge_pairs(verdicts, out):
+    """`clair judge` records (each prompt judged in both orders) -> pairs: the answer with the
+    higher mean score wins; a tie is broken by a coin seeded by the prompt (no position bias)."""
+    by = {}
+    for r in task.read_jsonl(verdicts):
+        k = json.dumps(r["prompt"])
+        by.setdefault(k, {"prompt": r["prompt"], "a": r["a"], "b": r["b"], "scores": []})["scores"].append(r["score_a"])
+    rows = []
+    for k, v in by.items():
+        s = sum(v["scores"]) / len(v["scores"])
+        a_wins = s > 0.5 if s != 0.5 else hashlib.sha256(k.encode()).digest()[0] & 1 == 0
+        win, lose = (v["a"], v["b"]) if a_wins else (v["b"], v["a"])
+        rows.append({"prompt": v["prompt"], "chosen": response_text(win), "rejected": response_text(lose),
+                     "judge_score_a": s})
+    task.write_jsonl(out, rows)
 
 
 def sp_pairs(strong, target, out):
@@ -161,7 +172,7 @@ def results(run):
 
 
 def main(argv):
-    cmds = {"sft-pairs": (lambda a: sft_pairs(*a), 2), "judge-input": (lambda a: judge_input(*a), 3),
+    cmds = {"sft-pairs": (lambda a: sft_pairs(*a), 2), "judge-pairs": (lambda a: judge_pairs(*a), 2),
             "sp-pairs": (lambda a: sp_pairs(*a), 3), "results": (lambda a: results(*a), 1)}
     if argv and argv[0] in cmds and len(argv) == cmds[argv[0]][1] + 1:
         cmds[argv[0]][0](argv[1:])

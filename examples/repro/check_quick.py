@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Checks a finished `run.sh --quick` directory: only what holds whatever the random draws.
+
+    check_quick.py RUN_DIR
+
+  - every stage finished: results, Table 1, plots exist; every dataset has the same prompts;
+    every held-out prompt was answered and graded by every model;
+  - every CLAIR input line is accounted for (kept, dropped or failed);
+  - CLAIR pairs are more minimal than Stronger Preferred pairs (lower mean edit ratio, higher
+    mean Jaccard) - the oracle's own answers are rewrites by construction;
+  - APO-zero raises the mean chosen log-prob over training, APO-down lowers it.
+The ranking of the objectives is never asserted: a quick run is too small to decide it.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import task  # noqa: E402
+
+FAILS = []
+
+
+def check(ok, what):
+    print(("ok    " if ok else "FAIL  ") + what)
+    if not ok:
+        FAILS.append(what)
+
+
+def main(run):
+    for f in ("results.md", "results.tsv", "table1.md", "plots/results.svg", "eval/baseline.json"):
+        check(os.path.exists(os.path.join(run, f)), f"{f} written")
+    held = len(task.read_jsonl(os.path.join(run, "data", "heldout.jsonl")))
+    for fn in sorted(os.listdir(os.path.join(run, "eval"))):
+        if fn.endswith(".grade.json"):
+            with open(os.path.join(run, "eval", fn)) as f:
+                check(json.load(f)["n"] == held, f"eval/{fn}: all {held} held-out prompts graded")
+    # the clair revise accounting: kept + dropped + failed = input lines
+    n_in = len(task.read_jsonl(os.path.join(run, "answers", "target_1.jsonl")))
+    parts = [os.path.join(run, "pairs", "clair.jsonl" + s) for s in ("", ".dropped.jsonl", ".failed.jsonl")]
+    n_out = sum(len(task.read_jsonl(p)) for p in parts if os.path.exists(p))
+    check(n_in == n_out, f"clair revise: {n_in} answers in, {n_out} records out")
+    prompts = {}
+    for d in ("clair", "stronger", "onpolicy", "offpolicy"):
+        prompts[d] = [json.dumps(r["prompt"]) for r in task.read_jsonl(os.path.join(run, "datasets", d + ".jsonl"))]
+    check(len({tuple(v) for v in prompts.values()}) == 1 and prompts["clair"],
+          f"the four datasets hold the same {len(prompts['clair'])} prompts")
+    st = {}
+    for d in ("clair", "stronger"):
+        with open(os.path.join(run, "datasets", f"stats_{d}.json")) as f:
+            st[d] = json.load(f)
+    check(st["clair"]["edit_ratio"]["mean"] < st["stronger"]["edit_ratio"]["mean"],
+          f"CLAIR mean edit ratio {st['clair']['edit_ratio']['mean']:.3f} < Stronger Preferred "
+          f"{st['stronger']['edit_ratio']['mean']:.3f}")
+    check(st["clair"]["jaccard"]["mean"] > st["stronger"]["jaccard"]["mean"],
+          f"CLAIR mean Jaccard {st['clair']['jaccard']['mean']:.3f} > Stronger Preferred "
+          f"{st['stronger']['jaccard']['mean']:.3f}")
+    for obj, sign in (("apo_zero", 1), ("apo_down", -1)):
+        rows = [r for r in task.read_jsonl(os.path.join(run, "train", f"clair-{obj}-s0", "metrics.jsonl"))
+                if "logps/chosen" in r and "loss" in r]
+        # the first step's batch is scored by the initial policy; the last by the trained one
+        first, last = rows[0]["logps/chosen"], sum(r["logps/chosen"] for r in rows[-3:]) / len(rows[-3:])
+        check(sign * (last - first) > 0, f"{obj}: mean chosen log-prob {first:.2f} -> {last:.2f} "
+                                          f"({'raised' if sign > 0 else 'lowered'} as the paper says)")
+    if FAILS:
+        sys.exit(f"{len(FAILS)} check(s) failed")
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
