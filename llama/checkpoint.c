@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -364,8 +365,8 @@ static int ignorable_tensor(const char *name) {
 }
 
 typedef struct {
-    int n_files;
-    char **files;       /* [n_files] shard file names */
+    int n_files, cap;
+    char **files;       /* [n_files] shard file names, each once */
     st_file *st;        /* [n_files] */
 } shard_set;
 
@@ -380,30 +381,75 @@ static void shards_free(shard_set *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* Appends a file name (the caller makes sure it is not there yet). */
 static int shards_add(shard_set *s, const char *name) {
-    int i;
-    for (i = 0; i < s->n_files; i++)
-        if (!strcmp(s->files[i], name)) return i;
-    {
-        char **nf = (char **)realloc(s->files, (size_t)(s->n_files + 1) * sizeof *nf);
+    if (s->n_files == s->cap) {
+        int cap = s->cap ? 2 * s->cap : 4;
+        char **nf = (char **)realloc(s->files, (size_t)cap * sizeof *nf);
         st_file *ns;
         if (!nf) return -1;
         s->files = nf;
-        ns = (st_file *)realloc(s->st, (size_t)(s->n_files + 1) * sizeof *ns);
+        ns = (st_file *)realloc(s->st, (size_t)cap * sizeof *ns);
         if (!ns) return -1;
         s->st = ns;
-        memset(&s->st[s->n_files], 0, sizeof *ns);
-        s->files[s->n_files] = (char *)malloc(strlen(name) + 1);
-        if (!s->files[s->n_files]) return -1;
-        strcpy(s->files[s->n_files], name);
-        return s->n_files++;
+        s->cap = cap;
     }
+    memset(&s->st[s->n_files], 0, sizeof *s->st);
+    s->files[s->n_files] = (char *)malloc(strlen(name) + 1);
+    if (!s->files[s->n_files]) return -1;
+    strcpy(s->files[s->n_files], name);
+    return s->n_files++;
 }
 
-/* Reads the index's weight_map: the set of shard files and, for checking, the map itself. */
+/* The index's weight_map, checked: *keys gets its tensor names sorted (for lookups; a name may
+ * appear once), and s the shard files, each once, in the order of their first mention. Sorting
+ * keeps this n log n: an index may name hundreds of thousands of files. */
+static int index_files(const char *index_path, const clair_json *wm, shard_set *s, st_name **keys,
+                       char *err, size_t errsz) {
+    st_name *files = (st_name *)calloc(wm->n + 1, sizeof *files);
+    unsigned char *first = (unsigned char *)calloc(wm->n + 1, 1);
+    size_t i;
+    int rc = -1;
+    *keys = (st_name *)calloc(wm->n + 1, sizeof **keys);
+    if (!files || !first || !*keys || wm->n > INT_MAX) { errf(err, errsz, "%s: out of memory", index_path); goto done; }
+    for (i = 0; i < wm->n; i++) {
+        const clair_json *f = &wm->items[i];
+        if (wm->key_lens[i] != strlen(wm->keys[i])) {
+            errf(err, errsz, "%s: weight_map has a tensor name with a NUL character", index_path);
+            goto done;
+        }
+        if (f->type != CLAIR_JSON_STRING || !safe_file_name(f->str) || f->len != strlen(f->str)) {
+            errf(err, errsz, "%s: weight_map[\"%.80s\"] must be a file name inside the checkpoint directory", index_path, wm->keys[i]);
+            goto done;
+        }
+        (*keys)[i].name = wm->keys[i];
+        (*keys)[i].i = (int)i;
+        files[i].name = f->str;
+        files[i].i = (int)i;
+    }
+    st_names_sort(*keys, wm->n);
+    for (i = 1; i < wm->n; i++)
+        if (!strcmp((*keys)[i - 1].name, (*keys)[i].name)) {
+            errf(err, errsz, "%s: weight_map lists tensor '%.80s' twice", index_path, (*keys)[i].name);
+            goto done;
+        }
+    st_names_sort(files, wm->n);
+    for (i = 0; i < wm->n; i++) /* ties are sorted by position: the first of a run is the first mention */
+        if (i == 0 || strcmp(files[i - 1].name, files[i].name)) first[files[i].i] = 1;
+    for (i = 0; i < wm->n; i++)
+        if (first[i] && shards_add(s, wm->items[i].str) < 0) { errf(err, errsz, "%s: out of memory", index_path); goto done; }
+    rc = 0;
+done:
+    free(files);
+    free(first);
+    return rc;
+}
+
+/* Reads the index's weight_map: the set of shard files and, for checking, the map itself with
+ * its names sorted (*keys, weight_map->n of them). */
 static int read_index(const char *index_path, shard_set *s, clair_json *map_root, const clair_json **weight_map,
-                      char *err, size_t errsz) {
-    size_t len, i;
+                      st_name **keys, char *err, size_t errsz) {
+    size_t len;
     char jerr[256];
     char *text = read_file(index_path, 64u << 20, &len, err, errsz);
     const clair_json *wm;
@@ -416,13 +462,172 @@ static int read_index(const char *index_path, shard_set *s, clair_json *map_root
     wm = clair_json_get(map_root, "weight_map");
     if (!wm || wm->type != CLAIR_JSON_OBJECT)
         return errf(err, errsz, "%s: missing \"weight_map\" object", index_path);
-    for (i = 0; i < wm->n; i++) {
-        const clair_json *f = &wm->items[i];
-        if (f->type != CLAIR_JSON_STRING || !safe_file_name(f->str))
-            return errf(err, errsz, "%s: weight_map[\"%s\"] must be a file name inside the checkpoint directory", index_path, wm->keys[i]);
-        if (shards_add(s, f->str) < 0) return errf(err, errsz, "%s: out of memory", index_path);
-    }
+    if (index_files(index_path, wm, s, keys, err, errsz)) return -1;
     *weight_map = wm;
+    return 0;
+}
+
+/* Stored tensors matched against the layout config.json implies. Every lookup is a binary
+ * search in a sorted table: a crafted checkpoint with 100k tensors and a 4096-layer config
+ * must fail (or load) in n log n, not n^2. */
+typedef struct {
+    const char *dir;
+    const llama_config *cfg;
+    const llama_tensor_info *lay;  /* [lay_n] */
+    int lay_n;
+    const shard_set *sh;
+    const clair_json *weight_map;  /* NULL without an index */
+    const st_name *wm_keys;        /* [weight_map->n] its tensor names, sorted */
+    /* every stored tensor of every file has a number g = base[file] + its place in the file */
+    int n_stored;
+    int *base;                     /* [n_files] */
+    st_name *stored;               /* [n_stored] sorted by name */
+    unsigned char *used;           /* [n_stored] matched to the layout */
+    /* results */
+    int *where;                    /* [lay_n] file of each layout tensor */
+    const st_tensor **found;       /* [lay_n] */
+    const st_tensor *tied_head;    /* a stored lm_head.weight of a tied config, to compare */
+    int tied_head_file, n_ignored;
+} tensor_match;
+
+static void match_free(tensor_match *tm) {
+    free(tm->base);
+    free(tm->stored);
+    free(tm->used);
+    free(tm->where);
+    free(tm->found);
+}
+
+/* The file of stored tensor g. */
+static int match_file_of(const tensor_match *tm, int g) {
+    int lo = 0, hi = tm->sh->n_files - 1;
+    while (lo < hi) { /* the last file whose base is <= g */
+        int mid = lo + (hi - lo + 1) / 2;
+        if (tm->base[mid] <= g) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* Numbers and sorts every stored tensor; a name stored in two files is an error. */
+static int match_index_stored(tensor_match *tm, char *err, size_t errsz) {
+    const shard_set *sh = tm->sh;
+    long long total = 0;
+    int j, i, g = 0;
+    tm->base = (int *)calloc((size_t)sh->n_files + 1, sizeof *tm->base);
+    if (!tm->base) return errf(err, errsz, "out of memory");
+    for (j = 0; j < sh->n_files; j++) {
+        tm->base[j] = (int)total;
+        total += sh->st[j].n;
+        if (total > INT_MAX) return errf(err, errsz, "%s: more than %d tensors in all", tm->dir, INT_MAX);
+    }
+    tm->n_stored = (int)total;
+    tm->stored = (st_name *)calloc((size_t)total + 1, sizeof *tm->stored);
+    tm->used = (unsigned char *)calloc((size_t)total + 1, 1);
+    tm->where = (int *)calloc((size_t)tm->lay_n + 1, sizeof *tm->where);
+    tm->found = (const st_tensor **)calloc((size_t)tm->lay_n + 1, sizeof *tm->found);
+    if (!tm->stored || !tm->used || !tm->where || !tm->found) return errf(err, errsz, "out of memory");
+    for (j = 0; j < sh->n_files; j++)
+        for (i = 0; i < sh->st[j].n; i++, g++) {
+            tm->stored[g].name = sh->st[j].tensors[i].name;
+            tm->stored[g].i = g;
+        }
+    st_names_sort(tm->stored, (size_t)total);
+    for (g = 1; g < tm->n_stored; g++)
+        if (!strcmp(tm->stored[g - 1].name, tm->stored[g].name))
+            return errf(err, errsz, "%s: tensor '%s' is stored twice (in %s and %s)", tm->dir, tm->stored[g].name,
+                        sh->files[match_file_of(tm, tm->stored[g - 1].i)], sh->files[match_file_of(tm, tm->stored[g].i)]);
+    return 0;
+}
+
+/* Shape and dtype of stored tensor t against layout tensor ti. */
+static int match_check_shape(const tensor_match *tm, const llama_tensor_info *ti, const st_tensor *t, int file,
+                             char *err, size_t errsz) {
+    int k, shape_ok = t->ndim == ti->ndim;
+    for (k = 0; shape_ok && k < ti->ndim; k++) shape_ok = t->shape[k] == ti->shape[k];
+    if (!shape_ok) {
+        char want[64], got[128];
+        int o = 0;
+        snprintf(want, sizeof want, ti->ndim == 1 ? "[%lld]" : "[%lld, %lld]", (long long)ti->shape[0], (long long)(ti->ndim > 1 ? ti->shape[1] : 0));
+        o += snprintf(got + o, sizeof got - (size_t)o, "[");
+        for (k = 0; k < t->ndim && o < 100; k++) o += snprintf(got + o, sizeof got - (size_t)o, "%s%lld", k ? ", " : "", (long long)t->shape[k]);
+        snprintf(got + o, sizeof got - (size_t)o, "]");
+        return errf(err, errsz, "%s/%s: tensor '%s' has shape %s, but config.json implies %s", tm->dir, tm->sh->files[file], ti->name, got, want);
+    }
+    if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "BF16") && strcmp(t->dtype, "F16"))
+        return errf(err, errsz, "%s/%s: tensor '%s' has dtype %s; only F32, BF16 and F16 are supported", tm->dir, tm->sh->files[file], ti->name, t->dtype);
+    return 0;
+}
+
+/* Match every layout tensor to exactly one stored tensor; check shape, dtype and the index. */
+static int match_layout(tensor_match *tm, char *err, size_t errsz) {
+    int i, n_missing = 0;
+    char first_missing[96] = "";
+    if (match_index_stored(tm, err, errsz)) return -1;
+    for (i = 0; i < tm->lay_n; i++) {
+        const llama_tensor_info *ti = &tm->lay[i];
+        int g = st_names_find(tm->stored, (size_t)tm->n_stored, ti->name), file;
+        tm->where[i] = -1;
+        if (g < 0) {
+            if (!n_missing++) snprintf(first_missing, sizeof first_missing, "%s", ti->name);
+            continue;
+        }
+        file = match_file_of(tm, g);
+        tm->used[g] = 1;
+        tm->where[i] = file;
+        tm->found[i] = &tm->sh->st[file].tensors[g - tm->base[file]];
+        if (tm->weight_map) {
+            int q = st_names_find(tm->wm_keys, tm->weight_map->n, ti->name);
+            const char *wf = q >= 0 ? tm->weight_map->items[q].str : NULL;
+            if (!wf || strcmp(wf, tm->sh->files[file]))
+                return errf(err, errsz, "%s: model.safetensors.index.json maps '%s' to %s but it is stored in %s", tm->dir, ti->name,
+                            wf ? wf : "(nothing)", tm->sh->files[file]);
+        }
+        if (match_check_shape(tm, ti, tm->found[i], file, err, errsz)) return -1;
+    }
+    if (n_missing)
+        return errf(err, errsz, "%s: %d tensor(s) that config.json requires are missing, first '%s'%s", tm->dir, n_missing, first_missing,
+                    strcmp(first_missing, "lm_head.weight") ? ""
+                    : " (the checkpoint may have tied embeddings: set \"tie_word_embeddings\": true in config.json)");
+    return 0;
+}
+
+/* Every stored tensor must be one we expect: an unexpected one means the config and the
+ * weights disagree (another architecture, extra biases, ...), which must not pass silently.
+ * And the index lists nothing that is not there. */
+static int match_leftovers(tensor_match *tm, char *err, size_t errsz) {
+    const llama_config *cfg = tm->cfg;
+    const shard_set *sh = tm->sh;
+    int j, i, g = 0;
+    for (j = 0; j < sh->n_files; j++) {
+        for (i = 0; i < sh->st[j].n; i++, g++) {
+            const st_tensor *t = &sh->st[j].tensors[i];
+            if (tm->used[g]) continue;
+            if (ignorable_tensor(t->name)) { tm->n_ignored++; continue; }
+            if (cfg->tie_word_embeddings && !strcmp(t->name, "lm_head.weight") && t->ndim == 2 &&
+                t->shape[0] == cfg->vocab_size && t->shape[1] == cfg->hidden_size &&
+                (!strcmp(t->dtype, "F32") || !strcmp(t->dtype, "BF16") || !strcmp(t->dtype, "F16"))) {
+                tm->tied_head = t;
+                tm->tied_head_file = j;
+                continue;
+            }
+            if (tm->weight_map && st_names_find(tm->wm_keys, tm->weight_map->n, t->name) < 0)
+                return errf(err, errsz, "%s/%s: tensor '%s' is not listed in model.safetensors.index.json", tm->dir, sh->files[j], t->name);
+            return errf(err, errsz, "%s/%s: unexpected tensor '%s' (shape ndim %d, %s): not part of a Llama model with this config.json "
+                        "(%d layers%s)", tm->dir, sh->files[j], t->name, t->ndim, t->dtype, cfg->num_hidden_layers,
+                        cfg->tie_word_embeddings ? ", tied embeddings" : ", untied embeddings");
+        }
+    }
+    if (tm->weight_map) {
+        const clair_json *wm = tm->weight_map;
+        size_t q;
+        for (q = 0; q < wm->n; q++) {
+            int g2 = st_names_find(tm->stored, (size_t)tm->n_stored, wm->keys[q]);
+            if (g2 < 0 || strcmp(sh->files[match_file_of(tm, g2)], wm->items[q].str))
+                return errf(err, errsz, "%s: model.safetensors.index.json lists '%s' in %s, but that file does not contain it", tm->dir,
+                            wm->keys[q], wm->items[q].str);
+        }
+    }
     return 0;
 }
 
@@ -430,18 +635,17 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     llama_config cfg;
     shard_set sh;
     clair_json index;
+    tensor_match tm;
+    st_name *wm_keys = NULL;                 /* the index's tensor names, sorted */
     const clair_json *weight_map = NULL;
     char *path = NULL, *index_path = NULL;
-    int *where = NULL;                       /* [n_tensors] shard of each layout tensor */
-    const st_tensor **found = NULL;          /* [n_tensors] */
-    const st_tensor *tied_head = NULL;
-    int tied_head_file = -1;
-    int i, j, rc = -1, n_ignored = 0, lay_n = 0;
+    int i, rc = -1, lay_n = 0;
     llama_tensor_info *lay = NULL;           /* [lay_n] what config.json implies */
 
     memset(m, 0, sizeof *m);
     memset(&sh, 0, sizeof sh);
     memset(&index, 0, sizeof index);
+    memset(&tm, 0, sizeof tm);
 
     path = path_join(dir, "config.json");
     if (!path) return errf(err, errsz, "%s: out of memory", dir);
@@ -462,7 +666,7 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
         int have_single = single && file_exists(single);
         free(single);
         if (!have_single && file_exists(index_path)) {
-            if (read_index(index_path, &sh, &index, &weight_map, err, errsz)) goto done;
+            if (read_index(index_path, &sh, &index, &weight_map, &wm_keys, err, errsz)) goto done;
         } else if (shards_add(&sh, "model.safetensors") < 0) {
             errf(err, errsz, "out of memory");
             goto done;
@@ -470,9 +674,10 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     }
     for (i = 0; i < sh.n_files; i++) {
         char *p = path_join(dir, sh.files[i]);
+        struct stat st;
         int r;
         if (!p) { errf(err, errsz, "out of memory"); goto done; }
-        if (!file_exists(p) && !weight_map) {
+        if (!weight_map && stat(p, &st) && errno == ENOENT) { /* anything else there: st_open says what it is */
             errf(err, errsz, "%s: no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are supported)", dir);
             free(p);
             goto done;
@@ -482,119 +687,29 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
         if (r) goto done;
     }
 
-    /* Match every layout tensor to exactly one stored tensor; check shape and dtype. */
-    where = (int *)calloc((size_t)lay_n, sizeof *where);
-    found = (const st_tensor **)calloc((size_t)lay_n, sizeof *found);
-    if (!where || !found) { errf(err, errsz, "out of memory"); goto done; }
-    {
-        int n_missing = 0;
-        char first_missing[96] = "";
-        for (i = 0; i < lay_n; i++) {
-            const llama_tensor_info *ti = &lay[i];
-            where[i] = -1;
-            for (j = 0; j < sh.n_files; j++) {
-                const st_tensor *t = st_find(&sh.st[j], ti->name);
-                if (!t) continue;
-                if (found[i]) {
-                    errf(err, errsz, "%s: tensor '%s' is stored twice (in %s and %s)", dir, ti->name, sh.files[where[i]], sh.files[j]);
-                    goto done;
-                }
-                found[i] = t;
-                where[i] = j;
-            }
-            if (!found[i]) {
-                if (!n_missing++) snprintf(first_missing, sizeof first_missing, "%s", ti->name);
-                continue;
-            }
-            if (weight_map) {
-                const char *wf = clair_json_get_str(weight_map, ti->name);
-                if (!wf || strcmp(wf, sh.files[where[i]])) {
-                    errf(err, errsz, "%s: model.safetensors.index.json maps '%s' to %s but it is stored in %s", dir, ti->name,
-                            wf ? wf : "(nothing)", sh.files[where[i]]);
-                    goto done;
-                }
-            }
-            {
-                const st_tensor *t = found[i];
-                int shape_ok = t->ndim == ti->ndim;
-                for (j = 0; shape_ok && j < ti->ndim; j++) shape_ok = t->shape[j] == ti->shape[j];
-                if (!shape_ok) {
-                    char want[64], got[128];
-                    int k, o = 0;
-                    snprintf(want, sizeof want, ti->ndim == 1 ? "[%lld]" : "[%lld, %lld]", (long long)ti->shape[0], (long long)(ti->ndim > 1 ? ti->shape[1] : 0));
-                    o += snprintf(got + o, sizeof got - (size_t)o, "[");
-                    for (k = 0; k < t->ndim && o < 100; k++) o += snprintf(got + o, sizeof got - (size_t)o, "%s%lld", k ? ", " : "", (long long)t->shape[k]);
-                    snprintf(got + o, sizeof got - (size_t)o, "]");
-                    errf(err, errsz, "%s/%s: tensor '%s' has shape %s, but config.json implies %s", dir, sh.files[where[i]], ti->name, got, want);
-                    goto done;
-                }
-                if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "BF16") && strcmp(t->dtype, "F16")) {
-                    errf(err, errsz, "%s/%s: tensor '%s' has dtype %s; only F32, BF16 and F16 are supported", dir, sh.files[where[i]], ti->name, t->dtype);
-                    goto done;
-                }
-            }
-        }
-        if (n_missing) {
-            errf(err, errsz, "%s: %d tensor(s) that config.json requires are missing, first '%s'%s", dir, n_missing, first_missing,
-                    strcmp(first_missing, "lm_head.weight") ? ""
-                    : " (the checkpoint may have tied embeddings: set \"tie_word_embeddings\": true in config.json)");
-            goto done;
-        }
-    }
-
-    /* Every stored tensor must be one we expect: an unexpected one means the config and the
-     * weights disagree (another architecture, extra biases, ...), which must not pass silently. */
-    for (j = 0; j < sh.n_files; j++) {
-        for (i = 0; i < sh.st[j].n; i++) {
-            const st_tensor *t = &sh.st[j].tensors[i];
-            int k, known = 0;
-            for (k = 0; k < lay_n && !known; k++) known = found[k] == t;
-            if (known) continue;
-            if (ignorable_tensor(t->name)) { n_ignored++; continue; }
-            if (cfg.tie_word_embeddings && !strcmp(t->name, "lm_head.weight") && t->ndim == 2 &&
-                t->shape[0] == cfg.vocab_size && t->shape[1] == cfg.hidden_size &&
-                (!strcmp(t->dtype, "F32") || !strcmp(t->dtype, "BF16") || !strcmp(t->dtype, "F16"))) {
-                tied_head = t;
-                tied_head_file = j;
-                continue;
-            }
-            if (weight_map && !clair_json_get(weight_map, t->name)) {
-                errf(err, errsz, "%s/%s: tensor '%s' is not listed in model.safetensors.index.json", dir, sh.files[j], t->name);
-                goto done;
-            }
-            errf(err, errsz, "%s/%s: unexpected tensor '%s' (shape ndim %d, %s): not part of a Llama model with this config.json "
-                    "(%d layers%s)", dir, sh.files[j], t->name, t->ndim, t->dtype, cfg.num_hidden_layers,
-                    cfg.tie_word_embeddings ? ", tied embeddings" : ", untied embeddings");
-            goto done;
-        }
-    }
-    if (weight_map) { /* and the index lists nothing that is not there */
-        size_t q;
-        for (q = 0; q < weight_map->n; q++) {
-            int k = -1;
-            for (j = 0; j < sh.n_files && k < 0; j++)
-                if (!strcmp(sh.files[j], weight_map->items[q].str) && st_find(&sh.st[j], weight_map->keys[q])) k = j;
-            if (k < 0) {
-                errf(err, errsz, "%s: model.safetensors.index.json lists '%s' in %s, but that file does not contain it", dir,
-                        weight_map->keys[q], weight_map->items[q].str);
-                goto done;
-            }
-        }
-    }
+    tm.dir = dir;
+    tm.cfg = &cfg;
+    tm.lay = lay;
+    tm.lay_n = lay_n;
+    tm.sh = &sh;
+    tm.weight_map = weight_map;
+    tm.wm_keys = wm_keys;
+    tm.tied_head_file = -1;
+    if (match_layout(&tm, err, errsz) || match_leftovers(&tm, err, errsz)) goto done;
 
     /* All checks passed: allocate and read. */
     if (llama_model_alloc(m, &cfg, err, errsz)) goto done;
     if (m->n_tensors != lay_n) { errf(err, errsz, "internal error: layout changed"); goto done; }
     for (i = 0; i < m->n_tensors; i++)
-        if (st_read_f32(&sh.st[where[i]], found[i], m->params + m->tensors[i].offset, err, errsz)) goto done;
+        if (st_read_f32(&sh.st[tm.where[i]], tm.found[i], m->params + m->tensors[i].offset, err, errsz)) goto done;
 
     /* A tied checkpoint that still stores lm_head.weight: transformers 5 keeps it tied when the
      * two are equal and silently unties them when they differ. We cannot untie, so refuse. */
-    if (tied_head) {
+    if (tm.tied_head) {
         size_t n = (size_t)cfg.vocab_size * (size_t)cfg.hidden_size, q;
         float *tmp = (float *)malloc(n * sizeof *tmp);
         if (!tmp) { errf(err, errsz, "out of memory"); goto done; }
-        if (st_read_f32(&sh.st[tied_head_file], tied_head, tmp, err, errsz)) { free(tmp); goto done; }
+        if (st_read_f32(&sh.st[tm.tied_head_file], tm.tied_head, tmp, err, errsz)) { free(tmp); goto done; }
         for (q = 0; q < n; q++)
             if (memcmp(&tmp[q], &m->w.embed_tokens[q], sizeof(float))) break;
         free(tmp);
@@ -604,14 +719,14 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
             goto done;
         }
     }
-    if (n_ignored) fprintf(stderr, "llama_model_load: %s: ignored %d rotary_emb.inv_freq buffer(s) (recomputed from the config)\n", dir, n_ignored);
+    if (tm.n_ignored) fprintf(stderr, "llama_model_load: %s: ignored %d rotary_emb.inv_freq buffer(s) (recomputed from the config)\n", dir, tm.n_ignored);
     rc = 0;
 done:
     if (rc) llama_model_free(m);
     shards_free(&sh);
     clair_json_free(&index);
-    free(where);
-    free(found);
+    match_free(&tm);
+    free(wm_keys);
     free(lay);
     free(path);
     free(index_path);

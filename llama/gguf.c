@@ -13,6 +13,7 @@
 #include "../clair.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -80,42 +81,67 @@ static int rd_str(rd *r, char *buf, size_t cap, int *too_long, const char *what)
 
 /* ---- metadata -------------------------------------------------------------------------- */
 
-enum { GT_U8, GT_I8, GT_U16, GT_I16, GT_U32, GT_I32, GT_F32, GT_BOOL, GT_STRING, GT_ARRAY, GT_U64, GT_I64, GT_F64 };
-static const int gt_size[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+enum { GT_U8, GT_I8, GT_U16, GT_I16, GT_U32, GT_I32, GT_F32, GT_BOOL, GT_STRING, GT_ARRAY, GT_U64, GT_I64, GT_F64, GT_COUNT };
+static const int gt_size[GT_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+static const char *const gt_name[GT_COUNT] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"};
 
-/* The keys we use, kept as numbers or short strings. */
+static int gt_is_int(int type) {
+    return type == GT_U8 || type == GT_I8 || type == GT_U16 || type == GT_I16 || type == GT_U32 || type == GT_I32 ||
+           type == GT_U64 || type == GT_I64;
+}
+
+/* The keys this reader uses; every other key is skipped unread. A kept value is checked for
+ * its type and range where it is used (meta_int, meta_num, meta_str), never converted blindly:
+ * a NaN or 1.5 where an integer belongs is an error naming the key. */
+enum {
+    K_ALIGNMENT, K_ARCH, K_ROPE_SCALING, K_VOCAB, K_LAYERS, K_HIDDEN, K_FFN, K_HEADS, K_KV_HEADS, K_CONTEXT,
+    K_FREQ_BASE, K_EPS, K_KEY_LENGTH, K_BOS, K_EOS, K_ROPE_DIMS, K_COUNT
+};
+static const char *const meta_keys[K_COUNT] = {
+    "general.alignment", "general.architecture", "llama.rope.scaling.type", "llama.vocab_size", "llama.block_count",
+    "llama.embedding_length", "llama.feed_forward_length", "llama.attention.head_count", "llama.attention.head_count_kv",
+    "llama.context_length", "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon", "llama.attention.key_length",
+    "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "llama.rope.dimension_count",
+};
+
 typedef struct {
-    char key[96];
-    int type;          /* GT_*, or -1 for an array */
-    double num;
-    char str[96];
-} gg_kv;
+    int present;
+    int type;          /* GT_* */
+    int64_t i;         /* integer types */
+    int big;           /* a u64 above INT64_MAX, kept in u */
+    uint64_t u;
+    double num;        /* every numeric type, as a double */
+    char str[96];      /* GT_STRING */
+    int long_str;      /* GT_STRING longer than str */
+} gg_meta;
 
-static int read_scalar(rd *r, int type, double *num) {
+static int read_scalar(rd *r, gg_meta *e) {
     unsigned char b[8];
     uint64_t u;
-    if (rd_bytes(r, b, (uint64_t)gt_size[type], "a metadata value")) return -1;
-    u = le(b, gt_size[type]);
-    switch (type) {
-    case GT_I8: *num = (double)(int8_t)u; break;
-    case GT_I16: *num = (double)(int16_t)u; break;
-    case GT_I32: *num = (double)(int32_t)u; break;
-    case GT_I64: *num = (double)(int64_t)u; break;
-    case GT_F32: { uint32_t w = (uint32_t)u; float f; memcpy(&f, &w, 4); *num = f; break; }
-    case GT_F64: { double d; memcpy(&d, &u, 8); *num = d; break; }
-    default: *num = (double)u;
+    if (rd_bytes(r, b, (uint64_t)gt_size[e->type], "a metadata value")) return -1;
+    u = le(b, gt_size[e->type]);
+    switch (e->type) {
+    case GT_I8: e->i = (int8_t)u; break;
+    case GT_I16: e->i = (int16_t)u; break;
+    case GT_I32: e->i = (int32_t)u; break;
+    case GT_I64: e->i = (int64_t)u; break;
+    case GT_U64: e->big = u > (uint64_t)INT64_MAX; e->u = u; e->i = e->big ? INT64_MAX : (int64_t)u; break;
+    case GT_F32: { uint32_t w = (uint32_t)u; float f; memcpy(&f, &w, 4); e->num = f; return 0; }
+    case GT_F64: { double d; memcpy(&d, &u, 8); e->num = d; return 0; }
+    default: e->i = (int64_t)u;
     }
+    e->num = e->big ? (double)u : (double)e->i;
     return 0;
 }
 
 static int skip_value(rd *r, uint32_t type, int depth) {
-    if (type < sizeof gt_size / sizeof gt_size[0] && gt_size[type]) return rd_bytes(r, NULL, (uint64_t)gt_size[type], "a metadata value");
+    if (type < GT_COUNT && gt_size[type]) return rd_bytes(r, NULL, (uint64_t)gt_size[type], "a metadata value");
     if (type == GT_STRING) return rd_str(r, NULL, 0, NULL, "a metadata string");
     if (type == GT_ARRAY && depth < 4) {
         uint32_t et;
         uint64_t n, i;
         if (rd_u32(r, &et, "an array type") || rd_u64(r, &n, "an array length")) return -1;
-        if (et < sizeof gt_size / sizeof gt_size[0] && gt_size[et]) {
+        if (et < GT_COUNT && gt_size[et]) {
             if (n > (r->size - r->pos) / (uint64_t)gt_size[et]) return errf(r->err, r->errsz, "%s: metadata array of %llu elements runs past the end of the file", r->path, (unsigned long long)n);
             return rd_bytes(r, NULL, n * (uint64_t)gt_size[et], "an array");
         }
@@ -127,11 +153,158 @@ static int skip_value(rd *r, uint32_t type, int depth) {
     return errf(r->err, r->errsz, "%s: unknown metadata value type %u", r->path, type);
 }
 
-static const gg_kv *kv_find(const gg_kv *kv, int n, const char *key) {
-    int i;
-    for (i = 0; i < n; i++)
-        if (!strcmp(kv[i].key, key)) return &kv[i];
-    return NULL;
+/* Reads the n_kv metadata pairs, keeping the values of meta_keys in meta[K_COUNT]. */
+static int read_metadata(rd *r, uint64_t n_kv, gg_meta *meta) {
+    uint64_t i;
+    for (i = 0; i < n_kv; i++) {
+        char key[96];
+        uint32_t type;
+        int long_key, k = K_COUNT;
+        gg_meta *e;
+        if (rd_str(r, key, sizeof key, &long_key, "a metadata key") || rd_u32(r, &type, "a metadata type")) return -1;
+        if (!long_key)
+            for (k = 0; k < K_COUNT && strcmp(key, meta_keys[k]); k++) {}
+        if (k == K_COUNT) {
+            if (skip_value(r, type, 0)) return -1;
+            continue;
+        }
+        e = &meta[k];
+        if (e->present) return errf(r->err, r->errsz, "%s: metadata key %s appears twice", r->path, key);
+        if (type >= GT_COUNT) return errf(r->err, r->errsz, "%s: metadata %s has unknown value type %u", r->path, key, type);
+        e->present = 1;
+        e->type = (int)type;
+        if (gt_size[type]) {
+            if (read_scalar(r, e)) return -1;
+        } else if (type == GT_STRING) {
+            if (rd_str(r, e->str, sizeof e->str, &e->long_str, "a metadata string")) return -1;
+        } else if (skip_value(r, type, 0)) { /* an array: refused where the key is used */
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* "a f32 (nan)", "a string", ... : what a metadata value is, for messages. */
+static void meta_describe(const gg_meta *e, char *buf, size_t n) {
+    if (e->type == GT_F32 || e->type == GT_F64) fmt(buf, n, "a %s (%g)", gt_name[e->type], e->num);
+    else if (e->type == GT_STRING) fmt(buf, n, "a string (\"%s\")", e->long_str ? "..." : e->str);
+    else fmt(buf, n, "a%s %s", e->type == GT_ARRAY ? "n" : "", gt_name[e->type]);
+}
+
+/* Metadata key k as an integer in [lo, hi]: 1 and *out set; 0 when absent; -1 (message) when it
+ * is not an integer type or out of range. */
+static int meta_int(const rd *r, const gg_meta *meta, int k, long long lo, long long hi, long long *out) {
+    const gg_meta *e = &meta[k];
+    char what[140];
+    if (!e->present) return 0;
+    if (!gt_is_int(e->type)) {
+        meta_describe(e, what, sizeof what);
+        return errf(r->err, r->errsz, "%s: metadata %s is %s; expected an integer in [%lld, %lld]", r->path, meta_keys[k], what, lo, hi);
+    }
+    if (e->big || e->i < lo || e->i > hi) {
+        if (e->big) fmt(what, sizeof what, "%llu", (unsigned long long)e->u);
+        else fmt(what, sizeof what, "%lld", (long long)e->i);
+        return errf(r->err, r->errsz, "%s: metadata %s = %s is out of range [%lld, %lld]", r->path, meta_keys[k], what, lo, hi);
+    }
+    *out = (long long)e->i;
+    return 1;
+}
+
+/* Metadata key k as a finite number: 1, 0 when absent, -1 (message) otherwise. */
+static int meta_num(const rd *r, const gg_meta *meta, int k, double *out) {
+    const gg_meta *e = &meta[k];
+    char what[140];
+    if (!e->present) return 0;
+    if (!gt_is_int(e->type) && e->type != GT_F32 && e->type != GT_F64) {
+        meta_describe(e, what, sizeof what);
+        return errf(r->err, r->errsz, "%s: metadata %s is %s; expected a number", r->path, meta_keys[k], what);
+    }
+    if (!isfinite(e->num)) return errf(r->err, r->errsz, "%s: metadata %s = %g; expected a finite number", r->path, meta_keys[k], e->num);
+    *out = e->num;
+    return 1;
+}
+
+/* Metadata key k as a string: 1 and *out, 0 when absent, -1 (message) otherwise. */
+static int meta_str(const rd *r, const gg_meta *meta, int k, const char **out) {
+    const gg_meta *e = &meta[k];
+    char what[140];
+    if (!e->present) return 0;
+    if (e->type != GT_STRING || e->long_str) {
+        if (e->long_str) fmt(what, sizeof what, "a string longer than %zu bytes", sizeof e->str - 1);
+        else meta_describe(e, what, sizeof what);
+        return errf(r->err, r->errsz, "%s: metadata %s is %s; expected a short string", r->path, meta_keys[k], what);
+    }
+    *out = e->str;
+    return 1;
+}
+
+/* The layout's data alignment, the architecture and rope scaling: what decides whether and how
+ * the rest can be read. */
+static int check_general(const rd *r, const gg_meta *meta, uint32_t *alignment) {
+    long long a = 32;
+    const char *s = NULL;
+    int got = meta_int(r, meta, K_ALIGNMENT, 1, 65536, &a);
+    if (got < 0) return -1;
+    if (a & (a - 1)) return errf(r->err, r->errsz, "%s: metadata general.alignment = %lld is not a power of two", r->path, a);
+    *alignment = (uint32_t)a;
+    got = meta_str(r, meta, K_ARCH, &s);
+    if (got < 0) return -1;
+    if (!got || strcmp(s, "llama"))
+        return errf(r->err, r->errsz, "%s: general.architecture is \"%s\"; only \"llama\" is supported", r->path, got ? s : "(missing)");
+    got = meta_str(r, meta, K_ROPE_SCALING, &s);
+    if (got < 0) return -1;
+    if (got && strcmp(s, "none"))
+        return errf(r->err, r->errsz, "%s: llama.rope.scaling.type is \"%s\"; rope scaling in GGUF files is not supported (convert the Hugging Face checkpoint instead)",
+                    r->path, s);
+    return 0;
+}
+
+/* The config: built as config.json text and put through llama_config_parse, so a GGUF gets
+ * exactly the same checks as a Hugging Face checkpoint. Each value is checked for its type and
+ * for being finite first, so that the text is always valid JSON. */
+static int gguf_config(const rd *r, const gg_meta *meta, uint64_t vocab_rows, int tied, llama_config *cfg) {
+    static const struct { int key; const char *hf; int is_float; } keys[] = {
+        {K_LAYERS, "num_hidden_layers", 0}, {K_HIDDEN, "hidden_size", 0}, {K_FFN, "intermediate_size", 0},
+        {K_HEADS, "num_attention_heads", 0}, {K_KV_HEADS, "num_key_value_heads", 0}, {K_CONTEXT, "max_position_embeddings", 0},
+        {K_FREQ_BASE, "rope_theta", 1}, {K_EPS, "rms_norm_eps", 1}, {K_KEY_LENGTH, "head_dim", 0},
+        {K_BOS, "bos_token_id", 0}, {K_EOS, "eos_token_id", 0},
+    };
+    clair_buf cj;
+    char what[600];
+    long long v = (long long)vocab_rows;
+    size_t k;
+    int rc = -1, got;
+    memset(&cj, 0, sizeof cj);
+    if (meta_int(r, meta, K_VOCAB, 1, INT32_MAX, &v) < 0) return -1;
+    clair_buf_puts(&cj, "{\"model_type\":\"llama\",\"hidden_act\":\"silu\"");
+    clair_buf_printf(&cj, ",\"vocab_size\":%lld,\"tie_word_embeddings\":%s", v, tied ? "true" : "false");
+    for (k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        double x = 0;
+        long long n = 0;
+        if (keys[k].is_float) {
+            if ((got = meta_num(r, meta, keys[k].key, &x)) < 0) goto done;
+            if (got) clair_buf_printf(&cj, ",\"%s\":%.17g", keys[k].hf, x);
+        } else {
+            if ((got = meta_int(r, meta, keys[k].key, 0, INT32_MAX, &n)) < 0) goto done;
+            if (got) clair_buf_printf(&cj, ",\"%s\":%lld", keys[k].hf, n);
+        }
+    }
+    clair_buf_puts(&cj, "}");
+    if (cj.oom) { errf(r->err, r->errsz, "%s: out of memory", r->path); goto done; }
+    fmt(what, sizeof what, "%s (llama.* metadata read as config.json)", r->path);
+    if (llama_config_parse(cj.data, cj.len, what, cfg, r->err, r->errsz)) goto done;
+    {
+        long long dims;
+        if ((got = meta_int(r, meta, K_ROPE_DIMS, 0, INT32_MAX, &dims)) < 0) goto done;
+        if (got && dims != cfg->head_dim) {
+            errf(r->err, r->errsz, "%s: llama.rope.dimension_count %lld != head_dim %d (partial rotary is not supported)", r->path, dims, cfg->head_dim);
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    clair_buf_free(&cj);
+    return rc;
 }
 
 /* ---- tensors --------------------------------------------------------------------------- */
@@ -205,12 +378,17 @@ static int hf_name(const char *g, char *out, size_t cap) {
         {"attn_v", "self_attn.v_proj"}, {"attn_output", "self_attn.o_proj"}, {"ffn_norm", "post_attention_layernorm"},
         {"ffn_gate", "mlp.gate_proj"}, {"ffn_up", "mlp.up_proj"}, {"ffn_down", "mlp.down_proj"},
     };
-    int layer, len = 0;
+    int layer = 0, len = 4;
     size_t i;
     if (!strcmp(g, "token_embd.weight")) { snprintf(out, cap, "model.embed_tokens.weight"); return 1; }
     if (!strcmp(g, "output_norm.weight")) { snprintf(out, cap, "model.norm.weight"); return 1; }
     if (!strcmp(g, "output.weight")) { snprintf(out, cap, "lm_head.weight"); return 1; }
-    if (sscanf(g, "blk.%d.%n", &layer, &len) != 1 || len == 0 || layer < 0) return 0;
+    /* "blk.<layer>.": digits by hand (sscanf's %d is undefined on overflow); at most 7 digits,
+     * far above any layer count the config allows */
+    if (strncmp(g, "blk.", 4)) return 0;
+    while (g[len] >= '0' && g[len] <= '9' && len < 4 + 7) layer = layer * 10 + (g[len++] - '0');
+    if (len == 4 || g[len] != '.') return 0;
+    len++;
     for (i = 0; i < sizeof blk / sizeof blk[0]; i++) {
         size_t k = strlen(blk[i][0]);
         if (!strncmp(g + len, blk[i][0], k) && !strcmp(g + len + k, ".weight")) {
@@ -240,26 +418,142 @@ static int unpermute_rows(float *w, int n_head, int hd, size_t cols) {
 
 /* ---- the loader ------------------------------------------------------------------------ */
 
+/* n tensor infos, then their sizes and byte ranges (overflow-checked, inside the file). */
+static int read_tensor_infos(rd *r, gg_tensor *ts, uint64_t n, uint32_t alignment, uint64_t *data_start) {
+    uint64_t i;
+    for (i = 0; i < n; i++) {
+        gg_tensor *t = &ts[i];
+        int long_name;
+        uint32_t d;
+        if (rd_str(r, t->name, sizeof t->name, &long_name, "a tensor name")) return -1;
+        if (long_name) return errf(r->err, r->errsz, "%s: tensor %llu has a name longer than %zu bytes", r->path, (unsigned long long)i, sizeof t->name - 1);
+        if (rd_u32(r, &t->n_dims, "a tensor's dimension count")) return -1;
+        if (t->n_dims < 1 || t->n_dims > 4) return errf(r->err, r->errsz, "%s: tensor '%s' has %u dimensions", r->path, t->name, t->n_dims);
+        for (d = 0; d < t->n_dims; d++)
+            if (rd_u64(r, &t->ne[d], "a tensor dimension")) return -1;
+        if (rd_u32(r, &t->type, "a tensor type") || rd_u64(r, &t->offset, "a tensor offset")) return -1;
+    }
+    *data_start = (r->pos + alignment - 1) / alignment * alignment;
+    if (*data_start > r->size) return errf(r->err, r->errsz, "%s: truncated before the tensor data", r->path);
+    for (i = 0; i < n; i++) {
+        gg_tensor *t = &ts[i];
+        uint64_t be, bb, numel = 1;
+        uint32_t d;
+        if (!type_block(t->type, &be, &bb))
+            return errf(r->err, r->errsz, "%s: tensor '%s' has ggml type %u; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1", r->path, t->name, t->type);
+        for (d = 0; d < t->n_dims; d++) {
+            if (t->ne[d] == 0 || t->ne[d] > ((uint64_t)1 << 32) || numel > (((uint64_t)1 << 40) / t->ne[d]))
+                return errf(r->err, r->errsz, "%s: tensor '%s' has an absurd shape", r->path, t->name);
+            numel *= t->ne[d];
+        }
+        if (t->ne[0] % be)
+            return errf(r->err, r->errsz, "%s: tensor '%s': row length %llu is not a multiple of the block size %llu", r->path, t->name,
+                        (unsigned long long)t->ne[0], (unsigned long long)be);
+        t->nbytes = numel / be * bb;
+        if (t->offset % alignment)
+            return errf(r->err, r->errsz, "%s: tensor '%s' data offset %llu is not a multiple of general.alignment (%u)", r->path, t->name,
+                        (unsigned long long)t->offset, alignment);
+        if (t->offset > r->size - *data_start || t->nbytes > r->size - *data_start - t->offset)
+            return errf(r->err, r->errsz, "%s: tensor '%s' data [%llu, +%llu) runs past the end of the file (truncated?)", r->path, t->name,
+                        (unsigned long long)t->offset, (unsigned long long)t->nbytes);
+        if (!strcmp(t->name, "rope_freqs.weight"))
+            return errf(r->err, r->errsz, "%s: has rope_freqs.weight (llama3 rope scaling baked in); not supported by this importer", r->path);
+    }
+    return 0;
+}
+
+/* Matches each GGUF tensor to its place in the layout: names, shapes (GGUF ne reversed = HF
+ * shape), each exactly once. Lookups go through the sorted layout names (n log n for any count). */
+static int match_tensors(const rd *r, const gg_tensor *ts, uint64_t n, const llama_tensor_info *lay, int lay_n, int *of_layout) {
+    st_name *names = (st_name *)calloc((size_t)lay_n + 1, sizeof *names);
+    char *seen = (char *)calloc((size_t)lay_n + 1, 1);
+    uint64_t i;
+    int j, rc = -1;
+    if (!names || !seen) { errf(r->err, r->errsz, "%s: out of memory", r->path); goto done; }
+    for (j = 0; j < lay_n; j++) {
+        names[j].name = lay[j].name;
+        names[j].i = j;
+    }
+    st_names_sort(names, (size_t)lay_n);
+    for (i = 0; i < n; i++) {
+        char name[128];
+        const gg_tensor *t = &ts[i];
+        if (!hf_name(t->name, name, sizeof name)) {
+            errf(r->err, r->errsz, "%s: unexpected tensor '%s' for a Llama model", r->path, t->name);
+            goto done;
+        }
+        j = st_names_find(names, (size_t)lay_n, name);
+        if (j < 0 || seen[j]) {
+            errf(r->err, r->errsz, "%s: tensor '%s' (%s) %s", r->path, t->name, name, j < 0 ? "does not fit the config in the metadata" : "appears twice");
+            goto done;
+        }
+        if ((int)t->n_dims != lay[j].ndim || (t->n_dims == 1 && (int64_t)t->ne[0] != lay[j].shape[0]) ||
+            (t->n_dims == 2 && ((int64_t)t->ne[1] != lay[j].shape[0] || (int64_t)t->ne[0] != lay[j].shape[1]))) {
+            errf(r->err, r->errsz, "%s: tensor '%s' has ne [%llu, %llu], but the metadata implies %s shape [%lld, %lld]", r->path, t->name,
+                 (unsigned long long)t->ne[0], (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1), name,
+                 (long long)lay[j].shape[0], (long long)lay[j].shape[1]);
+            goto done;
+        }
+        seen[j] = 1;
+        of_layout[i] = j;
+    }
+    for (j = 0; j < lay_n; j++)
+        if (!seen[j]) { errf(r->err, r->errsz, "%s: no tensor for %s", r->path, lay[j].name); goto done; }
+    rc = 0;
+done:
+    free(names);
+    free(seen);
+    return rc;
+}
+
+/* Reads and dequantises every tensor into m; then puts q/k rows back into Hugging Face's order. */
+static int read_tensors(rd *r, const gg_tensor *ts, uint64_t n, const int *of_layout, uint64_t data_start, llama_model *m) {
+    const llama_config *cfg = &m->cfg;
+    unsigned char *raw = NULL;
+    uint64_t i;
+    int rc = -1;
+    for (i = 0; i < n; i++) {
+        const gg_tensor *t = &ts[i];
+        const llama_tensor_info *ti = &m->tensors[of_layout[i]];
+        float *dst = m->params + ti->offset;
+        unsigned char *nr = (unsigned char *)realloc(raw, (size_t)t->nbytes);
+        if (!nr) { errf(r->err, r->errsz, "%s: out of memory reading '%s'", r->path, t->name); goto done; }
+        raw = nr;
+        if (fseeko(r->fp, (off_t)(data_start + t->offset), SEEK_SET) || fread(raw, 1, (size_t)t->nbytes, r->fp) != (size_t)t->nbytes) {
+            errf(r->err, r->errsz, "%s: read error in tensor '%s'", r->path, t->name);
+            goto done;
+        }
+        dequantize(t->type, raw, dst, ti->numel);
+        if (strstr(ti->name, "self_attn.q_proj.weight") || strstr(ti->name, "self_attn.k_proj.weight")) {
+            int heads = strstr(ti->name, "q_proj") ? cfg->num_attention_heads : cfg->num_key_value_heads;
+            if (unpermute_rows(dst, heads, cfg->head_dim, (size_t)cfg->hidden_size)) { errf(r->err, r->errsz, "%s: out of memory", r->path); goto done; }
+        }
+    }
+    rc = 0;
+done:
+    free(raw);
+    return rc;
+}
+
 int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t errsz) {
     rd r;
     unsigned char magic[4];
     uint32_t version, alignment = 32;
-    uint64_t n_tensors, n_kv, i, data_start;
-    gg_kv *kv = NULL;
-    int n_keep = 0, rc = -1, *of_layout = NULL, lay_n = 0;
+    uint64_t n_tensors, n_kv, i, data_start = 0;
+    gg_meta meta[K_COUNT];
+    int rc = -1, *of_layout = NULL, lay_n = 0;
     llama_tensor_info *lay = NULL;
     gg_tensor *ts = NULL;
-    clair_buf cj;
+    const gg_tensor *emb = NULL, *out = NULL;
     llama_config cfg;
-    unsigned char *raw = NULL;
     off_t sz;
 
     memset(m, 0, sizeof *m);
-    memset(&cj, 0, sizeof cj);
     memset(&r, 0, sizeof r);
+    memset(meta, 0, sizeof meta);
     r.path = path; r.err = err; r.errsz = errsz;
-    r.fp = fopen(path, "rb");
-    if (!r.fp) return errf(err, errsz, "%s: cannot open: %s", path, strerror(errno));
+    r.fp = st_fopen_regular(path, err, errsz);
+    if (!r.fp) return -1;
     if (fseeko(r.fp, 0, SEEK_END) || (sz = ftello(r.fp)) < 0 || fseeko(r.fp, 0, SEEK_SET)) { errf(err, errsz, "%s: cannot determine size", path); goto done; }
     r.size = (uint64_t)sz;
 
@@ -276,210 +570,43 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
                 (unsigned long long)n_tensors, (unsigned long long)n_kv, (unsigned long long)r.size);
         goto done;
     }
+    if (read_metadata(&r, n_kv, meta) || check_general(&r, meta, &alignment)) goto done;
 
-    /* Metadata: keep scalars and short strings; skip arrays (the tokenizer's vocabulary). */
-    kv = (gg_kv *)calloc((size_t)n_kv + 1, sizeof *kv);
-    if (!kv) { errf(err, errsz, "%s: out of memory", path); goto done; }
-    for (i = 0; i < n_kv; i++) {
-        gg_kv *e = &kv[n_keep];
-        uint32_t type;
-        int long_key;
-        if (rd_str(&r, e->key, sizeof e->key, &long_key, "a metadata key") || rd_u32(&r, &type, "a metadata type")) goto done;
-        if (long_key) { if (skip_value(&r, type, 0)) goto done; continue; }
-        if (type < sizeof gt_size / sizeof gt_size[0] && gt_size[type]) {
-            e->type = (int)type;
-            if (read_scalar(&r, (int)type, &e->num)) goto done;
-            n_keep++;
-        } else if (type == GT_STRING) {
-            int too_long;
-            if (rd_str(&r, e->str, sizeof e->str, &too_long, "a metadata string")) goto done;
-            e->type = GT_STRING;
-            n_keep += !too_long;
-        } else if (skip_value(&r, type, 0)) {
-            goto done;
-        }
+    /* Tensor infos: each takes at least 32 bytes (name length, one dimension, type, offset). */
+    if (n_tensors > (r.size - r.pos) / 32) {
+        errf(err, errsz, "%s: header claims %llu tensors, but only %llu bytes follow the metadata", path, (unsigned long long)n_tensors,
+             (unsigned long long)(r.size - r.pos));
+        goto done;
     }
-    {
-        const gg_kv *a = kv_find(kv, n_keep, "general.alignment");
-        if (a) {
-            if (a->type == GT_STRING || a->num < 1 || a->num > 65536 || ((uint32_t)a->num & ((uint32_t)a->num - 1))) {
-                errf(err, errsz, "%s: general.alignment must be a power of two", path);
-                goto done;
-            }
-            alignment = (uint32_t)a->num;
-        }
-        a = kv_find(kv, n_keep, "general.architecture");
-        if (!a || a->type != GT_STRING || strcmp(a->str, "llama")) {
-            errf(err, errsz, "%s: general.architecture is \"%s\"; only \"llama\" is supported", path, a && a->type == GT_STRING ? a->str : "(missing)");
-            goto done;
-        }
-        a = kv_find(kv, n_keep, "llama.rope.scaling.type");
-        if (a && (a->type != GT_STRING || strcmp(a->str, "none"))) {
-            errf(err, errsz, "%s: llama.rope.scaling.type is \"%s\"; rope scaling in GGUF files is not supported (convert the Hugging Face checkpoint instead)",
-                    path, a->type == GT_STRING ? a->str : "?");
-            goto done;
-        }
-    }
-
-    /* Tensor infos. */
     ts = (gg_tensor *)calloc((size_t)n_tensors + 1, sizeof *ts);
     if (!ts) { errf(err, errsz, "%s: out of memory", path); goto done; }
-    for (i = 0; i < n_tensors; i++) {
-        gg_tensor *t = &ts[i];
-        int long_name;
-        uint32_t d;
-        if (rd_str(&r, t->name, sizeof t->name, &long_name, "a tensor name")) goto done;
-        if (long_name) { errf(err, errsz, "%s: tensor %llu has a name longer than %zu bytes", path, (unsigned long long)i, sizeof t->name - 1); goto done; }
-        if (rd_u32(&r, &t->n_dims, "a tensor's dimension count")) goto done;
-        if (t->n_dims < 1 || t->n_dims > 4) { errf(err, errsz, "%s: tensor '%s' has %u dimensions", path, t->name, t->n_dims); goto done; }
-        for (d = 0; d < t->n_dims; d++)
-            if (rd_u64(&r, &t->ne[d], "a tensor dimension")) goto done;
-        if (rd_u32(&r, &t->type, "a tensor type") || rd_u64(&r, &t->offset, "a tensor offset")) goto done;
-    }
-    data_start = (r.pos + alignment - 1) / alignment * alignment;
-    if (data_start > r.size) { errf(err, errsz, "%s: truncated before the tensor data", path); goto done; }
+    if (read_tensor_infos(&r, ts, n_tensors, alignment, &data_start)) goto done;
 
-    /* Sizes and byte ranges, overflow-checked, all inside the file. */
     for (i = 0; i < n_tensors; i++) {
-        gg_tensor *t = &ts[i];
-        uint64_t be, bb, numel = 1;
-        uint32_t d;
-        if (!type_block(t->type, &be, &bb)) {
-            errf(err, errsz, "%s: tensor '%s' has ggml type %u; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1", path, t->name, t->type);
-            goto done;
-        }
-        for (d = 0; d < t->n_dims; d++) {
-            if (t->ne[d] == 0 || t->ne[d] > ((uint64_t)1 << 32) || numel > (((uint64_t)1 << 40) / t->ne[d])) {
-                errf(err, errsz, "%s: tensor '%s' has an absurd shape", path, t->name);
-                goto done;
-            }
-            numel *= t->ne[d];
-        }
-        if (t->ne[0] % be) { errf(err, errsz, "%s: tensor '%s': row length %llu is not a multiple of the block size %llu", path, t->name, (unsigned long long)t->ne[0], (unsigned long long)be); goto done; }
-        t->nbytes = numel / be * bb;
-        if (t->offset > r.size - data_start || t->nbytes > r.size - data_start - t->offset) {
-            errf(err, errsz, "%s: tensor '%s' data [%llu, +%llu) runs past the end of the file (truncated?)", path, t->name,
-                    (unsigned long long)t->offset, (unsigned long long)t->nbytes);
-            goto done;
-        }
-        if (!strcmp(t->name, "rope_freqs.weight")) {
-            errf(err, errsz, "%s: has rope_freqs.weight (llama3 rope scaling baked in); not supported by this importer", path);
-            goto done;
-        }
+        if (!strcmp(ts[i].name, "token_embd.weight")) emb = &ts[i];
+        if (!strcmp(ts[i].name, "output.weight")) out = &ts[i];
     }
+    if (!emb || emb->n_dims != 2) { errf(err, errsz, "%s: no 2-D token_embd.weight tensor", path); goto done; }
+    if (gguf_config(&r, meta, emb->ne[1], out == NULL, &cfg)) goto done;
 
-    /* The config: built as config.json text and put through llama_config_parse, so a GGUF
-     * gets exactly the same checks as a Hugging Face checkpoint. */
-    {
-        static const struct { const char *gguf, *hf; } keys[] = {
-            {"llama.block_count", "num_hidden_layers"}, {"llama.embedding_length", "hidden_size"},
-            {"llama.feed_forward_length", "intermediate_size"}, {"llama.attention.head_count", "num_attention_heads"},
-            {"llama.attention.head_count_kv", "num_key_value_heads"}, {"llama.context_length", "max_position_embeddings"},
-            {"llama.rope.freq_base", "rope_theta"}, {"llama.attention.layer_norm_rms_epsilon", "rms_norm_eps"},
-            {"llama.attention.key_length", "head_dim"}, {"tokenizer.ggml.bos_token_id", "bos_token_id"},
-            {"tokenizer.ggml.eos_token_id", "eos_token_id"},
-        };
-        const gg_kv *a;
-        const gg_tensor *emb = NULL, *out = NULL;
-        size_t k;
-        double vocab = -1;
-        for (i = 0; i < n_tensors; i++) {
-            if (!strcmp(ts[i].name, "token_embd.weight")) emb = &ts[i];
-            if (!strcmp(ts[i].name, "output.weight")) out = &ts[i];
-        }
-        if (!emb || emb->n_dims != 2) { errf(err, errsz, "%s: no 2-D token_embd.weight tensor", path); goto done; }
-        a = kv_find(kv, n_keep, "llama.vocab_size");
-        vocab = a && a->type != GT_STRING ? a->num : (double)emb->ne[1];
-        clair_buf_puts(&cj, "{\"model_type\":\"llama\",\"hidden_act\":\"silu\"");
-        clair_buf_printf(&cj, ",\"vocab_size\":%.17g,\"tie_word_embeddings\":%s", vocab, out ? "false" : "true");
-        for (k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-            a = kv_find(kv, n_keep, keys[k].gguf);
-            if (!a || a->type == GT_STRING) continue;
-            clair_buf_printf(&cj, ",\"%s\":%.17g", keys[k].hf, a->num);
-        }
-        clair_buf_puts(&cj, "}");
-        if (cj.oom) { errf(err, errsz, "%s: out of memory", path); goto done; }
-        if (llama_config_parse(cj.data, cj.len, path, &cfg, err, errsz)) goto done;
-        a = kv_find(kv, n_keep, "llama.rope.dimension_count");
-        if (a && a->type != GT_STRING && (int)a->num != cfg.head_dim) {
-            errf(err, errsz, "%s: llama.rope.dimension_count %g != head_dim %d (partial rotary is not supported)", path, a->num, cfg.head_dim);
-            goto done;
-        }
-    }
-    /* Match tensors to the layout: names, shapes (GGUF ne reversed = HF shape), each once;
-     * only then allocate, so lying metadata cannot cost a huge allocation. */
+    /* Match tensors to the layout; only then allocate, so lying metadata cannot cost a huge
+     * allocation. */
     lay_n = llama_layout(&cfg, NULL, NULL);
     lay = (llama_tensor_info *)calloc((size_t)lay_n + 1, sizeof *lay);
-    if (!lay) { errf(err, errsz, "%s: out of memory", path); goto done; }
+    of_layout = (int *)calloc((size_t)n_tensors + 1, sizeof *of_layout);
+    if (!lay || !of_layout) { errf(err, errsz, "%s: out of memory", path); goto done; }
     llama_layout(&cfg, lay, NULL);
-    of_layout = (int *)malloc((size_t)n_tensors * sizeof *of_layout + 1);
-    if (!of_layout) { errf(err, errsz, "%s: out of memory", path); goto done; }
-    {
-        char *seen = (char *)calloc((size_t)lay_n + 1, 1);
-        int j, missing = -1;
-        if (!seen) { errf(err, errsz, "%s: out of memory", path); goto done; }
-        for (i = 0; i < n_tensors; i++) {
-            char name[128];
-            const gg_tensor *t = &ts[i];
-            of_layout[i] = -1;
-            if (!hf_name(t->name, name, sizeof name)) {
-                errf(err, errsz, "%s: unexpected tensor '%s' for a Llama model", path, t->name);
-                free(seen);
-                goto done;
-            }
-            for (j = 0; j < lay_n; j++)
-                if (!strcmp(lay[j].name, name)) break;
-            if (j == lay_n || seen[j]) {
-                errf(err, errsz, "%s: tensor '%s' (%s) %s", path, t->name, name, j == lay_n ? "does not fit the config in the metadata" : "appears twice");
-                free(seen);
-                goto done;
-            }
-            if ((int)t->n_dims != lay[j].ndim || (t->n_dims == 1 && (int64_t)t->ne[0] != lay[j].shape[0]) ||
-                (t->n_dims == 2 && ((int64_t)t->ne[1] != lay[j].shape[0] || (int64_t)t->ne[0] != lay[j].shape[1]))) {
-                errf(err, errsz, "%s: tensor '%s' has ne [%llu, %llu], but the metadata implies %s shape [%lld, %lld]", path, t->name,
-                        (unsigned long long)t->ne[0], (unsigned long long)(t->n_dims > 1 ? t->ne[1] : 1), name,
-                        (long long)lay[j].shape[0], (long long)lay[j].shape[1]);
-                free(seen);
-                goto done;
-            }
-            seen[j] = 1;
-            of_layout[i] = j;
-        }
-        for (j = 0; j < lay_n; j++)
-            if (!seen[j]) { missing = j; break; }
-        free(seen);
-        if (missing >= 0) { errf(err, errsz, "%s: no tensor for %s", path, lay[missing].name); goto done; }
-    }
+    if (match_tensors(&r, ts, n_tensors, lay, lay_n, of_layout)) goto done;
 
-    /* Read and dequantise; then put q/k rows back into Hugging Face's order. */
     if (llama_model_alloc(m, &cfg, err, errsz)) goto done;
     if (m->n_tensors != lay_n) { errf(err, errsz, "internal error: layout changed"); goto done; }
-    for (i = 0; i < n_tensors; i++) {
-        const gg_tensor *t = &ts[i];
-        const llama_tensor_info *ti = &m->tensors[of_layout[i]];
-        float *dst = m->params + ti->offset;
-        unsigned char *nr = (unsigned char *)realloc(raw, (size_t)t->nbytes);
-        if (!nr) { errf(err, errsz, "%s: out of memory reading '%s'", path, t->name); goto done; }
-        raw = nr;
-        if (fseeko(r.fp, (off_t)(data_start + t->offset), SEEK_SET) || fread(raw, 1, (size_t)t->nbytes, r.fp) != (size_t)t->nbytes) {
-            errf(err, errsz, "%s: read error in tensor '%s'", path, t->name);
-            goto done;
-        }
-        dequantize(t->type, raw, dst, ti->numel);
-        if (strstr(ti->name, "self_attn.q_proj.weight") || strstr(ti->name, "self_attn.k_proj.weight")) {
-            int heads = strstr(ti->name, "q_proj") ? cfg.num_attention_heads : cfg.num_key_value_heads;
-            if (unpermute_rows(dst, heads, cfg.head_dim, (size_t)cfg.hidden_size)) { errf(err, errsz, "%s: out of memory", path); goto done; }
-        }
-    }
+    if (read_tensors(&r, ts, n_tensors, of_layout, data_start, m)) goto done;
     rc = 0;
 done:
     if (rc) llama_model_free(m);
     if (r.fp) fclose(r.fp);
-    free(kv);
     free(ts);
     free(of_layout);
     free(lay);
-    free(raw);
-    clair_buf_free(&cj);
     return rc;
 }

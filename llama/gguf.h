@@ -8,7 +8,10 @@
  *     layout to Meta's interleaved pairs; they are permuted back (k with num_key_value_heads),
  *     so the model is exactly the Hugging Face model that tools/gguf_to_hf.py writes.
  * Like the safetensors loader, every size, offset and count is checked against the file size
- * before anything large is allocated or read.
+ * before anything large is allocated or read, and every metadata value it uses is checked for
+ * its type and range first (general.alignment an integer power of two, sizes integers, numbers
+ * finite): a wrong one is an error naming the key. Only a regular file is read (a FIFO or
+ * device is refused, never waited on).
  */
 #ifndef LLAMA_GGUF_H
 #define LLAMA_GGUF_H

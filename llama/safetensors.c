@@ -10,10 +10,12 @@
 #include "../clair.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -76,6 +78,53 @@ uint16_t st_f32_to_f16(float x) {
     return (uint16_t)(sign | (u >> 13));
 }
 
+/* ---- opening files and looking names up ----------------------------------------------- */
+
+FILE *st_fopen_regular(const char *path, char *err, size_t errsz) {
+    /* O_NONBLOCK: opening a FIFO without a writer returns at once instead of waiting; only a
+     * regular file is read, so the flag changes nothing afterwards. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    struct stat st;
+    FILE *fp;
+    if (fd < 0) {
+        errf(err, errsz, "%s: cannot open (%s)", path, strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st)) {
+        errf(err, errsz, "%s: cannot read (%s)", path, strerror(errno));
+    } else if (S_ISDIR(st.st_mode)) {
+        errf(err, errsz, "%s: is a directory, not a file", path);
+    } else if (!S_ISREG(st.st_mode)) {
+        errf(err, errsz, "%s: not a regular file (a pipe or a device?)", path);
+    } else if ((fp = fdopen(fd, "rb")) != NULL) {
+        return fp;
+    } else {
+        errf(err, errsz, "%s: cannot open (%s)", path, strerror(errno));
+    }
+    close(fd);
+    return NULL;
+}
+
+static int cmp_st_name(const void *a, const void *b) {
+    const st_name *x = (const st_name *)a, *y = (const st_name *)b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+void st_names_sort(st_name *names, size_t n) {
+    if (n > 1) qsort(names, n, sizeof *names, cmp_st_name);
+}
+
+int st_names_find(const st_name *names, size_t n, const char *name) {
+    size_t lo = 0, hi = n; /* the first entry not below name */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(names[mid].name, name) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && !strcmp(names[lo].name, name) ? names[lo].i : -1;
+}
+
 /* ---- reading ------------------------------------------------------------------------- */
 
 static int host_little_endian(void) { const uint16_t one = 1; return *(const unsigned char *)&one == 1; }
@@ -99,10 +148,6 @@ static int cmp_begin(const void *a, const void *b) {
     const st_tensor *x = *(const st_tensor *const *)a, *y = *(const st_tensor *const *)b;
     if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
     return x->end < y->end ? -1 : x->end > y->end;
-}
-
-static int cmp_name(const void *a, const void *b) {
-    return strcmp((*(const st_tensor *const *)a)->name, (*(const st_tensor *const *)b)->name);
 }
 
 /* Fills t from one header entry; offsets stay relative to the data buffer here. */
@@ -188,8 +233,8 @@ int st_open(st_file *f, const char *path, char *err, size_t errsz) {
 
     memset(f, 0, sizeof *f);
     memset(&root, 0, sizeof root);
-    f->fp = fopen(path, "rb");
-    if (!f->fp) return errf(err, errsz, "%s: cannot open: %s", path, strerror(errno));
+    f->fp = st_fopen_regular(path, err, errsz);
+    if (!f->fp) return -1;
     f->path = (char *)malloc(strlen(path) + 1);
     if (!f->path) { errf(err, errsz, "%s: out of memory", path); goto done; }
     strcpy(f->path, path);
@@ -242,10 +287,17 @@ int st_open(st_file *f, const char *path, char *err, size_t errsz) {
         n++;
     }
 
-    /* Names are unique (JSON would silently keep the last of a repeated key). */
-    qsort(order, (size_t)n, sizeof *order, cmp_name);
+    /* Names are unique (JSON would silently keep the last of a repeated key); the sorted
+     * names stay for st_find. */
+    f->by_name = (st_name *)calloc((size_t)n + 1, sizeof *f->by_name);
+    if (!f->by_name) { errf(err, errsz, "%s: out of memory", path); goto done; }
+    for (i = 0; i < (size_t)n; i++) {
+        f->by_name[i].name = f->tensors[i].name;
+        f->by_name[i].i = (int)i;
+    }
+    st_names_sort(f->by_name, (size_t)n);
     for (i = 1; i < (size_t)n; i++)
-        if (!strcmp(order[i - 1]->name, order[i]->name)) { errf(err, errsz, "%s: tensor '%s' appears twice in the header", path, order[i]->name); goto done; }
+        if (!strcmp(f->by_name[i - 1].name, f->by_name[i].name)) { errf(err, errsz, "%s: tensor '%s' appears twice in the header", path, f->by_name[i].name); goto done; }
 
     /* Byte ranges, sorted by begin, must tile [0, buflen) exactly: no gap, no overlap, no
      * trailing bytes; this is what the reference reader demands too. */
@@ -292,10 +344,8 @@ done:
 }
 
 const st_tensor *st_find(const st_file *f, const char *name) {
-    int i;
-    for (i = 0; i < f->n; i++)
-        if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
-    return NULL;
+    int i = f->by_name ? st_names_find(f->by_name, (size_t)f->n, name) : -1;
+    return i >= 0 ? &f->tensors[i] : NULL;
 }
 
 size_t st_numel(const st_tensor *t) {
@@ -440,6 +490,7 @@ void st_close(st_file *f) {
     if (f->fp) fclose(f->fp);
     free(f->path);
     free(f->tensors);
+    free(f->by_name);
     free(f->metadata_json);
     memset(f, 0, sizeof *f);
 }

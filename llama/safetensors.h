@@ -35,19 +35,38 @@ typedef struct {
     uint64_t begin, end;        /* absolute file offsets of the tensor's bytes, [begin, end) */
 } st_tensor;
 
+/* A name and its position in some table, for lookups by name in O(log n) (st_names_sort,
+ * st_names_find): loaders match tens of thousands of names against each other, and a file
+ * that holds many names must not make that quadratic. */
+typedef struct {
+    const char *name;
+    int i;
+} st_name;
+
 typedef struct {
     char *path;
     size_t file_size;
     int n;                      /* number of tensors */
     st_tensor *tensors;         /* [n], in header order */
+    st_name *by_name;           /* [n] the tensors sorted by name (st_find) */
     char *metadata_json;        /* "__metadata__" object as JSON text, or NULL when absent */
     FILE *fp;                   /* open for reading */
     uint64_t data_start;        /* 8 + header length */
 } st_file;
 
+/* Opens path for reading if it is a regular file; a directory, FIFO or device is refused with a
+ * message naming the file (never waited on: a FIFO without a writer would block). NULL on
+ * failure, with the reason in err. */
+FILE *st_fopen_regular(const char *path, char *err, size_t errsz);
+
+/* Sorts names[0..n) by name (ties by position). */
+void st_names_sort(st_name *names, size_t n);
+/* Position (the .i) of name in sorted names, or -1; for a repeated name, the lowest .i. */
+int st_names_find(const st_name *names, size_t n, const char *name);
+
 /* Opens and fully validates a file. On failure f is left empty (st_close is still safe). */
 int st_open(st_file *f, const char *path, char *err, size_t errsz);
-/* Tensor by name, or NULL. */
+/* Tensor by name, or NULL (a binary search). */
 const st_tensor *st_find(const st_file *f, const char *name);
 /* Number of elements (product of the shape; 1 for a 0-d tensor). */
 size_t st_numel(const st_tensor *t);

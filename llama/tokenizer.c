@@ -385,6 +385,83 @@ static const char *tok__cfg_tok(const clair_json *cfg, const char *key) {
     return NULL;
 }
 
+/* One entry of model.merges, "a b" or ["a", "b"]: its two parts (pointers and lengths). */
+static int tok__merge_parts(const clair_json *m, const char **a, size_t *la, const char **b, size_t *lb) {
+    if (m->type == CLAIR_JSON_STRING) {
+        const char *sp = (const char *)memchr(m->str, ' ', m->len);
+        if (!sp) return -1;
+        *a = m->str; *la = (size_t)(sp - m->str); *b = sp + 1; *lb = m->len - *la - 1;
+        return 0;
+    }
+    if (m->type == CLAIR_JSON_ARRAY && m->n == 2 && m->items[0].type == CLAIR_JSON_STRING &&
+        m->items[1].type == CLAIR_JSON_STRING) {
+        *a = m->items[0].str; *la = m->items[0].len; *b = m->items[1].str; *lb = m->items[1].len;
+        return 0;
+    }
+    return -1;
+}
+
+/* model.merges into t->mtab: each entry's left, right and merged token must be in the vocab;
+ * rank = position. Every exit frees what it allocated (the error of a late entry too). */
+static int tok__load_merges(tokenizer *t, const clair_json *merges, const char *path, char *err, size_t errsz) {
+    unsigned char *ka = NULL, *kb = NULL, *joined = NULL;
+    size_t i, cap = 1, joined_cap = 0;
+    int rc = -1;
+    while (cap < merges->n * 2 + 16) cap <<= 1;
+    t->mtab = (tok_merge *)malloc(cap * sizeof *t->mtab);
+    if (!t->mtab) return errf(err, errsz, "out of memory");
+    for (i = 0; i < cap; i++) t->mtab[i].id = -1;
+    t->mmask = cap - 1;
+    for (i = 0; i < merges->n; i++) {
+        const clair_json *m = &merges->items[i];
+        const char *a, *b;
+        size_t la, lb;
+        int ia, ib, im, lenA, lenB;
+        if (tok__merge_parts(m, &a, &la, &b, &lb)) {
+            if (m->type == CLAIR_JSON_STRING)
+                errf(err, errsz, "%s: model.merges[%zu] = \"%.60s\" has no space", path, i, m->str);
+            else
+                errf(err, errsz, "%s: model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", path, i);
+            goto done;
+        }
+        if (t->kind == TOK_BYTELEVEL) {
+            ka = tok__to_bytes(TOK_BYTELEVEL, a, la, &lenA);
+            kb = tok__to_bytes(TOK_BYTELEVEL, b, lb, &lenB);
+        } else {
+            ka = (unsigned char *)malloc(la + 1); kb = (unsigned char *)malloc(lb + 1);
+            if (ka) memcpy(ka, a, la);
+            if (kb) memcpy(kb, b, lb);
+            lenA = (int)la; lenB = (int)lb;
+        }
+        if (!ka || !kb) { errf(err, errsz, "out of memory"); goto done; }
+        if ((size_t)(lenA + lenB) + 1 > joined_cap) { /* + 1: never a zero-size buffer (a merge of " ") */
+            joined_cap = (size_t)(lenA + lenB) * 2 + 64;
+            free(joined);
+            joined = (unsigned char *)malloc(joined_cap);
+            if (!joined) { errf(err, errsz, "out of memory"); goto done; }
+        }
+        memcpy(joined, ka, (size_t)lenA);
+        memcpy(joined + lenA, kb, (size_t)lenB);
+        ia = tok__lookup_key(t, t->key, t->klen, ka, (size_t)lenA);
+        ib = tok__lookup_key(t, t->key, t->klen, kb, (size_t)lenB);
+        im = tok__lookup_key(t, t->key, t->klen, joined, (size_t)(lenA + lenB));
+        free(ka); free(kb);
+        ka = kb = NULL;
+        if (ia < 0 || ib < 0 || im < 0) {
+            errf(err, errsz, "%s: model.merges[%zu] (\"%.*s\" + \"%.*s\") uses a token that is not in model.vocab", path, i,
+                 (int)(la > 40 ? 40 : la), a, (int)(lb > 40 ? 40 : lb), b);
+            goto done;
+        }
+        tok__mput(t, ia, ib, (int)i, im);
+    }
+    rc = 0;
+done:
+    free(ka);
+    free(kb);
+    free(joined);
+    return rc;
+}
+
 static int tok__load_json(tokenizer *t, const clair_json *root, const char *path, char *err, size_t errsz) {
     const clair_json *model = clair_json_get(root, "model"), *vocab, *merges, *added, *pre, *norm, *dec;
     tokenizer *x = t;
@@ -500,6 +577,14 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
             if ((int)id > max_id) max_id = (int)id;
         }
     }
+    /* The id tables have 1 + max_id entries: an id far beyond the number of tokens would make a
+     * small file cost gigabytes (real vocabularies are dense, with at most a few holes). */
+    {
+        size_t n_tokens = vocab->n + (added && added->type == CLAIR_JSON_ARRAY ? added->n : 0);
+        if ((size_t)max_id >= 2 * n_tokens + 65536)
+            return errf(err, errsz, "%s: token id %d is far beyond the %zu tokens of model.vocab and added_tokens "
+                             "(ids must be nearly dense)", path, max_id, n_tokens);
+    }
     t->n_ids = max_id + 1;
     t->dec = (unsigned char **)calloc((size_t)t->n_ids, sizeof *t->dec);
     t->dec_len = (int *)calloc((size_t)t->n_ids, sizeof(int));
@@ -571,64 +656,7 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
         t->unk_id = tok__lookup_key(t, x->key, x->klen, (const unsigned char *)u, strlen(u));
     }
 
-    /* merges: "a b" strings or ["a", "b"] pairs; rank = position */
-    {
-        size_t cap = 1;
-        while (cap < merges->n * 2 + 16) cap <<= 1;
-        t->mtab = (tok_merge *)malloc(cap * sizeof *t->mtab);
-        if (!t->mtab) return errf(err, errsz, "out of memory");
-        for (i = 0; i < cap; i++) t->mtab[i].id = -1;
-        t->mmask = cap - 1;
-    }
-    {
-        unsigned char *buf = NULL;
-        size_t bufcap = 0;
-        for (i = 0; i < merges->n; i++) {
-            const clair_json *m = &merges->items[i];
-            const char *a, *b;
-            size_t la, lb;
-            int ia, ib, im, lenA, lenB;
-            unsigned char *ka, *kb;
-            if (m->type == CLAIR_JSON_STRING) {
-                const char *sp = memchr(m->str, ' ', m->len);
-                if (!sp) return errf(err, errsz, "%s: model.merges[%zu] = \"%.60s\" has no space", path, i, m->str);
-                a = m->str; la = (size_t)(sp - m->str); b = sp + 1; lb = m->len - la - 1;
-            } else if (m->type == CLAIR_JSON_ARRAY && m->n == 2 && m->items[0].type == CLAIR_JSON_STRING &&
-                       m->items[1].type == CLAIR_JSON_STRING) {
-                a = m->items[0].str; la = m->items[0].len; b = m->items[1].str; lb = m->items[1].len;
-            } else return errf(err, errsz, "%s: model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", path, i);
-            if (t->kind == TOK_BYTELEVEL) {
-                ka = tok__to_bytes(TOK_BYTELEVEL, a, la, &lenA);
-                kb = tok__to_bytes(TOK_BYTELEVEL, b, lb, &lenB);
-            } else {
-                ka = (unsigned char *)malloc(la + 1); kb = (unsigned char *)malloc(lb + 1);
-                if (ka) memcpy(ka, a, la);
-                if (kb) memcpy(kb, b, lb);
-                lenA = (int)la; lenB = (int)lb;
-            }
-            if (!ka || !kb) { free(ka); free(kb); free(buf); return errf(err, errsz, "out of memory"); }
-            if ((size_t)(lenA + lenB) > bufcap) {
-                bufcap = (size_t)(lenA + lenB) * 2 + 64;
-                free(buf);
-                buf = (unsigned char *)malloc(bufcap);
-                if (!buf) { free(ka); free(kb); return errf(err, errsz, "out of memory"); }
-            }
-            memcpy(buf, ka, (size_t)lenA);
-            memcpy(buf + lenA, kb, (size_t)lenB);
-            ia = tok__lookup_key(t, x->key, x->klen, ka, (size_t)lenA);
-            ib = tok__lookup_key(t, x->key, x->klen, kb, (size_t)lenB);
-            im = tok__lookup_key(t, x->key, x->klen, buf, (size_t)(lenA + lenB));
-            free(ka); free(kb);
-            if (ia < 0 || ib < 0 || im < 0) {
-                free(buf);
-                return errf(err, errsz, "%s: model.merges[%zu] (\"%.*s\" + \"%.*s\") uses a token that is "
-                                 "not in model.vocab", path, i, (int)(la > 40 ? 40 : la), a, (int)(lb > 40 ? 40 : lb), b);
-            }
-            tok__mput(t, ia, ib, (int)i, im);
-        }
-        free(buf);
-    }
-    return 0;
+    return tok__load_merges(t, merges, path, err, errsz);
 }
 
 int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, char *err, size_t errsz) {
@@ -668,7 +696,11 @@ int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, 
     clair_json_free(&root);
 
     snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir);
-    text = read_file(cpath, TOK_MAX_FILE, &len, NULL, 0);    /* optional */
+    text = read_file(cpath, TOK_MAX_FILE, &len, jerr, sizeof jerr);    /* optional: only absence is fine */
+    if (!text && errno != ENOENT) {
+        tokenizer_free(t);
+        return errf(err, errsz, "%s", jerr);
+    }
     if (text) {
         if (clair_json_parse(text, len, &cfg, jerr, sizeof jerr)) {
             free(text);
@@ -696,7 +728,12 @@ int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, 
         size_t jlen;
         char *jtext;
         snprintf(jpath, sizeof jpath, "%s/chat_template.jinja", dir);
-        jtext = read_file(jpath, TOK_MAX_FILE, &jlen, NULL, 0);   /* optional */
+        jtext = read_file(jpath, TOK_MAX_FILE, &jlen, jerr, sizeof jerr);   /* optional: only absence is fine */
+        if (!jtext && errno != ENOENT) {
+            if (have_cfg) clair_json_free(&cfg);
+            tokenizer_free(t);
+            return errf(err, errsz, "%s", jerr);
+        }
         if (jtext) { t->tpl = tok__recognise(t, jtext); free(jtext); }
         else if (tpl_text) t->tpl = tok__recognise(t, tpl_text);
     }
