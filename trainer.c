@@ -60,6 +60,7 @@
 typedef struct {
     const char *model, *data, *out, *loss, *schedule, *eval_data, *device, *precision;
     const char *chat_template, *save_dtype;
+    const char *tokenize; /* plain-string data -> ids: "joint" (TRL 1.x) or "separate" (TRL 0.x) */
     double beta, label_smoothing, discopop_tau, lr, warmup_ratio, weight_decay, max_grad_norm;
     double eval_split, adam_beta1, adam_beta2, adam_eps;
     int epochs, batch_size, micro_batch, max_length, save_every, eval_every, resume, overwrite;
@@ -77,6 +78,7 @@ static void train_defaults(train_args *a) {
     a->device = "cpu";
     a->precision = "fp32";
     a->save_dtype = "fp32";
+    a->tokenize = "joint";
     a->beta = 0.1;
     a->discopop_tau = 0.05;
     a->lr = 2e-7;
@@ -119,6 +121,8 @@ static int check_train_args(const train_args *a, apo_term *terms, int *n_terms, 
         return errf(err, errsz, "give --eval-data or --eval-split, not both");
     if (strcmp(a->save_dtype, "fp32") && strcmp(a->save_dtype, "bf16"))
         return errf(err, errsz, "--save-dtype must be fp32 or bf16");
+    if (strcmp(a->tokenize, "joint") && strcmp(a->tokenize, "separate"))
+        return errf(err, errsz, "--tokenize must be joint (TRL 1.x) or separate (TRL 0.x), got '%s'", a->tokenize);
     if (a->micro_batch > a->batch_size)
         return errf(err, errsz, "--micro-batch %d is larger than --batch-size %d", a->micro_batch,
                     a->batch_size);
@@ -247,6 +251,73 @@ static int forward_logps(llama_backend *b, const pref_dataset *ds, const int *id
     return 0;
 }
 
+/* Sums behind a batch's loss and metrics, each divided once at the end (TRL's means): a mean of
+ * equal values is then exact, where adding per-pair shares of 1/n (apo.h's micro-batch shares)
+ * gives 0.9999999999999999 for ten pairs of accuracy 1, or an APO-zero loss of 1 at the reference. */
+typedef struct {
+    double term[MAX_TERMS]; /* per loss term: sum of the pairs' losses (sft: of -log p(chosen)) */
+    double rw, rl, acc, margin, pc, pr, chosen_tokens;
+    int used, bad; /* finite pairs; pairs with a NaN/Inf log-prob (left out, counted) */
+} metric_sums;
+
+static void metric_sums_add(metric_sums *s, const apo_term *terms, int n_terms, const apo_pair *p, int n) {
+    double beta = n_terms > 0 ? terms[0].p.beta : 0.0;
+    int i, k;
+    for (i = 0; i < n; i++) {
+        const apo_pair *x = &p[i];
+        double rw = beta * (x->policy_chosen - x->ref_chosen), rl = beta * (x->policy_rejected - x->ref_rejected);
+        if (!isfinite(x->policy_chosen) || !isfinite(x->policy_rejected) || !isfinite(x->ref_chosen) ||
+            !isfinite(x->ref_rejected)) {
+            s->bad++;
+            continue;
+        }
+        s->rw += rw;
+        s->rl += rl;
+        s->acc += rw > rl ? 1.0 : 0.0;
+        s->margin += rw - rl;
+        s->pc += x->policy_chosen;
+        s->pr += x->policy_rejected;
+        s->chosen_tokens += x->n_chosen > 0 ? x->n_chosen : 0;
+        for (k = 0; k < n_terms; k++)
+            s->term[k] += terms[k].p.type == APO_SFT ? -x->policy_chosen : apo_pair_loss(&terms[k].p, x, NULL, NULL);
+        s->used++;
+    }
+}
+
+/* The metrics (apo.h's meaning): pairwise terms and rewards are means over n_pairs, sft is the
+ * token mean over `tokens` (at least 1), as apo_batch_loss and apo_microbatch_loss define them. */
+static void metric_sums_mean(const metric_sums *s, const apo_term *terms, int n_terms, double n_pairs,
+                             double tokens, apo_metrics *m) {
+    double n = n_pairs > 0 ? n_pairs : 1.0;
+    int k;
+    memset(m, 0, sizeof *m);
+    for (k = 0; k < n_terms; k++)
+        m->loss += terms[k].weight * (s->term[k] / (terms[k].p.type == APO_SFT ? (tokens < 1 ? 1.0 : tokens) : n));
+    m->rewards_chosen = s->rw / n;
+    m->rewards_rejected = s->rl / n;
+    m->rewards_accuracies = s->acc / n;
+    m->rewards_margins = s->margin / n;
+    m->logps_chosen = s->pc / n;
+    m->logps_rejected = s->pr / n;
+    m->n_pairs = s->used;
+    m->n_nonfinite = s->bad;
+}
+
+/* Prompt-completion (SFT) data trains and evaluates with sft terms only: every other loss needs
+ * a rejected answer. 0, or -1 with a message naming the file and the fix. */
+static int check_data_loss(const pref_dataset *ds, const char *path, const apo_term *terms, int n_terms,
+                           const char *loss, char *err, size_t errsz) {
+    int k;
+    if (!ds->stats.unpaired) return 0;
+    for (k = 0; k < n_terms; k++)
+        if (terms[k].p.type != APO_SFT)
+            return errf(err, errsz,
+                        "%s holds prompt-completion records (SFT data); --loss %s needs preference pairs "
+                        "(\"chosen\" and \"rejected\"): use --loss sft",
+                        path, loss);
+    return 0;
+}
+
 /* The apo.h view of pair i of ds: policy and reference log-probs and completion lengths. */
 static apo_pair pair_at(const pref_dataset *ds, int i, double policy_chosen, double policy_rejected,
                         double ref_chosen, double ref_rejected) {
@@ -317,25 +388,27 @@ static int reference_logps(llama_backend *b, const pref_dataset *ds, int micro, 
 }
 
 /* The loss and TRL metrics of the backend's current weights on ds, the whole set as one batch.
- * ref_c/ref_r: reference log-probs (NULL: the policy is its own reference, rewards 0). The
- * policy's log-probs are left in pol_c/pol_r [ds->n]. */
+ * ref_c/ref_r: reference log-probs (NULL, or prompt-completion data: the policy is its own
+ * reference, rewards 0). The policy's log-probs are left in pol_c/pol_r [ds->n]. */
 static int evaluate(llama_backend *b, const pref_dataset *ds, const double *ref_c, const double *ref_r,
                     const apo_term *terms, int n_terms, int micro, double *pol_c, double *pol_r,
                     apo_metrics *out, char *err, size_t errsz) {
-    apo_pair *pairs;
+    metric_sums sums;
     int i;
     memset(out, 0, sizeof *out);
+    memset(&sums, 0, sizeof sums);
     if (ds->n == 0) return 0;
     if (dataset_logps(b, ds, micro, pol_c, pol_r, NULL, err, errsz)) return -1;
-    if (!ref_c || !ref_r) {
+    if (!ref_c || !ref_r || ds->stats.unpaired) {
         ref_c = pol_c;
         ref_r = pol_r;
     }
-    pairs = (apo_pair *)malloc((size_t)ds->n * sizeof *pairs);
-    if (!pairs) return errf(err, errsz, "out of memory");
-    for (i = 0; i < ds->n; i++) pairs[i] = pair_at(ds, i, pol_c[i], pol_r[i], ref_c[i], ref_r[i]);
-    apo_batch_loss(terms, n_terms, pairs, ds->n, NULL, NULL, out);
-    free(pairs);
+    for (i = 0; i < ds->n; i++) {
+        apo_pair p = pair_at(ds, i, pol_c[i], pol_r[i], ref_c[i], ref_r[i]);
+        metric_sums_add(&sums, terms, n_terms, &p, 1);
+    }
+    /* apo_batch_loss's convention: means over the finite pairs */
+    metric_sums_mean(&sums, terms, n_terms, sums.used, sums.chosen_tokens, out);
     return 0;
 }
 
@@ -406,9 +479,11 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
     llama_backend *b = r->b;
     micro_buffers *mb = &r->mb;
     apo_batch_totals totals;
+    metric_sums sums;
     double clip = 1.0;
     int i, k, s, t;
     memset(rep, 0, sizeof *rep);
+    memset(&sums, 0, sizeof sums);
     rep->lr = lr;
     totals.n_pairs = nb;
     totals.chosen_tokens = 0;
@@ -417,22 +492,27 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
     b->zero_grad(b);
     for (i = 0; i < nb; i += a->micro_batch) { /* gradient accumulation */
         int n = nb - i < a->micro_batch ? nb - i : a->micro_batch;
-        apo_metrics part;
         if (forward_logps(b, &r->ds, batch + i, n, mb, err, errsz)) return -1;
         for (k = 0; k < n; k++) {
-            int e = batch[i + k];
-            mb->pairs[k] = pair_at(&r->ds, e, mb->seq[2 * k], mb->seq[2 * k + 1], r->ref_c[e], r->ref_r[e]);
+            const pref_example *e = &r->ds.ex[batch[i + k]];
+            double pc = mb->seq[2 * k], pr = mb->seq[2 * k + 1];
+            /* prompt-completion data has no reference: the policy is its own (rewards 0) */
+            mb->pairs[k] = r->ds.stats.unpaired ? pair_at(&r->ds, batch[i + k], pc, pr, pc, pr)
+                                                : pair_at(&r->ds, batch[i + k], pc, pr, r->ref_c[batch[i + k]],
+                                                          r->ref_r[batch[i + k]]);
+            rep->tokens += e->chosen_len + e->rejected_len; /* not the empty side's stand-in token */
         }
-        apo_microbatch_loss(r->terms, r->n_terms, mb->pairs, n, &totals, mb->d_chosen, mb->d_rejected, &part);
-        apo_metrics_add(&rep->m, &part);
+        /* the gradients of the micro-batch's share; the metrics from sums over the whole batch */
+        apo_microbatch_loss(r->terms, r->n_terms, mb->pairs, n, &totals, mb->d_chosen, mb->d_rejected, NULL);
+        metric_sums_add(&sums, r->terms, r->n_terms, mb->pairs, n);
         for (s = 0; s < 2 * n; s++) {
             double g = (s & 1) ? mb->d_rejected[s / 2] : mb->d_chosen[s / 2];
             for (t = mb->pb.seq_start[s]; t < mb->pb.seq_start[s + 1]; t++)
                 mb->dlogp[t] = mb->pb.completion[t] ? (float)g : 0.0f;
         }
         if (b->backward(b, &mb->pb.b, mb->dlogp)) return errf(err, errsz, "backward: %s", b->err);
-        rep->tokens += mb->pb.seq_start[2 * n];
     }
+    metric_sums_mean(&sums, r->terms, r->n_terms, nb, totals.chosen_tokens, &rep->m);
 
     rep->grad_norm = b->grad_norm(b);
     if (rep->m.n_nonfinite > 0 || !isfinite(rep->m.loss)) {
@@ -467,19 +547,26 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
  * The phases of a training run
  * ========================================================================================== */
 
-/* The tokenized training pairs, and the held-out ones (--eval-data, or a seeded --eval-split). */
+/* The tokenized training pairs (or prompt-completion examples), and the held-out ones
+ * (--eval-data, or a seeded --eval-split). */
 static int load_data(train_run *r, const tokenizer *tok, char *err, size_t errsz) {
     const train_args *a = r->a;
     pref_opts po;
+    memset(&po, 0, sizeof po);
     po.max_length = a->max_length;
     po.raw_text = a->raw_text;
     po.max_reports = 20;
+    po.tokenize = strcmp(a->tokenize, "separate") ? PREF_TOKENIZE_JOINT : PREF_TOKENIZE_SEPARATE;
+    if (po.raw_text && po.tokenize == PREF_TOKENIZE_JOINT && pref_text_specials(&po, a->model, tok, err, errsz))
+        return -1;
     if (pref_dataset_load(&r->ds, a->data, tok, &po, stderr, err, errsz)) return -1;
     pref_stats_print(&r->ds.stats, a->data, stderr);
+    if (check_data_loss(&r->ds, a->data, r->terms, r->n_terms, a->loss, err, errsz)) return -1;
     if (a->eval_data) {
         if (pref_dataset_load(&r->eds, a->eval_data, tok, &po, stderr, err, errsz)) return -1;
         pref_stats_print(&r->eds.stats, a->eval_data, stderr);
         if (r->eds.n == 0) return errf(err, errsz, "%s has no usable pair", a->eval_data);
+        if (check_data_loss(&r->eds, a->eval_data, r->terms, r->n_terms, a->loss, err, errsz)) return -1;
     } else if (a->eval_split > 0 && r->ds.n > 1) {
         /* a seeded, fixed split: the same pairs are held out on every run and resume */
         int n_eval = (int)floor(a->eval_split * r->ds.n + 0.5), i, rc;
@@ -493,7 +580,8 @@ static int load_data(train_run *r, const tokenizer *tok, char *err, size_t errsz
         rc = pref_dataset_permute(&r->ds, perm) || pref_dataset_split(&r->ds, r->ds.n - n_eval, &r->eds);
         free(perm);
         if (rc) return errf(err, errsz, "out of memory");
-        fprintf(stderr, "eval split: %d pairs held out, %d for training\n", r->eds.n, r->ds.n);
+        fprintf(stderr, "eval split: %d %s held out, %d for training\n", r->eds.n,
+                r->ds.stats.unpaired ? "examples" : "pairs", r->ds.n);
     }
     if (r->ds.n == 0)
         return errf(err, errsz, "%s has no usable pair (see the messages above); nothing to train on",
@@ -1009,6 +1097,9 @@ static int cmd_train(int argc, char **argv) {
          "override the template family: llama3, chatml, llama2"},
         {"--raw-text", OPT_FLAG, &a.raw_text, "",
          "no chat template: prompt text + response text + eos (TRL's standard format)"},
+        {"--tokenize", OPT_STR, &a.tokenize, "RULE",
+         "--raw-text ids: joint (TRL 1.x: prompt + response together, BOS as the tokenizer adds it) or "
+         "separate (TRL 0.x)"},
         {"--quiet", OPT_FLAG, &a.quiet, "", "no progress lines"},
         {NULL, OPT_END, NULL, NULL, NULL}};
     train_defaults(&a);
@@ -1065,11 +1156,32 @@ static const char eval_usage[] =
     "Prints the reward metrics (TRL names) and mean log-probs of a model on preference data, as JSON.\n"
     "\n";
 
+/* The token ids of every example as JSONL, written atomically: what training would see. */
+static int write_tokens(const char *path, const pref_dataset *ds, char *err, size_t errsz) {
+    clair_buf b = {0, 0, 0, 0};
+    int k, s, i, status;
+    for (k = 0; k < ds->n; k++) {
+        const pref_example *e = &ds->ex[k];
+        clair_buf_printf(&b, "{\"line\":%d", e->line);
+        for (s = 0; s < 2; s++) {
+            int off = s ? e->rejected_off : e->chosen_off, len = s ? e->rejected_len : e->chosen_len;
+            clair_buf_printf(&b, ",\"%s_ids\":[", s ? "rejected" : "chosen");
+            for (i = 0; i < len; i++) clair_buf_printf(&b, "%s%d", i ? "," : "", ds->pool[off + i]);
+            clair_buf_printf(&b, "],\"%s_start\":%d", s ? "rejected" : "chosen", s ? e->rejected_start : e->chosen_start);
+        }
+        clair_buf_puts(&b, "}\n");
+    }
+    status = b.oom ? errf(err, errsz, "out of memory")
+                   : write_file_atomic(path, b.data ? b.data : "", b.len, err, errsz);
+    clair_buf_free(&b);
+    return status;
+}
+
 static int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *ref = NULL, *loss = "apo_zero", *chat = NULL, *pairs_out = NULL;
-    const char *device = "cpu", *precision = "fp32", *who = "trainer eval";
+    const char *model = NULL, *data = NULL, *ref = NULL, *loss = NULL, *chat = NULL, *pairs_out = NULL;
+    const char *device = "cpu", *precision = "fp32", *who = "trainer eval", *tokenize = "joint", *tokens_out = NULL;
     double beta = 0.1;
-    int micro = 4, max_length = 1024, raw = 0, rc, status = 1, n_terms;
+    int micro = 4, max_length = 1024, raw = 0, rc, status = 1, n_terms = 0;
     char err[ERRSZ];
     tokenizer *tok = NULL;
     pref_dataset ds;
@@ -1083,18 +1195,21 @@ static int cmd_eval(int argc, char **argv) {
     clair_buf ob = {0, 0, 0, 0};
     const opt_def defs[] = {
         {"--model", OPT_STR, &model, "DIR", "the model to evaluate (the policy)"},
-        {"--data", OPT_STR, &data, "FILE", "preference pairs, JSONL (as for train)"},
+        {"--data", OPT_STR, &data, "FILE", "preference pairs or prompt-completion records, JSONL (as for train)"},
         {"--ref", OPT_STR, &ref, "DIR",
          "reference model for the rewards (default: --model itself, so rewards are 0)"},
-        {"--loss", OPT_STR, &loss, "SPEC", "loss to report"},
+        {"--loss", OPT_STR, &loss, "SPEC", "loss to report (default: apo_zero; sft for prompt-completion data)"},
         {"--beta", OPT_DBL, &beta, "X", "reward scale beta"},
         {"--micro-batch", OPT_INT, &micro, "N", "pairs per forward"},
         {"--max-length", OPT_INT, &max_length, "N", "tokens per side (longer ones keep the start)"},
         {"--pairs-out", OPT_STR, &pairs_out, "FILE", "also write per-pair log-probs as JSONL"},
+        {"--tokens-out", OPT_STR, &tokens_out, "FILE",
+         "also write each example's token ids and completion starts as JSONL"},
         {"--device", OPT_STR, &device, "D", "cpu or cuda"},
         {"--precision", OPT_STR, &precision, "P", "fp32 or bf16 (bf16: CUDA only)"},
         {"--chat-template", OPT_STR, &chat, "NAME", "override the template family: llama3, chatml, llama2"},
         {"--raw-text", OPT_FLAG, &raw, "", "no chat template (TRL's standard format)"},
+        {"--tokenize", OPT_STR, &tokenize, "RULE", "--raw-text ids: joint (TRL 1.x) or separate (TRL 0.x)"},
         {NULL, OPT_END, NULL, NULL, NULL}};
     memset(&ds, 0, sizeof ds);
     rc = opts_parse(who, eval_usage, defs, argc, argv, 2, NULL, 0, NULL);
@@ -1108,23 +1223,39 @@ static int cmd_eval(int argc, char **argv) {
         report(who, "--micro-batch >= 1, --max-length >= 2");
         return 2;
     }
+    if (strcmp(tokenize, "joint") && strcmp(tokenize, "separate")) {
+        report(who, "--tokenize must be joint (TRL 1.x) or separate (TRL 0.x), got '%s'", tokenize);
+        return 2;
+    }
     defaults = apo_default_params(APO_ZERO);
     defaults.beta = beta;
-    if ((n_terms = apo_parse_loss_list(loss, &defaults, terms, MAX_TERMS, err, sizeof err)) < 1) {
+    if (loss && (n_terms = apo_parse_loss_list(loss, &defaults, terms, MAX_TERMS, err, sizeof err)) < 1) {
         report(who, "--loss: %s", err);
         return 2;
     }
     if (tokenizer_load(&tok, model, chat, err, sizeof err)) return report(who, "tokenizer: %s", err);
+    memset(&po, 0, sizeof po);
     po.max_length = max_length;
     po.raw_text = raw;
     po.max_reports = 20;
-    if (pref_dataset_load(&ds, data, tok, &po, stderr, err, sizeof err)) {
+    po.tokenize = strcmp(tokenize, "separate") ? PREF_TOKENIZE_JOINT : PREF_TOKENIZE_SEPARATE;
+    if ((raw && po.tokenize == PREF_TOKENIZE_JOINT && pref_text_specials(&po, model, tok, err, sizeof err)) ||
+        pref_dataset_load(&ds, data, tok, &po, stderr, err, sizeof err)) {
         report(who, "%s", err);
         goto done;
     }
     pref_stats_print(&ds.stats, data, stderr);
     if (ds.n == 0) {
         report(who, "%s has no usable pair", data);
+        goto done;
+    }
+    if (!loss) { /* the data's own objective */
+        loss = ds.stats.unpaired ? "sft" : "apo_zero";
+        n_terms = apo_parse_loss_list(loss, &defaults, terms, MAX_TERMS, err, sizeof err);
+    }
+    if (check_data_loss(&ds, data, terms, n_terms, loss, err, sizeof err) ||
+        (tokens_out && write_tokens(tokens_out, &ds, err, sizeof err))) {
+        report(who, "%s", err);
         goto done;
     }
     ref_c = (double *)malloc((size_t)ds.n * sizeof(double));
@@ -1135,7 +1266,7 @@ static int cmd_eval(int argc, char **argv) {
         report(who, "out of memory");
         goto done;
     }
-    if (ref) { /* the reference first: one model in memory at a time */
+    if (ref && !ds.stats.unpaired) { /* the reference first: one model in memory at a time */
         if (!(b = open_model(&m, ref, device, precision, 2 * micro * ds.max_side_len, err, sizeof err))) {
             report(who, "%s", err);
             goto done;
@@ -1160,7 +1291,7 @@ static int cmd_eval(int argc, char **argv) {
         report(who, "%s", err);
         goto done;
     }
-    if (!ref) {
+    if (!ref || ds.stats.unpaired) {
         memcpy(ref_c, pol_c, (size_t)ds.n * sizeof(double));
         memcpy(ref_r, pol_r, (size_t)ds.n * sizeof(double));
     }
@@ -1168,8 +1299,15 @@ static int cmd_eval(int argc, char **argv) {
         report(who, "%s", err);
         goto done;
     }
-    clair_buf_printf(&ob, "{\"pairs\":%d,", ds.n);
-    metrics_json(&ob, "eval_", &em);
+    if (ds.stats.unpaired) { /* no rejected side, no reference: TRL SFTTrainer's loss, and the log-prob */
+        clair_buf_printf(&ob, "{\"examples\":%d,\"eval_loss\":", ds.n);
+        clair_json_write_number(&ob, em.loss);
+        clair_buf_puts(&ob, ",\"eval_logps/chosen\":");
+        clair_json_write_number(&ob, em.logps_chosen);
+    } else {
+        clair_buf_printf(&ob, "{\"pairs\":%d,", ds.n);
+        metrics_json(&ob, "eval_", &em);
+    }
     clair_buf_puts(&ob, "}");
     if (ob.oom) {
         report(who, "out of memory");
