@@ -519,7 +519,9 @@ static int looks_like_json(const char *s, size_t n) {
  * else can succeed (bad URL, key, model or request field), "" if the failure may pass. */
 static void preflight_verdict(run *r, const clair_job *j, char *msg, size_t n) {
     const char *m = j->message;
-    int model = strstr(m, "model") || strstr(m, "Model");
+    /* the wordings of OpenAI, vLLM and llama.cpp for a model the server does not have */
+    int model = (strstr(m, "model") || strstr(m, "Model")) && (strstr(m, "not found") || strstr(m, "does not exist") ||
+                strstr(m, "model_not_found") || strstr(m, "nknown model") || strstr(m, "nvalid model"));
     msg[0] = 0;
     if (j->error == CLAIR_REQ_HTTP && (j->status == 401 || j->status == 403))
         fmt(msg, n, "the server refused the request (%s): %s", m, r->api_key_env ?
@@ -1576,8 +1578,13 @@ static const char stats_help[] =
 static int cmd_stats(int argc, char **argv) {
     const char *path = NULL, *fc = "chosen", *fr = "rejected";
     int json = 0, i, n_pos = 0, rc;
+    double price_in = 0, price_out = 0;
+    long long tok_in = 0, tok_out = 0, t[2];
+    size_t with_usage = 0, verdicts = 0;
     const opt_def defs[] = {
         { "--json", OPT_FLAG, &json, "", "print one JSON object instead of a table" },
+        { "--price-in", OPT_DBL, &price_in, "P", "dollars per million prompt tokens (for the cost of clair_usage)" },
+        { "--price-out", OPT_DBL, &price_out, "P", "dollars per million completion tokens" },
         { "--chosen", OPT_STR, &fc, "FIELD", "the chosen response's field" },
         { "--rejected", OPT_STR, &fr, "FIELD", "the rejected response's field" },
         { NULL, OPT_END, NULL, NULL, NULL }
@@ -1586,6 +1593,8 @@ static int cmd_stats(int argc, char **argv) {
     if (rc == 1) return 0;
     if (rc < 0) return 2;
     if (!path) die("stats: which file? (see clair stats --help)");
+    check_dbl("--price-in", price_in, 0, 1e6);
+    check_dbl("--price-out", price_out, 0, 1e6);
     size_t n, nl, l, cnt = 0, bad = 0, identical = 0;
     char *s = slurp(path, &n);
     if (!s) die("%s", slurp_err);
@@ -1603,6 +1612,15 @@ static int cmd_stats(int argc, char **argv) {
             if (bad++ < 20) fprintf(stderr, "%s: %s line %zu: not valid JSON (%s); skipped\n", prog, path, l + 1, err);
             continue;
         }
+        const clair_json *use = clair_json_get(&v, "clair_usage");
+        if (use && !clair_json_get_int(use, "prompt_tokens", &t[0]) && !clair_json_get_int(use, "completion_tokens", &t[1])) {
+            tok_in += t[0]; tok_out += t[1]; with_usage++;
+        }
+        if (clair_json_get(&v, "score_a") || (clair_json_get(&v, "order") && clair_json_get(&v, "judgment"))) {
+            verdicts++;                          /* clair judge's verdicts: a win rate, below */
+            clair_json_free(&v);
+            continue;
+        }
         if (!(c = response_text(&v, fc, err, sizeof err)) || !(r = response_text(&v, fr, err, sizeof err))) {
             if (bad++ < 20) fprintf(stderr, "%s: %s line %zu: %s; skipped\n", prog, path, l + 1, err);
             clair_json_free(&v);
@@ -1615,6 +1633,23 @@ static int cmd_stats(int argc, char **argv) {
         clair_json_free(&v);
     }
     if (bad > 20) fprintf(stderr, "%s: ... %zu bad lines in all\n", prog, bad);
+    if (verdicts && !cnt) {
+        win_rate w;
+        if (judge_win_rate(path, &w)) die("%s", slurp_err);
+        if (json) {
+            clair_buf b = {0, 0, 0, 0};
+            clair_buf_puts(&b, "{\"file\":");
+            clair_json_write_string(&b, path, strlen(path));
+            clair_buf_printf(&b, ",\"pairs\":%zu,\"win_rate\":%.6f,\"ci95\":[%.6f,%.6f],\"a_better\":%zu,\"b_better\":%zu,"
+                             "\"ties\":%zu,\"orders_agree\":%zu,\"one_order_only\":%zu,\"prompt_tokens\":%lld,\"completion_tokens\":%lld}\n",
+                             w.pairs, w.rate, w.lo, w.hi, w.a_wins, w.b_wins, w.ties, w.agree, w.one_order, tok_in, tok_out);
+            if (b.data) fputs(b.data, stdout);
+            clair_buf_free(&b);
+        }
+        else print_win_rate(stdout, path, &w);
+        free(jac); free(lev); free(er); free(te); free(ls); free(s);
+        return 0;
+    }
     summary sj = summarize(jac, cnt), sl = summarize(lev, cnt), se = summarize(er, cnt), st = summarize(te, cnt);
     if (json) {
         clair_buf b = {0, 0, 0, 0};
@@ -1623,6 +1658,11 @@ static int cmd_stats(int argc, char **argv) {
         clair_buf_puts(&b, "{\"file\":");
         clair_json_write_string(&b, path, strlen(path));
         clair_buf_printf(&b, ",\"pairs\":%zu,\"skipped\":%zu,\"identical\":%zu", cnt, bad, identical);
+        clair_buf_printf(&b, ",\"prompt_tokens\":%lld,\"completion_tokens\":%lld", tok_in, tok_out);
+        if (price_in > 0 || price_out > 0) {
+            clair_buf_puts(&b, ",\"cost\":");
+            clair_json_write_number(&b, ((double)tok_in * price_in + (double)tok_out * price_out) / 1e6);
+        }
         for (i = 0; i < 4; i++) {
             clair_buf_printf(&b, ",\"%s\":{\"mean\":", names[i]); clair_json_write_number(&b, ss[i]->mean);
             clair_buf_puts(&b, ",\"median\":"); clair_json_write_number(&b, ss[i]->median);
@@ -1640,6 +1680,11 @@ static int cmd_stats(int argc, char **argv) {
         printf("%-22s %12.1f %12.1f %12.1f %12.1f\n", "levenshtein (chars)", sl.mean, sl.median, sl.p10, sl.p90);
         printf("%-22s %12.4f %12.4f %12.4f %12.4f\n", "edit ratio", se.mean, se.median, se.p10, se.p90);
         printf("%-22s %12.1f %12.1f %12.1f %12.1f\n", "token edits", st.mean, st.median, st.p10, st.p90);
+        if (with_usage) {
+            printf("server tokens (clair_usage of %zu records): %lld prompt + %lld completion", with_usage, tok_in, tok_out);
+            if (price_in > 0 || price_out > 0) printf(", $%.4f", ((double)tok_in * price_in + (double)tok_out * price_out) / 1e6);
+            printf("\n");
+        }
     }
     free(jac); free(lev); free(er); free(te); free(ls); free(s);
     return 0;

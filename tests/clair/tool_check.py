@@ -7,6 +7,13 @@
                                            verify a finished run (exits 1 with reasons)
   tool_check.py done IN OUT PORT DONE.json record which lines have a record now
   tool_check.py stats IN.jsonl STATS.json  compare `clair stats --json` with Python's numbers
+  tool_check.py gen-input PATH N MS        N prompts (every third conversational) taking MS ms
+  tool_check.py judge-input A B N MS       two answer files on the same N prompts (B shuffled)
+  tool_check.py units OUT N PARTS [--resumed-from DONE.json] [--kind kept]
+                                           every (line, part) has exactly one record
+  tool_check.py winrate A STATS.json       clair stats' win rate vs the expected one
+  tool_check.py valid-json FILE...         every line is JSON in strict UTF-8
+  tool_check.py usage OUT PRICE_IN PRICE_OUT MAX   the records' cost is at most MAX
 
 Every input line carries its expected outcome in "expect": kept, dropped:REASON,
 failed:ERROR[:ATTEMPTS]; the scripted server makes it happen.
@@ -184,13 +191,25 @@ def check(inp, out, port, resumed_from=None, key=None, stderr=None, retried=Fals
     return 1 if errs else 0
 
 
+def ident_of(r):
+    """The server's id of a record's request (judge records: with the order)."""
+    for f in ("rejected", "response", "prompt"):
+        v = r.get(f)
+        if isinstance(v, list):
+            v = json.dumps(v)
+        if v and "[[id=" in v:
+            ident = v.split("[[id=")[1].split()[0]
+            return ident + ("/" + r["order"] if "order" in r else "")
+    return None
+
+
 def done_ids(inp, out, dest):
     ids = []
     for recs in outputs(out).values():
         for r in recs:
-            resp = r.get("response") or r.get("rejected") or ""
-            if "[[id=" in resp:
-                ids.append(resp.split("[[id=")[1].split()[0])
+            ident = ident_of(r)
+            if ident:
+                ids.append(ident)
     with open(dest, "w") as f:
         json.dump(ids, f)
     print("%d lines have a record" % len(ids))
@@ -232,8 +251,115 @@ def stats(inp, stats_json):
     return 1 if errs else 0
 
 
+def gen_input(path, n, ms):
+    with open(path, "w") as f:
+        for i in range(n):
+            q = "Question g%d, in brief [[id=g%d script=slow%d]]" % (i, i, ms)
+            p = q if i % 3 else [{"role": "system", "content": "Be brief."}, {"role": "user", "content": q}]
+            f.write(json.dumps({"prompt": p, "idx": i}) + "\n")
+
+
+def judge_input(pa, pb, n, ms):
+    import random
+    rows_a, rows_b = [], []
+    for i in range(n):
+        p = "Task j%d [[id=j%d script=slow%d]]" % (i, i, ms)
+        rows_a.append({"prompt": p, "response": "Teh answer (A)" + (" (better)" if i % 2 == 0 else ""), "idx": i})
+        rows_b.append({"prompt": p, "response": "Teh answer (B)" + (" (better)" if i % 3 == 0 else "")})
+    random.Random(7).shuffle(rows_b)
+    for path, rows in ((pa, rows_a), (pb, rows_b)):
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def units(out, n, parts, resumed_from=None, kind=None):
+    errs, seen = [], {}
+    for k, recs in outputs(out).items():
+        for r in recs:
+            u = (r["clair_line"], r.get("clair_part", 0))
+            if u in seen:
+                errs.append("unit %s has two records" % (u,))
+            seen[u] = k
+            if kind and k != kind:
+                errs.append("unit %s is %s, expected %s (%s)" % (u, k, kind, r.get("error") or r.get("reason")))
+    for line in range(1, n + 1):
+        for part in range(parts):
+            if (line, part) not in seen:
+                errs.append("unit %s has no record" % ((line, part),))
+    if resumed_from:
+        with open(resumed_from) as f:
+            done = set(json.load(f))
+        port = open(os.environ["PORT_FILE"]).read().strip()
+        again = sorted({e[1] for e in server_log(port)} & done)
+        if again:
+            errs.append("finished before the restart, requested again: %s" % again)
+    for e in errs:
+        print("CHECK FAILED:", e)
+    print("%d units, %d records; %d errors" % (n * parts, len(seen), len(errs)))
+    return 1 if errs else 0
+
+
+def winrate(pa, stats_json):
+    with open(stats_json) as f:
+        got = json.load(f)
+    scores = []
+    for r in read_jsonl(pa):
+        i = r["idx"]
+        a, b = i % 2 == 0, i % 3 == 0
+        scores.append(1.0 if a and not b else 0.0 if b and not a else 0.5)
+    want = sum(scores) / len(scores)
+    ok = got["pairs"] == len(scores) and abs(got["win_rate"] - want) < 1e-6 and got["ci95"][0] <= want <= got["ci95"][1]
+    print("win rate %.4f over %d pairs, expected %.4f over %d: %s" % (got["win_rate"], got["pairs"], want, len(scores),
+                                                                      "ok" if ok else "MISMATCH"))
+    return 0 if ok else 1
+
+
+def valid_json(paths):
+    bad = 0
+    for p in paths:
+        if not os.path.exists(p):
+            continue
+        with open(p, "rb") as f:
+            for i, raw in enumerate(f.read().split(b"\n"), 1):
+                if not raw.strip():
+                    continue
+                try:
+                    json.loads(raw.decode("utf-8", "strict"))
+                except Exception as e:
+                    bad += 1
+                    print("CHECK FAILED: %s line %d: %s" % (p, i, e))
+    print("all lines valid JSON and UTF-8" if not bad else "%d invalid lines" % bad)
+    return 1 if bad else 0
+
+
+def usage(out, price_in, price_out, most):
+    tin = tout = 0
+    for recs in outputs(out).values():
+        for r in recs:
+            u = r.get("clair_usage")
+            if u:
+                tin += u["prompt_tokens"]
+                tout += u["completion_tokens"]
+    cost = (tin * price_in + tout * price_out) / 1e6
+    print("records' cost $%.2f (%d + %d tokens), limit $%.2f" % (cost, tin, tout, most))
+    return 0 if 0 < cost <= most else 1
+
+
 def main():
     a = sys.argv[1:]
+    if a[0] == "gen-input":
+        gen_input(a[1], int(a[2]), int(a[3])); return 0
+    if a[0] == "judge-input":
+        judge_input(a[1], a[2], int(a[3]), int(a[4])); return 0
+    if a[0] == "units":
+        opts = dict(zip(a[4::2], a[5::2]))
+        return units(a[1], int(a[2]), int(a[3]), opts.get("--resumed-from"), opts.get("--kind"))
+    if a[0] == "winrate":
+        return winrate(a[1], a[2])
+    if a[0] == "valid-json":
+        return valid_json(a[1:])
+    if a[0] == "usage":
+        return usage(a[1], float(a[2]), float(a[3]), float(a[4]))
     if a[0] == "input":
         make_input(a[1]); return 0
     if a[0] == "slow-input":
