@@ -1,7 +1,8 @@
 /* tests/clair/test_clair.c - unit tests of clair.h (no network): JSON, metrics against
  * committed Python expectations (tests/clair/expect_metrics.jsonl, written by
  * tools/gen_clair_expect.py) and against brute-force DP references, the token diff, reply
- * parsing, the filter and the prompt.
+ * parsing, the filter and the prompt; every JSON writer fed arbitrary bytes (always strict
+ * JSON out, invalid UTF-8 mended exactly as Python's errors="replace"), excerpts, redaction.
  *
  *   test_clair [path/to/expect_metrics.jsonl] [fuzz_iterations]
  */
@@ -486,6 +487,94 @@ static void test_fuzz_text(long iters) {
     printf("text fuzz: %ld random byte strings through parse, Levenshtein, diff, Jaccard\n", iters);
 }
 
+/* ------------------------------------------------------------- JSON writers with arbitrary bytes */
+
+/* The string a JSON writer's output decodes to, NUL-free for the comparisons below. */
+static int written_as(const char *in, size_t n, const char *want) {
+    clair_buf b = {0, 0, 0, 0};
+    clair_json v;
+    char err[200];
+    int ok;
+    clair_json_write_string(&b, in, n);
+    ok = !b.oom && !clair_json_parse(b.data, b.len, &v, err, sizeof err);
+    if (ok) { ok = v.type == CLAIR_JSON_STRING && v.len == strlen(want) && !memcmp(v.str, want, v.len); clair_json_free(&v); }
+    clair_buf_free(&b);
+    return ok;
+}
+
+/* Output of a writer: strict JSON (so valid UTF-8: the reader checks it) of the expected type. */
+static int strict_json(const clair_buf *b, clair_json_type type) {
+    clair_json v;
+    char err[200];
+    if (b->oom || !b->data || clair_utf8_check(b->data, b->len) != b->len) return 0;
+    if (clair_json_parse(b->data, b->len, &v, err, sizeof err)) return 0;
+    int ok = v.type == type;
+    clair_json_free(&v);
+    return ok;
+}
+
+static void test_json_writers_any_bytes(long iters) {
+    /* invalid sequences become U+FFFD per maximal subpart, exactly as Python's
+     * bytes.decode("utf-8", "replace") (the expected strings were printed by Python) */
+    static const struct { const char *in; size_t n; const char *want; } v[] = {
+        { "\xff", 1, "\xef\xbf\xbd" },
+        { "\xe2\x82", 2, "\xef\xbf\xbd" },
+        { "\xe2\x82" "A", 3, "\xef\xbf\xbd" "A" },
+        { "\xed\xa0\x80", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
+        { "\xf0\x9f\x98", 3, "\xef\xbf\xbd" },
+        { "\xc0\xaf", 2, "\xef\xbf\xbd\xef\xbf\xbd" },
+        { "\xf4\x90\x80\x80", 4, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
+        { "\xe0\x80\xaf", 3, "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
+        { "Answer:\x9f" "5.", 10, "Answer:\xef\xbf\xbd" "5." },       /* half a character sampled by a model */
+        { "\xf0\x9f\x98\x80\xf0", 5, "\xf0\x9f\x98\x80\xef\xbf\xbd" },
+        { "\xc3\xa9\xc3", 3, "\xc3\xa9\xef\xbf\xbd" },
+        { "caf\xc3\xa9 \"q\" \\ \x01\n", 14, "caf\xc3\xa9 \"q\" \\ \x01\n" },
+    };
+    size_t i;
+    long it;
+    for (i = 0; i < sizeof v / sizeof *v; i++) CHECK(written_as(v[i].in, v[i].n, v[i].want), "writer: vector %zu", i);
+    /* excerpts and redaction */
+    CHECK(clair_utf8_cut("ab\xc3\xa9", 4, 3) == 2, "cut before a two-byte character");
+    CHECK(clair_utf8_cut("ab\xc3\xa9", 4, 4) == 4 && clair_utf8_cut("ab", 2, 9) == 2, "cut: whole text");
+    CHECK(clair_utf8_cut("\xf0\x9f\x98\x80x", 5, 3) == 0, "cut inside a four-byte character");
+    CHECK(clair_utf8_cut("a\xff\xfe", 3, 2) == 2, "an invalid byte is a character of its own");
+    {
+        char t[] = "key sk-1 and sk-1sk-1 end";
+        CHECK(clair_redact(t, strlen(t), "sk-1") == 3 && !strcmp(t, "key **** and ******** end"), "redact: %s", t);
+        CHECK(clair_redact(t, strlen(t), "") == 0 && clair_redact(t, strlen(t), NULL) == 0, "redact nothing");
+    }
+    /* every writer of clair.h with random bytes: strings, keys, whole trees, the prompt and
+     * the request body; the output is always strict JSON (valid UTF-8) */
+    for (it = 0; it < iters; it++) {
+        char a[64], k[16];
+        size_t na = rnd(sizeof a), nk = 1 + rnd(sizeof k - 1), j;
+        clair_buf b = {0, 0, 0, 0};
+        clair_json str, obj, arr;
+        char *key;
+        for (j = 0; j < na; j++) a[j] = (char)rnd(256);
+        for (j = 0; j < nk; j++) k[j] = (char)rnd(256);
+        clair_json_write_string(&b, a, na);
+        CHECK(strict_json(&b, CLAIR_JSON_STRING), "write_string of random bytes");
+        b.len = 0;
+        /* a tree built by hand (as a program may build one) with raw bytes in a key and a value */
+        memset(&str, 0, sizeof str); memset(&obj, 0, sizeof obj); memset(&arr, 0, sizeof arr);
+        str.type = CLAIR_JSON_STRING; str.str = a; str.len = na;
+        key = k;
+        obj.type = CLAIR_JSON_OBJECT; obj.n = 1; obj.items = &str; obj.keys = &key; obj.key_lens = &nk;
+        arr.type = CLAIR_JSON_ARRAY; arr.n = 1; arr.items = &obj;
+        clair_json_write(&b, &arr);
+        CHECK(strict_json(&b, CLAIR_JSON_ARRAY), "write of a tree with random bytes");
+        b.len = 0;
+        clair_prompt_messages(&b, NULL, a, na, k, nk);
+        CHECK(strict_json(&b, CLAIR_JSON_ARRAY), "prompt messages of random bytes");
+        b.len = 0;
+        clair_request_body(&b, k[0] ? "m\xff" : "m", it % 2 ? 0.7 : (double)NAN, 16, NULL, k, nk, a, na);
+        CHECK(strict_json(&b, CLAIR_JSON_OBJECT), "request body of random bytes");
+        clair_buf_free(&b);
+    }
+    printf("json writers: %ld random byte strings through every writer, all strict JSON\n", iters);
+}
+
 int main(int argc, char **argv) {
     const char *expect = argc > 1 ? argv[1] : "tests/clair/expect_metrics.jsonl";
     long iters = argc > 2 ? atol(argv[2]) : 20000;
@@ -500,6 +589,7 @@ int main(int argc, char **argv) {
     test_fuzz_text(iters / 2);
     test_filter();
     test_prompt();
+    test_json_writers_any_bytes(iters / 4);
     printf("%d checks, %d failed\n", checks, fails);
     return fails ? 1 : 0;
 }
