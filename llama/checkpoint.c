@@ -515,7 +515,7 @@ static int match_index_stored(tensor_match *tm, char *err, size_t errsz) {
     long long total = 0;
     int j, i, g = 0;
     tm->base = (int *)calloc((size_t)sh->n_files + 1, sizeof *tm->base);
-    if (!tm->base) return errf(err, errsz, "out of memory");
+    if (!tm->base) return errf(err, errsz, "%s: out of memory loading the checkpoint", tm->dir);
     for (j = 0; j < sh->n_files; j++) {
         tm->base[j] = (int)total;
         total += sh->st[j].n;
@@ -526,7 +526,7 @@ static int match_index_stored(tensor_match *tm, char *err, size_t errsz) {
     tm->used = (unsigned char *)calloc((size_t)total + 1, 1);
     tm->where = (int *)calloc((size_t)tm->lay_n + 1, sizeof *tm->where);
     tm->found = (const st_tensor **)calloc((size_t)tm->lay_n + 1, sizeof *tm->found);
-    if (!tm->stored || !tm->used || !tm->where || !tm->found) return errf(err, errsz, "out of memory");
+    if (!tm->stored || !tm->used || !tm->where || !tm->found) return errf(err, errsz, "%s: out of memory loading the checkpoint", tm->dir);
     for (j = 0; j < sh->n_files; j++)
         for (i = 0; i < sh->st[j].n; i++, g++) {
             tm->stored[g].name = sh->st[j].tensors[i].name;
@@ -654,21 +654,23 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
      * a config.json that lies about the sizes must not cost a huge allocation. */
     lay_n = llama_layout(&cfg, NULL, NULL);
     lay = (llama_tensor_info *)calloc((size_t)lay_n + 1, sizeof *lay);
-    if (!lay) { errf(err, errsz, "out of memory"); goto done; }
+    if (!lay) { errf(err, errsz, "%s: out of memory loading the checkpoint", dir); goto done; }
     llama_layout(&cfg, lay, NULL);
 
     /* Which files: model.safetensors when present, else the index, in transformers' order
      * of preference (its from_pretrained looks for the single file first). */
     index_path = path_join(dir, "model.safetensors.index.json");
-    if (!index_path) { errf(err, errsz, "out of memory"); goto done; }
+    if (!index_path) { errf(err, errsz, "%s: out of memory loading the checkpoint", dir); goto done; }
     {
         char *single = path_join(dir, "model.safetensors");
         int have_single = single && file_exists(single);
+        struct stat ist;
         free(single);
-        if (!have_single && file_exists(index_path)) {
+        /* an index that is there but not a file (a directory, a FIFO): read_file says so */
+        if (!have_single && stat(index_path, &ist) == 0) {
             if (read_index(index_path, &sh, &index, &weight_map, &wm_keys, err, errsz)) goto done;
         } else if (shards_add(&sh, "model.safetensors") < 0) {
-            errf(err, errsz, "out of memory");
+            errf(err, errsz, "%s: out of memory loading the checkpoint", dir);
             goto done;
         }
     }
@@ -676,7 +678,7 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
         char *p = path_join(dir, sh.files[i]);
         struct stat st;
         int r;
-        if (!p) { errf(err, errsz, "out of memory"); goto done; }
+        if (!p) { errf(err, errsz, "%s: out of memory loading the checkpoint", dir); goto done; }
         if (!weight_map && stat(p, &st) && errno == ENOENT) { /* anything else there: st_open says what it is */
             errf(err, errsz, "%s: no model.safetensors or model.safetensors.index.json (only safetensors checkpoints are supported)", dir);
             free(p);
@@ -708,7 +710,7 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     if (tm.tied_head) {
         size_t n = (size_t)cfg.vocab_size * (size_t)cfg.hidden_size, q;
         float *tmp = (float *)malloc(n * sizeof *tmp);
-        if (!tmp) { errf(err, errsz, "out of memory"); goto done; }
+        if (!tmp) { errf(err, errsz, "%s: out of memory loading the checkpoint", dir); goto done; }
         if (st_read_f32(&sh.st[tm.tied_head_file], tm.tied_head, tmp, err, errsz)) { free(tmp); goto done; }
         for (q = 0; q < n; q++)
             if (memcmp(&tmp[q], &m->w.embed_tokens[q], sizeof(float))) break;

@@ -409,7 +409,7 @@ static int tok__load_merges(tokenizer *t, const clair_json *merges, const char *
     int rc = -1;
     while (cap < merges->n * 2 + 16) cap <<= 1;
     t->mtab = (tok_merge *)malloc(cap * sizeof *t->mtab);
-    if (!t->mtab) return errf(err, errsz, "out of memory");
+    if (!t->mtab) return errf(err, errsz, "%s: out of memory loading it", path);
     for (i = 0; i < cap; i++) t->mtab[i].id = -1;
     t->mmask = cap - 1;
     for (i = 0; i < merges->n; i++) {
@@ -433,12 +433,12 @@ static int tok__load_merges(tokenizer *t, const clair_json *merges, const char *
             if (kb) memcpy(kb, b, lb);
             lenA = (int)la; lenB = (int)lb;
         }
-        if (!ka || !kb) { errf(err, errsz, "out of memory"); goto done; }
+        if (!ka || !kb) { errf(err, errsz, "%s: out of memory loading it", path); goto done; }
         if ((size_t)(lenA + lenB) + 1 > joined_cap) { /* + 1: never a zero-size buffer (a merge of " ") */
             joined_cap = (size_t)(lenA + lenB) * 2 + 64;
             free(joined);
             joined = (unsigned char *)malloc(joined_cap);
-            if (!joined) { errf(err, errsz, "out of memory"); goto done; }
+            if (!joined) { errf(err, errsz, "%s: out of memory loading it", path); goto done; }
         }
         memcpy(joined, ka, (size_t)lenA);
         memcpy(joined + lenA, kb, (size_t)lenB);
@@ -591,38 +591,38 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
     x->key = (unsigned char **)calloc((size_t)t->n_ids, sizeof *x->key);
     x->klen = (int *)calloc((size_t)t->n_ids, sizeof(int));
     ids = (int *)malloc((vocab->n + 1) * sizeof(int));
-    if (!t->dec || !t->dec_len || !x->key || !x->klen || !ids) { free(ids); return errf(err, errsz, "out of memory"); }
+    if (!t->dec || !t->dec_len || !x->key || !x->klen || !ids) { free(ids); return errf(err, errsz, "%s: out of memory loading it", path); }
     for (i = 0; i < vocab->n; i++) {
         int id = (int)vocab->items[i].number;
         if (x->key[id]) continue;  /* duplicate id: keep the first string */
         t->dec[id] = tok__to_bytes(t->kind | (t->spm_bytes ? TOK_SPM_BYTES : 0), vocab->keys[i], vocab->key_lens[i],
                                    &t->dec_len[id]);
-        if (!t->dec[id]) { free(ids); return errf(err, errsz, "out of memory"); }
+        if (!t->dec[id]) { free(ids); return errf(err, errsz, "%s: out of memory loading it", path); }
         if (t->kind == TOK_BYTELEVEL) {
             x->key[id] = t->dec[id];     /* keyed by the raw bytes */
             x->klen[id] = t->dec_len[id];
         } else {
             x->key[id] = (unsigned char *)malloc(vocab->key_lens[i] + 1);
-            if (!x->key[id]) { free(ids); return errf(err, errsz, "out of memory"); }
+            if (!x->key[id]) { free(ids); return errf(err, errsz, "%s: out of memory loading it", path); }
             memcpy(x->key[id], vocab->keys[i], vocab->key_lens[i]);
             x->klen[id] = (int)vocab->key_lens[i];
         }
         ids[nids++] = id;
     }
-    if (tok__build_vtab(t, x->key, x->klen, nids, ids)) { free(ids); return errf(err, errsz, "out of memory"); }
+    if (tok__build_vtab(t, x->key, x->klen, nids, ids)) { free(ids); return errf(err, errsz, "%s: out of memory loading it", path); }
     free(ids);
 
     /* added tokens: decode to their content; matched in text by tok__match_added */
     if (added && added->type == CLAIR_JSON_ARRAY && added->n) {
         t->added = (tok_added *)calloc(added->n, sizeof *t->added);
-        if (!t->added) return errf(err, errsz, "out of memory");
+        if (!t->added) return errf(err, errsz, "%s: out of memory loading it", path);
         for (i = 0; i < added->n; i++) {
             const clair_json *a = &added->items[i], *c = clair_json_get(a, "content");
             long long id;
             clair_json_get_int(a, "id", &id);
             if (c->len == 0) continue;
             t->added[t->n_added].s = (char *)malloc(c->len + 1);
-            if (!t->added[t->n_added].s) return errf(err, errsz, "out of memory");
+            if (!t->added[t->n_added].s) return errf(err, errsz, "%s: out of memory loading it", path);
             memcpy(t->added[t->n_added].s, c->str, c->len + 1);
             t->added[t->n_added].len = (int)c->len;
             t->added[t->n_added].id = (int)id;
@@ -632,7 +632,7 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
             if (!t->dec[id]) {   /* an added token outside the model vocab decodes to its content */
                 if (t->kind == TOK_BYTELEVEL) t->dec[id] = tok__to_bytes(TOK_BYTELEVEL, c->str, c->len, &t->dec_len[id]);
                 else t->dec[id] = tok__to_bytes(TOK_SPM | (t->spm_bytes ? TOK_SPM_BYTES : 0), c->str, c->len, &t->dec_len[id]);
-                if (!t->dec[id]) return errf(err, errsz, "out of memory");
+                if (!t->dec[id]) return errf(err, errsz, "%s: out of memory loading it", path);
             }
         }
     }

@@ -315,6 +315,11 @@ static void test_not_files(const char *tmp) {
         expect_refusal("model.safetensors is a FIFO", llama_model_load(&m, dir, err, sizeof err), err, "not a regular file", t0);
         remove(p);
     }
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    mkdir(p, 0755);
+    t0 = now();
+    expect_refusal("the index is a directory", llama_model_load(&m, dir, err, sizeof err), err, "index.json: is a directory", t0);
+    rmdir(p);
     rm_rf(dir);
 }
 
