@@ -211,14 +211,21 @@ __global__ void embed_fwd_k(float *res, const void *W_act, const int *tokens, in
     ROWS_COLS(t, T, d, D) res[t * D + d] = load_float(W, (size_t)tokens[t] * D + d);
 }
 
-/* dW[tokens[t], :] += dres[t, :]; atomics because one token id can occur many times. */
-__global__ void embed_bwd_f32_k(float *dW, const float *dres, const int *tokens, int T, int D)
+/* dW[tok, :] += sum of dres[t, :] over the positions t holding token tok, for each distinct token
+ * of the batch: distinct[u] is the u-th one, its positions are where[first[u] .. first[u + 1])
+ * in increasing order (the host groups them, group_tokens). One thread per (token, column) adds
+ * in a fixed order: no atomics, so the same batch gives the same bits on every run, and a bf16
+ * gradient is rounded once per token and micro-batch instead of once per occurrence. */
+template <typename Grad>
+__global__ void embed_bwd_k(Grad *dW, const float *dres, const int *distinct, const int *first, const int *where,
+                            int n_distinct, int D)
 {
-    ROWS_COLS(t, T, d, D) atomicAdd(dW + (size_t)tokens[t] * D + d, dres[t * D + d]);
-}
-__global__ void embed_bwd_bf16_k(bf16 *dW, const float *dres, const int *tokens, int T, int D)
-{
-    ROWS_COLS(t, T, d, D) atomicAdd(dW + (size_t)tokens[t] * D + d, __float2bfloat16(dres[t * D + d]));
+    ROWS_COLS(u, n_distinct, d, D) {
+        float sum = 0.f;
+        for (int k = first[u]; k < first[u + 1]; k++) sum += dres[(size_t)where[k] * D + d];
+        size_t i = (size_t)distinct[u] * D + d;
+        store_float(dW, i, load_float(dW, i) + sum);
+    }
 }
 
 /* out[t, :] = x[t, :] * rstd[t] * w, rstd[t] = 1 / sqrt(mean(x[t]^2) + eps). One block per row. */
@@ -300,15 +307,16 @@ __global__ void rope_k(void *out_buf, const void *in_buf, const int *positions, 
     }
 }
 
-/* Causal softmax over rows of scores S [B, n, n] (row r of each matrix is query position r):
- * P[r, c] = softmax_c(S[r, 0..r]) for c <= r, 0 above the diagonal. One block per row. */
+/* Causal softmax over rows of scores S [B, n, n] with row stride ld >= n (row r of each matrix
+ * is query position r; matrix b starts at b n ld): P[r, c] = softmax_c(S[r, 0..r]) for c <= r,
+ * 0 above the diagonal; columns n..ld-1 are padding, never touched. One block per row. */
 template <typename Act>
-__global__ void softmax_causal_k(void *P_act, const float *S, int n, int rows)
+__global__ void softmax_causal_k(void *P_act, const float *S, int n, int ld, int rows)
 {
     Act *P = (Act *)P_act;
     for (int row = blockIdx.x; row < rows; row += gridDim.x) {
         int r = row % n;
-        const float *s = S + (size_t)row * n;
+        const float *s = S + (size_t)row * ld;
         float mx = -INFINITY;
         for (int c = threadIdx.x; c <= r; c += blockDim.x) mx = fmaxf(mx, s[c]);
         mx = block_max(mx);
@@ -317,19 +325,19 @@ __global__ void softmax_causal_k(void *P_act, const float *S, int n, int rows)
         sum = block_sum(sum);
         float inv = 1.f / sum;
         for (int c = threadIdx.x; c < n; c += blockDim.x)
-            store_float(P, (size_t)row * n + c, c <= r ? expf(s[c] - mx) * inv : 0.f);
+            store_float(P, (size_t)row * ld + c, c <= r ? expf(s[c] - mx) * inv : 0.f);
     }
 }
 
-/* Softmax backward, in place: PdS holds P on entry and dS on exit,
+/* Softmax backward, in place: PdS holds P on entry and dS on exit (layout as softmax_causal_k),
  * dS[r, c] = P[r, c] (dP[r, c] - sum_c' P[r, c'] dP[r, c']) for c <= r, else 0. */
 template <typename Act>
-__global__ void softmax_causal_bwd_k(void *PdS_act, const float *dP, int n, int rows)
+__global__ void softmax_causal_bwd_k(void *PdS_act, const float *dP, int n, int ld, int rows)
 {
     Act *PdS = (Act *)PdS_act;
     for (int row = blockIdx.x; row < rows; row += gridDim.x) {
         int r = row % n;
-        size_t start = (size_t)row * n;
+        size_t start = (size_t)row * ld;
         float dot = 0.f;
         for (int c = threadIdx.x; c <= r; c += blockDim.x) dot += load_float(PdS, start + c) * dP[start + c];
         dot = block_sum(dot);                     /* barrier: every read of P is done */
@@ -380,15 +388,15 @@ __global__ void f32_to_bf16_k(bf16 *out, const float *in, size_t n)
     GRID_LOOP(i, n) out[i] = __float2bfloat16(in[i]);
 }
 
-/* LM head, one vocabulary chunk [c0, c0 + C) of the logits [T, C] (fp32): merges the chunk's
+/* LM head, one vocabulary chunk [c0, c0 + C) of the logits [T, C] (fp32, row stride ld): merges the chunk's
  * max and sum of exponentials into the running (row_max, row_sumexp) of each row (online
  * log-sum-exp), and picks the label's logit when the label falls in this chunk. One block per
  * row. */
 __global__ void lse_chunk_k(float *row_max, float *row_sumexp, float *label_logit, const float *logits,
-                            const int *labels, int T, int C, int c0, int first)
+                            const int *labels, int T, int C, int ld, int c0, int first)
 {
     for (int t = blockIdx.x; t < T; t += gridDim.x) {
-        const float *z = logits + (size_t)t * C;
+        const float *z = logits + (size_t)t * ld;
         float m = -INFINITY, s = 0.f;             /* this thread's running max and sum */
         for (int c = threadIdx.x; c < C; c += blockDim.x) {
             float x = z[c];
@@ -422,29 +430,39 @@ __global__ void logp_k(float *logp, float *lse, const float *row_max, const floa
 }
 
 /* dlogits of one chunk: dz[t, c] = label_dlogp[t] (1[c0 + c == labels[t]] - exp(z[t, c] - lse[t])),
- * label_dlogp[t] = dlogp of the token that position t predicts (0 where it predicts none). */
+ * label_dlogp[t] = dlogp of the token that position t predicts (0 where it predicts none); z and
+ * dz have row stride ld. */
 template <typename Act>
 __global__ void lm_bwd_chunk_k(void *dz_act, const float *z, const float *lse, const float *label_dlogp,
-                               const int *labels, int T, int C, int c0)
+                               const int *labels, int T, int C, int ld, int c0)
 {
     Act *dz = (Act *)dz_act;
     ROWS_COLS(t, T, c, C) {
-        size_t i = t * C + c;
+        size_t i = t * ld + c;
         float w = label_dlogp[t];
         float dz_i = w == 0.f ? 0.f : w * ((c0 + c == labels[t] ? 1.f : 0.f) - expf(z[i] - lse[t]));
         store_float(dz, i, dz_i);
     }
 }
 
-/* Sum of squares in fp64 (the interface promises fp64 accumulation): block partials, then one
- * atomicAdd per block into out[0]. */
+/* Sum of squares in fp64 (the interface promises fp64 accumulation), in two passes with a fixed
+ * order, so the same gradients give the same norm on every run (atomics would add the block
+ * sums in whatever order the blocks finish): each block writes its partial sum, then one block
+ * adds the partials. */
 template <typename Grad>
-__global__ void sumsq_k(double *out, const Grad *grad, size_t n)
+__global__ void sumsq_partial_k(double *partials, const Grad *grad, size_t n)
 {
     double s = 0.0;
     GRID_LOOP(i, n) { double x = load_float(grad, i); s += x * x; }
     s = block_sum(s);
-    if (threadIdx.x == 0) atomicAdd(out, s);
+    if (threadIdx.x == 0) partials[blockIdx.x] = s;
+}
+__global__ void sum_partials_k(double *out, const double *partials, int n)
+{
+    double s = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += partials[i];
+    s = block_sum(s);
+    if (threadIdx.x == 0) out[0] = s;
 }
 
 /* AdamW on one tensor (fp32 master, moments and grads), torch.optim.AdamW's arithmetic as the
@@ -467,7 +485,8 @@ __global__ void adamw_f32_k(float *p, const float *g, float *m, float *v, bf16 *
 }
 
 /* AdamW in lean mode: bf16 weights, grads and moments, computed in fp32 and stored with
- * stochastic rounding (independent random bits for p, m, v; seeded by step and tensor). */
+ * stochastic rounding (independent random bits for p, m, v from the seed and the element
+ * index; the seed is a function of the step and the tensor, lean_round_seed). */
 __global__ void adamw_bf16_k(bf16 *p, const bf16 *g, bf16 *m, bf16 *v, size_t n, float scale,
                              float b1, float b2, float eps, float decay, float step, float sq_bc2,
                              uint32_t seed)
@@ -532,6 +551,11 @@ typedef struct {
     size_t down_proj;                /* [D, I] */
 } layer_offsets;
 
+/* The categories of the time split (llama_cuda_time_split); PROF_IDLE is the host's time
+ * between backend calls, not reported. */
+enum { PROF_GEMM, PROF_ATTENTION, PROF_ELEMENTWISE, PROF_LM_HEAD, PROF_OPTIMIZER, PROF_IDLE };
+#define PROF_MARKS 4096
+
 typedef struct cuda_ctx {
     llama_backend *backend;  /* the interface this implements; its err buffer gets our messages */
     llama_config cfg;
@@ -544,6 +568,8 @@ typedef struct cuda_ctx {
     int lean;                /* master weights, grads and moments are bf16 too (opts.lean_optimizer) */
     int recompute;           /* keep only res[l]; backward reruns each layer's forward */
     int max_T;               /* tokens the buffers are planned for (opts.max_tokens) */
+    int max_seq;             /* longest sequence, <= max_T: sizes the attention scores
+                                (opts.max_seq_tokens, or max_T when that is 0) */
     size_t act_size;         /* bytes per activation / compute-weight element: 4 or 2 */
     size_t n_params;
     int n_tensors;
@@ -551,6 +577,7 @@ typedef struct cuda_ctx {
     layer_offsets *layer_offs;       /* [L] */
     size_t off_embed, off_norm, off_lm;   /* element offsets; off_lm == off_embed when tied */
     int lm_chunk;            /* vocabulary columns per LM-head chunk: bounds the logits' memory */
+    int lm_ld;               /* row stride of the logits, lm_chunk padded (padded_ld) */
     cublasHandle_t cublas;
     void *cublas_ws;         /* [cublas_ws_size] bytes: cuBLAS workspace, allocated with the rest */
     size_t cublas_ws_size;   /*   so that no GEMM allocates memory mid-step */
@@ -577,10 +604,11 @@ typedef struct cuda_ctx {
     void *dproj;             /* [max_T, max(2I, QKV)] act: gradient of a fused projection's
                                 output: dgu, then dqkv */
     float *dqkv_f32;         /* [max_T, QKV] fp32: dq, dk, dv before the RoPE backward */
-    float *scores;           /* [K, max_T, max_T] fp32 attention scores S, then dP */
-    void *probs;             /* [K, max_T, max_T] act: probabilities P, then dS */
-    float *logits;           /* [max_T, lm_chunk] one vocabulary chunk's logits */
-    void *dlogits;           /* [max_T, lm_chunk] act */
+    float *scores;           /* [K, max_seq, padded_ld(max_seq)] fp32 attention scores S, then dP;
+                                a sequence of n tokens uses [K, n, padded_ld(n)] */
+    void *probs;             /* [K, max_seq, padded_ld(max_seq)] act: probabilities P, then dS */
+    float *logits;           /* [max_T, lm_ld] one vocabulary chunk's logits */
+    void *dlogits;           /* [max_T, lm_ld] act */
     float *dxf;              /* [max_T, D] gradient of xf */
     float *row_max, *row_sumexp;   /* [max_T] each: running log-sum-exp over the chunks */
     float *label_logit;      /* [max_T] the logit of the token position t predicts */
@@ -590,8 +618,12 @@ typedef struct cuda_ctx {
     int *tokens;             /* [max_T] the batch's token ids */
     int *positions;          /* [max_T] position of each token within its sequence (RoPE) */
     int *labels;             /* [max_T] the token position t predicts, -1 at a sequence's end */
+    int *emb_groups;         /* [3 max_T + 1] the batch's positions grouped by token for the
+                                embedding backward: distinct [max_T], first [max_T + 1], where
+                                [max_T] (see embed_bwd_k; host_emb_groups is the host copy) */
     float *rope_cos, *rope_sin;    /* [max_T, hd/2] each, by position and frequency */
-    double *sumsq;           /* [1] the gradient norm's fp64 accumulator */
+    double *sumsq;           /* [1 + MAX_ELEM_BLOCKS] the gradient norm's sum of squares, then
+                                the per-block partial sums it adds up */
 
     /* the last forward's batch, on the host: backward and attention's per-sequence loops */
     int T, n_seq;
@@ -599,7 +631,20 @@ typedef struct cuda_ctx {
     int *host_seq_start;     /* [max_T + 1] */
     int *host_labels;        /* [max_T] */
     float *host_label_dlogp; /* [max_T] */
-    uint32_t sr_seed;        /* stochastic rounding seed: advanced every AdamW step */
+    int *host_emb_groups;    /* [3 max_T + 1] as emb_groups */
+    int n_distinct;          /* distinct tokens of the last forward's batch */
+    int failed;              /* a CUDA or cuBLAS call failed: the state is unknown, so every later
+                                call refuses with that first failure (kept in `failure`) */
+    char failure[sizeof ((llama_backend *)0)->err];
+
+    /* optional time split by category (opts.profile): CUDA events mark where each category of
+       work starts on the stream; the time to the next mark is that category's */
+    int profile;
+    int n_marks;
+    int prof_region;         /* the category of work outside GEMMs at this point of the step */
+    cudaEvent_t *prof_events;    /* [PROF_MARKS] */
+    int *prof_cat;           /* [PROF_MARKS] category of the work after each mark */
+    double prof_ms[PROF_IDLE + 1];   /* milliseconds per category since the last reset */
 } cuda_ctx;
 
 static cuda_ctx *ctx_of(llama_backend *b) { return (cuda_ctx *)b->impl; }
@@ -614,14 +659,32 @@ static void ctx_error(cuda_ctx *c, const char *fmt, ...)
     va_end(ap);
 }
 
+/* A CUDA or cuBLAS failure leaves a step half done: the backend keeps the message and refuses
+ * every later call with it, so the caller sees the CUDA error itself, not its consequences (a
+ * NaN gradient norm, a wrong loss), whichever call it makes next. */
+static void ctx_failed(cuda_ctx *c)
+{
+    if (!c->failed) memcpy(c->failure, c->backend->err, sizeof c->failure);
+    c->failed = 1;
+}
+/* The entry points' first check: 0, or -1 with the earlier failure in err. */
+static int ctx_refuse_if_failed(cuda_ctx *c)
+{
+    if (!c->failed) return 0;
+    ctx_error(c, "cuda backend stopped after an earlier error: %s", c->failure);
+    return -1;
+}
+
 /* CUDA_CHECK / CUBLAS_CHECK check one CUDA / cuBLAS call in a function that has the context
- * `c` in scope and returns int: a failure names the line, the call and a hint, and returns -1. */
+ * `c` in scope and returns int: a failure names the line, the call and a hint, marks the
+ * backend failed and returns -1. */
 #define CUDA_CHECK(call)                                                                      \
     do {                                                                                      \
         cudaError_t e_ = (call);                                                              \
         if (e_ != cudaSuccess) {                                                              \
             ctx_error(c, "kernels.cu:%d: %s failed: %s (hint: %s)", __LINE__, #call,          \
                       cudaGetErrorString(e_), cuda_hint(e_));                                 \
+            ctx_failed(c);                                                                    \
             return -1;                                                                        \
         }                                                                                     \
     } while (0)
@@ -632,6 +695,7 @@ static void ctx_error(cuda_ctx *c, const char *fmt, ...)
             ctx_error(c, "kernels.cu:%d: %s failed: %s (hint: check the shapes; "             \
                       "an ALLOC_FAILED means GPU memory ran out)", __LINE__, #call,           \
                       cublas_name(s_));                                                       \
+            ctx_failed(c);                                                                    \
             return -1;                                                                        \
         }                                                                                     \
     } while (0)
@@ -662,6 +726,44 @@ static dim3 rows_cols_grid(size_t rows, int cols)
     return dim3((unsigned)(bx < 1 ? 1 : bx > MAX_ELEM_BLOCKS ? MAX_ELEM_BLOCKS : bx), (unsigned)row_blocks(rows));
 }
 
+/* The row stride of a matrix of n columns that the GEMMs read or write: a multiple of 8
+ * elements, so that every row of a bf16 (or fp32) matrix starts 16-byte aligned. cuBLAS's tensor
+ * core kernels want that; with an odd sequence length (real data) they would fall back to slow
+ * paths. */
+static int padded_ld(int n) { return (n + 7) / 8 * 8; }
+
+/* The time split (opts.profile): prof_mark records where work of category `cat` starts on the
+ * stream. Marks are resolved into milliseconds (prof_collect) when the pool is full, and when
+ * asked (llama_cuda_time_split). Without profiling these do nothing. */
+static void prof_collect(cuda_ctx *c)
+{
+    if (!c->profile || c->n_marks == 0) return;
+    cudaEventSynchronize(c->prof_events[c->n_marks - 1]);
+    for (int i = 0; i + 1 < c->n_marks; i++) {
+        float ms = 0.f;
+        if (cudaEventElapsedTime(&ms, c->prof_events[i], c->prof_events[i + 1]) == cudaSuccess)
+            c->prof_ms[c->prof_cat[i]] += ms;
+    }
+    cudaEvent_t last = c->prof_events[c->n_marks - 1];   /* stays the start of what follows */
+    c->prof_events[c->n_marks - 1] = c->prof_events[0];
+    c->prof_events[0] = last;
+    c->prof_cat[0] = c->prof_cat[c->n_marks - 1];
+    c->n_marks = 1;
+}
+static void prof_mark(cuda_ctx *c, int cat)
+{
+    if (!c->profile) return;
+    if (c->n_marks == PROF_MARKS) prof_collect(c);
+    cudaEventRecord(c->prof_events[c->n_marks], 0);
+    c->prof_cat[c->n_marks++] = cat;
+}
+/* Work outside GEMMs from here on is `cat` (GEMMs of the layers count as PROF_GEMM, see gemm). */
+static void prof_region(cuda_ctx *c, int cat)
+{
+    c->prof_region = cat;
+    prof_mark(c, cat);
+}
+
 /* Launches the instantiation of `kern` for the compute type: kern<bf16> or kern<float>. */
 #define LAUNCH_ACT(c, kern, grid, block, ...)                                   \
     do {                                                                        \
@@ -686,9 +788,12 @@ static int gemm(cuda_ctx *c, int tA, int tB, int m, int n, int k, float alpha,
 {
     cudaDataType_t ab_type = c->bf16_compute ? CUDA_R_16BF : CUDA_R_32F;
     cublasComputeType_t compute_type = c->bf16_compute ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC;
+    int layer_gemm = c->prof_region == PROF_ELEMENTWISE;   /* a layer's projection, not attention's */
+    if (layer_gemm) prof_mark(c, PROF_GEMM);
     CUBLAS_CHECK(cublasGemmStridedBatchedEx(c->cublas, tB ? CUBLAS_OP_T : CUBLAS_OP_N, tA ? CUBLAS_OP_T : CUBLAS_OP_N,
                                             n, m, k, &alpha, B, ab_type, ldb, sB, A, ab_type, lda, sA, &beta, C, c_type,
                                             ldc, sC, batch, compute_type, CUBLAS_GEMM_DEFAULT));
+    if (layer_gemm) prof_mark(c, PROF_ELEMENTWISE);
     return 0;
 }
 static cudaDataType_t act_type(const cuda_ctx *c) { return c->bf16_compute ? CUDA_R_16BF : CUDA_R_32F; }
@@ -732,29 +837,32 @@ static int op_rmsnorm_bwd(cuda_ctx *c, float *dx, void *dw, const float *dy, con
 /* Causal GQA attention over the packed batch (see the header comment): sequence s is rows
  * seq_start[s] .. seq_start[s + 1] - 1. qkv [T, QKV] act (q, k after RoPE); att [T, HD] act.
  * In a sequence of n tokens, the GEMMs' batch runs over the K KV heads; query head kh
- * q_per_kv + j is KV head kh's j-th, so one GEMM per j covers every query head. */
+ * q_per_kv + j is KV head kh's j-th, so one GEMM per j covers every query head. The scores of
+ * a sequence are [K, n, ld] with ld = padded_ld(n) (aligned rows whatever n is). */
 static int op_attention_fwd(cuda_ctx *c, void *att, const void *qkv, const int *seq_start, int n_seq)
 {
     int K = c->K, q_per_kv = c->q_per_kv, hd = c->hd, QKV = c->QKV, HD = c->HD;
     float scale = 1.f / sqrtf((float)hd);
+    prof_region(c, PROF_ATTENTION);
     for (int s = 0; s < n_seq; s++) {
-        int first = seq_start[s], n = seq_start[s + 1] - seq_start[s];
+        int first = seq_start[s], n = seq_start[s + 1] - seq_start[s], ld = padded_ld(n);
         if (n <= 0) continue;
-        long long score_stride = (long long)n * n;   /* between the K score matrices */
+        long long score_stride = (long long)n * ld;   /* between the K score matrices */
         long long q_stride = (long long)q_per_kv * hd;   /* between KV groups' j-th query heads */
         const void *keys = ACT_AT(c, qkv, (size_t)first * QKV + HD);
         const void *values = ACT_AT(c, qkv, (size_t)first * QKV + HD + (size_t)K * hd);
         for (int j = 0; j < q_per_kv; j++) {
             /* S[kh] = scale Q_j[kh] K[kh]^T */
             if (gemm(c, 0, 1, n, n, hd, scale, ACT_AT(c, qkv, (size_t)first * QKV + (size_t)j * hd), QKV, q_stride,
-                     keys, QKV, hd, 0.f, c->scores, CUDA_R_32F, n, score_stride, K)) return -1;
-            LAUNCH_ACT(c, softmax_causal_k, row_blocks((size_t)K * n), 256, c->probs, c->scores, n, K * n);
+                     keys, QKV, hd, 0.f, c->scores, CUDA_R_32F, ld, score_stride, K)) return -1;
+            LAUNCH_ACT(c, softmax_causal_k, row_blocks((size_t)K * n), 256, c->probs, c->scores, n, ld, K * n);
             CHECK_LAUNCH();
             /* O_j[kh] = P[kh] V[kh] */
-            if (gemm(c, 0, 0, n, hd, n, 1.f, c->probs, n, score_stride, values, QKV, hd,
+            if (gemm(c, 0, 0, n, hd, n, 1.f, c->probs, ld, score_stride, values, QKV, hd,
                      0.f, ACT_AT(c, att, (size_t)first * HD + (size_t)j * hd), act_type(c), HD, q_stride, K)) return -1;
         }
     }
+    prof_region(c, PROF_ELEMENTWISE);
     return 0;
 }
 
@@ -765,10 +873,11 @@ static int op_attention_bwd(cuda_ctx *c, float *dqkv_f32, const void *datt, cons
 {
     int K = c->K, q_per_kv = c->q_per_kv, hd = c->hd, QKV = c->QKV, HD = c->HD;
     float scale = 1.f / sqrtf((float)hd);
+    prof_region(c, PROF_ATTENTION);
     for (int s = 0; s < n_seq; s++) {
-        int first = seq_start[s], n = seq_start[s + 1] - seq_start[s];
+        int first = seq_start[s], n = seq_start[s + 1] - seq_start[s], ld = padded_ld(n);
         if (n <= 0) continue;
-        long long score_stride = (long long)n * n;
+        long long score_stride = (long long)n * ld;
         long long q_stride = (long long)q_per_kv * hd;
         const void *keys = ACT_AT(c, qkv, (size_t)first * QKV + HD);
         const void *values = ACT_AT(c, qkv, (size_t)first * QKV + HD + (size_t)K * hd);
@@ -780,25 +889,26 @@ static int op_attention_bwd(cuda_ctx *c, float *dqkv_f32, const void *datt, cons
             float *dqueries_j = dqkv_f32 + (size_t)first * QKV + (size_t)j * hd;
             float beta_kv = j ? 1.f : 0.f;        /* dK, dV sum over a group's query heads */
             /* recompute P */
-            if (gemm(c, 0, 1, n, n, hd, scale, queries_j, QKV, q_stride, keys, QKV, hd, 0.f, c->scores, CUDA_R_32F, n,
+            if (gemm(c, 0, 1, n, n, hd, scale, queries_j, QKV, q_stride, keys, QKV, hd, 0.f, c->scores, CUDA_R_32F, ld,
                      score_stride, K)) return -1;
-            LAUNCH_ACT(c, softmax_causal_k, row_blocks((size_t)K * n), 256, c->probs, c->scores, n, K * n);
+            LAUNCH_ACT(c, softmax_causal_k, row_blocks((size_t)K * n), 256, c->probs, c->scores, n, ld, K * n);
             CHECK_LAUNCH();
             /* dV[kh] += P^T dO_j */
-            if (gemm(c, 1, 0, n, hd, n, 1.f, c->probs, n, score_stride, dout_j, HD, q_stride, beta_kv, dvalues,
+            if (gemm(c, 1, 0, n, hd, n, 1.f, c->probs, ld, score_stride, dout_j, HD, q_stride, beta_kv, dvalues,
                      CUDA_R_32F, QKV, hd, K)) return -1;
             /* dP = dO_j V^T (into scores) */
-            if (gemm(c, 0, 1, n, n, hd, 1.f, dout_j, HD, q_stride, values, QKV, hd, 0.f, c->scores, CUDA_R_32F, n,
+            if (gemm(c, 0, 1, n, n, hd, 1.f, dout_j, HD, q_stride, values, QKV, hd, 0.f, c->scores, CUDA_R_32F, ld,
                      score_stride, K)) return -1;
-            LAUNCH_ACT(c, softmax_causal_bwd_k, row_blocks((size_t)K * n), 256, c->probs, c->scores, n, K * n);
+            LAUNCH_ACT(c, softmax_causal_bwd_k, row_blocks((size_t)K * n), 256, c->probs, c->scores, n, ld, K * n);
             CHECK_LAUNCH();
             /* dQ_j = scale dS K;  dK += scale dS^T Q_j */
-            if (gemm(c, 0, 0, n, hd, n, scale, c->probs, n, score_stride, keys, QKV, hd, 0.f, dqueries_j, CUDA_R_32F,
+            if (gemm(c, 0, 0, n, hd, n, scale, c->probs, ld, score_stride, keys, QKV, hd, 0.f, dqueries_j, CUDA_R_32F,
                      QKV, q_stride, K)) return -1;
-            if (gemm(c, 1, 0, n, hd, n, scale, c->probs, n, score_stride, queries_j, QKV, q_stride, beta_kv, dkeys,
+            if (gemm(c, 1, 0, n, hd, n, scale, c->probs, ld, score_stride, queries_j, QKV, q_stride, beta_kv, dkeys,
                      CUDA_R_32F, QKV, hd, K)) return -1;
         }
     }
+    prof_region(c, PROF_ELEMENTWISE);
     return 0;
 }
 
@@ -806,13 +916,15 @@ static int op_attention_bwd(cuda_ctx *c, float *dqkv_f32, const void *datt, cons
  * (device) and lse [T]; the chunk's logits [T, C] are the only logits alive. */
 static int op_lm_fwd(cuda_ctx *c, int T)
 {
-    int V = c->V, D = c->D;
+    int V = c->V, D = c->D, ld = c->lm_ld;
+    prof_region(c, PROF_LM_HEAD);
     for (int c0 = 0; c0 < V; c0 += c->lm_chunk) {
         int C = V - c0 < c->lm_chunk ? V - c0 : c->lm_chunk;
         const void *W_chunk = weight_at(c, c->off_lm + (size_t)c0 * D);
-        if (linear_fwd(c, c->logits, CUDA_R_32F, 0.f, c->xf, W_chunk, T, D, C)) return -1;
+        /* logits[T, C] = xf W_chunk^T, rows ld apart */
+        if (gemm(c, 0, 1, T, C, D, 1.f, c->xf, D, 0, W_chunk, D, 0, 0.f, c->logits, CUDA_R_32F, ld, 0, 1)) return -1;
         LAUNCH(row_blocks(T), 256, lse_chunk_k)(c->row_max, c->row_sumexp, c->label_logit, c->logits, c->labels, T, C,
-                                                c0, c0 == 0);
+                                                ld, c0, c0 == 0);
         CHECK_LAUNCH();
     }
     LAUNCH(elem_blocks(T), 256, logp_k)(c->logp, c->lse, c->row_max, c->row_sumexp, c->label_logit, c->labels, T);
@@ -824,16 +936,19 @@ static int op_lm_fwd(cuda_ctx *c, int T)
  * lse; dxf = sum_chunks dz W_chunk (written), dW_chunk += dz^T xf. */
 static int op_lm_bwd(cuda_ctx *c, int T)
 {
-    int V = c->V, D = c->D;
+    int V = c->V, D = c->D, ld = c->lm_ld;
+    prof_region(c, PROF_LM_HEAD);
     for (int c0 = 0; c0 < V; c0 += c->lm_chunk) {
         int C = V - c0 < c->lm_chunk ? V - c0 : c->lm_chunk;
         const void *W_chunk = weight_at(c, c->off_lm + (size_t)c0 * D);
-        if (linear_fwd(c, c->logits, CUDA_R_32F, 0.f, c->xf, W_chunk, T, D, C)) return -1;
+        if (gemm(c, 0, 1, T, C, D, 1.f, c->xf, D, 0, W_chunk, D, 0, 0.f, c->logits, CUDA_R_32F, ld, 0, 1)) return -1;
         LAUNCH_ACT(c, lm_bwd_chunk_k, rows_cols_grid(T, C), 256, c->dlogits, c->logits, c->lse, c->label_dlogp,
-                   c->labels, T, C, c0);
+                   c->labels, T, C, ld, c0);
         CHECK_LAUNCH();
-        if (linear_bwd(c, c->dxf, CUDA_R_32F, c0 ? 1.f : 0.f, GRAD_AT(c, c->off_lm + (size_t)c0 * D),
-                       c->dlogits, c->xf, W_chunk, T, D, C)) return -1;
+        /* dxf (= or +=) dz W_chunk;  dW_chunk += dz^T xf (linear_bwd with dz's row stride ld) */
+        if (gemm(c, 0, 0, T, D, C, 1.f, c->dlogits, ld, 0, W_chunk, D, 0, c0 ? 1.f : 0.f, c->dxf, CUDA_R_32F, D, 0, 1) ||
+            gemm(c, 1, 0, C, D, T, 1.f, c->dlogits, ld, 0, c->xf, D, 0, 1.f, GRAD_AT(c, c->off_lm + (size_t)c0 * D),
+                 grad_type(c), D, 0, 1)) return -1;
     }
     return 0;
 }
@@ -931,11 +1046,50 @@ static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
  * adamw_step, get_state and set_state make the backend's device current first: CUDA's current
  * device belongs to the host thread, which may have switched it since the last call. */
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Groups the positions of host_tokens[T] by token for the embedding backward (embed_bwd_k):
+ * fills host_emb_groups (distinct, first, where; positions in increasing order) and
+ * n_distinct. Sorting (token, position) pairs costs microseconds for any batch that fits. */
+static int group_tokens(cuda_ctx *c, const int *host_tokens, int T)
+{
+    uint64_t *keys = (uint64_t *)malloc((size_t)T * sizeof *keys);
+    if (!keys) { ctx_error(c, "cuda forward: out of host memory"); return -1; }
+    for (int i = 0; i < T; i++) keys[i] = (uint64_t)host_tokens[i] << 32 | (uint32_t)i;
+    qsort(keys, (size_t)T, sizeof *keys, cmp_u64);
+    int *distinct = c->host_emb_groups, *first = distinct + c->max_T, *where = first + c->max_T + 1;
+    int n = 0;
+    for (int i = 0; i < T; i++) {
+        int token = (int)(keys[i] >> 32);
+        if (i == 0 || token != distinct[n - 1]) { distinct[n] = token; first[n] = i; n++; }
+        where[i] = (int)(keys[i] & 0xffffffffu);
+    }
+    first[n] = T;
+    c->n_distinct = n;
+    free(keys);
+    return 0;
+}
+
+/* Uploads the embedding's position groups (host_emb_groups) into emb_groups. */
+static int upload_token_groups(cuda_ctx *c, int T)
+{
+    int n = c->n_distinct, *host = c->host_emb_groups, *dev = c->emb_groups, M = c->max_T;
+    CUDA_CHECK(cudaMemcpy(dev, host, (size_t)n * sizeof(int), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(dev + M, host + M, (size_t)(n + 1) * sizeof(int), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(dev + 2 * M + 1, host + 2 * M + 1, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
+    return 0;
+}
+
 static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
 {
     cuda_ctx *c = ctx_of(b);
     int T = batch->seq_start[batch->n_seq], D = c->D, V = c->V;
     c->have_forward = 0;
+    if (ctx_refuse_if_failed(c)) return -1;
     if (batch->n_seq < 1 || batch->seq_start[0] != 0 || T < 1 || T > c->max_T) {
         ctx_error(c, "cuda forward: batch has %d tokens in %d sequences; the backend was planned for "
                 "1..%d tokens (raise max_tokens)", T, batch->n_seq, c->max_T);
@@ -955,6 +1109,12 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
             ctx_error(c, "cuda forward: seq_start[%d] = %d > seq_start[%d] = %d", s, start, s + 1, end);
             return -1;
         }
+        if (end - start > c->max_seq) {
+            free(host_tokens);
+            ctx_error(c, "cuda forward: sequence %d has %d tokens; the backend was planned for sequences of at "
+                      "most %d (raise max_seq_tokens)", s, end - start, c->max_seq);
+            return -1;
+        }
         for (int i = start; i < end; i++) {
             int token = batch->tokens[i];
             if (token < 0 || token >= V) {
@@ -970,6 +1130,7 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
     memcpy(c->host_seq_start, batch->seq_start, (size_t)(batch->n_seq + 1) * sizeof(int));
     c->n_seq = batch->n_seq;
     c->T = T;
+    if (group_tokens(c, host_tokens, T)) { free(host_tokens); return -1; }
     CUDA_CHECK(cudaSetDevice(c->device));
     cudaError_t copy_status = cudaMemcpy(c->tokens, host_tokens, (size_t)T * sizeof(int), cudaMemcpyHostToDevice);
     if (copy_status == cudaSuccess)
@@ -977,7 +1138,9 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
     free(host_tokens);
     CUDA_CHECK(copy_status);
     CUDA_CHECK(cudaMemcpy(c->labels, c->host_labels, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
+    if (upload_token_groups(c, T)) return -1;
 
+    prof_region(c, PROF_ELEMENTWISE);
     LAUNCH_ACT(c, embed_fwd_k, rows_cols_grid(T, D), 256, c->res, weight_at(c, c->off_embed), c->tokens, T, D);
     CHECK_LAUNCH();
     for (int l = 0; l < c->L; l++)
@@ -986,6 +1149,7 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
         return -1;
     if (op_lm_fwd(c, T)) return -1;
     CUDA_CHECK(cudaMemcpy(logp, c->logp, (size_t)T * sizeof(float), cudaMemcpyDeviceToHost));
+    prof_region(c, PROF_IDLE);
     c->have_forward = 1;
     return 0;
 }
@@ -994,6 +1158,7 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
 {
     cuda_ctx *c = ctx_of(b);
     int T = c->T, D = c->D;
+    if (ctx_refuse_if_failed(c)) return -1;
     if (!c->have_forward || batch->n_seq != c->n_seq || batch->seq_start[batch->n_seq] != T) {
         ctx_error(c, "cuda backward: call forward on this batch first (backward differentiates the last forward)");
         return -1;
@@ -1003,6 +1168,7 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
     CUDA_CHECK(cudaMemcpy(c->label_dlogp, c->host_label_dlogp, (size_t)T * sizeof(float), cudaMemcpyHostToDevice));
 
     if (op_lm_bwd(c, T)) return -1;
+    prof_region(c, PROF_ELEMENTWISE);
     CUDA_CHECK(cudaMemset(c->dres, 0, (size_t)T * D * sizeof(float)));
     if (op_rmsnorm_bwd(c, c->dres, GRAD_AT(c, c->off_norm), c->dxf, c->res + (size_t)c->L * c->max_T * D,
                        c->rstd_final, weight_at(c, c->off_norm), T, D)) return -1;
@@ -1011,10 +1177,17 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
         if (c->recompute && layer_fwd(c, l, a, T, 0)) return -1;
         if (layer_bwd(c, l, a, T)) return -1;
     }
+    const int *groups = c->emb_groups;
+    dim3 grid = rows_cols_grid(c->n_distinct, D);
     void *d_embed = GRAD_AT(c, c->off_embed);
-    if (c->lean) LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_bf16_k)((bf16 *)d_embed, c->dres, c->tokens, T, D);
-    else LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_f32_k)((float *)d_embed, c->dres, c->tokens, T, D);
+    if (c->lean)
+        LAUNCH(grid, 256, embed_bwd_k<bf16>)((bf16 *)d_embed, c->dres, groups, groups + c->max_T,
+                                            groups + 2 * c->max_T + 1, c->n_distinct, D);
+    else
+        LAUNCH(grid, 256, embed_bwd_k<float>)((float *)d_embed, c->dres, groups, groups + c->max_T,
+                                             groups + 2 * c->max_T + 1, c->n_distinct, D);
     CHECK_LAUNCH();
+    prof_region(c, PROF_IDLE);
     CUDA_CHECK(cudaDeviceSynchronize());
     return 0;
 }
@@ -1022,27 +1195,48 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
 static void cuda_zero_grad(llama_backend *b)
 {
     cuda_ctx *c = ctx_of(b);
+    if (c->failed) return;                   /* err keeps the failure; the next call reports it */
     cudaError_t e = cudaMemset(c->grad, 0, c->n_params * grad_size(c));   /* no status to return: err only */
-    if (e != cudaSuccess) ctx_error(c, "kernels.cu:%d: cudaMemset(grad) failed: %s", __LINE__, cudaGetErrorString(e));
+    if (e != cudaSuccess) {
+        ctx_error(c, "kernels.cu:%d: cudaMemset(grad) failed: %s", __LINE__, cudaGetErrorString(e));
+        ctx_failed(c);
+    }
 }
 
-/* *out = sum of the squared gradients, accumulated in fp64 on the device. */
+/* *out = sum of the squared gradients, accumulated in fp64 on the device, in a fixed order. */
 static int grad_sumsq(cuda_ctx *c, double *out)
 {
-    CUDA_CHECK(cudaMemset(c->sumsq, 0, sizeof(double)));
-    if (c->lean) LAUNCH(elem_blocks(c->n_params), 256, sumsq_k<bf16>)(c->sumsq, (const bf16 *)c->grad, c->n_params);
-    else LAUNCH(elem_blocks(c->n_params), 256, sumsq_k<float>)(c->sumsq, (const float *)c->grad, c->n_params);
+    int blocks = elem_blocks(c->n_params);
+    double *partials = c->sumsq + 1;
+    CUDA_CHECK(cudaSetDevice(c->device));
+    prof_region(c, PROF_OPTIMIZER);
+    if (c->lean) LAUNCH(blocks, 256, sumsq_partial_k<bf16>)(partials, (const bf16 *)c->grad, c->n_params);
+    else LAUNCH(blocks, 256, sumsq_partial_k<float>)(partials, (const float *)c->grad, c->n_params);
+    CHECK_LAUNCH();
+    LAUNCH(1, 256, sum_partials_k)(c->sumsq, partials, blocks);
     CHECK_LAUNCH();
     CUDA_CHECK(cudaMemcpy(out, c->sumsq, sizeof(double), cudaMemcpyDeviceToHost));
+    prof_region(c, PROF_IDLE);
     return 0;
 }
 
+/* The interface returns a number, so a failure is NaN ("not finite") with err set; the backend
+ * is then marked failed, so the caller's next call returns -1 with the CUDA error itself. */
 static double cuda_grad_norm(llama_backend *b)
 {
     cuda_ctx *c = ctx_of(b);
     double sumsq = 0;
-    if (grad_sumsq(c, &sumsq)) return NAN;   /* NaN: the interface's "not finite" (err says why) */
+    if (ctx_refuse_if_failed(c) || grad_sumsq(c, &sumsq)) return NAN;
     return sqrt(sumsq);
+}
+
+/* The stochastic-rounding seed of lean mode's AdamW: a function of the optimizer step and the
+ * tensor only (never of how many steps this backend has taken), so a run resumed from a
+ * checkpoint at step s rounds step s + 1 exactly as the uninterrupted run does. Distinct for
+ * every (step, tensor) pair below 2^32 / 7919 steps and 7919 tensors (880 layers). */
+static uint32_t lean_round_seed(long step, int tensor)
+{
+    return (uint32_t)step * 7919u + (uint32_t)tensor;
 }
 
 /* Per tensor, because weight decay depends on the tensor (2-D only) and lean mode's rounding
@@ -1050,6 +1244,7 @@ static double cuda_grad_norm(llama_backend *b)
 static int cuda_adamw_step(llama_backend *b, const llama_adamw *opt, float grad_scale)
 {
     cuda_ctx *c = ctx_of(b);
+    if (ctx_refuse_if_failed(c)) return -1;
     if (opt->step < 1) {
         ctx_error(c, "cuda adamw_step: step must be >= 1 (bias correction), got %ld", opt->step);
         return -1;
@@ -1057,7 +1252,7 @@ static int cuda_adamw_step(llama_backend *b, const llama_adamw *opt, float grad_
     CUDA_CHECK(cudaSetDevice(c->device));
     double bc1 = 1.0 - pow(opt->beta1, (double)opt->step), bc2 = 1.0 - pow(opt->beta2, (double)opt->step);
     float step = (float)(opt->lr / bc1), sq_bc2 = (float)sqrt(bc2);
-    c->sr_seed++;
+    prof_region(c, PROF_OPTIMIZER);
     for (int i = 0; i < c->n_tensors; i++) {
         const llama_tensor_info *ti = &c->tensors[i];
         float decay = (float)(1.0 - opt->lr * (ti->ndim == 2 ? opt->weight_decay : 0.0));
@@ -1067,7 +1262,7 @@ static int cuda_adamw_step(llama_backend *b, const llama_adamw *opt, float grad_
                                                       (bf16 *)c->adam_m + off,
                                                       (bf16 *)c->adam_v + off, n, grad_scale, (float)opt->beta1,
                                                       (float)opt->beta2, (float)opt->eps, decay, step, sq_bc2,
-                                                      c->sr_seed * 7919u + (uint32_t)i);
+                                                      lean_round_seed(opt->step, i));
         else
             LAUNCH(elem_blocks(n), 256, adamw_f32_k)((float *)c->master + off, (const float *)c->grad + off,
                                                      (float *)c->adam_m + off, (float *)c->adam_v + off,
@@ -1076,6 +1271,7 @@ static int cuda_adamw_step(llama_backend *b, const llama_adamw *opt, float grad_
                                                      sq_bc2);
         CHECK_LAUNCH();
     }
+    prof_region(c, PROF_IDLE);
     CUDA_CHECK(cudaDeviceSynchronize());
     return 0;
 }
@@ -1143,6 +1339,7 @@ static int refresh_w16(cuda_ctx *c)
 static int cuda_get_state(llama_backend *b, float *params, float *grads, float *adam_m, float *adam_v)
 {
     cuda_ctx *c = ctx_of(b);
+    if (ctx_refuse_if_failed(c)) return -1;
     CUDA_CHECK(cudaSetDevice(c->device));
     CUDA_CHECK(cudaDeviceSynchronize());
     if (params && download(c, params, c->master, c->lean)) return -1;
@@ -1155,6 +1352,7 @@ static int cuda_get_state(llama_backend *b, float *params, float *grads, float *
 static int cuda_set_state(llama_backend *b, const float *params, const float *adam_m, const float *adam_v)
 {
     cuda_ctx *c = ctx_of(b);
+    if (ctx_refuse_if_failed(c)) return -1;
     CUDA_CHECK(cudaSetDevice(c->device));
     if (params && (upload(c, c->master, params, c->lean) || refresh_w16(c))) return -1;
     if (adam_m && upload(c, c->adam_m, adam_m, c->lean)) return -1;
@@ -1172,8 +1370,8 @@ static void ctx_free(cuda_ctx *c)
     void *bufs[] = {c->master, c->weights != c->master ? c->weights : NULL, c->grad, c->adam_m, c->adam_v, c->res,
                     c->xf, c->rstd_final, c->dres, c->dxn, c->dres_cast, c->datt, c->dh, c->dproj, c->dqkv_f32,
                     c->scores, c->probs, c->logits, c->dlogits, c->dxf, c->row_max, c->row_sumexp, c->label_logit,
-                    c->lse, c->logp, c->label_dlogp, c->tokens, c->positions, c->labels, c->rope_cos, c->rope_sin,
-                    c->sumsq, c->cublas_ws};
+                    c->lse, c->logp, c->label_dlogp, c->tokens, c->positions, c->labels, c->emb_groups, c->rope_cos,
+                    c->rope_sin, c->sumsq, c->cublas_ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) if (bufs[i]) cudaFree(bufs[i]);
     if (c->acts)
         for (int i = 0; i < c->n_acts; i++) {
@@ -1181,8 +1379,11 @@ static void ctx_free(cuda_ctx *c)
             void *act_bufs[] = {a->xn1, a->rstd1, a->qkv, a->att, a->xmid, a->xn2, a->rstd2, a->gu, a->h};
             for (size_t k = 0; k < sizeof act_bufs / sizeof act_bufs[0]; k++) if (act_bufs[k]) cudaFree(act_bufs[k]);
         }
+    if (c->prof_events)
+        for (int i = 0; i < PROF_MARKS; i++) if (c->prof_events[i]) cudaEventDestroy(c->prof_events[i]);
+    free(c->prof_events); free(c->prof_cat);
     free(c->acts); free(c->tensors); free(c->layer_offs);
-    free(c->host_seq_start); free(c->host_labels); free(c->host_label_dlogp);
+    free(c->host_seq_start); free(c->host_labels); free(c->host_label_dlogp); free(c->host_emb_groups);
     free(c);
 }
 
@@ -1199,6 +1400,63 @@ static void cuda_destroy(llama_backend *b)
 /* Everything is allocated here, before the first step, so that a model that does not fit is
  * refused at once with the plan in the message, never an out-of-memory error mid-training. */
 
+/* What create refuses before looking at a device: 0, or -1 with the reason in err. */
+static int check_opts(const llama_config *cfg, const llama_cuda_opts *opts, char *err, size_t errsz)
+{
+    if (opts->lean_optimizer && !opts->bf16) {
+        set_err(err, errsz, "cuda backend: lean_optimizer keeps bf16 weights, so it needs bf16 = 1");
+        return -1;
+    }
+    if (opts->max_tokens < 1) {
+        set_err(err, errsz, "cuda backend: max_tokens must be >= 1 (the largest batch), got %d", opts->max_tokens);
+        return -1;
+    }
+    if (opts->max_seq_tokens < 0) {
+        set_err(err, errsz, "cuda backend: max_seq_tokens must be >= 0 (0: as max_tokens), got %d", opts->max_seq_tokens);
+        return -1;
+    }
+    if (cfg->num_key_value_heads < 1 || cfg->num_attention_heads % cfg->num_key_value_heads || cfg->head_dim % 2) {
+        set_err(err, errsz, "cuda backend: heads %d / kv heads %d / head_dim %d not supported", cfg->num_attention_heads,
+                cfg->num_key_value_heads, cfg->head_dim);
+        return -1;
+    }
+    if (llama_layout(cfg, NULL, NULL) <= 0) {
+        set_err(err, errsz, "cuda backend: the config has no valid parameter layout");
+        return -1;
+    }
+    return 0;
+}
+
+/* The context's shapes and modes from the config and options (no allocation): what both the
+ * memory plan and the backend are computed from. */
+static void ctx_shape(cuda_ctx *c, const llama_config *cfg, const llama_cuda_opts *opts)
+{
+    c->cfg = *cfg;
+    c->device = opts->device;
+    c->L = cfg->num_hidden_layers; c->D = cfg->hidden_size; c->I = cfg->intermediate_size;
+    c->H = cfg->num_attention_heads; c->K = cfg->num_key_value_heads; c->hd = cfg->head_dim; c->V = cfg->vocab_size;
+    c->QKV = (c->H + 2 * c->K) * c->hd; c->HD = c->H * c->hd; c->q_per_kv = c->H / c->K;
+    c->bf16_compute = opts->bf16 ? 1 : 0;
+    c->lean = opts->lean_optimizer ? 1 : 0;
+    c->recompute = opts->recompute ? 1 : 0;
+    c->profile = opts->profile ? 1 : 0;
+    c->act_size = c->bf16_compute ? 2 : 4;
+    c->max_T = opts->max_tokens;
+    c->max_seq = opts->max_seq_tokens > 0 && opts->max_seq_tokens < c->max_T ? opts->max_seq_tokens : c->max_T;
+    c->n_acts = c->recompute ? 1 : c->L;
+    c->cublas_ws_size = (size_t)32 << 20;
+    /* LM-head chunk: about 256 MiB of fp32 logits, a multiple of 128 columns. Tests force small
+     * chunks with LLAMA_CUDA_LM_CHUNK to exercise the merging across chunks. */
+    size_t cols = ((size_t)256 << 20) / ((size_t)c->max_T * 4);
+    cols = cols / 128 * 128;
+    if (cols < 128) cols = 128;
+    const char *forced = getenv("LLAMA_CUDA_LM_CHUNK");
+    if (forced && atoi(forced) > 0) cols = (size_t)atoi(forced);
+    c->lm_chunk = cols >= (size_t)c->V ? c->V : (int)cols;
+    c->lm_ld = padded_ld(c->lm_chunk);
+    llama_layout(cfg, NULL, &c->n_params);
+}
+
 /* Device memory by use, in bytes (what the cudaMallocs below will ask for). */
 typedef struct {
     size_t weights;   /* master (+ the bf16 compute copy in bf16 non-lean mode) */
@@ -1211,10 +1469,11 @@ typedef struct {
 
 static double gib(size_t bytes) { return (double)bytes / (1024.0 * 1024.0 * 1024.0); }
 
-/* Must match the allocations in llama_cuda_backend_create term by term. */
+/* Must match the allocations in alloc_device term by term. The attention scores are sized by
+ * the longest sequence (max_seq), not the batch: sequences never attend to each other. */
 static void plan_memory(const cuda_ctx *c, mem_plan *p)
 {
-    size_t N = c->n_params, T = (size_t)c->max_T, act = c->act_size, D = c->D, I = c->I;
+    size_t N = c->n_params, T = (size_t)c->max_T, S = (size_t)c->max_seq, act = c->act_size, D = c->D, I = c->I;
     size_t master_size = c->lean ? 2 : 4;
     p->weights = N * master_size + (c->bf16_compute && !c->lean ? N * 2 : 0);
     p->grads = N * grad_size(c);
@@ -1224,18 +1483,41 @@ static void plan_memory(const cuda_ctx *c, mem_plan *p)
     p->acts = (size_t)(c->L + 1) * T * D * 4 + (size_t)c->n_acts * per_layer + T * (D * act + 4);
     size_t proj_cols = (size_t)(2 * c->I > c->QKV ? 2 * c->I : c->QKV);
     p->work = T * D * 4 * 3 + T * D * act + T * (size_t)c->HD * act + T * I * act + T * proj_cols * act +
-              T * (size_t)c->QKV * 4 + (size_t)c->K * T * T * (4 + act) + T * (size_t)c->lm_chunk * (4 + act) +
-              T * 6 * 4 + T * 3 * 4 + T * (size_t)(c->hd / 2) * 8 + c->cublas_ws_size;
+              T * (size_t)c->QKV * 4 + (size_t)c->K * S * (size_t)padded_ld((int)S) * (4 + act) +
+              T * (size_t)c->lm_ld * (4 + act) + T * 6 * 4 + T * 3 * 4 + (3 * T + 1) * 4 +
+              T * (size_t)(c->hd / 2) * 8 + (1 + (size_t)MAX_ELEM_BLOCKS) * 8 + c->cublas_ws_size;
     p->total = p->weights + p->grads + p->optim + p->acts + p->work;
 }
 
 static void plan_text(const cuda_ctx *c, const mem_plan *p, char *out, size_t outsz)
 {
     snprintf(out, outsz,
-             "memory plan (%s%s%s, %zu params, %d tokens): weights %.2f GiB, grads %.2f GiB, optimizer %.2f GiB, "
-             "activations %.2f GiB, workspace %.2f GiB, total %.2f GiB",
+             "memory plan (%s%s%s, %zu params, %d tokens, sequences <= %d): weights %.2f GiB, grads %.2f GiB, "
+             "optimizer %.2f GiB, activations %.2f GiB, workspace %.2f GiB, total %.2f GiB",
              c->bf16_compute ? "bf16" : "fp32", c->lean ? " lean" : "", c->recompute ? " recompute" : "", c->n_params,
-             c->max_T, gib(p->weights), gib(p->grads), gib(p->optim), gib(p->acts), gib(p->work), gib(p->total));
+             c->max_T, c->max_seq, gib(p->weights), gib(p->grads), gib(p->optim), gib(p->acts), gib(p->work),
+             gib(p->total));
+}
+
+/* Memory the backend leaves to the CUDA context, cuBLAS internals and fragmentation. */
+static const size_t PLAN_MARGIN = (size_t)512 << 20;
+
+/* The memory plan without a device (tests, benchmarks, sizing a run): the bytes
+ * llama_cuda_backend_create would allocate for this config and these options, and the plan's
+ * text in text[textsz] (or the reason it is refused). Creation refuses when the total plus 512
+ * MiB exceeds the device's free memory. 0 when the options are refused. */
+extern "C" size_t llama_cuda_memory_plan(const llama_config *cfg, const llama_cuda_opts *opts, char *text,
+                                         size_t textsz)
+{
+    if (!cfg || !opts) { set_err(text, textsz, "llama_cuda_memory_plan: config and opts are required"); return 0; }
+    if (check_opts(cfg, opts, text, textsz)) return 0;
+    cuda_ctx c;
+    memset(&c, 0, sizeof c);
+    ctx_shape(&c, cfg, opts);
+    mem_plan plan;
+    plan_memory(&c, &plan);
+    if (text && textsz) plan_text(&c, &plan, text, textsz);
+    return plan.total;
 }
 
 /* cudaMalloc of `bytes` into *p; a failure names the buffer (`what`) in the caller's err. */
@@ -1305,6 +1587,184 @@ static int find_offsets(cuda_ctx *c, char *err, size_t errsz)
     return 0;
 }
 
+/* Refuses, before allocating anything, a plan that exceeds the device's free memory (the
+ * message names the plan); prints the device and the plan when verbose. */
+static int check_fits(cuda_ctx *c, int verbose, char *err, size_t errsz)
+{
+    mem_plan plan;
+    plan_memory(c, &plan);
+    char plan_msg[400];
+    plan_text(c, &plan, plan_msg, sizeof plan_msg);
+    if (cudaSetDevice(c->device) != cudaSuccess) {
+        set_err(err, errsz, "cudaSetDevice(%d) failed", c->device);
+        return -1;
+    }
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaError_t e = cudaMemGetInfo(&free_bytes, &total_bytes);
+    if (e != cudaSuccess) {
+        set_err(err, errsz, "kernels.cu:%d: cudaMemGetInfo failed: %s (hint: %s)", __LINE__, cudaGetErrorString(e),
+                cuda_hint(e));
+        return -1;
+    }
+    if (verbose) {
+        cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, c->device) == cudaSuccess)
+            fprintf(stderr, "cuda: device %d: %s, %.1f GiB, %.1f GiB free\n", c->device, prop.name, gib(total_bytes),
+                    gib(free_bytes));
+        fprintf(stderr, "cuda: %s\n", plan_msg);
+    }
+    if (plan.total + PLAN_MARGIN > free_bytes) {
+        set_err(err, errsz, "cuda backend will not fit: %s; the device has %.2f GiB free (hint: enable lean_optimizer "
+                "(bf16), recompute, or lower max_tokens or max_seq_tokens)", plan_msg, gib(free_bytes));
+        return -1;
+    }
+    return 0;
+}
+
+/* The allocations, in plan_memory's order and sizes. */
+static int alloc_device(cuda_ctx *c, char *err, size_t errsz)
+{
+    size_t N = c->n_params, T = (size_t)c->max_T, S = (size_t)c->max_seq, D = c->D, I = c->I, act = c->act_size;
+    size_t master_size = c->lean ? 2 : 4;
+    size_t proj_cols = (size_t)(2 * c->I > c->QKV ? 2 * c->I : c->QKV);
+    size_t scores = (size_t)c->K * S * (size_t)padded_ld((int)S);
+#define ALLOC(ptr, bytes) do { if (device_alloc((void **)&(ptr), (bytes), #ptr, err, errsz)) return -1; } while (0)
+    ALLOC(c->master, N * master_size);
+    if (c->bf16_compute && !c->lean) ALLOC(c->weights, N * 2); else c->weights = c->master;
+    ALLOC(c->grad, N * grad_size(c));
+    ALLOC(c->adam_m, N * master_size);
+    ALLOC(c->adam_v, N * master_size);
+    ALLOC(c->res, (size_t)(c->L + 1) * T * D * 4);
+    for (int i = 0; i < c->n_acts; i++) {
+        layer_acts *a = &c->acts[i];
+        ALLOC(a->xn1, T * D * act); ALLOC(a->rstd1, T * 4); ALLOC(a->qkv, T * c->QKV * act);
+        ALLOC(a->att, T * c->HD * act); ALLOC(a->xmid, T * D * 4); ALLOC(a->xn2, T * D * act);
+        ALLOC(a->rstd2, T * 4); ALLOC(a->gu, T * 2 * I * act); ALLOC(a->h, T * I * act);
+    }
+    ALLOC(c->xf, T * D * act); ALLOC(c->rstd_final, T * 4);
+    ALLOC(c->dres, T * D * 4); ALLOC(c->dxn, T * D * 4); ALLOC(c->dxf, T * D * 4); ALLOC(c->dres_cast, T * D * act);
+    ALLOC(c->datt, T * c->HD * act); ALLOC(c->dh, T * I * act); ALLOC(c->dproj, T * proj_cols * act);
+    ALLOC(c->dqkv_f32, T * c->QKV * 4);
+    ALLOC(c->scores, scores * 4); ALLOC(c->probs, scores * act);
+    ALLOC(c->logits, T * c->lm_ld * 4); ALLOC(c->dlogits, T * c->lm_ld * act);
+    ALLOC(c->row_max, T * 4); ALLOC(c->row_sumexp, T * 4); ALLOC(c->label_logit, T * 4); ALLOC(c->lse, T * 4);
+    ALLOC(c->logp, T * 4); ALLOC(c->label_dlogp, T * 4);
+    ALLOC(c->tokens, T * 4); ALLOC(c->positions, T * 4); ALLOC(c->labels, T * 4);
+    ALLOC(c->emb_groups, (3 * T + 1) * 4);
+    ALLOC(c->rope_cos, T * (c->hd / 2) * 4); ALLOC(c->rope_sin, T * (c->hd / 2) * 4);
+    ALLOC(c->sumsq, (1 + (size_t)MAX_ELEM_BLOCKS) * 8);
+    ALLOC(c->cublas_ws, c->cublas_ws_size);
+#undef ALLOC
+    return 0;
+}
+
+/* cuBLAS with our workspace; fp32 mode forbids TF32 (pedantic math) so it matches the CPU path. */
+static int setup_cublas(cuda_ctx *c, char *err, size_t errsz)
+{
+    cublasStatus_t s = cublasCreate(&c->cublas);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        c->cublas = NULL;
+        set_err(err, errsz, "kernels.cu:%d: cublasCreate failed: %s", __LINE__, cublas_name(s));
+        return -1;
+    }
+    cublasMath_t math = c->bf16_compute ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH;
+    if (cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_size) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetMathMode(c->cublas, math) != CUBLAS_STATUS_SUCCESS) {
+        set_err(err, errsz, "kernels.cu:%d: cuBLAS setup failed", __LINE__);
+        return -1;
+    }
+    return 0;
+}
+
+/* RoPE tables: angle = pos * inv_freq[j] in fp32 with inv_freq from the CPU path (llama3
+ * scaling included), cos and sin of it taken in double, stored fp32: the CPU path's numbers. */
+static int upload_rope_tables(cuda_ctx *c, char *err, size_t errsz)
+{
+    int half = c->hd / 2;
+    size_t table = (size_t)c->max_T * half;   /* elements per table */
+    double *inv_freq = (double *)malloc((size_t)half * sizeof(double));
+    float *cos_sin = (float *)malloc(table * 2 * sizeof(float));   /* cos table, then sin table */
+    if (!inv_freq || !cos_sin) {
+        free(inv_freq); free(cos_sin);
+        set_err(err, errsz, "cuda backend: out of host memory");
+        return -1;
+    }
+    llama_rope_inv_freq(&c->cfg, inv_freq);
+    for (int pos = 0; pos < c->max_T; pos++)
+        for (int j = 0; j < half; j++) {
+            float angle = (float)pos * (float)inv_freq[j];   /* fp32 product, as HF and the CPU path */
+            cos_sin[(size_t)pos * half + j] = (float)cos((double)angle);
+            cos_sin[table + (size_t)pos * half + j] = (float)sin((double)angle);
+        }
+    cudaError_t e = cudaMemcpy(c->rope_cos, cos_sin, table * 4, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(c->rope_sin, cos_sin + table, table * 4, cudaMemcpyHostToDevice);
+    free(inv_freq); free(cos_sin);
+    if (e != cudaSuccess) {
+        set_err(err, errsz, "kernels.cu:%d: rope table upload failed: %s", __LINE__, cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+/* Host-side tables: the tensor layout, per-batch scratch, the profiling events. */
+static int alloc_host(cuda_ctx *c, const llama_config *cfg, char *err, size_t errsz)
+{
+    int n_tensors = llama_layout(cfg, NULL, &c->n_params);
+    size_t M = (size_t)c->max_T;
+    c->tensors = (llama_tensor_info *)calloc((size_t)(n_tensors > 0 ? n_tensors : 1), sizeof *c->tensors);
+    c->layer_offs = (layer_offsets *)calloc((size_t)(c->L > 0 ? c->L : 1), sizeof *c->layer_offs);
+    c->acts = (layer_acts *)calloc((size_t)c->n_acts, sizeof *c->acts);
+    c->host_seq_start = (int *)malloc((M + 1) * sizeof(int));
+    c->host_labels = (int *)malloc(M * sizeof(int));
+    c->host_label_dlogp = (float *)malloc(M * sizeof(float));
+    c->host_emb_groups = (int *)malloc((3 * M + 1) * sizeof(int));
+    if (n_tensors <= 0 || !c->tensors || !c->layer_offs || !c->acts || !c->host_seq_start || !c->host_labels ||
+        !c->host_label_dlogp || !c->host_emb_groups) {
+        set_err(err, errsz, "cuda backend: bad config or out of host memory");
+        return -1;
+    }
+    c->n_tensors = llama_layout(cfg, c->tensors, &c->n_params);
+    if (c->profile) {
+        c->prof_events = (cudaEvent_t *)calloc(PROF_MARKS, sizeof *c->prof_events);
+        c->prof_cat = (int *)calloc(PROF_MARKS, sizeof *c->prof_cat);
+        if (!c->prof_events || !c->prof_cat) { set_err(err, errsz, "cuda backend: out of host memory"); return -1; }
+        for (int i = 0; i < PROF_MARKS; i++)
+            if (cudaEventCreate(&c->prof_events[i]) != cudaSuccess) {
+                set_err(err, errsz, "kernels.cu:%d: cudaEventCreate failed (profile)", __LINE__);
+                return -1;
+            }
+    }
+    return 0;
+}
+
+/* Parameters from the host model, or random on the device for a config-only model; zero
+ * gradients and moments. Reports into the caller's err. */
+static int init_state(cuda_ctx *c, const llama_model *m, char *err, size_t errsz)
+{
+    if (m->params) {
+        if (m->n_params != c->n_params) {
+            set_err(err, errsz, "cuda backend: model has %zu params, layout says %zu", m->n_params, c->n_params);
+            return -1;
+        }
+        if (upload(c, c->master, m->params, c->lean) || refresh_w16(c)) {
+            snprintf(err, errsz, "%s", c->backend->err);
+            return -1;
+        }
+    } else if (init_random_device(c) || refresh_w16(c)) {
+        snprintf(err, errsz, "%s", c->backend->err);
+        return -1;
+    }
+    if (cudaMemset(c->grad, 0, c->n_params * grad_size(c)) != cudaSuccess ||
+        cudaMemset(c->adam_m, 0, c->n_params * (c->lean ? 2 : 4)) != cudaSuccess ||
+        cudaMemset(c->adam_v, 0, c->n_params * (c->lean ? 2 : 4)) != cudaSuccess ||
+        cudaDeviceSynchronize() != cudaSuccess) {
+        set_err(err, errsz, "kernels.cu:%d: initial cudaMemset failed: %s", __LINE__,
+                cudaGetErrorString(cudaGetLastError()));
+        return -1;
+    }
+    return 0;
+}
+
 extern "C" llama_backend *llama_cuda_backend_create(const llama_model *m, const llama_cuda_opts *opts,
                                                     char *err, size_t errsz)
 {
@@ -1323,206 +1783,98 @@ extern "C" llama_backend *llama_cuda_backend_create(const llama_model *m, const 
                 n_devices - 1);
         return NULL;
     }
-    if (opts->lean_optimizer && !opts->bf16) {
-        set_err(err, errsz, "cuda backend: lean_optimizer keeps bf16 weights, so it needs bf16 = 1");
-        return NULL;
-    }
-    const llama_config *cfg = &m->cfg;
-    if (opts->max_tokens < 1) {
-        set_err(err, errsz, "cuda backend: max_tokens must be >= 1 (the largest batch), got %d", opts->max_tokens);
-        return NULL;
-    }
-    if (cfg->num_key_value_heads < 1 || cfg->num_attention_heads % cfg->num_key_value_heads || cfg->head_dim % 2) {
-        set_err(err, errsz, "cuda backend: heads %d / kv heads %d / head_dim %d not supported", cfg->num_attention_heads,
-                cfg->num_key_value_heads, cfg->head_dim);
-        return NULL;
-    }
+    if (check_opts(&m->cfg, opts, err, errsz)) return NULL;
 
     llama_backend *b = (llama_backend *)calloc(1, sizeof *b);
     cuda_ctx *c = (cuda_ctx *)calloc(1, sizeof *c);
     if (!b || !c) { free(b); free(c); set_err(err, errsz, "cuda backend: out of host memory"); return NULL; }
     b->impl = c;
     c->backend = b;
-    c->cfg = *cfg;
-    c->device = opts->device;
-    c->L = cfg->num_hidden_layers; c->D = cfg->hidden_size; c->I = cfg->intermediate_size;
-    c->H = cfg->num_attention_heads; c->K = cfg->num_key_value_heads; c->hd = cfg->head_dim; c->V = cfg->vocab_size;
-    c->QKV = (c->H + 2 * c->K) * c->hd; c->HD = c->H * c->hd; c->q_per_kv = c->H / c->K;
-    c->bf16_compute = opts->bf16 ? 1 : 0;
-    c->lean = opts->lean_optimizer ? 1 : 0;
-    c->recompute = opts->recompute ? 1 : 0;
-    c->act_size = c->bf16_compute ? 2 : 4;
-    c->max_T = opts->max_tokens;
-    c->n_acts = c->recompute ? 1 : c->L;
-    c->cublas_ws_size = (size_t)32 << 20;
-    /* LM-head chunk: about 256 MiB of fp32 logits, a multiple of 128 columns. Tests force small
-     * chunks with LLAMA_CUDA_LM_CHUNK to exercise the merging across chunks. */
-    {
-        size_t cols = ((size_t)256 << 20) / ((size_t)c->max_T * 4);
-        cols = cols / 128 * 128;
-        if (cols < 128) cols = 128;
-        const char *forced = getenv("LLAMA_CUDA_LM_CHUNK");
-        if (forced && atoi(forced) > 0) cols = (size_t)atoi(forced);
-        c->lm_chunk = cols >= (size_t)c->V ? c->V : (int)cols;
-    }
-    b->cfg = *cfg;
+    ctx_shape(c, &m->cfg, opts);
+    c->prof_region = PROF_IDLE;
+    b->cfg = m->cfg;
     b->name = c->lean ? "cuda-bf16-lean" : c->bf16_compute ? "cuda-bf16" : "cuda-fp32";
     b->forward = cuda_forward; b->backward = cuda_backward; b->zero_grad = cuda_zero_grad;
     b->grad_norm = cuda_grad_norm; b->adamw_step = cuda_adamw_step; b->get_state = cuda_get_state;
     b->set_state = cuda_set_state; b->destroy = cuda_destroy;
-
-    int n_tensors = llama_layout(cfg, NULL, &c->n_params);
-    c->tensors = (llama_tensor_info *)calloc((size_t)(n_tensors > 0 ? n_tensors : 1), sizeof *c->tensors);
-    c->layer_offs = (layer_offsets *)calloc((size_t)(c->L > 0 ? c->L : 1), sizeof *c->layer_offs);
-    c->acts = (layer_acts *)calloc((size_t)c->n_acts, sizeof *c->acts);
-    c->host_seq_start = (int *)malloc(((size_t)c->max_T + 1) * sizeof(int));
-    c->host_labels = (int *)malloc((size_t)c->max_T * sizeof(int));
-    c->host_label_dlogp = (float *)malloc((size_t)c->max_T * sizeof(float));
-    if (n_tensors <= 0 || !c->tensors || !c->layer_offs || !c->acts || !c->host_seq_start || !c->host_labels ||
-        !c->host_label_dlogp) {
-        set_err(err, errsz, "cuda backend: bad config or out of host memory");
-        goto fail;
-    }
-    c->n_tensors = llama_layout(cfg, c->tensors, &c->n_params);
     b->n_params = c->n_params;
-    if (find_offsets(c, err, errsz)) goto fail;
-
-    /* Refuse before allocating anything when the plan exceeds the free memory. */
-    {
-        mem_plan plan;
-        plan_memory(c, &plan);
-        char plan_msg[400];
-        plan_text(c, &plan, plan_msg, sizeof plan_msg);
-        if (cudaSetDevice(c->device) != cudaSuccess) {
-            set_err(err, errsz, "cudaSetDevice(%d) failed", c->device);
-            goto fail;
-        }
-        size_t free_bytes = 0, total_bytes = 0;
-        e = cudaMemGetInfo(&free_bytes, &total_bytes);
-        if (e != cudaSuccess) {
-            set_err(err, errsz, "kernels.cu:%d: cudaMemGetInfo failed: %s (hint: %s)", __LINE__, cudaGetErrorString(e),
-                    cuda_hint(e));
-            goto fail;
-        }
-        if (opts->verbose) {
-            cudaDeviceProp prop;
-            if (cudaGetDeviceProperties(&prop, c->device) == cudaSuccess)
-                fprintf(stderr, "cuda: device %d: %s, %.1f GiB, %.1f GiB free\n", c->device, prop.name, gib(total_bytes),
-                        gib(free_bytes));
-            fprintf(stderr, "cuda: %s\n", plan_msg);
-        }
-        size_t margin = (size_t)512 << 20;        /* CUDA context, cuBLAS internals, fragmentation */
-        if (plan.total + margin > free_bytes) {
-            set_err(err, errsz, "cuda backend will not fit: %s; the device has %.2f GiB free (hint: enable lean_optimizer "
-                    "(bf16), recompute, or lower max_tokens)", plan_msg, gib(free_bytes));
-            goto fail;
-        }
-    }
-
-    /* The allocations, in plan_memory's order and sizes. */
-    {
-        size_t N = c->n_params, T = (size_t)c->max_T, D = c->D, I = c->I, act = c->act_size;
-        size_t master_size = c->lean ? 2 : 4;
-        size_t proj_cols = (size_t)(2 * c->I > c->QKV ? 2 * c->I : c->QKV);
-#define ALLOC(ptr, bytes) do { if (device_alloc((void **)&(ptr), (bytes), #ptr, err, errsz)) goto fail; } while (0)
-        ALLOC(c->master, N * master_size);
-        if (c->bf16_compute && !c->lean) ALLOC(c->weights, N * 2); else c->weights = c->master;
-        ALLOC(c->grad, N * grad_size(c));
-        ALLOC(c->adam_m, N * master_size);
-        ALLOC(c->adam_v, N * master_size);
-        ALLOC(c->res, (size_t)(c->L + 1) * T * D * 4);
-        for (int i = 0; i < c->n_acts; i++) {
-            layer_acts *a = &c->acts[i];
-            ALLOC(a->xn1, T * D * act); ALLOC(a->rstd1, T * 4); ALLOC(a->qkv, T * c->QKV * act);
-            ALLOC(a->att, T * c->HD * act); ALLOC(a->xmid, T * D * 4); ALLOC(a->xn2, T * D * act);
-            ALLOC(a->rstd2, T * 4); ALLOC(a->gu, T * 2 * I * act); ALLOC(a->h, T * I * act);
-        }
-        ALLOC(c->xf, T * D * act); ALLOC(c->rstd_final, T * 4);
-        ALLOC(c->dres, T * D * 4); ALLOC(c->dxn, T * D * 4); ALLOC(c->dxf, T * D * 4); ALLOC(c->dres_cast, T * D * act);
-        ALLOC(c->datt, T * c->HD * act); ALLOC(c->dh, T * I * act); ALLOC(c->dproj, T * proj_cols * act);
-        ALLOC(c->dqkv_f32, T * c->QKV * 4);
-        ALLOC(c->scores, (size_t)c->K * T * T * 4); ALLOC(c->probs, (size_t)c->K * T * T * act);
-        ALLOC(c->logits, T * c->lm_chunk * 4); ALLOC(c->dlogits, T * c->lm_chunk * act);
-        ALLOC(c->row_max, T * 4); ALLOC(c->row_sumexp, T * 4); ALLOC(c->label_logit, T * 4); ALLOC(c->lse, T * 4);
-        ALLOC(c->logp, T * 4); ALLOC(c->label_dlogp, T * 4);
-        ALLOC(c->tokens, T * 4); ALLOC(c->positions, T * 4); ALLOC(c->labels, T * 4);
-        ALLOC(c->rope_cos, T * (c->hd / 2) * 4); ALLOC(c->rope_sin, T * (c->hd / 2) * 4);
-        ALLOC(c->sumsq, sizeof(double));
-        ALLOC(c->cublas_ws, c->cublas_ws_size);
-#undef ALLOC
-    }
-
-    /* cuBLAS: our workspace; fp32 mode forbids TF32 (pedantic math) so it matches the CPU path. */
-    {
-        cublasStatus_t s = cublasCreate(&c->cublas);
-        if (s != CUBLAS_STATUS_SUCCESS) {
-            c->cublas = NULL;
-            set_err(err, errsz, "kernels.cu:%d: cublasCreate failed: %s", __LINE__, cublas_name(s));
-            goto fail;
-        }
-        cublasMath_t math = c->bf16_compute ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH;
-        if (cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_size) != CUBLAS_STATUS_SUCCESS ||
-            cublasSetMathMode(c->cublas, math) != CUBLAS_STATUS_SUCCESS) {
-            set_err(err, errsz, "kernels.cu:%d: cuBLAS setup failed", __LINE__);
-            goto fail;
-        }
-    }
-
-    /* RoPE tables: angle = pos * inv_freq[j] in fp32 with inv_freq from the CPU path (llama3
-     * scaling included), cos and sin of it taken in double, stored fp32: the CPU path's numbers. */
-    {
-        int half = c->hd / 2;
-        size_t table = (size_t)c->max_T * half;   /* elements per table */
-        double *inv_freq = (double *)malloc((size_t)half * sizeof(double));
-        float *cos_sin = (float *)malloc(table * 2 * sizeof(float));   /* cos table, then sin table */
-        if (!inv_freq || !cos_sin) {
-            free(inv_freq); free(cos_sin);
-            set_err(err, errsz, "cuda backend: out of host memory");
-            goto fail;
-        }
-        llama_rope_inv_freq(cfg, inv_freq);
-        for (int pos = 0; pos < c->max_T; pos++)
-            for (int j = 0; j < half; j++) {
-                float angle = (float)pos * (float)inv_freq[j];   /* fp32 product, as HF and the CPU path */
-                cos_sin[(size_t)pos * half + j] = (float)cos((double)angle);
-                cos_sin[table + (size_t)pos * half + j] = (float)sin((double)angle);
-            }
-        e = cudaMemcpy(c->rope_cos, cos_sin, table * 4, cudaMemcpyHostToDevice);
-        if (e == cudaSuccess) e = cudaMemcpy(c->rope_sin, cos_sin + table, table * 4, cudaMemcpyHostToDevice);
-        free(inv_freq); free(cos_sin);
-        if (e != cudaSuccess) {
-            set_err(err, errsz, "kernels.cu:%d: rope table upload failed: %s", __LINE__, cudaGetErrorString(e));
-            goto fail;
-        }
-    }
-
-    /* Parameters: from the host model, or random on the device for a config-only model. These
-     * report into the backend's err, which is then the caller's message. */
-    if (m->params) {
-        if (m->n_params != c->n_params) {
-            set_err(err, errsz, "cuda backend: model has %zu params, layout says %zu", m->n_params, c->n_params);
-            goto fail;
-        }
-        if (upload(c, c->master, m->params, c->lean) || refresh_w16(c)) {
-            snprintf(err, errsz, "%s", b->err);
-            goto fail;
-        }
-    } else if (init_random_device(c) || refresh_w16(c)) {
-        snprintf(err, errsz, "%s", b->err);
-        goto fail;
-    }
-    if (cudaMemset(c->grad, 0, c->n_params * grad_size(c)) != cudaSuccess ||
-        cudaMemset(c->adam_m, 0, c->n_params * (c->lean ? 2 : 4)) != cudaSuccess ||
-        cudaMemset(c->adam_v, 0, c->n_params * (c->lean ? 2 : 4)) != cudaSuccess ||
-        cudaDeviceSynchronize() != cudaSuccess) {
-        set_err(err, errsz, "kernels.cu:%d: initial cudaMemset failed: %s", __LINE__,
-                cudaGetErrorString(cudaGetLastError()));
-        goto fail;
+    if (alloc_host(c, &m->cfg, err, errsz) || find_offsets(c, err, errsz) || check_fits(c, opts->verbose, err, errsz) ||
+        alloc_device(c, err, errsz) || setup_cublas(c, err, errsz) || upload_rope_tables(c, err, errsz) ||
+        init_state(c, m, err, errsz)) {
+        ctx_free(c);
+        free(b);
+        return NULL;
     }
     return b;
+}
 
-fail:
-    ctx_free(c);
-    free(b);
-    return NULL;
+/* The time split of the work since the last reset (opts.profile), in milliseconds of device
+ * time: ms[0] the layers' GEMMs (projections and MLP), ms[1] attention (its GEMMs and softmax),
+ * ms[2] elementwise and normalisation kernels (embedding, RMSNorm, RoPE, SwiGLU, casts, copies),
+ * ms[3] the LM head (chunk GEMMs and log-softmax passes), ms[4] the optimizer (grad norm, AdamW).
+ * reset: start counting afresh after reading. -1 (with err) when the backend was created without
+ * profile. */
+extern "C" int llama_cuda_time_split(llama_backend *b, double ms[5], int reset)
+{
+    cuda_ctx *c = ctx_of(b);
+    if (!c->profile) { ctx_error(c, "llama_cuda_time_split: create the backend with opts.profile = 1"); return -1; }
+    CUDA_CHECK(cudaSetDevice(c->device));
+    prof_collect(c);
+    for (int k = 0; k < 5; k++) ms[k] = c->prof_ms[k];
+    if (reset) memset(c->prof_ms, 0, sizeof c->prof_ms);
+    return 0;
+}
+
+/* The cuBLAS ceiling of one linear layer as the lean backend runs it (bf16 operands, fp32
+ * accumulation): y[T, out] = x W^T (bf16 output), dx = dy W (fp32 output), dW += dy^T x (bf16),
+ * timed with CUDA events over `reps` repetitions after one warm-up. *ms = milliseconds of one
+ * forward + backward (the three GEMMs; 6 T in out FLOPs). Benchmarks compare a model's step
+ * with the sum of these over its shapes: what is left is the time outside cuBLAS. */
+extern "C" int llama_cuda_linear_ceiling(int T, int in, int out, int reps, double *ms, char *err, size_t errsz)
+{
+    llama_backend b;
+    cuda_ctx c;
+    memset(&b, 0, sizeof b);
+    memset(&c, 0, sizeof c);
+    c.backend = &b; b.impl = &c;
+    c.bf16_compute = 1; c.lean = 1; c.act_size = 2; c.prof_region = PROF_IDLE;
+    void *x = NULL, *W = NULL, *y = NULL, *dx = NULL, *dW = NULL;
+    cudaEvent_t start = NULL, stop = NULL;
+    int status = -1;
+    size_t sx = (size_t)T * in, sw = (size_t)out * in, sy = (size_t)T * out;
+    if (reps < 1 || T < 1 || in < 1 || out < 1) { set_err(err, errsz, "linear ceiling: bad shape or reps"); return -1; }
+    if (device_alloc(&x, sx * 2, "x", err, errsz) || device_alloc(&W, sw * 2, "W", err, errsz) ||
+        device_alloc(&y, sy * 2, "y", err, errsz) || device_alloc(&dx, sx * 4, "dx", err, errsz) ||
+        device_alloc(&dW, sw * 2, "dW", err, errsz)) goto done;
+    if (cudaMemset(x, 0, sx * 2) != cudaSuccess || cudaMemset(W, 0, sw * 2) != cudaSuccess ||
+        cudaMemset(dW, 0, sw * 2) != cudaSuccess || cudaEventCreate(&start) != cudaSuccess ||
+        cudaEventCreate(&stop) != cudaSuccess || cublasCreate(&c.cublas) != CUBLAS_STATUS_SUCCESS) {
+        set_err(err, errsz, "linear ceiling: setup failed");
+        goto done;
+    }
+    for (int r = 0; r <= reps; r++) {
+        if (r == 1 && cudaEventRecord(start, 0) != cudaSuccess) break;   /* r = 0 warms up */
+        if (gemm(&c, 0, 1, T, out, in, 1.f, x, in, 0, W, in, 0, 0.f, y, CUDA_R_16BF, out, 0, 1) ||
+            gemm(&c, 0, 0, T, in, out, 1.f, y, out, 0, W, in, 0, 0.f, dx, CUDA_R_32F, in, 0, 1) ||
+            gemm(&c, 1, 0, out, in, T, 1.f, y, out, 0, x, in, 0, 1.f, dW, CUDA_R_16BF, in, 0, 1)) {
+            set_err(err, errsz, "%s", b.err);
+            goto done;
+        }
+    }
+    {
+        float total = 0.f;
+        if (cudaEventRecord(stop, 0) != cudaSuccess || cudaEventSynchronize(stop) != cudaSuccess ||
+            cudaEventElapsedTime(&total, start, stop) != cudaSuccess) {
+            set_err(err, errsz, "linear ceiling: timing failed: %s", cudaGetErrorString(cudaGetLastError()));
+            goto done;
+        }
+        *ms = total / reps;
+    }
+    status = 0;
+done:
+    if (c.cublas) cublasDestroy(c.cublas);
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    cudaFree(x); cudaFree(W); cudaFree(y); cudaFree(dx); cudaFree(dW);
+    return status;
 }

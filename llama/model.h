@@ -193,6 +193,9 @@ typedef struct {
     int recompute;                   /* activation recomputation per layer */
     int max_tokens;                  /* largest batch (T) it must plan memory for */
     int verbose;                     /* print the memory plan */
+    int max_seq_tokens;              /* longest single sequence of a batch: sizes the attention
+                                        scratch (0: max_tokens; a longer sequence is refused) */
+    int profile;                     /* time each category of work with CUDA events (benchmarks) */
 } llama_cuda_opts;
 /* The CUDA backend (kernels.cu). In a build without CUDA it returns NULL with a message. */
 llama_backend *llama_cuda_backend_create(const llama_model *m, const llama_cuda_opts *opts,

@@ -8,10 +8,16 @@
 #
 # The CPU emulator (tests/gpu/emu/: fake cuda_runtime.h, cuda_bf16.h, cublas_v2.h) compiles
 # kernels.cu itself with the host C++ compiler into $BUILD/emu/, and test_cuda runs the kernel
-# tests and a few parity cases through it: the CUDA path is checked against the CPU path on
-# every build, GPU or not (see tests/gpu/emu/cuda_runtime.h for what that cannot show).
+# tests, a few parity cases, the memory plan and a dry run of tests/gpu/run.sh through it: the
+# CUDA path is checked against the CPU path on every build, GPU or not (see
+# tests/gpu/emu/cuda_runtime.h for what that cannot show).
+#
+# CUDA_ARCHS (default "80 90": A100, H100/H200) names the architectures nvcc compiles for; one
+# architecture halves nvcc's time.
 
-CUDA_NVCCFLAGS="-O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -Xcompiler -Wall,-Wextra"
+CUDA_ARCHS=${CUDA_ARCHS:-80 90}
+CUDA_NVCCFLAGS="-O2 -std=c++17 -Xcompiler -Wall,-Wextra"
+for cuda__arch in $CUDA_ARCHS; do CUDA_NVCCFLAGS="$CUDA_NVCCFLAGS -gencode arch=compute_$cuda__arch,code=sm_$cuda__arch"; done
 
 # Outputs are written to OUT.tmp.PID and renamed into place, so a half-written object (an
 # interrupted compile, or two builds running in one tree) is never linked. (Separate commands,
@@ -48,6 +54,10 @@ build_cuda_emu() {
   fi
   # shellcheck disable=SC2086
   cc_prog "$BUILD/emu/cuda_parity" tests/gpu/test_parity.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm
+  # shellcheck disable=SC2086
+  cc_prog "$BUILD/emu/cuda_plan" tests/gpu/test_plan.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm
+  # shellcheck disable=SC2086
+  cc_prog "$BUILD/emu/cuda_bench" bench/gpu_bench.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm
   if [ -n "$NVCC" ]; then   # the refusals a real device gives (bad index, won't fit), on the emulator's "device"
     # shellcheck disable=SC2086
     cc_prog "$BUILD/emu/cuda_refusals" -I"$(cuda__home)/include" tests/gpu/test_nodevice.c "$BUILD/emu/kernels.o" $objs $OMP -lstdc++ -lm
@@ -82,14 +92,18 @@ build_cuda() {
 }
 
 test_cuda() {
-  # The CUDA backend on the CPU emulator: kernel tests, then one parity case per mode (2 steps).
-  # (Not under ASan: the emulator's fibers switch stacks.)
+  # The CUDA backend on the CPU emulator: kernel tests, one parity case per mode (2 steps; lean
+  # against its CPU twin bit for bit, and resumed), the memory plan, then every stage of the GPU
+  # script at toy sizes (its dry run). (Not under ASan: the emulator's fibers switch stacks.)
   if [ -z "$SAN" ] && [ -x "$BUILD/emu/cuda_kernels" ]; then
     run_test cuda_emu_kernels "$BUILD/emu/cuda_kernels"
     run_test cuda_emu_parity_fp32 "$BUILD/emu/cuda_parity" --case gqa_tied --mode fp32 --steps 2
     run_test cuda_emu_parity_fp32_recompute "$BUILD/emu/cuda_parity" --case llama3_mqa --mode fp32+recompute+chunk --steps 2
     run_test cuda_emu_parity_bf16 "$BUILD/emu/cuda_parity" --case mha_untied --mode bf16 --steps 2
-    run_test cuda_emu_parity_lean "$BUILD/emu/cuda_parity" --case random-gqa-llama3 --mode "bf16 lean+recompute" --steps 2
+    run_test cuda_emu_parity_lean "$BUILD/emu/cuda_parity" --case random-gqa-llama3 --mode "bf16 lean+recompute" --steps 2 \
+      --exact-twin
+    run_test cuda_emu_memory_plan "$BUILD/emu/cuda_plan"
+    run_test cuda_gpu_script_dry_run env OUT="$BUILD/gpu-dry-run" BUDGET_S=150 tests/gpu/run.sh --dry-run --prebuilt "$BUILD"
     if [ -n "$NVCC" ]; then run_test cuda_emu_refusals "$BUILD/emu/cuda_refusals"; fi
   elif [ -z "$SAN" ]; then
     run_test cuda_emu sh -c "echo 'SKIP: no C++ compiler (${CXX:-g++}) for the CUDA emulator'; exit 77"

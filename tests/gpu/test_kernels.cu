@@ -107,6 +107,27 @@ static void check(const char *name, const void *d, int bf, const double *ref, si
 
 static double *zeros_f64(size_t n) { return (double *)calloc(n, sizeof(double)); }
 
+/* A device copy of host ints h[n]. */
+static void *to_device_ints(const int *h, size_t n)
+{
+    void *d; REQUIRE_CUDA(cudaMalloc(&d, n * sizeof(int)));
+    REQUIRE_CUDA(cudaMemcpy(d, h, n * sizeof(int), cudaMemcpyHostToDevice));
+    return d;
+}
+
+/* Two device buffers of `bytes` bytes hold the same bits (determinism checks). */
+static void expect_same_bits(const char *name, const void *d1, const void *d2, size_t bytes)
+{
+    unsigned char *a = (unsigned char *)malloc(bytes), *b = (unsigned char *)malloc(bytes);
+    REQUIRE_CUDA(cudaDeviceSynchronize());
+    REQUIRE_CUDA(cudaMemcpy(a, d1, bytes, cudaMemcpyDeviceToHost));
+    REQUIRE_CUDA(cudaMemcpy(b, d2, bytes, cudaMemcpyDeviceToHost));
+    g_checks++;
+    if (memcmp(a, b, bytes)) { g_fail++; printf("FAIL %-28s results differ between two identical runs\n", name); }
+    else printf("ok   %-28s identical bits (%zu bytes)\n", name, bytes);
+    free(a); free(b);
+}
+
 /* A context holding only what every operation reads (compute type, cuBLAS, err buffer); each
  * test adds the shapes and buffers its operation uses. */
 static cuda_ctx test_ctx(int bf)
@@ -305,7 +326,7 @@ static void test_softmax_swiglu(int bf)
         for (int k = 0; k < n; k++) P[(size_t)row * n + k] = k <= r ? exp(S[(size_t)row * n + k] - mx) / sum : 0;
     }
     void *dS = to_device(S, (size_t)rows * n, 0), *dP = device_poisoned((size_t)rows * n, bf);
-    LAUNCH_ACT(&c, softmax_causal_k, row_blocks(rows), 256, dP, (const float *)dS, n, rows);
+    LAUNCH_ACT(&c, softmax_causal_k, row_blocks(rows), 256, dP, (const float *)dS, n, n, rows);
     REQUIRE_CUDA(cudaGetLastError());
     check(bf ? "softmax_causal bf16" : "softmax_causal fp32", dP, bf, P, (size_t)rows * n, rtol_of(bf), bf ? 2e-3 : 1e-6);
     /* backward from the device's own P (what the kernel sees), twin in double */
@@ -318,7 +339,7 @@ static void test_softmax_swiglu(int bf)
         for (int k = 0; k < n; k++) dSr[(size_t)row * n + k] = k <= r ? Pg[(size_t)row * n + k] * (G[(size_t)row * n + k] - dot) : 0;
     }
     void *dG = to_device(G, (size_t)rows * n, 0);
-    LAUNCH_ACT(&c, softmax_causal_bwd_k, row_blocks(rows), 256, dP, (const float *)dG, n, rows);
+    LAUNCH_ACT(&c, softmax_causal_bwd_k, row_blocks(rows), 256, dP, (const float *)dG, n, n, rows);
     REQUIRE_CUDA(cudaGetLastError());
     check(bf ? "softmax_causal_bwd bf16" : "softmax_causal_bwd fp32", dP, bf, dSr, (size_t)rows * n, rtol_of(bf), bf ? 1e-3 : 1e-6);
     cudaFree(dS); cudaFree(dP); cudaFree(dG); free(S); free(P); free(Pg); free(G); free(dSr);
@@ -343,7 +364,8 @@ static void test_softmax_swiglu(int bf)
     cudaFree(dgu_); cudaFree(dh_); cudaFree(hout); cudaFree(dgout); free(gu); free(dh); free(h); free(dgu);
 }
 
-/* Attention over a packed batch of 4 sequences (one of length 1, one empty), GQA H=6, K=2. */
+/* Attention over a packed batch of 4 sequences (one of length 1, one empty, the others odd
+ * lengths), GQA H=6, K=2. On the emulator: no GEMM may see unaligned rows (padded scores). */
 static void test_attention(int bf)
 {
     cuda_ctx c = test_ctx(bf);
@@ -351,8 +373,8 @@ static void test_attention(int bf)
     int seq[] = {0, 37, 38, 38, 141}, n_seq = 4, T = seq[n_seq], maxn = 103;
     int QKV = (H + 2 * K) * hd, HD = H * hd;
     c.H = H; c.K = K; c.hd = hd; c.q_per_kv = q_per_kv; c.QKV = QKV; c.HD = HD;
-    REQUIRE_CUDA(cudaMalloc(&c.scores, (size_t)K * maxn * maxn * 4));
-    REQUIRE_CUDA(cudaMalloc(&c.probs, (size_t)K * maxn * maxn * c.act_size));
+    REQUIRE_CUDA(cudaMalloc(&c.scores, (size_t)K * maxn * padded_ld(maxn) * 4));
+    REQUIRE_CUDA(cudaMalloc(&c.probs, (size_t)K * maxn * padded_ld(maxn) * c.act_size));
     float *qkv = host_random((size_t)T * QKV, 1.5f, bf), *dO = host_random((size_t)T * HD, 1.f, bf);
     double *O = zeros_f64((size_t)T * HD), *dq = zeros_f64((size_t)T * QKV);
     double scale = 1.0 / sqrt((double)hd);
@@ -393,11 +415,22 @@ static void test_attention(int bf)
     }
     void *dqkv = to_device(qkv, (size_t)T * QKV, bf), *datt = device_poisoned((size_t)T * HD, bf), *ddO = to_device(dO, (size_t)T * HD, bf);
     float *dqf = (float *)device_poisoned((size_t)T * QKV, 0);
+#ifdef EMU_CUDA_RUNTIME_H
+    long misaligned_before = emu_misaligned_gemms;
+#endif
     REQUIRE_OK(op_attention_fwd(&c, datt, dqkv, seq, n_seq));
     check(bf ? "attention fwd bf16 (GQA)" : "attention fwd fp32 (GQA)", datt, bf, O, (size_t)T * HD, bf ? -1e-2 : 1e-4, 1e-5);
     REQUIRE_OK(op_attention_bwd(&c, dqf, ddO, dqkv, seq, n_seq));
     check(bf ? "attention bwd bf16 (dq dk dv)" : "attention bwd fp32 (dq dk dv)", dqf, 0, dq, (size_t)T * QKV, bf ? -2e-2 : 1e-4,
           1e-5);
+#ifdef EMU_CUDA_RUNTIME_H
+    g_checks++;
+    if (emu_misaligned_gemms != misaligned_before) {
+        g_fail++;
+        printf("FAIL attention %s: %ld GEMMs with rows not 16-byte aligned (odd sequence lengths)\n", bf ? "bf16" : "fp32",
+               emu_misaligned_gemms - misaligned_before);
+    } else printf("ok   attention %s: every GEMM's rows 16-byte aligned (lengths 37, 1, 103)\n", bf ? "bf16" : "fp32");
+#endif
     cudaFree(c.scores); cudaFree(c.probs); cudaFree(dqkv); cudaFree(datt); cudaFree(ddO); cudaFree(dqf);
     free(qkv); free(dO); free(O); free(dq); free(p); free(dp);
 }
@@ -407,11 +440,11 @@ static void test_lm_embed(int bf)
 {
     cuda_ctx c = test_ctx(bf);
     int T = 45, D = 72, V = 1000;
-    c.D = D; c.V = V; c.lm_chunk = 300; c.off_lm = 0;      /* chunks of 300, 300, 300, 100 */
+    c.D = D; c.V = V; c.lm_chunk = 300; c.lm_ld = padded_ld(300); c.off_lm = 0;   /* chunks of 300, 300, 300, 100 */
     int seq[] = {0, 20, 21, 45};                           /* 3 sequences */
     int *tokens = (int *)malloc(T * 4), *labels = (int *)malloc(T * 4);
     for (int t = 0; t < T; t++) tokens[t] = (int)((frand() + 1) * 0.5f * V) % V;
-    tokens[3] = tokens[7] = tokens[30] = 5;                          /* repeated ids: atomics in embed_bwd */
+    tokens[3] = tokens[7] = tokens[30] = tokens[31] = 5;             /* repeated ids: grouped in embed_bwd */
     for (int s = 0; s < 3; s++) for (int i = seq[s]; i < seq[s + 1]; i++) labels[i] = i + 1 < seq[s + 1] ? tokens[i + 1] : -1;
     float *xf = host_random((size_t)T * D, 1.f, bf), *W = host_random((size_t)V * D, 0.5f, bf), *dlogp = host_random(T, 1.f, 0);
     double *logp = zeros_f64(T), *lse = zeros_f64(T), *dxf = zeros_f64((size_t)T * D), *dW = zeros_f64((size_t)V * D), *z = zeros_f64(V);
@@ -437,7 +470,7 @@ static void test_lm_embed(int bf)
     float *zeros = (float *)calloc((size_t)V * D, sizeof(float));
     c.grad = to_device(zeros, (size_t)V * D, 0);
     free(zeros);
-    REQUIRE_CUDA(cudaMalloc(&c.logits, (size_t)T * c.lm_chunk * 4)); c.dlogits = device_poisoned((size_t)T * c.lm_chunk, bf);
+    REQUIRE_CUDA(cudaMalloc(&c.logits, (size_t)T * c.lm_ld * 4)); c.dlogits = device_poisoned((size_t)T * c.lm_ld, bf);
     c.row_max = (float *)device_poisoned(T, 0); c.row_sumexp = (float *)device_poisoned(T, 0); c.label_logit = (float *)device_poisoned(T, 0);
     c.lse = (float *)device_poisoned(T, 0); c.logp = (float *)device_poisoned(T, 0); c.label_dlogp = (float *)to_device(label_dlogp, T, 0);
     c.dxf = (float *)device_poisoned((size_t)T * D, 0);
@@ -462,20 +495,36 @@ static void test_lm_embed(int bf)
     LAUNCH_ACT(&c, embed_fwd_k, rows_cols_grid(T, D), 256, res, c.weights, dtokens, T, D);
     REQUIRE_CUDA(cudaGetLastError());
     check(bf ? "embed_fwd bf16" : "embed_fwd fp32", res, 0, rres, (size_t)T * D, 0, 0);
+    /* backward: positions grouped by token on the host (group_tokens), as the backend does */
+    c.max_T = T;
+    c.host_emb_groups = (int *)malloc((3 * (size_t)T + 1) * sizeof(int));
+    REQUIRE_OK(group_tokens(&c, tokens, T));
+    int *dgroups = (int *)to_device_ints(c.host_emb_groups, 3 * (size_t)T + 1);
+    const int *distinct = dgroups, *first = dgroups + T, *where = dgroups + 2 * T + 1;
     void *dg = to_device(g0, (size_t)V * D, 0), *ddr = to_device(dr, (size_t)T * D, 0);
-    LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_f32_k)((float *)dg, (const float *)ddr, dtokens, T, D);
+    LAUNCH(rows_cols_grid(c.n_distinct, D), 256, embed_bwd_k<float>)((float *)dg, (const float *)ddr, distinct, first, where,
+                                                                     c.n_distinct, D);
     REQUIRE_CUDA(cudaGetLastError());
     check("embed_bwd fp32", dg, 0, rg, (size_t)V * D, 1e-6, 1e-6);
+    /* the same sums again from the same start: the same bits (the emulator shuffles the blocks'
+     * order at every launch, as a GPU may run them; atomics would add in another order) */
+    void *dg2 = to_device(g0, (size_t)V * D, 0);
+    LAUNCH(rows_cols_grid(c.n_distinct, D), 256, embed_bwd_k<float>)((float *)dg2, (const float *)ddr, distinct, first,
+                                                                     where, c.n_distinct, D);
+    expect_same_bits("embed_bwd fp32 twice", dg, dg2, (size_t)V * D * 4);
     if (bf) {
         float *g0b = host_random((size_t)V * D, 1.f, 1);
         for (size_t i = 0; i < (size_t)V * D; i++) rg[i] += g0b[i] - g0[i];
         void *dgb = to_device(g0b, (size_t)V * D, 1);
-        LAUNCH(rows_cols_grid(T, D), 256, embed_bwd_bf16_k)((bf16 *)dgb, (const float *)ddr, dtokens, T, D);
+        LAUNCH(rows_cols_grid(c.n_distinct, D), 256, embed_bwd_k<bf16>)((bf16 *)dgb, (const float *)ddr, distinct, first,
+                                                                        where, c.n_distinct, D);
         REQUIRE_CUDA(cudaGetLastError());
-        check("embed_bwd lean bf16", dgb, 1, rg, (size_t)V * D, 2e-2, 2e-2);
+        /* one rounding to bf16 per token (2^-9 relative), not one per occurrence */
+        check("embed_bwd lean bf16", dgb, 1, rg, (size_t)V * D, 4e-3, 1e-6);
         cudaFree(dgb); free(g0b);
     }
-    cudaFree(dg); cudaFree(ddr); cudaFree(res); cudaFree(dtokens);
+    cudaFree(dg); cudaFree(dg2); cudaFree(ddr); cudaFree(res); cudaFree(dtokens); cudaFree(dgroups);
+    free(c.host_emb_groups);
     void *bufs[] = {c.xf, c.weights, c.grad, c.logits, c.dlogits, c.row_max, c.row_sumexp, c.label_logit, c.lse,
                     c.logp, c.label_dlogp, c.dxf, c.labels};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
@@ -497,13 +546,38 @@ static void test_optim(void)
     for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]) * 1e-3f;
     double ss = 0; for (size_t i = 0; i < n; i++) ss += (double)g[i] * g[i];
     void *dg = to_device(g, n, 0);
-    double *dsum; REQUIRE_CUDA(cudaMalloc(&dsum, 8)); REQUIRE_CUDA(cudaMemset(dsum, 0, 8));
-    LAUNCH(elem_blocks(n), 256, sumsq_k<float>)(dsum, (const float *)dg, n);
+    /* the two passes of the grad norm */
+    double *dsum; REQUIRE_CUDA(cudaMalloc(&dsum, (1 + MAX_ELEM_BLOCKS) * 8));
+    double got = 0;
+    LAUNCH(elem_blocks(n), 256, sumsq_partial_k<float>)(dsum + 1, (const float *)dg, n);
+    LAUNCH(1, 256, sum_partials_k)(dsum, dsum + 1, elem_blocks(n));
     REQUIRE_CUDA(cudaGetLastError());
-    double got = 0; REQUIRE_CUDA(cudaMemcpy(&got, dsum, 8, cudaMemcpyDeviceToHost));
+    REQUIRE_CUDA(cudaMemcpy(&got, dsum, 8, cudaMemcpyDeviceToHost));
     g_checks++;
     if (fabs(got - ss) > 1e-9 * ss) { g_fail++; printf("FAIL sumsq: got %.15g want %.15g\n", got, ss); }
     else printf("ok   sumsq fp32                   rel %.3g\n", fabs(got - ss) / ss);
+    /* four times over values whose sum depends on the order of addition: squares 2^54, 2.25,
+     * 2.25 at elements 0, 256, 512, which three blocks of the grid-stride loop take one each
+     * (on a GPU, and on the emulator with its 64-thread blocks): 2^54 + 4 when the small ones
+     * meet first, + 8 otherwise. The same bits each time, whatever order the blocks ran in (the
+     * emulator runs them in a new order at each launch). */
+    size_t nh = 768;
+    float *h = (float *)calloc(nh, sizeof(float));
+    h[0] = 134217728.f; h[256] = 1.5f; h[512] = 1.5f;
+    void *dh = to_device(h, nh, 0);
+    double sums[4];
+    for (int r = 0; r < 4; r++) {
+        LAUNCH(elem_blocks(nh), 256, sumsq_partial_k<float>)(dsum + 1, (const float *)dh, nh);
+        LAUNCH(1, 256, sum_partials_k)(dsum, dsum + 1, elem_blocks(nh));
+        REQUIRE_CUDA(cudaGetLastError());
+        REQUIRE_CUDA(cudaMemcpy(&sums[r], dsum, 8, cudaMemcpyDeviceToHost));
+    }
+    cudaFree(dh); free(h);
+    g_checks++;
+    if (memcmp(&sums[0], &sums[1], 8) || memcmp(&sums[0], &sums[2], 8) || memcmp(&sums[0], &sums[3], 8)) {
+        g_fail++;
+        printf("FAIL sumsq: four runs gave %.17g %.17g %.17g %.17g\n", sums[0], sums[1], sums[2], sums[3]);
+    } else printf("ok   sumsq fp32 four runs         identical bits\n");
 
     double lr = 1e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1, scale = 0.5; long step = 3;
     double bc1 = 1 - pow(b1, step), bc2 = 1 - pow(b2, step);
@@ -558,6 +632,77 @@ static void test_optim(void)
     free(g); free(p); free(m); free(v); free(rp); free(rm); free(rv);
 }
 
+#ifdef EMU_CUDA_RUNTIME_H
+/* The whole backend on the emulator, where faults can be injected and GEMM alignment is
+ * counted: a lean backend planned for sequences of at most 24 tokens on a batch of odd lengths.
+ * (1) no GEMM sees unaligned rows; (2) the same batch twice gives the same gradient bits and
+ * grad norm (no atomics; the emulator shuffles block order at every launch); (3) a longer
+ * sequence is refused naming max_seq_tokens; (4) a CUDA error inside grad_norm comes back as
+ * that error: NaN with err set, and the next call refuses with it instead of carrying on. */
+static void expect(const char *name, int ok, const char *detail)
+{
+    g_checks++;
+    if (!ok) g_fail++;
+    printf("%s %-28s %s\n", ok ? "ok  " : "FAIL", name, detail);
+}
+
+static void test_backend_emulated(void)
+{
+    llama_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.vocab_size = 300; cfg.hidden_size = 64; cfg.intermediate_size = 176; cfg.num_hidden_layers = 2;
+    cfg.num_attention_heads = 4; cfg.num_key_value_heads = 2; cfg.head_dim = 16; cfg.rms_norm_eps = 1e-5f;
+    cfg.rope_theta = 10000.0; cfg.max_position_embeddings = 128; cfg.bos_token_id = -1; cfg.initializer_range = 0.05;
+    llama_model m;
+    memset(&m, 0, sizeof m);
+    char err[512];
+    if (llama_model_alloc(&m, &cfg, err, sizeof err)) { printf("FAIL model: %s\n", err); g_fail++; return; }
+    llama_model_init_random(&m, 3);
+    llama_cuda_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.bf16 = 1; opts.lean_optimizer = 1; opts.recompute = 1; opts.max_tokens = 64; opts.max_seq_tokens = 24;
+    llama_backend *b = llama_cuda_backend_create(&m, &opts, err, sizeof err);
+    if (!b) { printf("FAIL create: %s\n", err); g_fail++; llama_model_free(&m); return; }
+    int seq[] = {0, 23, 24, 41}, T = 41, tokens[41];
+    unsigned char comp[41];
+    float logp[41], dlogp[41];
+    for (int i = 0; i < T; i++) { tokens[i] = (i * 7) % 20; comp[i] = 1; dlogp[i] = 0.25f * (float)(i % 3) - 0.25f; }
+    llama_batch batch = {3, tokens, seq, comp};
+    size_t N = b->n_params;
+    float *g1 = (float *)malloc(N * 4), *g2 = (float *)malloc(N * 4);
+    double norms[2];
+    long misaligned = emu_misaligned_gemms;
+    for (int r = 0; r < 2; r++) {
+        b->zero_grad(b);
+        REQUIRE_OK(b->forward(b, &batch, logp) || b->backward(b, &batch, dlogp) ||
+                   b->get_state(b, NULL, r ? g2 : g1, NULL, NULL));
+        norms[r] = b->grad_norm(b);
+    }
+    char detail[200];
+    snprintf(detail, sizeof detail, "%ld unaligned GEMMs in two steps", emu_misaligned_gemms - misaligned);
+    expect("backend GEMM alignment", emu_misaligned_gemms == misaligned, detail);
+    snprintf(detail, sizeof detail, "grad norm %.17g and %.17g", norms[0], norms[1]);
+    expect("backend deterministic grads", !memcmp(g1, g2, N * 4) && !memcmp(&norms[0], &norms[1], 8), detail);
+
+    int seq_long[] = {0, 25};
+    llama_batch long_batch = {1, tokens, seq_long, comp};
+    int rc = b->forward(b, &long_batch, logp);
+    expect("sequence > max_seq_tokens", rc == -1 && strstr(b->err, "max_seq_tokens"), b->err);
+
+    REQUIRE_OK(b->forward(b, &batch, logp) || b->backward(b, &batch, dlogp));
+    emu_fail_launch_after = 0;                    /* the grad norm's first kernel fails */
+    double norm = b->grad_norm(b);
+    emu_fail_launch_after = -1;
+    expect("grad_norm CUDA error", norm != norm && strstr(b->err, "too many resources"), b->err);
+    rc = b->forward(b, &batch, logp);
+    expect("the next call reports it", rc == -1 && strstr(b->err, "earlier error") && strstr(b->err, "too many resources"),
+           b->err);
+    b->destroy(b);
+    free(g1); free(g2);
+    llama_model_free(&m);
+}
+#endif
+
 int main(void)
 {
     int n = 0;
@@ -576,6 +721,9 @@ int main(void)
         test_lm_embed(bf);
     }
     test_optim();
+#ifdef EMU_CUDA_RUNTIME_H
+    test_backend_emulated();
+#endif
     cublasDestroy(g_cublas);
     printf("%d checks, %d failed\n", g_checks, g_fail);
     return g_fail ? 1 : 0;

@@ -1,7 +1,8 @@
 /* tests/gpu/emu/cublas_v2.h - the cuBLAS subset kernels.cu uses, for the CPU emulator (see
  * cuda_runtime.h here). cublasGemmStridedBatchedEx is computed in double (column-major, like
  * cuBLAS) after checking what cuBLAS checks (leading dimensions) and, beyond cuBLAS, that every
- * matrix of every batch entry lies inside one cudaMalloc allocation. beta = 0 never reads C. */
+ * matrix of every batch entry lies inside one cudaMalloc allocation; GEMMs with unaligned rows
+ * are counted in emu_misaligned_gemms. beta = 0 never reads C. */
 #ifndef EMU_CUBLAS_V2_H
 #define EMU_CUBLAS_V2_H
 #include "cuda_runtime.h"
@@ -38,6 +39,14 @@ static inline size_t emu_span(int rows, int cols, int ld, cudaDataType_t t)
     return ((size_t)(cols - 1) * ld + rows) * emu_esz(t);
 }
 
+/* Does every row (column here) of every batch entry start 16-byte aligned? (What cuBLAS's
+ * tensor-core kernels need; otherwise they fall back to slower ones.) */
+static inline bool emu_aligned(const void *p, int ld, long long stride, cudaDataType_t t, int batch)
+{
+    size_t esz = emu_esz(t);
+    return (uintptr_t)p % 16 == 0 && (size_t)ld * esz % 16 == 0 && (batch == 1 || (size_t)stride * esz % 16 == 0);
+}
+
 static inline cublasStatus_t cublasGemmStridedBatchedEx(
     cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *alpha,
     const void *A, cudaDataType_t at, int lda, long long sA, const void *B, cudaDataType_t bt, int ldb, long long sB,
@@ -55,6 +64,8 @@ static inline cublasStatus_t cublasGemmStridedBatchedEx(
         return CUBLAS_STATUS_INVALID_VALUE;
     }
     if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
+    if (!emu_aligned(A, lda, sA, at, batch) || !emu_aligned(B, ldb, sB, bt, batch) || !emu_aligned(C, ldc, sC, ct, batch))
+        emu_misaligned_gemms++;
     float al = *(const float *)alpha, be = *(const float *)beta;
     for (int b = 0; b < batch; b++) {
         const char *Ab = (const char *)A + (size_t)b * sA * emu_esz(at), *Bb = (const char *)B + (size_t)b * sB * emu_esz(bt);

@@ -14,7 +14,12 @@
  * allocation so reads of never-written memory poison the results, and every GEMM checks that
  * each matrix it touches lies inside one allocation and that the leading dimensions are valid
  * (cuBLAS's own INVALID_VALUE rules). Grids are capped small (MAX_ELEM_BLOCKS / MAX_ROW_BLOCKS), which
- * also exercises the grid-stride loops. Test-only code: one translation unit includes it. */
+ * also exercises the grid-stride loops. The blocks of a grid run in a different shuffled order at
+ * every launch, as a GPU may run them, so a result that depends on block order (float atomics)
+ * changes from run to run here too. GEMMs whose rows are not 16-byte aligned are counted
+ * (emu_misaligned_gemms: real cuBLAS falls back to slow kernels for them), and tests can make the
+ * n-th kernel launch from now fail (emu_fail_launch_after) to check error reporting. CUDA events
+ * read the host clock. Test-only code: one translation unit includes it. */
 #ifndef EMU_CUDA_RUNTIME_H
 #define EMU_CUDA_RUNTIME_H
 
@@ -23,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <ucontext.h>
 #include <map>
 
@@ -42,16 +49,26 @@ static dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 typedef enum {
     cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2, cudaErrorInsufficientDriver = 35,
-    cudaErrorNoDevice = 100, cudaErrorInvalidDevice = 101, cudaErrorIllegalAddress = 700, cudaErrorLaunchFailure = 719
+    cudaErrorNoDevice = 100, cudaErrorInvalidDevice = 101, cudaErrorLaunchOutOfResources = 701,
+    cudaErrorIllegalAddress = 700, cudaErrorLaunchFailure = 719
 } cudaError_t;
 typedef enum { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 } cudaMemcpyKind;
 typedef enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 } cudaDataType_t;
+typedef struct emu_event { double seconds; } *cudaEvent_t;
+typedef struct emu_stream *cudaStream_t;
 typedef cudaDataType_t cudaDataType;
 struct cudaDeviceProp { char name[256]; size_t totalGlobalMem; int multiProcessorCount; };
 
 /* ---- device memory: a registry of allocations, for range checks ---- */
 static std::map<uintptr_t, size_t> emu_allocs;
 static cudaError_t emu_sticky = cudaSuccess;
+static cudaError_t emu_last = cudaSuccess;   /* a non-sticky error: cudaGetLastError clears it */
+/* Test hooks: GEMMs with a row or matrix start that is not 16-byte aligned, so far; and a
+ * countdown: when >= 0, the launch that finds it at 0 does not run and reports
+ * cudaErrorLaunchOutOfResources, which (as on a GPU) is not sticky: only the next
+ * cudaGetLastError sees it, so nothing but the caller's own check can catch it. */
+long emu_misaligned_gemms = 0;
+int emu_fail_launch_after = -1;
 
 static void emu_fail(const char *fmt, const char *what, long long a, long long b)
 {
@@ -74,19 +91,35 @@ static bool emu_in_alloc(const void *p, size_t bytes)
 extern "C" {
 cudaError_t cudaGetDeviceCount(int *n) { *n = getenv("EMU_NO_DEVICE") ? 0 : 1; return *n ? cudaSuccess : cudaErrorNoDevice; }
 cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+/* The "device" has 80 GiB of which 64 are free at the start; allocations count against that.
+ * Allocations of 256 MiB or more (a benchmark's memory ballast) are mapped lazily and not
+ * poisoned, so they cost no host memory until touched. */
+static const size_t EMU_FREE_AT_START = (size_t)64 << 30, EMU_LAZY = (size_t)256 << 20;
+static size_t emu_allocated = 0;
 cudaError_t cudaMalloc(void **p, size_t n)
 {
-    *p = malloc(n);
-    if (!*p) return cudaErrorMemoryAllocation;
-    memset(*p, 0xFF, n);                  /* NaN in fp32 and bf16: unwritten memory shows */
+    if (n > EMU_FREE_AT_START - emu_allocated) { *p = NULL; return cudaErrorMemoryAllocation; }
+    if (n >= EMU_LAZY) {
+        *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (*p == MAP_FAILED) { *p = NULL; return cudaErrorMemoryAllocation; }
+    } else {
+        *p = malloc(n);
+        if (!*p) return cudaErrorMemoryAllocation;
+        memset(*p, 0xFF, n);              /* NaN in fp32 and bf16: unwritten memory shows */
+    }
     emu_allocs[(uintptr_t)*p] = n;
+    emu_allocated += n;
     return cudaSuccess;
 }
 cudaError_t cudaFree(void *p)
 {
     if (!p) return cudaSuccess;
-    if (!emu_allocs.erase((uintptr_t)p)) { emu_fail("%s %lld %lld: cudaFree of a pointer not from cudaMalloc", "", 0, 0); return cudaErrorInvalidValue; }
-    free(p);
+    auto it = emu_allocs.find((uintptr_t)p);
+    if (it == emu_allocs.end()) { emu_fail("%s %lld %lld: cudaFree of a pointer not from cudaMalloc", "", 0, 0); return cudaErrorInvalidValue; }
+    size_t n = it->second;
+    emu_allocs.erase(it);
+    emu_allocated -= n;
+    if (n >= EMU_LAZY) munmap(p, n); else free(p);
     return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k)
@@ -102,14 +135,31 @@ cudaError_t cudaMemset(void *p, int v, size_t n)
     memset(p, v, n);
     return cudaSuccess;
 }
-cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot) { *fr = (size_t)64 << 30; *tot = (size_t)80 << 30; return cudaSuccess; }
+cudaError_t cudaMemGetInfo(size_t *fr, size_t *tot) { *fr = EMU_FREE_AT_START - emu_allocated; *tot = (size_t)80 << 30; return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d)
 {
     (void)d; memset(p, 0, sizeof *p); strcpy(p->name, "CPU emulator (tests/gpu/emu)"); p->totalGlobalMem = (size_t)80 << 30;
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) { return emu_sticky; }
-cudaError_t cudaGetLastError(void) { cudaError_t e = emu_sticky; return e; }
+cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)calloc(1, sizeof **e); return *e ? cudaSuccess : cudaErrorMemoryAllocation; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
+{
+    (void)s;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    e->seconds = ts.tv_sec + ts.tv_nsec * 1e-9;
+    return emu_sticky;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) { (void)e; return emu_sticky; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) { *ms = (float)((b->seconds - a->seconds) * 1e3); return emu_sticky; }
+cudaError_t cudaGetLastError(void)
+{
+    cudaError_t e = emu_sticky != cudaSuccess ? emu_sticky : emu_last;
+    emu_last = cudaSuccess;
+    return e;
+}
 const char *cudaGetErrorString(cudaError_t e)
 {
     switch (e) {
@@ -118,6 +168,7 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered (emulator)";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch (emulator, emu_fail_launch_after)";
     default: return "emulated CUDA error";
     }
 }
@@ -164,10 +215,21 @@ static void run(dim3 g, dim3 b, void (*fn)(void *), void *arg)
     int nt = (int)(b.x * b.y * b.z);
     if (nt < 1 || nt > MAXT) { emu_fail("%s: block of %lld threads %lld", "launch", nt, 0); return; }
     if (!stacks) stacks = (char *)malloc((size_t)MAXT * STACK);
+    if (emu_fail_launch_after >= 0 && emu_fail_launch_after-- == 0) { emu_last = cudaErrorLaunchOutOfResources; return; }
     gridDim = g; blockDim = b; body_fn = fn; body_arg = arg; nthr = nt;
-    for (unsigned bz = 0; bz < g.z; bz++)
-        for (unsigned by = 0; by < g.y; by++)
-            for (unsigned bx = 0; bx < g.x; bx++) {
+    /* the blocks in a shuffled order, a new one at every launch (xorshift, Fisher-Yates) */
+    static uint64_t order_rng = 0x9E3779B97F4A7C15ull;
+    static unsigned order[MAX_ELEM_BLOCKS * MAX_ROW_BLOCKS * 64];
+    unsigned n_blocks = g.x * g.y * g.z;
+    if (n_blocks > sizeof order / sizeof order[0]) { emu_fail("%s: grid of %lld blocks (emulator limit %lld)", "launch", n_blocks, (long long)(sizeof order / sizeof order[0])); return; }
+    for (unsigned i = 0; i < n_blocks; i++) order[i] = i;
+    for (unsigned i = n_blocks; i > 1; i--) {
+        order_rng ^= order_rng << 13; order_rng ^= order_rng >> 7; order_rng ^= order_rng << 17;
+        unsigned j = (unsigned)(order_rng % i), t = order[i - 1];
+        order[i - 1] = order[j]; order[j] = t;
+    }
+    for (unsigned k = 0; k < n_blocks; k++) {
+                unsigned block = order[k], bx = block % g.x, by = block / g.x % g.y, bz = block / (g.x * g.y);
                 blockIdx = dim3(bx, by, bz);
                 for (int i = 0; i < nt; i++) {
                     fiber *f = &fibers[i];

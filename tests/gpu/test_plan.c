@@ -1,0 +1,105 @@
+/* tests/gpu/test_plan.c - the CUDA backend's memory plan, checked without a GPU.
+ *
+ * The plan (llama_cuda_memory_plan in kernels.cu) decides whether a model is refused, so the
+ * sizes the project depends on are pinned here:
+ *   - Llama-3-8B, lean + recompute, micro-batches of 2 pairs of 2048-token sequences (8192
+ *     tokens): fits an 80 GB card (79 GiB usable: H100 80GB has 79.6 GiB, less its CUDA context);
+ *   - the same at 4 pairs (16384 tokens) fits too, because the attention scratch is sized by the
+ *     longest sequence (2048), not by the batch: sized by the batch (max_seq_tokens 0) it would
+ *     need 12 GiB more and be refused;
+ *   - the attention term is exactly K x S x padded(S) x (4 + 2) bytes for sequences of S tokens;
+ * and, on the CPU emulator (which reports 64 GiB free), creating the 4-pair backend is refused
+ * with a message that names the plan.
+ * Exit 0 pass, 1 fail. Built against the emulator's kernels.o (no CUDA toolkit needed). */
+#include <stdio.h>
+#include <string.h>
+#include "../../llama/model.h"
+
+/* kernels.cu's plan entry point (not declared in model.h: only tests and benchmarks use it). */
+size_t llama_cuda_memory_plan(const llama_config *cfg, const llama_cuda_opts *opts, char *text, size_t textsz);
+
+static int fails = 0;
+static const double GIB = 1024.0 * 1024.0 * 1024.0;
+static const double CARD_80GB_USABLE_GIB = 79.0;   /* what an 80 GB card leaves free */
+static const double MARGIN_GIB = 0.5;              /* the backend's own margin (PLAN_MARGIN) */
+
+static void expect(const char *what, int ok, const char *detail)
+{
+    if (!ok) fails++;
+    printf("%s %s: %s\n", ok ? "ok  " : "FAIL", what, detail);
+}
+
+static llama_config llama3_8b(void)
+{
+    llama_config c;
+    memset(&c, 0, sizeof c);
+    c.vocab_size = 128256; c.hidden_size = 4096; c.intermediate_size = 14336; c.num_hidden_layers = 32;
+    c.num_attention_heads = 32; c.num_key_value_heads = 8; c.head_dim = 128; c.rms_norm_eps = 1e-5f;
+    c.rope_theta = 500000.0; c.max_position_embeddings = 8192; c.initializer_range = 0.02;
+    return c;
+}
+
+static llama_cuda_opts lean_opts(int pairs, int seq_len, int max_seq)
+{
+    llama_cuda_opts o;
+    memset(&o, 0, sizeof o);
+    o.bf16 = 1; o.lean_optimizer = 1; o.recompute = 1;
+    o.max_tokens = 2 * pairs * seq_len;            /* chosen + rejected per pair, as the trainer plans */
+    o.max_seq_tokens = max_seq;
+    return o;
+}
+
+/* Plans cfg / o and reports whether it fits an 80 GB card; returns the total in GiB. */
+static double plan_gib(const char *what, const llama_config *cfg, const llama_cuda_opts *o, int want_fit)
+{
+    char text[512], detail[700];
+    size_t bytes = llama_cuda_memory_plan(cfg, o, text, sizeof text);
+    double gib = (double)bytes / GIB;
+    int fits = bytes > 0 && gib + MARGIN_GIB <= CARD_80GB_USABLE_GIB;
+    snprintf(detail, sizeof detail, "%s (%s 80 GB)", text, fits ? "fits" : "does not fit");
+    expect(what, bytes > 0 && fits == want_fit, detail);
+    return gib;
+}
+
+int main(void)
+{
+    llama_config cfg = llama3_8b();
+    llama_cuda_opts two = lean_opts(2, 2048, 2048), four = lean_opts(4, 2048, 2048), four_by_batch = lean_opts(4, 2048, 0);
+    plan_gib("8B lean, 2 pairs x 2048 tokens", &cfg, &two, 1);
+    double g4 = plan_gib("8B lean, 4 pairs x 2048 tokens", &cfg, &four, 1);
+    double g4_batch = plan_gib("8B lean, 4 pairs, scratch sized by the batch", &cfg, &four_by_batch, 0);
+    char detail[200];
+    snprintf(detail, sizeof detail, "%.2f GiB saved (K x 16384^2 x 6 bytes = 12 GiB, less the 2048-token scratch)",
+             g4_batch - g4);
+    expect("longest sequence instead of batch", g4_batch - g4 > 11.5 && g4_batch - g4 < 12.1, detail);
+
+    /* the attention term alone: S = 2048 against S = 1000 (padded to 1000: a multiple of 8) and
+     * S = 1001 (padded to 1008) */
+    llama_cuda_opts a = lean_opts(4, 2048, 2048), b = lean_opts(4, 2048, 1000), c = lean_opts(4, 2048, 1001);
+    size_t pa = llama_cuda_memory_plan(&cfg, &a, NULL, 0), pb = llama_cuda_memory_plan(&cfg, &b, NULL, 0);
+    size_t pc = llama_cuda_memory_plan(&cfg, &c, NULL, 0);
+    size_t K = 8, want_ab = K * (2048 * 2048 - 1000 * 1000) * 6, want_cb = K * (1001 * 1008 - 1000 * 1000) * 6;
+    snprintf(detail, sizeof detail, "differences %zu and %zu bytes, want %zu and %zu", pa - pb, pc - pb, want_ab, want_cb);
+    expect("scores term K S padded(S) (4 + 2)", pa - pb == want_ab && pc - pb == want_cb, detail);
+
+    /* bad options are refused with the reason */
+    llama_cuda_opts bad = lean_opts(1, 16, 0);
+    bad.bf16 = 0;
+    char text[512];
+    size_t r = llama_cuda_memory_plan(&cfg, &bad, text, sizeof text);
+    expect("lean without bf16 is refused", r == 0 && strstr(text, "needs bf16"), text);
+
+    /* creation on the emulator (64 GiB free): refused before allocating, the plan in the message */
+    llama_model m;
+    memset(&m, 0, sizeof m);
+    m.cfg = cfg;                                   /* params NULL: would be initialised on the device */
+    char err[512] = "";
+    llama_backend *be = llama_cuda_backend_create(&m, &four, err, sizeof err);
+    if (be) be->destroy(be);
+    expect("refusal names the plan", !be && strstr(err, "will not fit") && strstr(err, "memory plan") &&
+           strstr(err, "sequences <= 2048"), err);
+
+    if (fails) { printf("%d check(s) failed\n", fails); return 1; }
+    printf("all memory plan checks passed\n");
+    return 0;
+}
