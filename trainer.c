@@ -147,7 +147,6 @@ typedef struct {
     const char *device;    /* "cpu" | "cuda" */
     const char *precision; /* "fp32" | "bf16" */
     int max_tokens;        /* the largest micro-batch (tokens) the backend must plan for */
-    int max_seq_tokens;    /* CUDA: the longest single sequence (attention scratch); 0: max_tokens */
     int lean_optimizer;    /* CUDA: bf16 weights + bf16 moments (8 bytes/parameter) */
     int cuda_device;       /* CUDA device index */
 } backend_opts;
@@ -178,7 +177,6 @@ static llama_backend *backend_open(llama_model *m, const backend_opts *o, char *
         }
         co.recompute = 1;
         co.max_tokens = o->max_tokens;
-        co.max_seq_tokens = o->max_seq_tokens;
         co.lean_optimizer = o->lean_optimizer;
         co.device = o->cuda_device;
         if (co.lean_optimizer && !co.bf16) {
@@ -712,7 +710,6 @@ static int open_run(train_run *r, char *err, size_t errsz) {
     bo.lean_optimizer = a->lean_optimizer;
     bo.cuda_device = a->cuda_device;
     bo.max_tokens = 2 * a->micro_batch * longest;
-    bo.max_seq_tokens = longest;
     if (!(r->b = backend_open(&r->m, &bo, err, errsz))) {
         char why[ERRSZ];
         fmt(why, sizeof why, "%s", err);
@@ -1037,6 +1034,18 @@ static const char train_usage[] =
     "{\"role\", \"content\"}; chosen/rejected may repeat the prompt turns (ultrafeedback_clair_32k).\n"
     "\n";
 
+/* The values a run can use. The sizes keep every token count of a micro-batch (2 x micro-batch x
+ * max-length, 2^28 at most) and every step count inside an int; the rest are what the maths allows. */
+static const opt_range train_ranges[] = {
+    {"--beta", 1e-6, 1e6},          {"--label-smoothing", 0, 0.5},    {"--discopop-tau", 1e-6, 1e3},
+    {"--lr", 0, 10},                {"--epochs", 1, 1e6},             {"--batch-size", 1, 1 << 20},
+    {"--micro-batch", 1, 1 << 10},  {"--max-length", 2, 1 << 17},     {"--warmup-ratio", 0, 1},
+    {"--weight-decay", 0, 1e3},     {"--adam-beta1", 0, 0.999999},    {"--adam-beta2", 0, 0.999999999},
+    {"--adam-eps", 1e-30, 1},       {"--max-grad-norm", 0, 1e30},     {"--eval-split", 0, 0.999},
+    {"--eval-every", 0, 1 << 30},   {"--save-every", -1, 1 << 30},    {"--keep-checkpoints", 1, 1 << 20},
+    {"--max-steps", 0, 1 << 30},    {"--log-every", 1, 1 << 30},      {"--max-bad-steps", 1, 1 << 30},
+    {"--cuda-device", 0, 1024},     {NULL, 0, 0}};
+
 static int cmd_train(int argc, char **argv) {
     train_args a;
     char cmdline[8192];
@@ -1107,6 +1116,7 @@ static int cmd_train(int argc, char **argv) {
         {NULL, OPT_END, NULL, NULL, NULL}};
     train_defaults(&a);
     rc = opts_parse("trainer train", train_usage, defs, argc, argv, 2, NULL, 0, NULL);
+    if (rc == 0 && opts_check_ranges("trainer train", defs, train_ranges)) rc = -1;
     if (rc == 0) a.command_line = shell_command(argc, argv, cmdline, sizeof cmdline);
     if (rc == 1) return 0;
     if (rc < 0) return 2;

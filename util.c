@@ -406,3 +406,22 @@ int opts_parse(const char *who, const char *usage, const opt_def *defs, int argc
     }
     return 0;
 }
+
+int opts_check_ranges(const char *who, const opt_def *defs, const opt_range *r) {
+    for (; r->name; r++) {
+        const opt_def *d;
+        double v;
+        for (d = defs; d->name || d->kind == OPT_HEADING; d++)
+            if (d->name && !strcmp(d->name, r->name)) break;
+        if (!d->name) continue; /* not a flag of this command */
+        if (d->kind == OPT_INT) v = *(int *)d->dst;
+        else if (d->kind == OPT_DBL) v = *(double *)d->dst;
+        else if (d->kind == OPT_U64) v = (double)*(uint64_t *)d->dst;
+        else continue;
+        if (!(v >= r->min && v <= r->max)) {
+            fprintf(stderr, "%s: %s must be between %.15g and %.15g, got %.15g\n", who, r->name, r->min, r->max, v);
+            return -1;
+        }
+    }
+    return 0;
+}

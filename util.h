@@ -98,6 +98,17 @@ int opts_parse(const char *who, const char *usage, const opt_def *defs, int argc
                const char **pos, int max_pos, int *n_pos);
 void opts_print(FILE *out, const opt_def *defs);
 
+/* The allowed range of a numeric flag. A command lists its ranges once and checks them right after
+ * opts_parse, so that no absurd value (--micro-batch 2000000000, --lr 1e300) reaches arithmetic
+ * that could overflow: */
+typedef struct {
+    const char *name; /* "--micro-batch" */
+    double min, max;  /* inclusive */
+} opt_range;
+/* 0 if every flag of `ranges` (a list ended by a NULL name) that defs knows is within its range,
+ * else -1 after printing "who: --flag must be between MIN and MAX, got V" on stderr. */
+int opts_check_ranges(const char *who, const opt_def *defs, const opt_range *ranges);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,7 +5,7 @@
 #
 # TRAINER_BIN is the test build of the trainer (tests/trainer/test_backend.c: fault injection).
 #
-# TEST: basic | train_directions | resume | accumulation | bad_inputs | generate | interrupt
+# TEST: basic | train_directions | resume | accumulation | bad_inputs | generate | interrupt | sft | tokenize
 # TOOLS_DIR holds ckpt_diff (tests/trainer/ckpt_diff.c). JSON checks use python3's standard
 # library only. Exit 0 pass, 1 fail, 77 skip. The model is tiny (140k parameters), so the tests
 # run with one OpenMP thread unless OMP_NUM_THREADS says otherwise: threads only add overhead at
@@ -204,6 +204,11 @@ bad_inputs)
   [ -e "$W/o3/model.safetensors" ] && fail "bad checkpoint: output written"
   expect_fail "unknown loss" "unknown loss 'apo_sideways'" "$BIN" train --model "$MODEL" --data "$W/train16.jsonl" --out "$W/o4" --loss apo_sideways
   expect_fail "unknown flag" "unknown flag '--betta'" "$BIN" train --model "$MODEL" --data "$W/train16.jsonl" --out "$W/o4" --betta 1
+  # numbers out of range are refused by name before any arithmetic could overflow
+  expect_fail "a huge micro-batch" "--micro-batch must be between 1 and 1024, got 2000000000" \
+    "$BIN" train --model "$MODEL" --data "$W/train16.jsonl" --out "$W/o4" --batch-size 1000000 --micro-batch 2000000000
+  expect_fail "an absurd learning rate" "--lr must be between 0 and 10, got 1e\+300" \
+    "$BIN" train --model "$MODEL" --data "$W/train16.jsonl" --out "$W/o4" --lr 1e300
   # a file with bad lines among good ones: each reported by number, skipped, counted; training runs
   {
     head -n 4 "$W/train16.jsonl"
@@ -345,6 +350,169 @@ cuda_emu)
   "$BIN" train "${e[@]}" --device cuda --precision bf16 --out "$W/b16" > "$W/b16.log" 2>&1 || { fail "cuda bf16 run"; tail -5 "$W/b16.log"; }
   json_check "$W/b16/metrics.jsonl" 'len(train) == 2 and all(r["skipped"] is False for r in train) and train[1]["loss"] < 1.0' \
     && ok "cuda bf16 (emulated) trains" || fail "cuda bf16 metrics"
+  # lean mode (bf16 weights and moments, stochastic rounding): a run killed after step 3 and
+  # resumed from checkpoint-2 ends with the uninterrupted run's bits (the rounding follows the step)
+  l=("${e[@]}" --device cuda --precision bf16 --lean-optimizer --max-steps 3 --epochs 2 --save-every 2)
+  "$BIN" train "${l[@]}" --out "$W/lean_a" > "$W/lean_a.log" 2>&1 || { fail "cuda lean run"; tail -5 "$W/lean_a.log"; }
+  rc=0; TRAINER_TEST_DIE_AFTER_STEP=3 "$BIN" train "${l[@]}" --out "$W/lean_b" > "$W/lean_b1.log" 2>&1 || rc=$?
+  "$BIN" train "${l[@]}" --out "$W/lean_b" --resume > "$W/lean_b2.log" 2>&1 || { fail "cuda lean resume"; tail -5 "$W/lean_b2.log"; }
+  [ $rc -eq 137 ] && grep -q "resumed from .*checkpoint-2" "$W/lean_b2.log" && "$TOOLS/ckpt_diff" "$W/lean_a" "$W/lean_b" 0 \
+    && ok "cuda lean (emulated): killed after step 3, resumed from checkpoint-2, bit-identical" \
+    || fail "cuda lean resume differs (rc $rc)"
+  ;;
+
+sft)
+  # Prompt-completion (SFT) data: string and conversational forms, --loss sft only, the token-mean
+  # NLL of the completion (TRL SFTTrainer with completion-only loss), bad lines by number
+  python3 - "$W" <<'PY'
+import json, sys
+w = sys.argv[1]
+recs = [json.loads(l) for l in open(w + "/train16.jsonl")]
+with open(w + "/sft.jsonl", "w") as s, open(w + "/sft_conv.jsonl", "w") as c:
+    for r in recs:  # the chosen answer (the pairs hold strings and CLAIR-release conversations)
+        answer = r["chosen"] if isinstance(r["chosen"], str) else r["chosen"][-1]["content"]
+        s.write(json.dumps({"prompt": r["prompt"], "completion": answer}) + "\n")
+        c.write(json.dumps({"prompt": [{"role": "user", "content": r["prompt"]}],
+                            "completion": [{"role": "assistant", "content": answer}]}) + "\n")
+PY
+  "$BIN" eval --model "$MODEL" --data "$W/sft.jsonl" --max-length 128 --pairs-out "$W/sft.pairs" --tokens-out "$W/sft.tok" > "$W/sft.json" 2> "$W/sft.log" \
+    || { fail "eval of SFT data"; cat "$W/sft.log"; }
+  "$BIN" eval --model "$MODEL" --data "$W/sft_conv.jsonl" --max-length 128 --tokens-out "$W/conv.tok" > "$W/conv.json" 2> "$W/conv.log" || fail "eval of conversational SFT data"
+  "$BIN" eval --model "$MODEL" --data "$W/train16.jsonl" --loss sft --max-length 128 > "$W/pref_sft.json" 2> "$W/pref_sft.log" || fail "eval --loss sft of pairs"
+  grep -q "16 lines: 16 prompt-completion examples" "$W/sft.log" && ok "SFT data counted as prompt-completion examples" || fail "SFT summary line"
+  python3 - "$W" <<'PY' && ok "eval_loss = token-mean NLL of the completions; string and conversational forms and the chosen side of pairs agree" || fail "SFT eval values"
+import json, sys
+w = sys.argv[1]
+e = json.loads(open(w + "/sft.json").read()); c = json.loads(open(w + "/conv.json").read())
+p = json.loads(open(w + "/pref_sft.json").read().strip().splitlines()[-1])
+lp = [json.loads(l)["logps/chosen"] for l in open(w + "/sft.pairs")]
+tok = [json.loads(l) for l in open(w + "/sft.tok")]
+n = sum(len(t["chosen_ids"]) - t["chosen_start"] for t in tok)
+want = -sum(lp) / n
+print("  eval:", e, " expected loss", want, " pairs --loss sft:", p["eval_loss"])
+ok = (e["examples"] == 16 and abs(e["eval_loss"] - want) < 1e-12 * abs(want) and set(e) == {"examples", "eval_loss", "eval_logps/chosen"}
+      and open(w + "/sft.tok").read() == open(w + "/conv.tok").read() and c["eval_loss"] == e["eval_loss"]
+      and abs(p["eval_loss"] - e["eval_loss"]) < 1e-12 and all(t["rejected_ids"] == [] for t in tok))
+sys.exit(0 if ok else 1)
+PY
+  "$BIN" train --model "$MODEL" --data "$W/sft.jsonl" --eval-data "$W/sft.jsonl" --out "$W/run" --loss sft --lr 3e-3 \
+    --batch-size 8 --micro-batch 3 --epochs 3 --max-length 128 --warmup-ratio 0 --schedule constant --quiet > "$W/run.log" 2>&1 \
+    || { fail "train --loss sft on SFT data"; tail -20 "$W/run.log"; }
+  json_check "$W/run/metrics.jsonl" 'len(train) == 6 and evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 0.05 and train[-1]["loss"] < train[0]["loss"] and evals[-1]["eval_logps/chosen"] > evals[0]["eval_logps/chosen"] and all(r["rewards/chosen"] == 0 and r["logps/rejected"] == 0 for r in train)' \
+    && ok "SFT training lowers the completion NLL (loss) and raises logps/chosen" || fail "SFT training"
+  expect_fail "a preference loss on SFT data is refused" "sft.jsonl holds prompt-completion records \(SFT data\); --loss apo_zero needs preference pairs.*use --loss sft" \
+    "$BIN" train --model "$MODEL" --data "$W/sft.jsonl" --out "$W/o1" --max-length 128
+  expect_fail "eval with a preference loss on SFT data is refused" "--loss sigmoid needs preference pairs" \
+    "$BIN" eval --model "$MODEL" --data "$W/sft.jsonl" --loss sigmoid
+  {
+    head -n 2 "$W/sft.jsonl"
+    head -n 1 "$W/train16.jsonl"                                                          # line 3: a pair among SFT records
+    echo '{"prompt": "Hi", "completion": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}'  # 4
+    echo '{"completion": "no prompt"}'                                                    # line 5
+    echo '{"prompt": "Hi", "completion": "   "}'                                          # line 6: empty
+    echo '{"prompt": "Hi", "completion": '                                                # line 7: bad JSON
+    echo '{"prompt": "Hi", "completion": "x", "chosen": "y", "rejected": "z"}'            # line 8: both kinds
+  } > "$W/bad.jsonl"
+  "$BIN" eval --model "$MODEL" --data "$W/bad.jsonl" > /dev/null 2> "$W/bad.log" || { fail "eval of a file with bad SFT lines"; cat "$W/bad.log"; }
+  for l in 3 4 5 6 7 8; do grep -q "bad.jsonl:$l:" "$W/bad.log" || fail "SFT line $l not reported"; done
+  grep -q "bad.jsonl:3: a preference pair among the prompt-completion records of this file (line 1 is one)" "$W/bad.log" \
+    && grep -q "bad.jsonl:6: the completion response is empty; example skipped" "$W/bad.log" \
+    && grep -q "8 lines: 2 prompt-completion examples, 5 malformed (skipped), 1 with an empty response (skipped)" "$W/bad.log" \
+    && ok "bad SFT lines reported by number: $(grep -m1 '8 lines' "$W/bad.log")" || { fail "bad SFT line messages"; cat "$W/bad.log"; }
+  # exact means: the step-1 APO-zero loss is 1 and accuracies are k/10 exactly (10 pairs, micro-batches of 3)
+  head -n 10 "$W/train16.jsonl" > "$W/train10.jsonl"
+  "$BIN" train --model "$MODEL" --data "$W/train10.jsonl" --eval-data "$W/train10.jsonl" --out "$W/exact" --lr 3e-3 \
+    --batch-size 10 --micro-batch 3 --epochs 4 --max-length 128 --warmup-ratio 0 --schedule constant --quiet > "$W/exact.log" 2>&1 \
+    || { fail "exactness run"; tail -5 "$W/exact.log"; }
+  json_check "$W/exact/metrics.jsonl" 'train[0]["loss"] == 1.0 and evals[0]["eval_loss"] == 1.0 and all(r[k] == round(r[k] * 10) / 10 for r in train for k in ("rewards/accuracies",)) and all(r["eval_rewards/accuracies"] == round(r["eval_rewards/accuracies"] * 10) / 10 for r in evals) and evals[-1]["eval_rewards/accuracies"] > 0' \
+    && ok "metrics are exact means (loss 1.0 at step 1, accuracies k/10)" || fail "inexact means"
+  ;;
+
+tokenize)
+  # Token ids as TRL 1.16 makes them (tests/trainer/trl_tokenize_expected.json, written by
+  # tools/gen_trl_tokenize_expected.py with TRL's own helpers) on the tiny tokenizers, with and
+  # without a BOS post-processor; then --tokenize separate (TRL 0.x) and text holding NUL
+  python3 tests/trainer/tok_variants.py "$W/tok" || fail "tokenizer variants"
+  cat > "$W/cfg.json" <<'JSON'
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 1024, "hidden_size": 16,
+ "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
+ "hidden_act": "silu", "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+ "tie_word_embeddings": true, "initializer_range": 0.02}
+JSON
+  for v in tiny-llama3 tiny-smol tiny-spm tiny-spm-bos tiny-llama3-bos; do
+    "$BIN" init --config "$W/cfg.json" --out "$W/m-$v" --tokenizer "$W/tok/$v" > /dev/null 2>&1 || fail "init with $v"
+  done
+  python3 - "$BIN" "$W" tests/trainer/trl_tokenize_expected.json <<'PY' && ok "token ids and completion starts equal TRL 1.16's (raw text, boundary merges, BOS; chat on Llama 3 / ChatML)" || fail "ids differ from TRL's"
+import json, subprocess, sys
+bin_, w, fx = sys.argv[1:4]
+cases = json.load(open(fx))["cases"]
+groups = {}
+for c in cases:
+    r = c["record"]
+    kind = ("sft" if "completion" in r else "pair") + ("_chat" if isinstance(r["prompt"], list) else "_raw")
+    groups.setdefault((c["tokenizer"], kind), []).append(c)
+bad = 0
+for (tok, kind), cs in sorted(groups.items()):
+    path = "%s/%s-%s.jsonl" % (w, tok, kind)
+    with open(path, "w") as f:
+        for c in cs: f.write(json.dumps(c["record"]) + "\n")
+    cmd = [bin_, "eval", "--model", "%s/m-%s" % (w, tok), "--data", path, "--tokens-out", path + ".tok"]
+    if kind.endswith("raw"): cmd.append("--raw-text")
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode: print(p.stderr); bad += 1; continue
+    got = [json.loads(l) for l in open(path + ".tok")]
+    for c, g in zip(cs, got):
+        want = (c["chosen_ids"], c["prompt_len"], c.get("rejected_ids", []), c["prompt_len"] if "rejected_ids" in c else 0)
+        have = (g["chosen_ids"], g["chosen_start"], g["rejected_ids"], g["rejected_start"])
+        if want != have:
+            bad += 1; print("  %s %s %s\n    TRL  %s\n    ours %s" % (tok, kind, c["record"], want, have))
+    print("  %-16s %-9s %d records" % (tok, kind, len(cs)))
+sys.exit(1 if bad or len(cases) < 29 else 0)
+PY
+  printf '%s\n' '{"prompt": "Count: one two thr", "chosen": "ee four", "rejected": "ee five"}' > "$W/merge.jsonl"
+  "$BIN" eval --model "$W/m-tiny-llama3" --data "$W/merge.jsonl" --raw-text --tokenize separate --tokens-out "$W/sep.tok" > /dev/null 2>&1 || fail "--tokenize separate"
+  "$BIN" eval --model "$W/m-tiny-llama3" --data "$W/merge.jsonl" --raw-text --tokens-out "$W/joint.tok" > /dev/null 2>&1 || fail "--tokenize joint"
+  python3 - "$W" <<'PY' && ok "--tokenize separate (TRL 0.x) encodes the response on its own: another split where BPE merges across the boundary" || fail "--tokenize separate"
+import json, sys
+s = json.loads(open(sys.argv[1] + "/sep.tok").read()); j = json.loads(open(sys.argv[1] + "/joint.tok").read())
+print("  separate:", s["chosen_ids"], s["chosen_start"], " joint:", j["chosen_ids"], j["chosen_start"])
+sys.exit(0 if s["chosen_ids"] != j["chosen_ids"] and s["chosen_start"] > j["chosen_start"] else 1)
+PY
+  # Llama 2: ids as `tokenizers` gives them on tokenizer.json (its legacy normalizer: how Meta's
+  # sentencepiece encoded the training data), not as transformers 5's rebuilt Llama tokenizer
+  python3 - "$W" tests/trainer/trl_tokenize_expected.json <<'PY' > "$W/l2.jsonl"
+import json, sys
+c = json.load(open(sys.argv[2]))["llama2_legacy"]
+print(json.dumps({"prompt": c["text"], "completion": " ok"}))
+PY
+  "$BIN" eval --model "$W/m-tiny-spm-bos" --data "$W/l2.jsonl" --raw-text --tokens-out "$W/l2.tok" > /dev/null 2>&1 || fail "Llama 2 eval"
+  python3 - "$W/l2.tok" tests/trainer/trl_tokenize_expected.json <<'PY' && ok "Llama 2: the ids of tokenizers (legacy normalizer), not of transformers 5" || fail "Llama 2 ids"
+import json, sys
+ids = json.loads(open(sys.argv[1]).read())["chosen_ids"]
+c = json.load(open(sys.argv[2]))["llama2_legacy"]
+print("  ours", ids[:len(c["tokenizers"])], "tokenizers", c["tokenizers"], "transformers 5", c["transformers"])
+sys.exit(0 if ids[:len(c["tokenizers"])] == c["tokenizers"] != c["transformers"] else 1)
+PY
+  # NUL: chat-template data is refused naming the line; raw text keeps what follows it
+  {
+    echo '{"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon."}'
+    echo '{"prompt": "Capital of France?", "chosen": "Paris.\u0000 more", "rejected": "Lyon."}'
+    echo '{"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "\u0000Lyon."}'
+    echo '{"prompt": [{"role": "user", "content": "Capital\u0000 of France?"}], "chosen": "Paris.", "rejected": "Lyon."}'
+  } > "$W/nul.jsonl"
+  "$BIN" eval --model "$MODEL" --data "$W/nul.jsonl" > /dev/null 2> "$W/nul.log" || fail "eval of the NUL file"
+  grep -q 'nul.jsonl:2: "chosen" contains a NUL character' "$W/nul.log" && grep -q 'nul.jsonl:3: "rejected" contains a NUL character' "$W/nul.log" \
+    && grep -q 'nul.jsonl:4: "prompt"\[0\].content contains a NUL character' "$W/nul.log" && grep -q "4 lines: 1 pairs, 3 malformed" "$W/nul.log" \
+    && ok "NUL in chat-template data refused by line: $(grep -m1 'nul.jsonl:2' "$W/nul.log" | cut -c1-90)..." || { fail "NUL messages"; cat "$W/nul.log"; }
+  echo '{"prompt": "Say:", "completion": "\u0000"}' > "$W/nul_sft.jsonl"
+  expect_fail "a NUL-only SFT completion is refused, not trained as empty" "no usable pair" "$BIN" eval --model "$MODEL" --data "$W/nul_sft.jsonl"
+  printf '%s\n' '{"prompt": "Say:", "completion": "Paris.\u0000 more"}' '{"prompt": "Say:", "completion": "Paris."}' > "$W/nul_raw.jsonl"
+  "$BIN" eval --model "$MODEL" --data "$W/nul_raw.jsonl" --raw-text --tokens-out "$W/nul_raw.tok" > /dev/null 2>&1 || fail "raw text with NUL"
+  python3 - "$W" <<'PY' && ok "raw text keeps what follows a NUL" || fail "raw text lost text after NUL"
+import json, sys
+a, b = [json.loads(l)["chosen_ids"] for l in open(sys.argv[1] + "/nul_raw.tok")]
+sys.exit(0 if len(a) > len(b) + 1 and a[:len(b) - 1] == b[:-1] else 1)
+PY
   ;;
 
 *) echo "unknown test $TEST"; exit 2 ;;
