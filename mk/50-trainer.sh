@@ -52,7 +52,7 @@ build_trainer() {
 
 test_trainer() {
   local t
-  for t in basic train_directions resume accumulation bad_inputs generate interrupt; do
+  for t in basic train_directions resume accumulation bad_inputs generate interrupt sft tokenize; do
     run_test "trainer_$t" tests/trainer/run.sh "$t" "$BUILD/trainer_tests/trainer" "$BUILD/trainer_tests"
   done
   run_test trainer_hub tests/hub/run.sh "$BUILD/trainer_tests/trainer" "$BUILD/trainer_tests" "$TRAIN_HUB_CURL"

@@ -98,18 +98,6 @@ static int read_json_file(const char *dir, const char *name, clair_json *out, ch
     return 1;
 }
 
-/* A token named by tokenizer_config.json: "text" or {"content": "text", ...}. */
-static const char *config_token(const clair_json *cfg, const char *key) {
-    const clair_json *v = clair_json_get(cfg, key);
-    if (v && v->type == CLAIR_JSON_OBJECT) return clair_json_get_str(v, "content");
-    return v && v->type == CLAIR_JSON_STRING ? v->str : NULL;
-}
-
-static int bool_or(const clair_json *obj, const char *key, int dflt) {
-    const clair_json *v = clair_json_get(obj, key);
-    return v && v->type == CLAIR_JSON_BOOL ? v->boolean : dflt;
-}
-
 static int add_special(int *list, int *n, int id, const char *what, char *err, size_t errsz) {
     if (id < 0) { snprintf(err, errsz, "%s is not a token of this tokenizer", what); return -1; }
     if (*n == PREF_MAX_SPECIAL) { snprintf(err, errsz, "more than %d special tokens around plain text", PREF_MAX_SPECIAL); return -1; }
@@ -144,26 +132,9 @@ static int template_specials(pref_opts *o, const clair_json *pp, const tokenizer
 }
 
 int pref_text_specials(pref_opts *o, const char *model_dir, const tokenizer *tok, char *err, size_t errsz) {
-    clair_json cfg, tj;
-    const char *cls;
+    clair_json tj;
     int rc;
     o->n_text_prefix = o->n_text_suffix = 0;
-    rc = read_json_file(model_dir, "tokenizer_config.json", &cfg, err, errsz);
-    if (rc < 0) return -1;
-    cls = rc ? clair_json_get_str(&cfg, "tokenizer_class") : NULL;
-    if (cls && !strncmp(cls, "Llama", 5)) {
-        /* transformers' Llama tokenizers rebuild the post-processor from these two settings */
-        const char *eos = config_token(&cfg, "eos_token");
-        int status = 0;
-        if (bool_or(&cfg, "add_bos_token", 1))
-            status = add_special(o->text_prefix, &o->n_text_prefix, tokenizer_bos_id(tok), "bos_token", err, errsz);
-        if (!status && bool_or(&cfg, "add_eos_token", 0))
-            status = add_special(o->text_suffix, &o->n_text_suffix, eos ? tokenizer_token_id(tok, eos) : -1,
-                                 "eos_token", err, errsz);
-        clair_json_free(&cfg);
-        return status;
-    }
-    if (rc) clair_json_free(&cfg);
     rc = read_json_file(model_dir, "tokenizer.json", &tj, err, errsz);
     if (rc <= 0) return rc;
     {

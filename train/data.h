@@ -88,10 +88,10 @@ typedef struct {
 } pref_opts;
 
 /* Fills o->text_prefix/text_suffix with the special tokens Hugging Face's tokenizer(text) adds to
- * plain text (add_special_tokens=True, what TRL 1.x calls): tokenizer_config.json's add_bos_token /
- * add_eos_token when it sets them (the Llama tokenizer classes follow those), else the
- * TemplateProcessing post-processor of tokenizer.json (its "single" template, possibly inside a
- * Sequence). Neither: no special tokens. -1 with a message when a file cannot be read. */
+ * plain text (add_special_tokens=True, what TRL 1.x calls): those of tokenizer.json's
+ * TemplateProcessing post-processor ("single" template, possibly inside a Sequence), as
+ * `tokenizers` and transformers 5 apply it (the hub's Llama 2 and Llama 3 files add BOS; SmolLM2's
+ * adds nothing). -1 with a message when tokenizer.json cannot be read. */
 int pref_text_specials(pref_opts *o, const char *model_dir, const tokenizer *tok, char *err, size_t errsz);
 
 /* Reads and tokenizes a preference JSONL file. Returns -1 only when the file cannot be read (or

@@ -490,8 +490,9 @@ PY
 import json, sys
 ids = json.loads(open(sys.argv[1]).read())["chosen_ids"]
 c = json.load(open(sys.argv[2]))["llama2_legacy"]
-print("  ours", ids[:len(c["tokenizers"])], "tokenizers", c["tokenizers"], "transformers 5", c["transformers"])
-sys.exit(0 if ids[:len(c["tokenizers"])] == c["tokenizers"] != c["transformers"] else 1)
+n = 7  # "<s> Paris. ": past it the completion " ok" may merge with "Yes"
+print("  ours", ids[:n], "tokenizers", c["tokenizers"][:n], "transformers 5", c["transformers"][:n])
+sys.exit(0 if ids[:n] == c["tokenizers"][:n] != c["transformers"][:n] else 1)
 PY
   # NUL: chat-template data is refused naming the line; raw text keeps what follows it
   {
