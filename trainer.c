@@ -47,6 +47,7 @@
 #include "train/data.h"
 #include "train/generate.h"
 #include "train/hub.h"
+#include "train/plot.h"
 #include "train/rundir.h"
 #include "util.h"
 
@@ -1470,6 +1471,7 @@ static void usage(FILE *f) {
             "  generate       sample answers to prompts (CLAIR's first step), JSONL for `clair revise`\n"
             "  eval           reward metrics and log-probs of a model on preference pairs\n"
             "  init           write a randomly initialised checkpoint of any Llama shape\n"
+            "  plot           SVG charts: a run's curves (metrics.jsonl), a results table's bars\n"
             "  demo           the demonstration, explicitly\n\n"
             "`trainer COMMAND --help` lists every flag of a command with its default.\n");
 }
@@ -1488,6 +1490,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "init")) return cmd_init(argc, argv);
+    if (!strcmp(cmd, "plot")) return cmd_plot(argc, argv);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;
