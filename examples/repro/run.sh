@@ -46,12 +46,12 @@ command -v python3 >/dev/null || { echo "run.sh: python3 is needed (standard lib
 # and the same learning-rate grid for every objective; beta is the paper's 0.1 for all).
 if [ $QUICK = 1 ]; then
   OUT=${OUT:-$ROOT/build/repro-quick}
-  SFT_STEPS=150; SFT_WEAK_STEPS=60; SFT_LR=1e-2; SFT_BATCH=16
+  SFT_STEPS=300; SFT_WEAK_STEPS=100; SFT_LR=1e-2; SFT_BATCH=16
   ALIGN_STEPS=12; ALIGN_BATCH=16; LR_GRID=""; ALIGN_LR=1e-3; SEEDS=${SEEDS:-1}
   DATASETS_TRAINED="clair"; OBJECTIVES="apo_zero apo_down"
 else
   OUT=${OUT:-$ROOT/build/repro}
-  SFT_STEPS=600; SFT_WEAK_STEPS=250; SFT_LR=1e-2; SFT_BATCH=16
+  SFT_STEPS=2000; SFT_WEAK_STEPS=800; SFT_LR=1e-2; SFT_BATCH=16
   ALIGN_STEPS=60; ALIGN_BATCH=16; LR_GRID="3e-4 1e-3 3e-3"; ALIGN_LR=""; SEEDS=${SEEDS:-3}
   DATASETS_TRAINED="clair stronger onpolicy offpolicy"; OBJECTIVES="sft sigmoid apo_zero apo_down"
 fi
@@ -112,8 +112,7 @@ for who in target weak_a weak_b; do
   steps=$SFT_STEPS; [ $who = target ] || steps=$SFT_WEAK_STEPS
   # only the lines the step budget uses: the trainer scores every line once before training
   head -n $((steps * SFT_BATCH)) "$D/sft_$who.jsonl" >"$OUT/models/sft_$who.jsonl"
-  $PY "$HERE/study.py" sft-pairs "$OUT/models/sft_$who.jsonl" "$OUT/models/sft_$who.pairs.jsonl"
-  train_model "$OUT/models/$who" --model "$OUT/models/init" --data "$OUT/models/sft_$who.pairs.jsonl" --loss sft \
+  train_model "$OUT/models/$who" --model "$OUT/models/init" --data "$OUT/models/sft_$who.jsonl" --loss sft \
     --lr $SFT_LR --batch-size $SFT_BATCH --micro-batch $SFT_BATCH --max-steps "$steps" --warmup-ratio 0.03 --seed 0
   i=$((i + 1)); progress $i 3 "$t0" "models ($who)"
 done

@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """The study's bookkeeping (Python standard library only): pair sets, their alignment, tables.
 
-    study.py sft-pairs SFT.jsonl OUT             prompt-completion lines -> pairs (chosen = completion)
     study.py judge-pairs VERDICTS.jsonl OUT      `clair judge` records -> pairs (the judge's pick = chosen)
     study.py sp-pairs STRONG.jsonl TARGET.jsonl OUT   chosen = stronger model's answer, rejected = target's
     study.py align DIR NAME=FILE...              keeps the prompts every set has: same prompts, same size
@@ -30,12 +29,6 @@ def response_text(x):
     if isinstance(x, list):
         return [m["content"] for m in x if m.get("role") == "assistant"][-1]
     return x
-
-
-def sft_pairs(inp, out):
-    # Preference lines whose chosen side is the SFT answer: `--loss sft` trains on chosen only.
-    rows = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": "-"} for r in task.read_jsonl(inp)]
-    task.write_jsonl(out, rows)
 
 
 def judge_pairs(verdicts, out):
@@ -172,7 +165,7 @@ def results(run):
 
 
 def main(argv):
-    cmds = {"sft-pairs": (lambda a: sft_pairs(*a), 2), "judge-pairs": (lambda a: judge_pairs(*a), 2),
+    cmds = {"judge-pairs": (lambda a: judge_pairs(*a), 2),
             "sp-pairs": (lambda a: sp_pairs(*a), 3), "results": (lambda a: results(*a), 1)}
     if argv and argv[0] in cmds and len(argv) == cmds[argv[0]][1] + 1:
         cmds[argv[0]][0](argv[1:])

@@ -131,6 +131,12 @@ def revise_minimally(prompt, response):
     if grade(prompt, response) == (True, 1.0):
         return "The answer is correct; nothing needs changing.", response
     out, notes = response, []
+    # the quantity copied from the task: "So Q a =" and "= Q x"
+    for pat in (r"So (\d+) " + re.escape(a) + r" =", r"= (\d+) x "):
+        m = re.search(pat, out)
+        if m and int(m.group(1)) != q:
+            notes.append(f"The task is about {q} {a}, not {m.group(1)} {a}.")
+            out = out[:m.start(1)] + str(q) + out[m.end(1):]
     m = re.search(r"1 " + re.escape(a) + r" = (\d+) " + re.escape(b), out)
     if m and int(m.group(1)) != f:
         notes.append(f"1 {a} is {f} {b}, not {m.group(1)} {b}.")
@@ -248,8 +254,8 @@ def make_tokenizer(out_dir):
 def make(out, quick, seed):
     """Prompt sets (disjoint): SFT data of the three students, pair-building prompts, a dev set
     for the hyperparameter search and the held-out set."""
-    sizes = ({"sft": 3000, "pairs": 96, "dev": 100, "heldout": 200} if quick else
-             {"sft": 12000, "pairs": 1024, "dev": 200, "heldout": 500})
+    sizes = ({"sft": 4800, "pairs": 96, "dev": 100, "heldout": 200} if quick else
+             {"sft": 32000, "pairs": 1024, "dev": 200, "heldout": 500})
     rng = random.Random(seed)
     os.makedirs(out, exist_ok=True)
     seen = set()
