@@ -50,8 +50,8 @@ typedef struct {
     uint32_t h[8];
     uint64_t len; /* bytes hashed so far */
     unsigned char buf[64];
-    size_t n;     /* bytes waiting in buf */
-    int sha1;     /* 1: SHA-1, 0: SHA-256 */
+    size_t n; /* bytes waiting in buf */
+    int sha1; /* 1: SHA-1, 0: SHA-256 */
 } digest;
 
 #define ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
@@ -94,10 +94,14 @@ static void sha1_block(uint32_t h[8], const unsigned char *p) {
     for (i = 16; i < 80; i++) w[i] = ROL(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
     for (i = 0; i < 80; i++) {
         uint32_t f, k, t;
-        if (i < 20) f = (b & c) | (~b & d), k = 0x5a827999;
-        else if (i < 40) f = b ^ c ^ d, k = 0x6ed9eba1;
-        else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8f1bbcdc;
-        else f = b ^ c ^ d, k = 0xca62c1d6;
+        if (i < 20)
+            f = (b & c) | (~b & d), k = 0x5a827999;
+        else if (i < 40)
+            f = b ^ c ^ d, k = 0x6ed9eba1;
+        else if (i < 60)
+            f = (b & c) | (b & d) | (c & d), k = 0x8f1bbcdc;
+        else
+            f = b ^ c ^ d, k = 0xca62c1d6;
         t = ROL(a, 5) + f + e + k + w[i];
         e = d, d = c, c = ROL(b, 30), b = a, a = t;
     }
@@ -122,8 +126,10 @@ static void digest_update(digest *d, const void *data, size_t n) {
         memcpy(d->buf + d->n, p, take);
         d->n += take, p += take, n -= take;
         if (d->n == 64) {
-            if (d->sha1) sha1_block(d->h, d->buf);
-            else sha256_block(d->h, d->buf);
+            if (d->sha1)
+                sha1_block(d->h, d->buf);
+            else
+                sha256_block(d->h, d->buf);
             d->n = 0;
         }
     }
@@ -187,8 +193,8 @@ static int check_etag(const char *path, const char *what, const char *etag, char
  * ========================================================================================== */
 
 typedef struct {
-    char repo[100];  /* ORG/NAME */
-    char rev[256];   /* branch, tag or commit; "main" when none is given */
+    char repo[100]; /* ORG/NAME */
+    char rev[256];  /* branch, tag or commit; "main" when none is given */
     int rev_is_commit;
 } hub_id;
 
@@ -224,8 +230,10 @@ static int rel_name_ok(const char *s) {
 static int parse_id(const char *arg, hub_id *id) {
     const char *at = strchr(arg, '@'), *slash = strchr(arg, '/');
     size_t n = at ? (size_t)(at - arg) : strlen(arg);
-    if (!slash || slash > arg + n || memchr(slash + 1, '/', n - (size_t)(slash + 1 - arg)) || n > 96) return -1;
-    if (!id_part_ok(arg, (size_t)(slash - arg)) || !id_part_ok(slash + 1, n - (size_t)(slash + 1 - arg))) return -1;
+    if (!slash || slash > arg + n || memchr(slash + 1, '/', n - (size_t)(slash + 1 - arg)) || n > 96)
+        return -1;
+    if (!id_part_ok(arg, (size_t)(slash - arg)) || !id_part_ok(slash + 1, n - (size_t)(slash + 1 - arg)))
+        return -1;
     memcpy(id->repo, arg, n);
     id->repo[n] = 0;
     fmt(id->rev, sizeof id->rev, "%s", at ? at + 1 : "main");
@@ -254,9 +262,12 @@ static const char *env_nonempty(const char *name) {
 /* $HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface */
 static void hf_home(char *out, size_t n) {
     const char *v;
-    if ((v = env_nonempty("HF_HOME"))) fmt(out, n, "%s", v);
-    else if ((v = env_nonempty("XDG_CACHE_HOME"))) fmt(out, n, "%s/huggingface", v);
-    else fmt(out, n, "%s/.cache/huggingface", env_nonempty("HOME") ? getenv("HOME") : ".");
+    if ((v = env_nonempty("HF_HOME")))
+        fmt(out, n, "%s", v);
+    else if ((v = env_nonempty("XDG_CACHE_HOME")))
+        fmt(out, n, "%s/huggingface", v);
+    else
+        fmt(out, n, "%s/.cache/huggingface", env_nonempty("HOME") ? getenv("HOME") : ".");
 }
 
 /* $HF_HUB_CACHE (or its older name HUGGINGFACE_HUB_CACHE), else HF_HOME/hub */
@@ -307,8 +318,8 @@ typedef struct {
     char commit[41];
     char endpoint[1024];
     char token[1024];
-    int net_failed;        /* the last failure: the hub could not be reached or refused (a cached
-                              snapshot may stand in), not an unknown revision or a bad file */
+    int net_failed; /* the last failure: the hub could not be reached or refused (a cached
+                       snapshot may stand in), not an unknown revision or a bad file */
     int n_downloaded;
     long long bytes_downloaded;
 #ifdef TRAIN_HUB_CURL
@@ -321,11 +332,18 @@ typedef struct {
 #define WEIGHTS "model.safetensors"
 #define WEIGHTS_INDEX "model.safetensors.index.json"
 
+static int listed(char **names, int n, const char *f) {
+    int i;
+    for (i = 0; i < n; i++)
+        if (!strcmp(names[i], f)) return 1;
+    return 0;
+}
+
 /* The distinct shard names of a model.safetensors.index.json ("weight_map": {tensor: file}).
  * names[] gets malloc'd strings (free each); *n their count. */
 static int index_shards(const char *path, char **names, int max, int *n, char *err, size_t errsz) {
     size_t len, i;
-    int k, rc = 0;
+    int rc = 0;
     char jerr[256];
     char *text = read_file(path, (size_t)64 << 20, &len, err, errsz);
     clair_json root;
@@ -348,10 +366,11 @@ static int index_shards(const char *path, char **names, int max, int *n, char *e
             rc = errf(err, errsz, "%s: the shard of \"%s\" is not a plain file name", path, map->keys[i]);
             break;
         }
-        for (k = 0; k < *n && strcmp(names[k], v->str); k++) {}
-        if (k < *n) continue;
-        if (*n == max) rc = errf(err, errsz, "%s: more than %d shards", path, max);
-        else if (!(names[(*n)++] = strdup(v->str))) rc = errf(err, errsz, "out of memory");
+        if (listed(names, *n, v->str)) continue;
+        if (*n == max)
+            rc = errf(err, errsz, "%s: more than %d shards", path, max);
+        else if (!(names[(*n)++] = strdup(v->str)))
+            rc = errf(err, errsz, "out of memory");
     }
     clair_json_free(&root);
     return rc;
@@ -454,7 +473,6 @@ static int link_snapshot(const hub_ctx *h, const char *file, const char *etag, c
     return 0;
 }
 
-
 /* What a response said, from its headers (the last response's, when redirects are followed). */
 typedef struct {
     long status;
@@ -478,7 +496,8 @@ typedef struct {
 static void header_value(const char *line, size_t n, const char *name, char *out, size_t outsz) {
     size_t k = strlen(name), i;
     if (n <= k || strncasecmp(line, name, k) || line[k] != ':') return;
-    for (i = k + 1; i < n && (line[i] == ' ' || line[i] == '\t'); i++) {}
+    for (i = k + 1; i < n && (line[i] == ' ' || line[i] == '\t'); i++) {
+    }
     while (n > i && (line[n - 1] == '\r' || line[n - 1] == '\n' || line[n - 1] == ' ')) n--;
     fmt(out, outsz, "%.*s", (int)(n - i), line + i);
 }
@@ -544,6 +563,7 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 static CURLcode http_request(hub_ctx *h, const char *url, int head, http_sink *s, http_meta *m, char *cerr) {
     struct curl_slist *hdrs = NULL;
     char auth[1100], range[40];
+    size_t k;
     CURLcode rc;
     CURL *c = h->curl;
     curl_easy_reset(c);
@@ -579,7 +599,8 @@ static CURLcode http_request(hub_ctx *h, const char *url, int head, http_sink *s
         fmt(range, sizeof range, "%lld-", s->range_from);
         curl_easy_setopt(c, CURLOPT_RANGE, range);
     }
-    if (*h->token && !strncmp(url, h->endpoint, strlen(h->endpoint))) {
+    k = strlen(h->endpoint); /* the endpoint itself, not a host that merely starts like it */
+    if (*h->token && !strncmp(url, h->endpoint, k) && (url[k] == '/' || url[k] == 0)) {
         fmt(auth, sizeof auth, "Authorization: Bearer %s", h->token);
         hdrs = curl_slist_append(hdrs, auth);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
@@ -594,10 +615,11 @@ static CURLcode http_request(hub_ctx *h, const char *url, int head, http_sink *s
 
 static int net_fail(hub_ctx *h, const char *cerr, char *err, size_t errsz) {
     h->net_failed = 1;
-    return errf(err, errsz,
-                "cannot reach the Hugging Face hub at %s (%s) for %s: connect to the network (or set HF_ENDPOINT "
-                "to a reachable mirror), or pass a local checkpoint directory",
-                h->endpoint, cerr, h->id.repo);
+    return errf(
+        err, errsz,
+        "cannot reach the Hugging Face hub at %s (%s) for %s: connect to the network (or set HF_ENDPOINT "
+        "to a reachable mirror), or pass a local checkpoint directory",
+        h->endpoint, cerr, h->id.repo);
 }
 
 /* The message for an HTTP error from the hub: which of the usual cases it is, and what to do. */
@@ -608,34 +630,42 @@ static int http_fail(hub_ctx *h, const http_meta *m, const char *url, char *err,
     if (*m->error_message) fmt(hub, sizeof hub, " (the hub says: %s)", m->error_message);
     h->net_failed = strcmp(code, "RevisionNotFound") && strcmp(code, "EntryNotFound");
     if (!strcmp(code, "GatedRepo"))
-        return have_token ? errf(err, errsz,
-                                 "%s is a gated model and the token in HF_TOKEN has not been granted access (HTTP "
-                                 "%ld): accept its conditions at %s/%s with that token's account and wait for "
-                                 "approval%s",
-                                 repo, m->status, ep, repo, hub)
-                          : errf(err, errsz,
-                                 "%s is a gated model (HTTP %ld): accept its conditions at %s/%s, then set HF_TOKEN "
-                                 "to an access token of that account (%s/settings/tokens)%s",
-                                 repo, m->status, ep, repo, ep, hub);
+        return have_token
+                   ? errf(err, errsz,
+                          "%s is a gated model and the token in HF_TOKEN has not been granted access (HTTP "
+                          "%ld): accept its conditions at %s/%s with that token's account and wait for "
+                          "approval%s",
+                          repo, m->status, ep, repo, hub)
+                   : errf(err, errsz,
+                          "%s is a gated model (HTTP %ld): accept its conditions at %s/%s, then set HF_TOKEN "
+                          "to an access token of that account (%s/settings/tokens)%s",
+                          repo, m->status, ep, repo, ep, hub);
     if (!strcmp(code, "RevisionNotFound"))
-        return errf(err, errsz, "%s has no revision '%s' (HTTP %ld): give a branch, tag or commit of the model "
-                                "(ORG/NAME@REVISION; the default is main)%s",
+        return errf(err, errsz,
+                    "%s has no revision '%s' (HTTP %ld): give a branch, tag or commit of the model "
+                    "(ORG/NAME@REVISION; the default is main)%s",
                     repo, h->id.rev, m->status, hub);
     if (m->status == 401 && have_token && strstr(m->error_message, "nvalid credentials"))
-        return errf(err, errsz, "the hub refused the token in HF_TOKEN (HTTP 401, invalid credentials): create a "
-                                "new one at %s/settings/tokens",
+        return errf(err, errsz,
+                    "the hub refused the token in HF_TOKEN (HTTP 401, invalid credentials): create a "
+                    "new one at %s/settings/tokens",
                     ep);
-    if (!strcmp(code, "RepoNotFound") || ((m->status == 401 || m->status == 404) && !strstr(url, "/resolve/")))
-        return errf(err, errsz, "there is no model %s at %s (HTTP %ld): check the id (ORG/NAME, case matters)%s%s", repo,
-                    ep, m->status,
+    if (!strcmp(code, "RepoNotFound") ||
+        ((m->status == 401 || m->status == 404) && !strstr(url, "/resolve/")))
+        return errf(err, errsz,
+                    "there is no local directory %s and no model of that name at %s (HTTP %ld): check the "
+                    "path, or the id (ORG/NAME, case matters)%s%s",
+                    repo, ep, m->status,
                     have_token ? "; if it is private, the token in HF_TOKEN has no access to it"
                                : "; a private model needs HF_TOKEN (an access token)",
                     hub);
     if (m->status == 429)
-        return errf(err, errsz, "the hub is limiting requests (HTTP 429): wait a few minutes and run again%s%s",
+        return errf(err, errsz,
+                    "the hub is limiting requests (HTTP 429): wait a few minutes and run again%s%s",
                     have_token ? "" : " (an access token in HF_TOKEN raises the limit)", hub);
     if (m->status >= 500)
-        return errf(err, errsz, "the hub answered HTTP %ld for %s: it may be down, try again later%s", m->status, url, hub);
+        return errf(err, errsz, "the hub answered HTTP %ld for %s: it may be down, try again later%s",
+                    m->status, url, hub);
     return errf(err, errsz, "the hub answered HTTP %ld for %s%s", m->status, url, hub);
 }
 
@@ -658,8 +688,10 @@ static int list_files(hub_ctx *h, char **names, int max, int *n, char *err, size
     memset(&s, 0, sizeof s);
     s.mem_cap = (size_t)64 << 20;
     rc = http_request(h, url, 0, &s, &m, cerr);
-    if (rc != CURLE_OK) status = net_fail(h, cerr, err, errsz);
-    else if (m.status != 200) status = http_fail(h, &m, url, err, errsz);
+    if (rc != CURLE_OK)
+        status = net_fail(h, cerr, err, errsz);
+    else if (m.status != 200)
+        status = http_fail(h, &m, url, err, errsz);
     else if (clair_json_parse(s.mem.data ? s.mem.data : "", s.mem.len, &root, jerr, sizeof jerr))
         status = errf(err, errsz, "%s: the hub's answer is not valid JSON (%s)", url, jerr);
     if (status) {
@@ -670,7 +702,8 @@ static int list_files(hub_ctx *h, char **names, int max, int *n, char *err, size
     sha = clair_json_get_str(&root, "sha");
     sib = clair_json_get(&root, "siblings");
     if (!sha || !is_hex(sha, 40) || !sib || sib->type != CLAIR_JSON_ARRAY)
-        status = errf(err, errsz, "%s: the hub's answer lacks \"sha\" (a commit) or \"siblings\" (the files)", url);
+        status = errf(err, errsz, "%s: the hub's answer lacks \"sha\" (a commit) or \"siblings\" (the files)",
+                      url);
     else
         fmt(h->commit, sizeof h->commit, "%s", sha);
     for (i = 0; status == 0 && i < sib->n && *n < max; i++) {
@@ -705,9 +738,12 @@ static int file_meta(hub_ctx *h, const char *file, char *etag, long long *size, 
         }
         break;
     }
-    if (m.status >= 300 && m.status < 400 && *m.location) fmt(get_url, usz, "%s", m.location);
-    else if (m.status >= 200 && m.status < 300) fmt(get_url, usz, "%s", url);
-    else return http_fail(h, &m, url, err, errsz);
+    if (m.status >= 300 && m.status < 400 && *m.location)
+        fmt(get_url, usz, "%s", m.location);
+    else if (m.status >= 200 && m.status < 300)
+        fmt(get_url, usz, "%s", url);
+    else
+        return http_fail(h, &m, url, err, errsz);
     /* The hub's ETag: X-Linked-Etag for an LFS file (the sha256), else ETag; W/ and quotes off. */
     e = *m.linked_etag ? m.linked_etag : m.etag;
     if (!strncmp(e, "W/", 2)) e += 2;
@@ -749,9 +785,11 @@ static int download_blob(hub_ctx *h, const char *file, const char *url, const ch
         FILE *f;
         if (size >= 0 && have == size) break; /* all there (an earlier run stopped before the rename) */
         if (size >= 0 && have > size && truncate(inc, 0) == 0) have = 0;
-        if (attempt == 1)
-            fprintf(stderr, "downloading %s (%.1f MB)%s\n", what, size >= 0 ? (double)size / 1e6 : 0.0,
+        if (attempt == 1 && size >= 0)
+            fprintf(stderr, "downloading %s (%.*f MB)%s\n", what, size < 100000 ? 3 : 1, (double)size / 1e6,
                     have > 0 ? ", resuming a partial download" : "");
+        else if (attempt == 1)
+            fprintf(stderr, "downloading %s%s\n", what, have > 0 ? ", resuming a partial download" : "");
         if (!(f = fopen(inc, "ab"))) return errf(err, errsz, "cannot write %s (%s)", inc, strerror(errno));
         memset(&s, 0, sizeof s);
         s.file = f;
@@ -781,8 +819,9 @@ static int download_blob(hub_ctx *h, const char *file, const char *url, const ch
     if (size >= 0 && file_size(inc) != size) {
         long long got = file_size(inc);
         unlink(inc);
-        return errf(err, errsz, "%s: got %lld bytes, the hub announced %lld; the partial file is removed, run the "
-                                "command again",
+        return errf(err, errsz,
+                    "%s: got %lld bytes, the hub announced %lld; the partial file is removed, run the "
+                    "command again",
                     what, got, size);
     }
     if (check_etag(inc, what, etag, err, errsz)) {
@@ -805,25 +844,20 @@ static int fetch_file(hub_ctx *h, const char *file, char *err, size_t errsz) {
     if (file_meta(h, file, etag, &size, get_url, sizeof get_url, err, errsz)) return -1;
     fmt(blob, sizeof blob, "%s/blobs", h->repo_dir);
     fmt(lock, sizeof lock, "%s/.locks/%s", h->root, h->folder);
-    if (mkdir_p(blob) || mkdir_p(lock)) return errf(err, errsz, "cannot create %s (%s)", blob, strerror(errno));
+    if (mkdir_p(blob) || mkdir_p(lock))
+        return errf(err, errsz, "cannot create %s (%s)", blob, strerror(errno));
     fmt(blob, sizeof blob, "%s/blobs/%s", h->repo_dir, etag);
     fmt(lock, sizeof lock, "%s/.locks/%s/%s.lock", h->root, h->folder, etag);
     if ((fd = open(lock, O_RDWR | O_CREAT, 0644)) < 0)
         return errf(err, errsz, "cannot open the lock file %s (%s)", lock, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB)) {
-        fprintf(stderr, "waiting for another process that downloads %s/%s (lock %s)\n", h->id.repo, file, lock);
+        fprintf(stderr, "waiting for another process that downloads %s/%s (lock %s)\n", h->id.repo, file,
+                lock);
         flock(fd, LOCK_EX);
     }
     if (!file_exists(blob)) rc = download_blob(h, file, get_url, etag, size, blob, err, errsz);
     close(fd); /* releases the lock */
     return rc ? rc : link_snapshot(h, file, etag, err, errsz);
-}
-
-static int listed(char **names, int n, const char *f) {
-    int i;
-    for (i = 0; i < n; i++)
-        if (!strcmp(names[i], f)) return 1;
-    return 0;
 }
 
 /* Asks the hub for the revision and fetches every file h->need asks for that the cache lacks. */
@@ -835,8 +869,9 @@ static int download_model(hub_ctx *h, char *err, size_t errsz) {
     h->net_failed = 0;
     rc = 0;
     if (!listed(names, n, "tokenizer.json"))
-        rc = errf(err, errsz, "%s has no tokenizer.json; the trainer reads the Hugging Face tokenizers format",
-                  h->id.repo);
+        rc =
+            errf(err, errsz, "%s has no tokenizer.json; the trainer reads the Hugging Face tokenizers format",
+                 h->id.repo);
     else if (h->need == HUB_MODEL && !listed(names, n, "config.json"))
         rc = errf(err, errsz, "%s has no config.json: it is not a Transformers checkpoint", h->id.repo);
     else if (h->need == HUB_MODEL && !listed(names, n, WEIGHTS) && !listed(names, n, WEIGHTS_INDEX))
@@ -844,8 +879,10 @@ static int download_model(hub_ctx *h, char *err, size_t errsz) {
                   h->id.repo, WEIGHTS, WEIGHTS_INDEX);
     if (!rc) rc = fetch_file(h, "tokenizer.json", err, errsz);
     for (k = 0; !rc && k < N_TOKENIZER_OPTIONAL; k++) {
-        if (listed(names, n, tokenizer_optional[k])) rc = fetch_file(h, tokenizer_optional[k], err, errsz);
-        else mark_absent(h, tokenizer_optional[k]);
+        if (listed(names, n, tokenizer_optional[k]))
+            rc = fetch_file(h, tokenizer_optional[k], err, errsz);
+        else
+            mark_absent(h, tokenizer_optional[k]);
     }
     if (!rc && h->need == HUB_MODEL) rc = fetch_file(h, "config.json", err, errsz);
     if (!rc && h->need == HUB_MODEL) {
@@ -879,14 +916,16 @@ static int hub_ctx_init(hub_ctx *h, const char *id, hub_need need, char *err, si
     const char *ep = env_nonempty("HF_ENDPOINT"), *c;
     memset(h, 0, sizeof *h);
     if (parse_id(id, &h->id))
-        return errf(err, errsz, "'%s' is neither a local path nor a Hugging Face model id (ORG/NAME[@REVISION])", id);
+        return errf(err, errsz,
+                    "'%s' is neither a local path nor a Hugging Face model id (ORG/NAME[@REVISION])", id);
     h->need = need;
     cache_root(h->root, sizeof h->root);
     c = strchr(h->id.repo, '/');
     fmt(h->folder, sizeof h->folder, "models--%.*s--%s", (int)(c - h->id.repo), h->id.repo, c + 1);
     fmt(h->repo_dir, sizeof h->repo_dir, "%s/%s", h->root, h->folder);
     fmt(h->endpoint, sizeof h->endpoint, "%s", ep ? ep : "https://huggingface.co");
-    while (strlen(h->endpoint) > 8 && h->endpoint[strlen(h->endpoint) - 1] == '/') h->endpoint[strlen(h->endpoint) - 1] = 0;
+    while (strlen(h->endpoint) > 8 && h->endpoint[strlen(h->endpoint) - 1] == '/')
+        h->endpoint[strlen(h->endpoint) - 1] = 0;
     read_token(h->token, sizeof h->token);
     return 0;
 }
@@ -900,8 +939,8 @@ int hub_resolve(const char *id, hub_need need, char *dir, size_t dirsz, char *er
     if (env_true("HF_HUB_OFFLINE") || env_true("TRANSFORMERS_OFFLINE")) {
         if (!have)
             return errf(err, errsz,
-                        "HF_HUB_OFFLINE is set and %s: unset HF_HUB_OFFLINE to download it, or pass a local "
-                        "checkpoint directory",
+                        "HF_HUB_OFFLINE is set and %s (nor is it a local directory): unset HF_HUB_OFFLINE to "
+                        "download it, or pass a local checkpoint directory",
                         note);
     } else if (!have || !h.id.rev_is_commit) {
 #ifdef TRAIN_HUB_CURL
@@ -923,12 +962,14 @@ int hub_resolve(const char *id, hub_need need, char *dir, size_t dirsz, char *er
         fprintf(stderr, "note: %s\nnote: using the cached snapshot %s of %s\n", err, cached, id);
 #else
         if (!have)
-            return errf(err, errsz,
-                        "%s, and this trainer was built without libcurl, so it cannot download it: install libcurl's "
-                        "headers (Debian/Ubuntu: apt-get install libcurl4-openssl-dev) and rebuild with ./build.sh, or "
-                        "fetch the model into the cache with `hf download %s` (the trainer then finds it), or pass a "
-                        "local checkpoint directory",
-                        note, h.id.repo);
+            return errf(
+                err, errsz,
+                "%s, and this trainer was built without libcurl, so it cannot download it: install libcurl's "
+                "headers (Debian/Ubuntu: apt-get install libcurl4-openssl-dev) and rebuild with ./build.sh, "
+                "or "
+                "fetch the model into the cache with `hf download %s` (the trainer then finds it), or pass a "
+                "local checkpoint directory",
+                note, h.id.repo);
 #endif
     }
     fmt(dir, dirsz, "%s/snapshots/%s", h.repo_dir, cached);
@@ -953,8 +994,10 @@ int hub_resolve_args(int argc, char **argv, char *err, size_t errsz) {
             size_t k = strlen(flags[f].flag);
             char dir[PATHSZ], **slot = NULL, *s;
             const char *value = NULL;
-            if (!strcmp(argv[i], flags[f].flag) && i + 1 < argc) slot = &argv[i + 1], value = argv[i + 1];
-            else if (!strncmp(argv[i], flags[f].flag, k) && argv[i][k] == '=') slot = &argv[i], value = argv[i] + k + 1;
+            if (!strcmp(argv[i], flags[f].flag) && i + 1 < argc)
+                slot = &argv[i + 1], value = argv[i + 1];
+            else if (!strncmp(argv[i], flags[f].flag, k) && argv[i][k] == '=')
+                slot = &argv[i], value = argv[i] + k + 1;
             if (!slot || !hub_is_model_id(value)) continue;
             if (n_resolved == (int)(sizeof resolved_args / sizeof resolved_args[0]))
                 return errf(err, errsz, "too many model ids on one command line");

@@ -12,7 +12,7 @@ set -u
 BIN=$(cd "$(dirname "${1:?trainer binary}")" && pwd)/$(basename "$1")
 TOOLS=$(cd "${2:?tools dir}" && pwd)
 CURL=${3:-1}
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)
 MODEL=$ROOT/examples/tiny-llama
 export OMP_NUM_THREADS=1
@@ -187,7 +187,7 @@ expect_ok "ORG/NAME@COMMIT cached: no request" train "test-org/tiny-llama@$COMMI
 
 expect_fail "no network, nothing cached" "cannot reach the Hugging Face hub at http://127.0.0.1:9" \
   train test-org/sharded-llama HF_ENDPOINT=http://127.0.0.1:9
-expect_fail "wrong id" "there is no model test-org/no-such-model at .*check the id" train test-org/no-such-model
+expect_fail "wrong id" "there is no local directory test-org/no-such-model and no model of that name at .*check the path, or the id" train test-org/no-such-model
 expect_fail "wrong revision" "test-org/tiny-llama has no revision 'v9'" train test-org/tiny-llama@v9
 expect_fail "gated, no token" "test-org/gated-llama is a gated model \(HTTP 401\).*set HF_TOKEN" train test-org/gated-llama
 expect_fail "gated, a token without access" "gated model and the token in HF_TOKEN has not been granted access \(HTTP 403\)" \
