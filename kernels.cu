@@ -31,14 +31,20 @@
  * Attention: per sequence of the packed batch (sequences never see each other) and per query
  * head within a KV group (j < H/K), one strided-batched GEMM over the K KV heads gives the
  * scores [K, n, n] (fp32), a causal softmax kernel turns them into probabilities, and a second
- * GEMM multiplies by V. Only [K, n, n] scores are alive at any time; backward recomputes them.
+ * GEMM multiplies by V. Only [K, n, n] scores are alive at any time (sized by the longest
+ * sequence, opts.max_seq_tokens; rows padded to 8 elements); backward recomputes them.
  *
  * Recomputation (opts.recompute): forward keeps only each layer's input res[l] (fp32); backward
  * reruns layer l's forward into one shared activation set before differentiating it. Without
  * it, every layer keeps its own activation set.
  *
  * Errors: every CUDA and cuBLAS call is checked; a failure sets backend->err (at creation, the
- * caller's err) to "kernels.cu:LINE: CALL failed: REASON (hint: ...)" and the call returns -1.
+ * caller's err) to "kernels.cu:LINE: CALL failed: REASON (hint: ...)" and the call returns -1;
+ * after such a failure every later call refuses with that message (the state is unknown).
+ *
+ * Determinism: no atomics anywhere (the grad norm sums in two fixed-order passes, the embedding
+ * gradient adds each token's positions in order), so one build on one GPU gives the same bits
+ * for the same inputs; cuBLAS may differ across versions and GPU models.
  *
  * A model whose params pointer is NULL (a config only) is initialised randomly on the device
  * with HF's init (normal(0, initializer_range) for matrices, 1 for norms): benchmarks of large

@@ -162,10 +162,10 @@ build_gpu_programs() {   # build_gpu_programs DIR: the GPU programs into DIR, in
   pids=()
   "$NVCC" "${nvflags[@]}" "${nvomp[@]}" tests/gpu/test_kernels.cu "${objs[@]}" -lcublas -lcublasLt -o "$B/gpu/cuda_kernels" &
   pids+=($!)
-  link() { $cc -O2 -Wall -Wextra -std=c99 -I"$home/include" "$2" "$B/kernels.o" "${objs[@]}" "${omp[@]}" "${libs[@]}" -o "$B/$1"; }
-  link gpu/cuda_parity tests/gpu/test_parity.c & pids+=($!)
-  link cuda_bench bench/gpu_bench.c & pids+=($!)
-  link cuda_nodevice tests/gpu/test_nodevice.c & pids+=($!)
+  link_prog() { $cc -O2 -Wall -Wextra -std=c99 -I"$home/include" "$2" "$B/kernels.o" "${objs[@]}" "${omp[@]}" "${libs[@]}" -o "$B/$1"; }
+  link_prog gpu/cuda_parity tests/gpu/test_parity.c & pids+=($!)
+  link_prog cuda_bench bench/gpu_bench.c & pids+=($!)
+  link_prog cuda_nodevice tests/gpu/test_nodevice.c & pids+=($!)
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
   return $rc
 }

@@ -2,10 +2,10 @@
  *
  * Without a GPU (CI, most build machines): llama_cuda_backend_create must return NULL with a
  * message saying there is no CUDA device - not crash, not exit. With a GPU: a device index that
- * does not exist, lean mode without bf16, and a model that cannot fit (Llama-3-70B shape in
- * fp32, 16 bytes/param = 1.1 TB) must each be refused with a message naming the problem. The
- * emulator build of this test (device present, 64 GiB "free") checks the GPU-side refusals
- * without a GPU. */
+ * does not exist, lean mode without bf16, a negative max_seq_tokens, and a model that cannot fit
+ * (Llama-3-70B shape in fp32, 16 bytes/param = 1.1 TB) must each be refused with a message
+ * naming the problem (the last one with the memory plan). The emulator build of this test
+ * (device present, 64 GiB "free") checks the GPU-side refusals without a GPU. */
 #include <stdio.h>
 #include <string.h>
 #include <cuda_runtime_api.h>
@@ -68,6 +68,9 @@ int main(void)
         m.cfg = cfg_of(128256, 8192, 28672, 80, 64, 8);   /* Llama-3-70B: 1.1 TB in fp32, fits no GPU */
         opts.max_tokens = 1024; opts.verbose = 1;
         expect_refusal("70B in fp32 does not fit", &m, &opts, "will not fit");
+        expect_refusal("the refusal names the plan", &m, &opts, "memory plan (fp32");
+        opts.max_tokens = 64; opts.max_seq_tokens = -1;
+        expect_refusal("max_seq_tokens -1", &m, &opts, "max_seq_tokens");
     }
     if (fails) { printf("%d check(s) failed\n", fails); return 1; }
     printf("all refusals clear\n");

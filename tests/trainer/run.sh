@@ -352,7 +352,7 @@ cuda_emu)
     && ok "cuda bf16 (emulated) trains" || fail "cuda bf16 metrics"
   # lean mode (bf16 weights and moments, stochastic rounding): a run killed after step 3 and
   # resumed from checkpoint-2 ends with the uninterrupted run's bits (the rounding follows the step)
-  l=("${e[@]}" --device cuda --precision bf16 --lean-optimizer --max-steps 3 --epochs 2 --save-every 2)
+  l=("${e[@]}" --device cuda --precision bf16 --lean-optimizer --epochs 2 --save-every 2)
   "$BIN" train "${l[@]}" --out "$W/lean_a" > "$W/lean_a.log" 2>&1 || { fail "cuda lean run"; tail -5 "$W/lean_a.log"; }
   rc=0; TRAINER_TEST_DIE_AFTER_STEP=3 "$BIN" train "${l[@]}" --out "$W/lean_b" > "$W/lean_b1.log" 2>&1 || rc=$?
   "$BIN" train "${l[@]}" --out "$W/lean_b" --resume > "$W/lean_b2.log" 2>&1 || { fail "cuda lean resume"; tail -5 "$W/lean_b2.log"; }
