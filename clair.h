@@ -219,8 +219,10 @@
  *   ({prompt} and {answer} are filled in; the marker tells the parser what to look for).
  * Request. POSTs to an OpenAI-compatible /chat/completions with up to `concurrency` requests in
  *   flight, a per-attempt timeout, exponential backoff with jitter on 408/409/425/429/5xx,
- *   timeouts and connection errors, honouring Retry-After. TLS verification stays on. The API
- *   key goes only into the Authorization header: it is never printed, logged or written.
+ *   timeouts and connection errors, honouring Retry-After (capped, retry_after_max_s). TLS
+ *   verification stays on. The API key goes only into the Authorization header, and is
+ *   overwritten with '*' in every reply before a message or excerpt is made from it: a server
+ *   that echoes the header cannot make it printed, logged or written.
  * Parse. Finds the first marker (yours, or the two forms the paper's reference code parses).
  *   No marker is an error (CLAIR_PARSE_NO_MARKER), never a silent skip.
  * Text. Every string is UTF-8 bytes plus a length; nothing needs a NUL. Metrics work on Unicode
@@ -240,7 +242,8 @@
  *   they are: at clair_filter_default.
  * JSON. Strict RFC 8259 reader (invalid UTF-8, lone surrogates, bad escapes, control characters,
  *   leading zeros, trailing commas/garbage and over-deep nesting are errors with line and column)
- *   and a compact writer. Numbers are parsed with strtod and printed with printf: keep the C
+ *   and a compact writer whose output is always valid JSON and UTF-8, whatever bytes it is
+ *   given (invalid sequences become U+FFFD, as Python's errors="replace" does). Numbers are parsed with strtod and printed with printf: keep the C
  *   locale's LC_NUMERIC (the default) in programs that use them. Also usable outside CLAIR.
  * Errors. Library functions never exit or print (except clair_http_run's optional retry lines);
  *   they return a status. Out of memory gives -1 / a NULL result, never a crash.

@@ -4,9 +4,9 @@
 #
 # Builds ./clair (the tool, links libcurl) and $BUILD/clair/ test programs. Tests: unit tests of
 # clair.h (JSON, metrics vs committed Python expectations, diff, parse, filter, prompt), the
-# request engine (tests/clair/test_http.c), end-to-end runs of `clair revise` / `clair stats`
-# against tests/clair/server.py (Python standard library only), and `clair revise` against a
-# real llama.cpp server (tests/clair/real_server.sh; skips offline).
+# request engine (tests/clair/test_http.c), end-to-end runs of `clair generate` / `revise` /
+# `judge` / `stats` against tests/clair/server.py (Python standard library only), and
+# `clair revise` against a real llama.cpp server (tests/clair/real_server.sh; skips offline).
 # The header alone (C99 and C++11, with and without curl, its examples) is checked by
 # mk/05-headers.sh. tools/gen_clair_expect.py regenerates tests/clair/expect_metrics.jsonl.
 # libcurl's headers are the one optional dependency: without them everything else still builds,
