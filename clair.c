@@ -515,6 +515,21 @@ static int looks_like_json(const char *s, size_t n) {
     return i < n && s[i] == '{';
 }
 
+/* A 4xx that no retry can change (the engine retries 408, 409, 425 and 429). */
+static int final_4xx(long status) {
+    return status >= 400 && status < 500 && status != 408 && status != 409 && status != 425 && status != 429;
+}
+
+/* A 4xx message about the request's fields rather than one line's content (a prompt too long
+ * for the context is the line's failure, not the run's). */
+static int field_problem(const char *m) {
+    static const char *words[] = { "arameter", "nsupported", "not supported", "nrecognized", "xtra fields",
+                                   "xtra inputs", "max_tokens", "temperature", "not permitted", NULL };
+    int i;
+    for (i = 0; words[i]; i++) if (strstr(m, words[i])) return 1;
+    return 0;
+}
+
 /* The preflight's verdict on a failed first request: a message naming the fix if nothing
  * else can succeed (bad URL, key, model or request field), "" if the failure may pass. */
 static void preflight_verdict(run *r, const clair_job *j, char *msg, size_t n) {
@@ -531,11 +546,10 @@ static void preflight_verdict(run *r, const clair_job *j, char *msg, size_t n) {
         fmt(msg, n, "the server does not serve model '%s' (%s): check --model (GET BASE_URL/models lists the names)", r->model, m);
     else if (j->error == CLAIR_REQ_HTTP && j->status == 404)
         fmt(msg, n, "%s was not found (%s): check --base-url; it usually ends in /v1 (requests go to BASE_URL/chat/completions)", r->url, m);
-    else if (j->error == CLAIR_REQ_HTTP && j->status >= 400 && j->status < 500 && j->status != 408 && j->status != 409 &&
-             j->status != 425 && j->status != 429)
+    else if (j->error == CLAIR_REQ_HTTP && final_4xx(j->status) && (model || field_problem(m)))
         fmt(msg, n, "the server rejected the first request (%s): %s", m, model ? "check --model" :
-                 "if it names a request field (reasoning models refuse max_tokens and temperature), change the fields "
-                 "with --param, e.g. --param max_tokens= --param temperature= --param max_completion_tokens=4096");
+                 "change the request's fields with --param (reasoning models refuse max_tokens and temperature: "
+                 "--param max_tokens= --param temperature= --param max_completion_tokens=4096)");
     else if (j->error == CLAIR_REQ_TLS)
         fmt(msg, n, "TLS failure talking to %s (%s): check the URL's host name and the system's CA certificates", r->url, m);
     else if (j->error == CLAIR_REQ_BAD_REPLY && !looks_like_json(j->reply, j->reply_len))   /* an HTML page, ... */
@@ -556,9 +570,13 @@ static void engine_done(void *ctx, clair_job *job) {
     if (r->preflight && job->error != CLAIR_REQ_OK) {
         preflight_verdict(r, job, r->preflight_msg, sizeof r->preflight_msg);
         r->preflight_fatal = r->preflight_msg[0] != 0;
-        if (!r->preflight_fatal && r->verbose) say("%s: the first request failed (%s); going on with retries\n", prog, job->message);
-        r->state[u] = ST_TODO;            /* not recorded: the main run asks again */
-        return;
+        if (r->preflight_fatal || !(job->error == CLAIR_REQ_HTTP && final_4xx(job->status))) {
+            /* not recorded: asked again after the fix, or with retries by the main run */
+            if (!r->preflight_fatal && r->verbose) say("%s: the first request failed (%s); going on with retries\n", prog, job->message);
+            r->state[u] = ST_TODO;
+            return;
+        }
+        /* a 4xx about this line only: its record, as in the main run */
     }
     memset(&in, 0, sizeof in);
     if (r->cmd->parse(r, line, &in, err, sizeof err)) die("internal: input line %zu changed", line + 1);

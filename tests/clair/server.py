@@ -14,7 +14,7 @@ life) does the k-th action; the last action repeats. Actions:
     ok          a reply: reasoning, the marker line "Revised answer:", then the revision
                 (the answer with every "teh" -> "the" and " Indeed." appended)
     ref         the same in the paper's reference format ({teacher_reasoning} ... {corrected_student_solution} ...)
-    429 | 500 | 503 | 400     that status with a JSON error body
+    429 | 500 | 404 | ...     that status (any number) with a JSON error body
     429raN      429 with "Retry-After: N"
     drop        close the connection without any reply
     badjson     200 with a truncated JSON body
@@ -156,7 +156,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         if action.startswith("429ra"):
             return self.send(429, '{"error": {"message": "slow down"}}', [("Retry-After", action[5:])])
-        if action in ("429", "500", "503", "400"):
+        if action.isdigit():
             return self.send(int(action), '{"error": {"message": "scripted %s"}}' % action)
         if action == "badjson":
             return self.send(200, '{"choices": [{"message": {"role": "assistant", "content": "Revised')

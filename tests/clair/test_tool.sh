@@ -247,6 +247,12 @@ expect_stop "wrong path" "check --base-url; it usually ends in /v1" --base-url "
 expect_stop "wrong key" "API key" --base-url "$U2" --model test-model
 expect_stop "wrong model" "check --model" --base-url "$U2" --model no-such-model --api-key-env CLAIR_TEST_KEY
 [ "$(grep -c . "$T/berr.txt")" -le 2 ] || fail "a stop says more than the fix: $(cat "$T/berr.txt")"
+# a 400 about one line's content (not a request field) is that line's failure, not the run's
+{ echo '{"prompt": "p", "response": "teh long [[id=x400 script=400]]"}'; head -n 3 "$T/r6.jsonl"; } >"$T/l400.jsonl"
+reset
+"$BIN" revise --in "$T/l400.jsonl" --out "$T/l400o.jsonl" "${COMMON[@]}" --quiet 2>"$T/l400err.txt" || fail "a line's 400 stopped the run: $(cat "$T/l400err.txt")"
+[ "$(requests)" = 4 ] || fail "a line's 400: $(requests) requests for 4 lines"
+grep -q '"attempts":1,.*"clair_line":1,' "$T/l400o.jsonl.failed.jsonl" || fail "a line's 400 is not its record"
 
 echo "== 13. server text that is not UTF-8, an excerpt cut mid-character, an echoed API key"
 printf '%s\n' '{"prompt": "p", "response": "teh one [[id=u8a script=badutf8]]"}' '{"prompt": "p", "response": "teh two [[id=u8b script=cututf8]]"}' \

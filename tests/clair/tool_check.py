@@ -62,6 +62,13 @@ def make_input(path):
         line("id1", "identical", "dropped:identical:1"),
         line("rw1", "rewrite", "dropped:edit_ratio:1"),
         line("late", "500,500,500,ok", "failed:http_status:3"),   # kept after --retry-failed
+        # 4xx: only 408, 409, 425 and 429 are worth retrying
+        line("e404", "404", "failed:http_status:1"),
+        line("e422", "422", "failed:http_status:1"),
+        line("e401", "401", "failed:http_status:1"),
+        line("r408", "408,ok", "kept:2"),
+        line("r409", "409,ok", "kept:2"),
+        line("r425", "425,ok", "kept:2"),
     ]
     # interleave the bad lines and one blank line at fixed places
     merged = []
