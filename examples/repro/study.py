@@ -100,13 +100,13 @@ def mean_std(xs):
 
 
 def logp_change(metrics_path):
-    """(first, last) mean of logps/chosen and logps/rejected over the first and last 5 steps."""
-    rows = [r for r in task.read_jsonl(metrics_path) if "loss" in r and "logps/chosen" in r]
+    """Mean over the last 5 steps of rewards/chosen and rewards/rejected: beta x (log p - reference
+    log p) of each step's own pairs, i.e. which way each likelihood moved during training."""
+    rows = [r for r in task.read_jsonl(metrics_path) if "loss" in r and "rewards/chosen" in r]
     if not rows:
         return None
-    head, tail = rows[:5], rows[-5:]
-    avg = lambda rs, k: sum(r[k] for r in rs) / len(rs)
-    return {k: (avg(head, k), avg(tail, k)) for k in ("logps/chosen", "logps/rejected")}
+    tail = rows[-5:]
+    return {k: sum(r[k] for r in tail) / len(tail) for k in ("rewards/chosen", "rewards/rejected")}
 
 
 def results(run):
@@ -141,8 +141,9 @@ def results(run):
     for d in DATASETS:
         out.append(f"| {DATASET_NAMES[d]} | " + " | ".join(
             "—" if table[(d, o)][2] == 0 else f"{100 * table[(d, o)][3]:+.1f}%" for o in OBJECTIVES) + " |")
-    out += ["", "Training dynamics (seed 0): mean summed log-prob of the chosen / rejected answers over the "
-            "first 5 -> last 5 steps:", "", "| dataset | objective | log p(chosen) | log p(rejected) |", "|---|---|---|---|"]
+    out += ["", "Training dynamics (seed 0): beta x (log p - reference log p) of the chosen and rejected answers, "
+            "mean over the last 5 steps (> 0: the likelihood rose):", "",
+            "| dataset | objective | chosen | rejected |", "|---|---|---|---|"]
     dyn = {}
     for d in DATASETS:
         for o in OBJECTIVES:
@@ -150,9 +151,8 @@ def results(run):
             c = logp_change(p) if os.path.exists(p) else None
             if c:
                 dyn[f"{d}/{o}"] = c
-                ch, rj = c["logps/chosen"], c["logps/rejected"]
-                out.append(f"| {DATASET_NAMES[d]} | {OBJECTIVE_NAMES[o]} | {ch[0]:.2f} -> {ch[1]:.2f} ({ch[1] - ch[0]:+.2f}) | "
-                           f"{rj[0]:.2f} -> {rj[1]:.2f} ({rj[1] - rj[0]:+.2f}) |")
+                out.append(f"| {DATASET_NAMES[d]} | {OBJECTIVE_NAMES[o]} | {c['rewards/chosen']:+.4f} | "
+                           f"{c['rewards/rejected']:+.4f} |")
     text = "\n".join(out) + "\n"
     for name, body in (("results.md", text), ("results.tsv", "\n".join(tsv) + "\n")):
         with open(os.path.join(run, name), "w") as f:
