@@ -133,12 +133,15 @@ static unsigned long long fnv1a(const char *s, size_t n) {
     return h;
 }
 
-/* A numeric option outside [lo, hi] stops the program with the flag and its range named. */
-static void check_int(const char *flag, long long v, long long lo, long long hi) {
-    if (v < lo || v > hi) die("%s %lld is out of range: allowed %lld to %lld", flag, v, lo, hi);
-}
+/* A numeric option outside [lo, hi] stops the program with the flag and its range named.
+ * Counts are read as numbers and checked here, so that "--concurrency 1e10" gets the same
+ * message as "--concurrency 5000" (the table parser would only say "not an integer"). */
 static void check_dbl(const char *flag, double v, double lo, double hi) {
     if (!(v >= lo && v <= hi)) die("%s %g is out of range: allowed %g to %g", flag, v, lo, hi);
+}
+static int check_count(const char *flag, double v, int lo, int hi) {
+    if (!(v >= lo && v <= hi) || v != floor(v)) die("%s %g is out of range: allowed a whole number from %d to %d", flag, v, lo, hi);
+    return (int)v;
 }
 
 /* ============================================================================================
@@ -314,6 +317,7 @@ struct run {
     const char *in, *out, *dropped_path, *failed_path, *base_url, *model, *api_key_env;
     int concurrency, max_tokens, max_attempts, retry_failed, quiet, verbose, dry_run, no_preflight;
     int limit, parts;
+    double concurrency_arg, max_tokens_arg, max_attempts_arg, limit_arg;   /* as given; checked into the ints */
     double temperature, top_p, timeout, connect_timeout, backoff, backoff_max, retry_after_max;
     double price_in, price_out, max_cost;
     param params[64];
@@ -696,7 +700,7 @@ static void atomic_empty(const char *path) {
 /* The options every command of the engine has: defaults, and the rows of the flag table. */
 static void run_defaults(run *r) {
     memset(r, 0, sizeof *r);
-    r->concurrency = 8; r->max_tokens = 4096; r->max_attempts = 6; r->temperature = 0.7;
+    r->concurrency_arg = 8; r->max_tokens_arg = 4096; r->max_attempts_arg = 6; r->temperature = 0.7;
     r->timeout = 600; r->connect_timeout = 30; r->backoff = 1; r->backoff_max = 60; r->retry_after_max = 300;
     r->parts = 1;
     r->fd[0] = r->fd[1] = r->fd[2] = -1;
@@ -707,13 +711,13 @@ static void run_defaults(run *r) {
     { "--base-url", OPT_STR, &(r).base_url, "URL", "e.g. https://api.openai.com/v1 (requests go to URL/chat/completions)" }, \
     { "--model", OPT_STR, &(r).model, "NAME", "the model's name on the server" }, \
     { "--api-key-env", OPT_STR, &(r).api_key_env, "VAR", "read the API key from environment variable VAR (never printed or written)" }, \
-    { "--concurrency", OPT_INT, &(r).concurrency, "N", "requests in flight (1 to 4096)" }, \
+    { "--concurrency", OPT_DBL, &(r).concurrency_arg, "N", "requests in flight (1 to 4096)" }, \
     { "--temperature", OPT_DBL, &(r).temperature, "T", "sampling temperature (0 to 2; 0.7: the paper's reference setting)" }, \
-    { "--max-tokens", OPT_INT, &(r).max_tokens, "N", "reply token limit (4096: the paper's setting); 0 = leave to the server" }, \
+    { "--max-tokens", OPT_DBL, &(r).max_tokens_arg, "N", "reply token limit (4096: the paper's setting); 0 = leave to the server" }, \
     { "--param", OPT_STR, &(param_row), "KEY=JSON", "add a request field (repeatable), e.g. reasoning_effort=\"low\"; KEY= removes ours" }, \
     { "--timeout", OPT_DBL, &(r).timeout, "S", "seconds per attempt (up to 86400)" }, \
     { "--connect-timeout", OPT_DBL, &(r).connect_timeout, "S", "seconds to connect (up to 3600)" }, \
-    { "--max-attempts", OPT_INT, &(r).max_attempts, "N", "attempts per request, retries included (1 to 100)" }, \
+    { "--max-attempts", OPT_DBL, &(r).max_attempts_arg, "N", "attempts per request, retries included (1 to 100)" }, \
     { "--backoff", OPT_DBL, &(r).backoff, "S", "first retry waits about S seconds, doubling, jittered" }, \
     { "--max-backoff", OPT_DBL, &(r).backoff_max, "S", "cap of the doubling" }, \
     { "--max-retry-after", OPT_DBL, &(r).retry_after_max, "S", "cap of a server's Retry-After wait" }, \
@@ -729,7 +733,7 @@ static void run_defaults(run *r) {
     { "--dropped", OPT_STR, &(r).dropped_path, "FILE", "default OUT.dropped.jsonl" }, \
     { "--failed", OPT_STR, &(r).failed_path, "FILE", "default OUT.failed.jsonl" }, \
     { "--retry-failed", OPT_FLAG, &(r).retry_failed, "", "request the units of the failed file again" }, \
-    { "--limit", OPT_INT, &(r).limit, "N", "only the first N input lines (0: all)" }, \
+    { "--limit", OPT_DBL, &(r).limit_arg, "N", "only the first N input lines (0: all)" }, \
     { "--quiet", OPT_FLAG, &(r).quiet, "", "no progress line" }, \
     { "--verbose", OPT_FLAG, &(r).verbose, "", "a line per retry and failure" }
 
@@ -742,13 +746,13 @@ static int parse_run_opts(run *r, const char *who, const char *usage, const opt_
     for (i = 0; i < argc; i++) {
         const char *v = NULL;
         if (i >= 2 && !strcmp(argv[i], "--param")) {
-            if (i + 1 >= argc) die("%s: --param needs a value (KEY=JSON)", who);
+            if (i + 1 >= argc) die("%s: --param needs a value (KEY=JSON)", r->cmd->name);
             v = argv[++i];
         } else if (i >= 2 && !strncmp(argv[i], "--param=", 8)) v = argv[i] + 8;
         if (!v) { rest[n++] = argv[i]; continue; }
         const char *eq = strchr(v, '=');
-        if (!eq || eq == v) die("%s: --param %s: expected KEY=JSON (e.g. max_completion_tokens=4096), or KEY= to remove a field", who, v);
-        if (r->nparams == (int)(sizeof r->params / sizeof r->params[0])) die("%s: more than 64 --param", who);
+        if (!eq || eq == v) die("%s: --param %s: expected KEY=JSON (e.g. max_completion_tokens=4096), or KEY= to remove a field", r->cmd->name, v);
+        if (r->nparams == (int)(sizeof r->params / sizeof r->params[0])) die("%s: more than 64 --param", r->cmd->name);
         param *p = &r->params[r->nparams++];
         char *key = (char *)malloc((size_t)(eq - v) + 1);
         if (!key) die("out of memory");
@@ -756,13 +760,13 @@ static int parse_run_opts(run *r, const char *who, const char *usage, const opt_
         p->key = key;
         p->json = NULL;
         if (!strcmp(key, "model") || !strcmp(key, "messages") || !strcmp(key, "stream"))
-            die("%s: --param %s: \"%s\" is set by clair itself (use --model; replies must not stream)", who, v, key);
+            die("%s: --param %s: \"%s\" is set by clair itself (use --model; replies must not stream)", r->cmd->name, v, key);
         if (eq[1]) {
             clair_json j;
             clair_buf b = {0, 0, 0, 0};
             char err[200];
             if (clair_json_parse(eq + 1, strlen(eq + 1), &j, err, sizeof err))
-                die("%s: --param %s: the value is not JSON (%s); a string needs quotes: %s='\"value\"'", who, v, err, key);
+                die("%s: --param %s: the value is not JSON (%s); a string needs quotes: %s='\"value\"'", r->cmd->name, v, err, key);
             clair_json_write(&b, &j);
             clair_json_free(&j);
             if (b.oom) die("out of memory");
@@ -779,10 +783,10 @@ static int parse_run_opts(run *r, const char *who, const char *usage, const opt_
 static void check_run_opts(run *r, const char *who) {
     if (!r->in || !r->out || !r->base_url || !r->model)
         die("%s: --in (or --a/--b), --out, --base-url and --model are required (see clair %s --help)", who, r->cmd->name);
-    check_int("--concurrency", r->concurrency, 1, 4096);
-    check_int("--max-tokens", r->max_tokens, 0, 100000000);
-    check_int("--max-attempts", r->max_attempts, 1, 100);
-    check_int("--limit", r->limit, 0, 2147483647);
+    r->concurrency = check_count("--concurrency", r->concurrency_arg, 1, 4096);
+    r->max_tokens = check_count("--max-tokens", r->max_tokens_arg, 0, 100000000);
+    r->max_attempts = check_count("--max-attempts", r->max_attempts_arg, 1, 100);
+    r->limit = check_count("--limit", r->limit_arg, 0, 2147483647);
     check_dbl("--temperature", r->temperature, 0, 2);
     check_dbl("--top-p", r->top_p, 0, 1);
     check_dbl("--timeout", r->timeout, 0.001, 86400);
@@ -1049,7 +1053,8 @@ static const char generate_usage[] =
 
 static int cmd_generate(int argc, char **argv) {
     run r;
-    int n = 1, status;
+    double n_arg = 1;
+    int status;
     run_defaults(&r);
     r.cmd = &gen_command;
     {
@@ -1057,7 +1062,7 @@ static int cmd_generate(int argc, char **argv) {
         const opt_def defs[] = {
             SERVER_OPTS(r, param_row),
             { NULL, OPT_HEADING, NULL, NULL, "Sampling:" },
-            { "--n", OPT_INT, &n, "K", "answers per prompt (1 to 1000; one request each)" },
+            { "--n", OPT_DBL, &n_arg, "K", "answers per prompt (1 to 1000; one request each)" },
             { "--top-p", OPT_DBL, &r.top_p, "P", "nucleus sampling (0: leave to the server)" },
             { NULL, OPT_HEADING, NULL, NULL, "Files and run:" },
             { "--in", OPT_STR, &r.in, "FILE", "the prompts, JSONL" },
@@ -1068,8 +1073,7 @@ static int cmd_generate(int argc, char **argv) {
         if (rc == 1) return 0;
         if (rc < 0) return 2;
     }
-    check_int("--n", n, 1, 1000);
-    r.parts = n;
+    r.parts = check_count("--n", n_arg, 1, 1000);
     check_run_opts(&r, "generate");
     status = run_command(&r);
     run_free(&r);
@@ -1433,7 +1437,7 @@ static int judge_win_rate(const char *path, win_rate *w) {
         double sc;
         if (clair_json_parse(s + ls[l].off, ls[l].len, &v, err, sizeof err)) continue;
         if (!clair_json_get_int(&v, "clair_line", &ln) && !clair_json_get_int(&v, "clair_part", &part) &&
-            !clair_json_get_num(&v, "score_a", &sc) && part >= 0 && part <= 1 && ln >= 1) {
+            !clair_json_get_num(&v, "score_a", &sc) && part >= 0 && part <= 1 && ln >= 1 && ln <= 1000000000) {
             if ((size_t)ln > cap) {
                 size_t nc = (size_t)ln * 2;
                 score = (double *)realloc(score, nc * 2 * sizeof *score);
