@@ -123,7 +123,8 @@ static int check_train_args(const train_args *a, apo_term *terms, int *n_terms, 
     if (strcmp(a->save_dtype, "fp32") && strcmp(a->save_dtype, "bf16"))
         return errf(err, errsz, "--save-dtype must be fp32 or bf16");
     if (strcmp(a->tokenize, "joint") && strcmp(a->tokenize, "separate"))
-        return errf(err, errsz, "--tokenize must be joint (TRL 1.x) or separate (TRL 0.x), got '%s'", a->tokenize);
+        return errf(err, errsz, "--tokenize must be joint (TRL 1.x) or separate (TRL 0.x), got '%s'",
+                    a->tokenize);
     if (a->micro_batch > a->batch_size)
         return errf(err, errsz, "--micro-batch %d is larger than --batch-size %d", a->micro_batch,
                     a->batch_size);
@@ -266,7 +267,8 @@ static void metric_sums_add(metric_sums *s, const apo_term *terms, int n_terms, 
     int i, k;
     for (i = 0; i < n; i++) {
         const apo_pair *x = &p[i];
-        double rw = beta * (x->policy_chosen - x->ref_chosen), rl = beta * (x->policy_rejected - x->ref_rejected);
+        double rw = beta * (x->policy_chosen - x->ref_chosen);
+        double rl = beta * (x->policy_rejected - x->ref_rejected);
         if (!isfinite(x->policy_chosen) || !isfinite(x->policy_rejected) || !isfinite(x->ref_chosen) ||
             !isfinite(x->ref_rejected)) {
             s->bad++;
@@ -280,7 +282,8 @@ static void metric_sums_add(metric_sums *s, const apo_term *terms, int n_terms, 
         s->pr += x->policy_rejected;
         s->chosen_tokens += x->n_chosen > 0 ? x->n_chosen : 0;
         for (k = 0; k < n_terms; k++)
-            s->term[k] += terms[k].p.type == APO_SFT ? -x->policy_chosen : apo_pair_loss(&terms[k].p, x, NULL, NULL);
+            s->term[k] +=
+                terms[k].p.type == APO_SFT ? -x->policy_chosen : apo_pair_loss(&terms[k].p, x, NULL, NULL);
         s->used++;
     }
 }
@@ -289,11 +292,11 @@ static void metric_sums_add(metric_sums *s, const apo_term *terms, int n_terms, 
  * token mean over `tokens` (at least 1), as apo_batch_loss and apo_microbatch_loss define them. */
 static void metric_sums_mean(const metric_sums *s, const apo_term *terms, int n_terms, double n_pairs,
                              double tokens, apo_metrics *m) {
-    double n = n_pairs > 0 ? n_pairs : 1.0;
+    double n = n_pairs > 0 ? n_pairs : 1.0, n_tokens = tokens < 1 ? 1.0 : tokens;
     int k;
     memset(m, 0, sizeof *m);
     for (k = 0; k < n_terms; k++)
-        m->loss += terms[k].weight * (s->term[k] / (terms[k].p.type == APO_SFT ? (tokens < 1 ? 1.0 : tokens) : n));
+        m->loss += terms[k].weight * (s->term[k] / (terms[k].p.type == APO_SFT ? n_tokens : n));
     m->rewards_chosen = s->rw / n;
     m->rewards_rejected = s->rl / n;
     m->rewards_accuracies = s->acc / n;
@@ -495,12 +498,12 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
         int n = nb - i < a->micro_batch ? nb - i : a->micro_batch;
         if (forward_logps(b, &r->ds, batch + i, n, mb, err, errsz)) return -1;
         for (k = 0; k < n; k++) {
-            const pref_example *e = &r->ds.ex[batch[i + k]];
+            int j = batch[i + k];
+            const pref_example *e = &r->ds.ex[j];
             double pc = mb->seq[2 * k], pr = mb->seq[2 * k + 1];
             /* prompt-completion data has no reference: the policy is its own (rewards 0) */
-            mb->pairs[k] = r->ds.stats.unpaired ? pair_at(&r->ds, batch[i + k], pc, pr, pc, pr)
-                                                : pair_at(&r->ds, batch[i + k], pc, pr, r->ref_c[batch[i + k]],
-                                                          r->ref_r[batch[i + k]]);
+            mb->pairs[k] = r->ds.stats.unpaired ? pair_at(&r->ds, j, pc, pr, pc, pr)
+                                                : pair_at(&r->ds, j, pc, pr, r->ref_c[j], r->ref_r[j]);
             rep->tokens += e->chosen_len + e->rejected_len; /* not the empty side's stand-in token */
         }
         /* the gradients of the micro-batch's share; the metrics from sums over the whole batch */
@@ -558,7 +561,8 @@ static int load_data(train_run *r, const tokenizer *tok, char *err, size_t errsz
     po.raw_text = a->raw_text;
     po.max_reports = 20;
     po.tokenize = strcmp(a->tokenize, "separate") ? PREF_TOKENIZE_JOINT : PREF_TOKENIZE_SEPARATE;
-    if (po.raw_text && po.tokenize == PREF_TOKENIZE_JOINT && pref_text_specials(&po, a->model, tok, err, errsz))
+    if (po.raw_text && po.tokenize == PREF_TOKENIZE_JOINT &&
+        pref_text_specials(&po, a->model, tok, err, errsz))
         return -1;
     if (pref_dataset_load(&r->ds, a->data, tok, &po, stderr, err, errsz)) return -1;
     pref_stats_print(&r->ds.stats, a->data, stderr);
@@ -1181,7 +1185,8 @@ static int write_tokens(const char *path, const pref_dataset *ds, char *err, siz
             int off = s ? e->rejected_off : e->chosen_off, len = s ? e->rejected_len : e->chosen_len;
             clair_buf_printf(&b, ",\"%s_ids\":[", s ? "rejected" : "chosen");
             for (i = 0; i < len; i++) clair_buf_printf(&b, "%s%d", i ? "," : "", ds->pool[off + i]);
-            clair_buf_printf(&b, "],\"%s_start\":%d", s ? "rejected" : "chosen", s ? e->rejected_start : e->chosen_start);
+            clair_buf_printf(&b, "],\"%s_start\":%d", s ? "rejected" : "chosen",
+                             s ? e->rejected_start : e->chosen_start);
         }
         clair_buf_puts(&b, "}\n");
     }
@@ -1191,13 +1196,58 @@ static int write_tokens(const char *path, const pref_dataset *ds, char *err, siz
     return status;
 }
 
+/* The data of eval, tokenized with the model's tokenizer by the training rules (po). */
+static int eval_load_data(pref_dataset *ds, const char *model, const char *chat, const char *data,
+                          pref_opts *po, char *err, size_t errsz) {
+    tokenizer *tok = NULL;
+    int rc;
+    if (tokenizer_load(&tok, model, chat, err, errsz)) {
+        char why[ERRSZ];
+        fmt(why, sizeof why, "%s", err);
+        return errf(err, errsz, "tokenizer: %s", why);
+    }
+    rc = (po->raw_text && po->tokenize == PREF_TOKENIZE_JOINT &&
+          pref_text_specials(po, model, tok, err, errsz)) ||
+         pref_dataset_load(ds, data, tok, po, stderr, err, errsz);
+    tokenizer_free(tok);
+    return rc ? -1 : 0;
+}
+
+/* Reference log-probs of ds under the model in dir, which is loaded, used and freed. */
+static int eval_reference(const char *dir, const char *device, const char *precision, const pref_dataset *ds,
+                          int micro, double *ref_c, double *ref_r, char *err, size_t errsz) {
+    llama_model m;
+    llama_backend *b = open_model(&m, dir, device, precision, 2 * micro * ds->max_side_len, err, errsz);
+    int rc;
+    if (!b) return -1;
+    rc = dataset_logps(b, ds, micro, ref_c, ref_r, "reference log-probs", err, errsz);
+    b->destroy(b);
+    llama_model_free(&m);
+    return rc;
+}
+
+/* eval's JSON: TRL's metric names for pairs; the SFT loss and log-prob for prompt-completion data
+ * (no rejected side, no reference). */
+static void eval_json(clair_buf *ob, const pref_dataset *ds, const apo_metrics *em) {
+    if (ds->stats.unpaired) {
+        clair_buf_printf(ob, "{\"examples\":%d,\"eval_loss\":", ds->n);
+        clair_json_write_number(ob, em->loss);
+        clair_buf_puts(ob, ",\"eval_logps/chosen\":");
+        clair_json_write_number(ob, em->logps_chosen);
+    } else {
+        clair_buf_printf(ob, "{\"pairs\":%d,", ds->n);
+        metrics_json(ob, "eval_", em);
+    }
+    clair_buf_puts(ob, "}");
+}
+
 static int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *ref = NULL, *loss = NULL, *chat = NULL, *pairs_out = NULL;
-    const char *device = "cpu", *precision = "fp32", *who = "trainer eval", *tokenize = "joint", *tokens_out = NULL;
+    const char *device = "cpu", *precision = "fp32", *who = "trainer eval", *tokenize = "joint";
+    const char *tokens_out = NULL;
     double beta = 0.1;
     int micro = 4, max_length = 1024, raw = 0, rc, status = 1, n_terms = 0;
     char err[ERRSZ];
-    tokenizer *tok = NULL;
     pref_dataset ds;
     pref_opts po;
     llama_model m;
@@ -1209,10 +1259,12 @@ static int cmd_eval(int argc, char **argv) {
     clair_buf ob = {0, 0, 0, 0};
     const opt_def defs[] = {
         {"--model", OPT_STR, &model, "DIR", "the model to evaluate (the policy)"},
-        {"--data", OPT_STR, &data, "FILE", "preference pairs or prompt-completion records, JSONL (as for train)"},
+        {"--data", OPT_STR, &data, "FILE",
+         "preference pairs or prompt-completion records, JSONL (as for train)"},
         {"--ref", OPT_STR, &ref, "DIR",
          "reference model for the rewards (default: --model itself, so rewards are 0)"},
-        {"--loss", OPT_STR, &loss, "SPEC", "loss to report (default: apo_zero; sft for prompt-completion data)"},
+        {"--loss", OPT_STR, &loss, "SPEC",
+         "loss to report (default: apo_zero; sft for prompt-completion data)"},
         {"--beta", OPT_DBL, &beta, "X", "reward scale beta"},
         {"--micro-batch", OPT_INT, &micro, "N", "pairs per forward"},
         {"--max-length", OPT_INT, &max_length, "N", "tokens per side (longer ones keep the start)"},
@@ -1233,12 +1285,9 @@ static int cmd_eval(int argc, char **argv) {
         report(who, "--model and --data are required");
         return 2;
     }
-    if (micro < 1 || max_length < 2) {
-        report(who, "--micro-batch >= 1, --max-length >= 2");
-        return 2;
-    }
-    if (strcmp(tokenize, "joint") && strcmp(tokenize, "separate")) {
-        report(who, "--tokenize must be joint (TRL 1.x) or separate (TRL 0.x), got '%s'", tokenize);
+    if (micro < 1 || max_length < 2 || (strcmp(tokenize, "joint") && strcmp(tokenize, "separate"))) {
+        report(who,
+               "--micro-batch >= 1, --max-length >= 2, --tokenize joint (TRL 1.x) or separate (TRL 0.x)");
         return 2;
     }
     defaults = apo_default_params(APO_ZERO);
@@ -1247,14 +1296,12 @@ static int cmd_eval(int argc, char **argv) {
         report(who, "--loss: %s", err);
         return 2;
     }
-    if (tokenizer_load(&tok, model, chat, err, sizeof err)) return report(who, "tokenizer: %s", err);
     memset(&po, 0, sizeof po);
     po.max_length = max_length;
     po.raw_text = raw;
     po.max_reports = 20;
     po.tokenize = strcmp(tokenize, "separate") ? PREF_TOKENIZE_JOINT : PREF_TOKENIZE_SEPARATE;
-    if ((raw && po.tokenize == PREF_TOKENIZE_JOINT && pref_text_specials(&po, model, tok, err, sizeof err)) ||
-        pref_dataset_load(&ds, data, tok, &po, stderr, err, sizeof err)) {
+    if (eval_load_data(&ds, model, chat, data, &po, err, sizeof err)) {
         report(who, "%s", err);
         goto done;
     }
@@ -1280,18 +1327,10 @@ static int cmd_eval(int argc, char **argv) {
         report(who, "out of memory");
         goto done;
     }
-    if (ref && !ds.stats.unpaired) { /* the reference first: one model in memory at a time */
-        if (!(b = open_model(&m, ref, device, precision, 2 * micro * ds.max_side_len, err, sizeof err))) {
-            report(who, "%s", err);
-            goto done;
-        }
-        rc = dataset_logps(b, &ds, micro, ref_c, ref_r, "reference log-probs", err, sizeof err);
-        b->destroy(b);
-        llama_model_free(&m);
-        if (rc) {
-            report(who, "%s", err);
-            goto done;
-        }
+    if (ref && !ds.stats.unpaired && /* the reference first: one model in memory at a time */
+        eval_reference(ref, device, precision, &ds, micro, ref_c, ref_r, err, sizeof err)) {
+        report(who, "%s", err);
+        goto done;
     }
     if (!(b = open_model(&m, model, device, precision, 2 * micro * ds.max_side_len, err, sizeof err))) {
         report(who, "%s", err);
@@ -1313,16 +1352,7 @@ static int cmd_eval(int argc, char **argv) {
         report(who, "%s", err);
         goto done;
     }
-    if (ds.stats.unpaired) { /* no rejected side, no reference: TRL SFTTrainer's loss, and the log-prob */
-        clair_buf_printf(&ob, "{\"examples\":%d,\"eval_loss\":", ds.n);
-        clair_json_write_number(&ob, em.loss);
-        clair_buf_puts(&ob, ",\"eval_logps/chosen\":");
-        clair_json_write_number(&ob, em.logps_chosen);
-    } else {
-        clair_buf_printf(&ob, "{\"pairs\":%d,", ds.n);
-        metrics_json(&ob, "eval_", &em);
-    }
-    clair_buf_puts(&ob, "}");
+    eval_json(&ob, &ds, &em);
     if (ob.oom) {
         report(who, "out of memory");
         goto done;
@@ -1331,7 +1361,6 @@ static int cmd_eval(int argc, char **argv) {
     status = 0;
 done:
     clair_buf_free(&ob);
-    tokenizer_free(tok);
     pref_dataset_free(&ds);
     free(ref_c);
     free(ref_r);
