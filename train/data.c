@@ -100,33 +100,39 @@ static int read_json_file(const char *dir, const char *name, clair_json *out, ch
 
 static int add_special(int *list, int *n, int id, const char *what, char *err, size_t errsz) {
     if (id < 0) { snprintf(err, errsz, "%s is not a token of this tokenizer", what); return -1; }
-    if (*n == PREF_MAX_SPECIAL) { snprintf(err, errsz, "more than %d special tokens around plain text", PREF_MAX_SPECIAL); return -1; }
+    if (*n == PREF_MAX_SPECIAL) {
+        snprintf(err, errsz, "more than %d special tokens around plain text", PREF_MAX_SPECIAL);
+        return -1;
+    }
     list[(*n)++] = id;
     return 0;
 }
 
 /* TemplateProcessing's "single" template: special tokens before and after the text ("A"). */
-static int template_specials(pref_opts *o, const clair_json *pp, const tokenizer *tok, char *err, size_t errsz) {
+static int template_specials(pref_opts *o, const clair_json *pp, const tokenizer *tok, char *err,
+                             size_t errsz) {
     const clair_json *single = clair_json_get(pp, "single"), *specials = clair_json_get(pp, "special_tokens");
     int after = 0;
     size_t i, j;
     if (!single || single->type != CLAIR_JSON_ARRAY) return 0;
     for (i = 0; i < single->n; i++) {
         const clair_json *st = clair_json_get(&single->items[i], "SpecialToken"), *def, *ids;
+        int *list = after ? o->text_suffix : o->text_prefix;
+        int *n = after ? &o->n_text_suffix : &o->n_text_prefix;
         const char *name;
         if (!st) { after = 1; continue; }   /* {"Sequence": {"id": "A"}}: the text itself */
         if (!(name = clair_json_get_str(st, "id"))) continue;
         def = specials ? clair_json_get(specials, name) : NULL;
         ids = def ? clair_json_get(def, "ids") : NULL;
         if (!ids || ids->type != CLAIR_JSON_ARRAY) {   /* no ids given: the token's own id */
-            if (add_special(after ? o->text_suffix : o->text_prefix, after ? &o->n_text_suffix : &o->n_text_prefix,
-                            tokenizer_token_id(tok, name), name, err, errsz)) return -1;
+            if (add_special(list, n, tokenizer_token_id(tok, name), name, err, errsz)) return -1;
             continue;
         }
-        for (j = 0; j < ids->n; j++)
-            if (add_special(after ? o->text_suffix : o->text_prefix, after ? &o->n_text_suffix : &o->n_text_prefix,
-                            ids->items[j].type == CLAIR_JSON_NUMBER ? (int)ids->items[j].number : -1, name, err, errsz))
+        for (j = 0; j < ids->n; j++) {
+            const clair_json *id = &ids->items[j];
+            if (add_special(list, n, id->type == CLAIR_JSON_NUMBER ? (int)id->number : -1, name, err, errsz))
                 return -1;
+        }
     }
     return 0;
 }
@@ -147,7 +153,8 @@ int pref_text_specials(pref_opts *o, const char *model_dir, const tokenizer *tok
             const clair_json *list = clair_json_get(pp, "processors");
             for (i = 0; list && list->type == CLAIR_JSON_ARRAY && i < list->n && !rc; i++) {
                 const char *t = clair_json_get_str(&list->items[i], "type");
-                if (t && !strcmp(t, "TemplateProcessing")) rc = template_specials(o, &list->items[i], tok, err, errsz);
+                if (t && !strcmp(t, "TemplateProcessing"))
+                    rc = template_specials(o, &list->items[i], tok, err, errsz);
             }
         }
     }
@@ -231,8 +238,9 @@ typedef struct {
 } record_view;
 
 /* A side given as a string: the response; its context is the prompt. */
-static int side_from_string(const clair_json *v, const char *field, side_view *sv, const tok_message *prompt_msgs,
-                            int n_prompt, int raw_text, char *why, size_t whysz) {
+static int side_from_string(const clair_json *v, const char *field, side_view *sv,
+                            const tok_message *prompt_msgs, int n_prompt, int raw_text, char *why,
+                            size_t whysz) {
     if (n_prompt <= 0) {
         snprintf(why, whysz, "missing field \"prompt\" (needed when \"%s\" is a string)", field);
         return -1;
@@ -291,8 +299,8 @@ static int parse_side(const clair_json *rec, const char *field, int own_turns, s
 }
 
 /* The prompt of rec into msgs (a string is one user turn). *n_prompt = 0 when absent. */
-static int parse_prompt(const clair_json *rec, int raw_text, tok_message *msgs, int *n_prompt, record_view *rv,
-                        char *why, size_t whysz) {
+static int parse_prompt(const clair_json *rec, int raw_text, tok_message *msgs, int *n_prompt,
+                        record_view *rv, char *why, size_t whysz) {
     const clair_json *pv = clair_json_get(rec, "prompt");
     *n_prompt = 0;
     if (!pv) return 0;
@@ -306,7 +314,10 @@ static int parse_prompt(const clair_json *rec, int raw_text, tok_message *msgs, 
         return 0;
     }
     if (pv->type == CLAIR_JSON_ARRAY) {
-        if (raw_text) { snprintf(why, whysz, "\"prompt\" is a conversation; --raw-text needs plain strings"); return -1; }
+        if (raw_text) {
+            snprintf(why, whysz, "\"prompt\" is a conversation; --raw-text needs plain strings");
+            return -1;
+        }
         *n_prompt = parse_messages(pv, msgs, MAX_TURNS, "prompt", why, whysz);
         return *n_prompt < 0 ? -1 : 0;
     }
@@ -316,12 +327,12 @@ static int parse_prompt(const clair_json *rec, int raw_text, tok_message *msgs, 
 }
 
 /* A record's sides. *unpaired = 1 for a prompt-completion record. -1 with `why` for a bad line. */
-static int parse_record(const clair_json *rec, int raw_text, tok_message *pmsgs, record_view *rv, int *unpaired,
-                        char *why, size_t whysz) {
+static int parse_record(const clair_json *rec, int raw_text, tok_message *pmsgs, record_view *rv,
+                        int *unpaired, char *why, size_t whysz) {
     int n_prompt, has_completion, has_pair;
     if (rec->type != CLAIR_JSON_OBJECT) {
-        snprintf(why, whysz, "the line is a JSON %s, expected an object with \"prompt\" and \"completion\", or "
-                 "\"prompt\", \"chosen\", \"rejected\"", clair_json_type_name(rec->type));
+        snprintf(why, whysz, "the line is a JSON %s, expected an object with \"prompt\" and \"completion\", "
+                 "or \"prompt\", \"chosen\", \"rejected\"", clair_json_type_name(rec->type));
         return -1;
     }
     has_completion = clair_json_get(rec, "completion") != NULL;
@@ -336,7 +347,10 @@ static int parse_record(const clair_json *rec, int raw_text, tok_message *pmsgs,
     if (parse_prompt(rec, raw_text, pmsgs, &n_prompt, rv, why, whysz)) return -1;
     if (raw_text && n_prompt == 0) { snprintf(why, whysz, "missing field \"prompt\""); return -1; }
     if (*unpaired) {
-        if (n_prompt == 0) { snprintf(why, whysz, "missing field \"prompt\" (a completion needs its prompt)"); return -1; }
+        if (n_prompt == 0) {
+            snprintf(why, whysz, "missing field \"prompt\" (a completion needs its prompt)");
+            return -1;
+        }
         rv->n_sides = 1;
         return parse_side(rec, "completion", 0, &rv->side[0], pmsgs, n_prompt, raw_text, why, whysz);
     }
@@ -390,7 +404,8 @@ static int tokenize_record(const tokenizer *tok, const pref_opts *o, const recor
         const side_view *sv = &rv->side[s];
         ids[s].len = 0;
         if (!o->raw_text) {
-            if (tokenizer_chat_pair(tok, sv->ctx, sv->n_ctx, sv->response, &ids[s], &start[s], err, errsz)) return -1;
+            if (tokenizer_chat_pair(tok, sv->ctx, sv->n_ctx, sv->response, &ids[s], &start[s], err, errsz))
+                return -1;
         } else if (o->tokenize == PREF_TOKENIZE_SEPARATE) {
             if (tokenizer_encode(tok, rv->raw_prompt, rv->raw_prompt_len, 0, &ids[s], err, errsz)) return -1;
             start[s] = ids[s].len;
@@ -442,7 +457,8 @@ static int add_example(pref_dataset *ds, int *ex_cap, int lineno, const tok_ids 
     e->line = lineno;
     e->chosen_off = (int)ds->pool_len; e->chosen_len = lc; e->chosen_start = (int)start[0];
     if (pool_push(ds, ids[0].data, lc)) return -1;
-    e->rejected_off = (int)ds->pool_len; e->rejected_len = lr; e->rejected_start = n_sides > 1 ? (int)start[1] : 0;
+    e->rejected_off = (int)ds->pool_len; e->rejected_len = lr;
+    e->rejected_start = n_sides > 1 ? (int)start[1] : 0;
     if (lr > 0 && pool_push(ds, ids[1].data, lr)) return -1;
     if (lc > ds->max_side_len) ds->max_side_len = lc;
     if (lr > ds->max_side_len) ds->max_side_len = lr;
@@ -480,7 +496,8 @@ static int load_line(pref_dataset *ds, const char *path, int lineno, load_scratc
     ds->stats.n_lines++;
     if (clair_json_parse(sc->line, len, &rec, jerr, sizeof jerr)) {
         ds->stats.n_malformed++;
-        REPORT(ds->stats.n_reported, max_rep, log, "%s:%d: not valid JSON (%s); line skipped\n", path, lineno, jerr);
+        REPORT(ds->stats.n_reported, max_rep, log, "%s:%d: not valid JSON (%s); line skipped\n", path, lineno,
+               jerr);
         return 0;
     }
     why[0] = 0;
@@ -500,8 +517,8 @@ static int load_line(pref_dataset *ds, const char *path, int lineno, load_scratc
         if (is_blank(rv->side[s].response, rv->side[s].response_len)) empty = s;
     if (empty >= 0) {
         ds->stats.n_empty++;
-        REPORT(ds->stats.n_reported, max_rep, log, "%s:%d: the %s response is empty; %s skipped\n", path, lineno,
-               side_names[unpaired][empty], unpaired ? "example" : "pair");
+        REPORT(ds->stats.n_reported, max_rep, log, "%s:%d: the %s response is empty; %s skipped\n", path,
+               lineno, side_names[unpaired][empty], unpaired ? "example" : "pair");
         clair_json_free(&rec);
         return 0;
     }
@@ -555,7 +572,8 @@ int pref_dataset_load(pref_dataset *ds, const char *path, const tokenizer *tok,
             len -= 3;
         }
         if (is_blank(sc.line, len)) continue;
-        if (load_line(ds, path, lineno, &sc, len, tok, opts, &first_line, &ex_cap, log, err, errsz)) goto done;
+        if (load_line(ds, path, lineno, &sc, len, tok, opts, &first_line, &ex_cap, log, err, errsz))
+            goto done;
     }
     if (rc < 0) { snprintf(err, errsz, "%s: out of memory reading line %d", path, lineno + 1); goto done; }
     if (ferror(f)) { snprintf(err, errsz, "%s: read error after line %d", path, lineno); goto done; }
@@ -575,7 +593,8 @@ void pref_dataset_free(pref_dataset *ds) {
 
 void pref_stats_print(const pref_stats *s, const char *path, FILE *out) {
     int used = s->n_lines - s->n_malformed - s->n_empty - s->n_prompt_too_long;
-    fprintf(out, "%s: %d lines: %d %s", path, s->n_lines, used, s->unpaired ? "prompt-completion examples" : "pairs");
+    fprintf(out, "%s: %d lines: %d %s", path, s->n_lines, used,
+            s->unpaired ? "prompt-completion examples" : "pairs");
     if (s->n_malformed) fprintf(out, ", %d malformed (skipped)", s->n_malformed);
     if (s->n_empty) fprintf(out, ", %d with an empty response (skipped)", s->n_empty);
     if (s->n_prompt_too_long) fprintf(out, ", %d with a prompt not shorter than max-length (skipped)", s->n_prompt_too_long);
