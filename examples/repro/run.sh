@@ -47,12 +47,12 @@ command -v python3 >/dev/null || { echo "run.sh: python3 is needed (standard lib
 if [ $QUICK = 1 ]; then
   OUT=${OUT:-$ROOT/build/repro-quick}
   SFT_STEPS=300; SFT_WEAK_STEPS=100; SFT_LR=1e-2; SFT_BATCH=16
-  ALIGN_STEPS=12; ALIGN_BATCH=16; LR_GRID=""; ALIGN_LR=1e-3; SEEDS=${SEEDS:-1}
+  ALIGN_STEPS=12; ALIGN_BATCH=16; LR_GRID=""; ALIGN_LR=1e-4; SEEDS=${SEEDS:-1}
   DATASETS_TRAINED="clair"; OBJECTIVES="apo_zero apo_down"
 else
   OUT=${OUT:-$ROOT/build/repro}
   SFT_STEPS=2000; SFT_WEAK_STEPS=800; SFT_LR=1e-2; SFT_BATCH=16
-  ALIGN_STEPS=60; ALIGN_BATCH=16; LR_GRID="3e-4 1e-3 3e-3"; ALIGN_LR=""; SEEDS=${SEEDS:-3}
+  ALIGN_STEPS=60; ALIGN_BATCH=16; LR_GRID="3e-5 1e-4 3e-4"; ALIGN_LR=""; SEEDS=${SEEDS:-3}
   DATASETS_TRAINED="clair stronger onpolicy offpolicy"; OBJECTIVES="sft sigmoid apo_zero apo_down"
 fi
 BETA=0.1
