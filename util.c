@@ -122,43 +122,42 @@ int rm_flat_dir(const char *path) {
     return rmdir(path);
 }
 
-char *read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errsz) {
-    /* O_NONBLOCK: opening a FIFO with no writer must not hang; only regular files are read. */
+int open_regular(const char *path, size_t max_bytes, size_t *size, char *err, size_t errsz) {
+    /* O_NONBLOCK: opening a FIFO with no writer must not hang; only regular files are read, and
+     * for those the flag changes nothing. */
     int fd = open(path, O_RDONLY | O_NONBLOCK), saved;
     struct stat st;
-    char *buf;
-    size_t n, got = 0;
     if (fd < 0) {
         saved = errno;
         errf(err, errsz, "%s: cannot open (%s)", path, strerror(saved));
         errno = saved;
-        return NULL;
+        return -1;
     }
-    if (fstat(fd, &st))
-        saved = errno;
-    else if (S_ISDIR(st.st_mode))
-        saved = EISDIR;
-    else if (!S_ISREG(st.st_mode))
-        saved = EINVAL;
-    else if ((uint64_t)st.st_size > (uint64_t)max_bytes)
-        saved = EFBIG;
-    else
-        saved = 0;
+    if (fstat(fd, &st)) saved = errno;
+    else if (S_ISDIR(st.st_mode)) saved = EISDIR;
+    else if (!S_ISREG(st.st_mode)) saved = EINVAL;
+    else if ((uint64_t)st.st_size > (uint64_t)max_bytes) saved = EFBIG;
+    else saved = 0;
     if (saved) {
         close(fd);
-        if (saved == EISDIR)
-            errf(err, errsz, "%s: is a directory, not a file", path);
-        else if (saved == EINVAL)
-            errf(err, errsz, "%s: not a regular file (a pipe or a device?)", path);
+        if (saved == EISDIR) errf(err, errsz, "%s: is a directory, not a file", path);
+        else if (saved == EINVAL) errf(err, errsz, "%s: not a regular file (a pipe or a device?)", path);
         else if (saved == EFBIG)
-            errf(err, errsz, "%s: %lld bytes, more than the %zu allowed for this file", path,
-                 (long long)st.st_size, max_bytes);
-        else
-            errf(err, errsz, "%s: cannot read (%s)", path, strerror(saved));
+            errf(err, errsz, "%s: %lld bytes, more than the %zu allowed for this file", path, (long long)st.st_size,
+                 max_bytes);
+        else errf(err, errsz, "%s: cannot read (%s)", path, strerror(saved));
         errno = saved;
-        return NULL;
+        return -1;
     }
-    n = (size_t)st.st_size;
+    if (size) *size = (size_t)st.st_size;
+    return fd;
+}
+
+char *read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errsz) {
+    size_t n = 0, got = 0;
+    int fd = open_regular(path, max_bytes, &n, err, errsz), saved;
+    char *buf;
+    if (fd < 0) return NULL;
     buf = (char *)malloc(n + 1);
     if (!buf) {
         close(fd);

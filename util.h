@@ -53,6 +53,10 @@ int rm_flat_dir(const char *path); /* a directory of plain files, then itself */
  * errno set (ENOENT, EISDIR, EFBIG: larger than max_bytes, ...) and a sentence naming the file
  * and the cause in err (err may be NULL). A FIFO or device is refused, never waited on. */
 char *read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errsz);
+/* The open descriptor of a regular file (read-only), its size in *size (may be NULL); -1 with
+ * errno and the same messages as read_file otherwise. Every loader of outside files opens
+ * through it, so none can hang on a FIFO or read a directory. */
+int open_regular(const char *path, size_t max_bytes, size_t *size, char *err, size_t errsz);
 /* 0 if path may be JSONL; -1 with a message naming the file when it is a binary dataset format
  * (Parquet, Arrow: what the Hugging Face hub serves) and saying how to turn it into JSONL. */
 int check_jsonl(const char *path, char *err, size_t errsz);

@@ -81,28 +81,14 @@ uint16_t st_f32_to_f16(float x) {
 /* ---- opening files and looking names up ----------------------------------------------- */
 
 FILE *st_fopen_regular(const char *path, char *err, size_t errsz) {
-    /* O_NONBLOCK: opening a FIFO without a writer returns at once instead of waiting; only a
-     * regular file is read, so the flag changes nothing afterwards. */
-    int fd = open(path, O_RDONLY | O_NONBLOCK);
-    struct stat st;
+    int fd = open_regular(path, SIZE_MAX, NULL, err, errsz);
     FILE *fp;
-    if (fd < 0) {
+    if (fd < 0) return NULL;
+    if ((fp = fdopen(fd, "rb")) == NULL) {
         errf(err, errsz, "%s: cannot open (%s)", path, strerror(errno));
-        return NULL;
+        close(fd);
     }
-    if (fstat(fd, &st)) {
-        errf(err, errsz, "%s: cannot read (%s)", path, strerror(errno));
-    } else if (S_ISDIR(st.st_mode)) {
-        errf(err, errsz, "%s: is a directory, not a file", path);
-    } else if (!S_ISREG(st.st_mode)) {
-        errf(err, errsz, "%s: not a regular file (a pipe or a device?)", path);
-    } else if ((fp = fdopen(fd, "rb")) != NULL) {
-        return fp;
-    } else {
-        errf(err, errsz, "%s: cannot open (%s)", path, strerror(errno));
-    }
-    close(fd);
-    return NULL;
+    return fp;
 }
 
 static int cmp_st_name(const void *a, const void *b) {
