@@ -309,7 +309,10 @@ done:
 
 /* ---- tensors --------------------------------------------------------------------------- */
 
-enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q8_0 = 8, GGML_BF16 = 30 };
+enum {
+    GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q8_0 = 8,
+    GGML_Q2_K = 10, GGML_Q3_K = 11, GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_BF16 = 30
+};
 
 typedef struct {
     char name[96];
@@ -325,50 +328,159 @@ static int type_block(uint32_t type, uint64_t *elems, uint64_t *bytes) {
     case GGML_F16: case GGML_BF16: *elems = 1; *bytes = 2; return 1;
     case GGML_Q4_0: *elems = 32; *bytes = 18; return 1;
     case GGML_Q4_1: *elems = 32; *bytes = 20; return 1;
+    case GGML_Q5_0: *elems = 32; *bytes = 22; return 1;
+    case GGML_Q5_1: *elems = 32; *bytes = 24; return 1;
     case GGML_Q8_0: *elems = 32; *bytes = 34; return 1;
+    /* the K-quants: super-blocks of 256 (ggml's block_q2_K ... block_q6_K) */
+    case GGML_Q2_K: *elems = 256; *bytes = 84; return 1;
+    case GGML_Q3_K: *elems = 256; *bytes = 110; return 1;
+    case GGML_Q4_K: *elems = 256; *bytes = 144; return 1;
+    case GGML_Q5_K: *elems = 256; *bytes = 176; return 1;
+    case GGML_Q6_K: *elems = 256; *bytes = 210; return 1;
     default: return 0;
     }
 }
 
 static uint16_t u16le(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
-/* Dequantises n elements (a multiple of the block size) from src into dst, the way the gguf
- * package does it in fp32: Q8_0 d*q; Q4_0 d*(q-8); Q4_1 d*q + m; within a 4-bit block the
- * first 16 elements are the low nibbles of the 16 bytes, the next 16 the high nibbles. */
+/* The 32-element blocks, exactly as ggml's dequantize_row_* (and the gguf package) compute them
+ * in fp32: Q8_0 d*q; Q4_0 d*(q-8); Q4_1 d*q + m; Q5_0 d*(q-16); Q5_1 d*q + m, the fifth bit of
+ * element j being bit j of the block's 32-bit qh. Within a block the first 16 elements are the
+ * low nibbles of the 16 bytes, the next 16 the high nibbles. */
+static void dequant_q4_q5(uint32_t type, const unsigned char *src, float *dst) {
+    int has_min = type == GGML_Q4_1 || type == GGML_Q5_1, five = type == GGML_Q5_0 || type == GGML_Q5_1;
+    float d = st_f16_to_f32(u16le(src)), m = has_min ? st_f16_to_f32(u16le(src + 2)) : 0.0f;
+    const unsigned char *q = src + (has_min ? 4 : 2);
+    uint32_t qh = 0;
+    int j, offset = type == GGML_Q4_0 ? 8 : type == GGML_Q5_0 ? 16 : 0;
+    if (five) { qh = (uint32_t)le(q, 4); q += 4; }
+    for (j = 0; j < 16; j++) {
+        int lo = (q[j] & 15) | (five ? (int)((qh >> j) & 1) << 4 : 0);
+        int hi = (q[j] >> 4) | (five ? (int)((qh >> (j + 16)) & 1) << 4 : 0);
+        if (has_min) {
+            dst[j] = d * (float)lo + m;
+            dst[j + 16] = d * (float)hi + m;
+        } else {
+            dst[j] = d * (float)(lo - offset);
+            dst[j + 16] = d * (float)(hi - offset);
+        }
+    }
+}
+
+/* Q4_K / Q5_K: 8 sub-blocks of 32, each with a 6-bit scale and a 6-bit min packed in 12 bytes
+ * (ggml's get_scale_min_k4). */
+static void kq_scale_min(int j, const unsigned char *q, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 15) | ((q[j - 4] >> 6) << 4);
+        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Q2_K: scales[16] (4-bit scale | 4-bit min), qs[64] (2 bits each), d, dmin. */
+static void dequant_q2_k(const unsigned char *x, float *y) {
+    const unsigned char *sc = x, *q = x + 16;
+    float d = st_f16_to_f32(u16le(x + 80)), dmin = st_f16_to_f32(u16le(x + 82));
+    int n, j, l, is = 0;
+    for (n = 0; n < 256; n += 128, q += 32)
+        for (j = 0; j < 8; j++, is++) {  /* shift 2*(j/2); the 16 bytes at q + 16*(j%2) */
+            float dl = d * (float)(sc[is] & 15), ml = dmin * (float)(sc[is] >> 4);
+            for (l = 0; l < 16; l++) *y++ = dl * (float)((q[l + 16 * (j & 1)] >> (2 * (j >> 1))) & 3) - ml;
+        }
+}
+
+/* Q3_K: hmask[32] (the third bit, clear = minus 4), qs[64] (2 bits), scales[12] (16 6-bit
+ * scales, offset 32), d. */
+static void dequant_q3_k(const unsigned char *x, float *y) {
+    const unsigned char *hm = x, *q = x + 32, *s = x + 96;
+    float d = st_f16_to_f32(u16le(x + 108));
+    int sc[16], n, j, l, is = 0, bit = 0;
+    for (j = 0; j < 16; j++) {   /* low 4 bits from s[0..8), high 2 bits from s[8..12) */
+        int low = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
+        sc[j] = (low | (((s[8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4)) - 32;
+    }
+    for (n = 0; n < 256; n += 128, q += 32)
+        for (j = 0; j < 8; j++, is++) {
+            int half = 16 * (j & 1), shift = 2 * (j >> 1);
+            float dl = d * (float)sc[is];
+            for (l = 0; l < 16; l++)
+                *y++ = dl * (float)(((q[l + half] >> shift) & 3) - ((hm[l + half] >> bit) & 1 ? 0 : 4));
+            if (j & 1) bit++;
+        }
+}
+
+/* Q4_K (d, dmin, scales[12], qs[128]) and Q5_K (the same plus qh[32], the fifth bit). */
+static void dequant_q45_k(int five, const unsigned char *x, float *y) {
+    float d = st_f16_to_f32(u16le(x)), dmin = st_f16_to_f32(u16le(x + 2));
+    const unsigned char *s = x + 4, *qh = x + 16, *q = x + (five ? 48 : 16);
+    int j, l, is = 0, sc, mn;
+    for (j = 0; j < 256; j += 64, q += 32, is += 2) {
+        float d1, m1, d2, m2;
+        kq_scale_min(is, s, &sc, &mn);
+        d1 = d * (float)sc; m1 = dmin * (float)mn;
+        kq_scale_min(is + 1, s, &sc, &mn);
+        d2 = d * (float)sc; m2 = dmin * (float)mn;
+        for (l = 0; l < 32; l++) *y++ = d1 * (float)((q[l] & 15) + (five && (qh[l] >> is) & 1 ? 16 : 0)) - m1;
+        for (l = 0; l < 32; l++) *y++ = d2 * (float)((q[l] >> 4) + (five && (qh[l] >> (is + 1)) & 1 ? 16 : 0)) - m2;
+    }
+}
+
+/* Q6_K: ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] (int8), d; value q - 32. */
+static void dequant_q6_k(const unsigned char *x, float *y) {
+    const unsigned char *ql = x, *qh = x + 128;
+    const signed char *sc = (const signed char *)(x + 192);
+    float d = st_f16_to_f32(u16le(x + 208));
+    int n, l;
+    for (n = 0; n < 256; n += 128, y += 128, ql += 64, qh += 32, sc += 8)
+        for (l = 0; l < 32; l++) {
+            int is = l / 16;
+            int q1 = ((ql[l] & 15) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            int q2 = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * (float)sc[is] * (float)q1;
+            y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+            y[l + 64] = d * (float)sc[is + 4] * (float)q3;
+            y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+        }
+}
+
+/* Dequantises n elements (a multiple of the block size) from src into dst. */
 static void dequantize(uint32_t type, const unsigned char *src, float *dst, size_t n) {
-    size_t i, b, j;
+    uint64_t be = 1, bb = 1;
+    size_t i, b;
+    type_block(type, &be, &bb);
     switch (type) {
     case GGML_F32:
         for (i = 0; i < n; i++) { uint32_t u = (uint32_t)le(src + 4 * i, 4); memcpy(&dst[i], &u, 4); }
-        break;
-    case GGML_F16: for (i = 0; i < n; i++) dst[i] = st_f16_to_f32(u16le(src + 2 * i)); break;
-    case GGML_BF16: for (i = 0; i < n; i++) dst[i] = st_bf16_to_f32(u16le(src + 2 * i)); break;
-    case GGML_Q8_0:
-        for (b = 0; b < n / 32; b++, src += 34, dst += 32) {
-            float d = st_f16_to_f32(u16le(src));
-            for (j = 0; j < 32; j++) dst[j] = d * (float)(int8_t)src[2 + j];
-        }
-        break;
-    case GGML_Q4_0:
-        for (b = 0; b < n / 32; b++, src += 18, dst += 32) {
-            float d = st_f16_to_f32(u16le(src));
-            for (j = 0; j < 16; j++) {
-                dst[j] = d * (float)((int)(src[2 + j] & 15) - 8);
-                dst[j + 16] = d * (float)((int)(src[2 + j] >> 4) - 8);
-            }
-        }
-        break;
-    case GGML_Q4_1:
-        for (b = 0; b < n / 32; b++, src += 20, dst += 32) {
-            float d = st_f16_to_f32(u16le(src)), m = st_f16_to_f32(u16le(src + 2));
-            for (j = 0; j < 16; j++) {
-                float lo = d * (float)(src[4 + j] & 15), hi = d * (float)(src[4 + j] >> 4);
-                dst[j] = lo + m;
-                dst[j + 16] = hi + m;
-            }
-        }
-        break;
+        return;
+    case GGML_F16: for (i = 0; i < n; i++) dst[i] = st_f16_to_f32(u16le(src + 2 * i)); return;
+    case GGML_BF16: for (i = 0; i < n; i++) dst[i] = st_bf16_to_f32(u16le(src + 2 * i)); return;
     }
+    for (b = 0; b < n / be; b++, src += bb, dst += be) {
+        switch (type) {
+        case GGML_Q8_0: {
+            float d = st_f16_to_f32(u16le(src));
+            for (i = 0; i < 32; i++) dst[i] = d * (float)(int8_t)src[2 + i];
+            break;
+        }
+        case GGML_Q4_0: case GGML_Q4_1: case GGML_Q5_0: case GGML_Q5_1: dequant_q4_q5(type, src, dst); break;
+        case GGML_Q2_K: dequant_q2_k(src, dst); break;
+        case GGML_Q3_K: dequant_q3_k(src, dst); break;
+        case GGML_Q4_K: dequant_q45_k(0, src, dst); break;
+        case GGML_Q5_K: dequant_q45_k(1, src, dst); break;
+        case GGML_Q6_K: dequant_q6_k(src, dst); break;
+        }
+    }
+}
+
+int gguf_dequantize(unsigned type, const void *src, size_t src_bytes, float *dst, size_t n) {
+    uint64_t be, bb;
+    if (!type_block(type, &be, &bb) || n % be || src_bytes != n / be * bb) return -1;
+    dequantize(type, (const unsigned char *)src, dst, n);
+    return 0;
 }
 
 /* llama.cpp tensor name -> Hugging Face name; 0 if it is not a Llama weight we know. */
@@ -440,7 +552,8 @@ static int read_tensor_infos(rd *r, gg_tensor *ts, uint64_t n, uint32_t alignmen
         uint64_t be, bb, numel = 1;
         uint32_t d;
         if (!type_block(t->type, &be, &bb))
-            return errf(r->err, r->errsz, "%s: tensor '%s' has ggml type %u; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1", r->path, t->name, t->type);
+            return errf(r->err, r->errsz, "%s: tensor '%s' has ggml type %u; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "
+                        "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K", r->path, t->name, t->type);
         for (d = 0; d < t->n_dims; d++) {
             if (t->ne[d] == 0 || t->ne[d] > ((uint64_t)1 << 32) || numel > (((uint64_t)1 << 40) / t->ne[d]))
                 return errf(r->err, r->errsz, "%s: tensor '%s' has an absurd shape", r->path, t->name);

@@ -1,7 +1,8 @@
 /* llama/gguf.h - read a llama.cpp GGUF file of a Llama model straight into a llama_model.
  *
  * What it takes: GGUF v2/v3, general.architecture "llama", tensors in F32, F16, BF16, Q8_0,
- * Q4_0 or Q4_1 (dequantised to fp32 exactly as the `gguf` Python package does), no rope
+ * Q4_0, Q4_1, Q5_0, Q5_1 or the K-quants Q2_K..Q6_K (dequantised to fp32 exactly as ggml and
+ * the `gguf` Python package do), no rope
  * scaling baked in (a rope_freqs tensor is refused). What it does beyond reading:
  *   - the config comes from the llama.* metadata keys (and tokenizer.ggml.bos/eos_token_id);
  *   - llama.cpp's converter stored q_proj/k_proj rows permuted from Hugging Face's rotate-half
@@ -26,6 +27,10 @@ extern "C" {
 /* Loads path into m (allocated here; free with llama_model_free). 0 on success, -1 with a
  * message naming the file and the key/tensor otherwise. */
 int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t errsz);
+
+/* n elements of ggml type `type` (src_bytes of blocks) into fp32 dst. -1 when the type is not one
+ * of the above or the sizes do not fit its blocks. */
+int gguf_dequantize(unsigned type, const void *src, size_t src_bytes, float *dst, size_t n);
 
 #ifdef __cplusplus
 }

