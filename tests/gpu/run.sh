@@ -120,13 +120,14 @@ torch_baseline() {   # sequential; each run bounded; all of it within TORCH_S
   if [ $DRY -eq 1 ]; then
     torch_run torch_dry --dry-run
   else
-    torch_run torch_8b_lean_2pairs_ckpt --shape 8b --pairs 2 --accum 2 --steps 2 --checkpointing --cap-gib 79.6
+    torch_run torch_8b_2pairs_ckpt --shape 8b --pairs 2 --accum 2 --steps 2 --checkpointing --cap-gib 79.6
     torch_run torch_1b_2pairs_ckpt --shape 1b --pairs 2 --accum 2 --steps 3 --checkpointing --cap-gib 79.6
     torch_run torch_1b_2pairs --shape 1b --pairs 2 --accum 2 --steps 3 --cap-gib 79.6
-    torch_run torch_8b_lean_4pairs_ckpt --shape 8b --pairs 4 --accum 2 --steps 2 --checkpointing --cap-gib 79.6
+    torch_run torch_8b_4pairs_ckpt --shape 8b --pairs 4 --accum 2 --steps 2 --checkpointing --cap-gib 79.6
+    torch_run torch_8b_2pairs --shape 8b --pairs 2 --accum 2 --steps 2 --cap-gib 79.6   # likely out of memory
   fi
 }
-TORCH_S=$(secs_for 220)
+TORCH_S=$(secs_for 170)
 [ $DRY -eq 1 ] && TORCH_S=$(secs_for 60)
 torch_baseline > "$LOGS/torch.log" 2>&1 &
 TORCH_PID=$!
