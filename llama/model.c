@@ -31,6 +31,9 @@
 #if !defined(_OPENMP) && defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wunknown-pragmas" /* built without OpenMP: serial loops */
 #endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 
@@ -1384,6 +1387,51 @@ static int decode_attention(const llama_config *cf, const llama_kv_cache *c, int
     return failed ? -1 : 0;
 }
 
+/* Products of a decoding step: Y_j = X @ W_j^T for a few rows X [n, in] and several weights.
+ * Each thread takes a range of every product's output columns and runs llama_gemm on it alone
+ * (nested, so single-threaded): one barrier for all of them, where llama_gemm's own threads
+ * meet several times per k block, and on a loaded machine every meeting waits for a core. Each
+ * output element is the same sum either way (llama_gemm sums an element in k-block order
+ * whatever the columns around it), so results do not depend on the threads or on the path. */
+typedef struct {
+    float *Y;                        /* [n, out] */
+    const float *W;                  /* [out, in] */
+    int out;
+} decode_mm;
+
+static void decode_products(const float *X, int n, int in, const decode_mm *mm, int n_mm)
+{
+    for (int i = 0; i < n_mm; i++) memset(mm[i].Y, 0, (size_t)n * mm[i].out * sizeof(float));
+#pragma omp parallel
+    {
+        int nt = 1, t = 0;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        for (int i = 0; i < n_mm; i++) {
+            const int per = ((mm[i].out + nt - 1) / nt + 63) / 64 * 64; /* whole vector tiles */
+            const int j0 = t * per, j1 = MIN(mm[i].out, j0 + per);
+            if (j0 < j1)
+                llama_gemm(mm[i].Y + j0, (size_t)mm[i].out, X, in, 1, mm[i].W + (size_t)j0 * in, 1, in, n,
+                           in, j1 - j0);
+        }
+    }
+}
+
+/* The few-row path up to this many tokens per call; a prefill of many tokens is better served by
+ * llama_gemm's own blocking over rows. */
+#define DECODE_FEW_ROWS 64
+
+static void decode_mm_run(const float *X, int n, int in, const decode_mm *mm, int n_mm)
+{
+    if (n <= DECODE_FEW_ROWS) {
+        decode_products(X, n, in, mm, n_mm);
+        return;
+    }
+    for (int i = 0; i < n_mm; i++) mm_fwd(mm[i].Y, X, mm[i].W, n, in, mm[i].out);
+}
+
 /* One layer for the T new tokens in w->x (updated in place). */
 static int decode_layer(const llama_model *m, llama_kv_cache *c, int l, int n, const int *slot,
                         const int *start, decode_scratch *w)
@@ -1395,9 +1443,8 @@ static int decode_layer(const llama_model *m, llama_kv_cache *c, int l, int n, c
     const int qd = H * hd, kd = K * hd, half = hd / 2;
     const size_t layer = (size_t)l * c->n_seq * c->max_pos * kd;
     rmsnorm_fwd(w->nrm, NULL, w->x, lw->input_layernorm, T, D, cf->rms_norm_eps);
-    mm_fwd(w->q, w->nrm, lw->q_proj, T, D, qd);
-    mm_fwd(w->k, w->nrm, lw->k_proj, T, D, kd);
-    mm_fwd(w->v, w->nrm, lw->v_proj, T, D, kd);
+    const decode_mm qkv[3] = {{w->q, lw->q_proj, qd}, {w->k, lw->k_proj, kd}, {w->v, lw->v_proj, kd}};
+    decode_mm_run(w->nrm, T, D, qkv, 3);
 #pragma omp parallel for schedule(static) if (T > 16)
     for (int t = 0; t < T; t++) {
         const float *rc = w->rope_c + (size_t)t * half, *rs = w->rope_s + (size_t)t * half;
@@ -1408,14 +1455,15 @@ static int decode_layer(const llama_model *m, llama_kv_cache *c, int l, int n, c
     }
     if (decode_attention(cf, c, l, n, slot, start, w)) return -1;
     const size_t nd = (size_t)T * D, ni = (size_t)T * I;
-    mm_fwd(w->tmp, w->att, lw->o_proj, T, qd, D);
+    const decode_mm o = {w->tmp, lw->o_proj, D}, mlp[2] = {{w->gate, lw->gate_proj, I}, {w->up, lw->up_proj, I}};
+    const decode_mm down = {w->tmp, lw->down_proj, D};
+    decode_mm_run(w->att, T, qd, &o, 1);
     for (size_t i = 0; i < nd; i++) w->x[i] += w->tmp[i];
     rmsnorm_fwd(w->nrm, NULL, w->x, lw->post_attention_layernorm, T, D, cf->rms_norm_eps);
-    mm_fwd(w->gate, w->nrm, lw->gate_proj, T, D, I);
-    mm_fwd(w->up, w->nrm, lw->up_proj, T, D, I);
+    decode_mm_run(w->nrm, T, D, mlp, 2);
 #pragma omp parallel for schedule(static) if (ni > 65536)
     for (size_t i = 0; i < ni; i++) w->gate[i] = silu(w->gate[i]) * w->up[i];
-    mm_fwd(w->tmp, w->gate, lw->down_proj, T, I, D);
+    decode_mm_run(w->gate, T, I, &down, 1);
     for (size_t i = 0; i < nd; i++) w->x[i] += w->tmp[i];
     return 0;
 }
@@ -1455,7 +1503,8 @@ int llama_decode(const llama_model *m, llama_kv_cache *c, int n, const int *slot
     for (int e = 0; e < n; e++)
         memcpy(w.tmp + (size_t)e * D, w.x + (size_t)(start[e + 1] - 1) * D, D * sizeof(float));
     rmsnorm_fwd(w.nrm, NULL, w.tmp, m->w.norm, n, D, cf->rms_norm_eps);
-    mm_fwd(logits, w.nrm, m->w.lm_head, n, D, V);
+    const decode_mm head = {logits, m->w.lm_head, V};
+    decode_mm_run(w.nrm, n, D, &head, 1);
     for (int e = 0; e < n; e++) c->len[slot[e]] += start[e + 1] - start[e];
     decode_scratch_free(&w);
     return 0;
