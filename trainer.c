@@ -149,6 +149,7 @@ typedef struct {
     const char *device;    /* "cpu" | "cuda" */
     const char *precision; /* "fp32" | "bf16" */
     int max_tokens;        /* the largest micro-batch (tokens) the backend must plan for */
+    int max_seq_tokens;    /* CUDA: the longest single sequence (attention scratch); 0: max_tokens */
     int lean_optimizer;    /* CUDA: bf16 weights + bf16 moments (8 bytes/parameter) */
     int cuda_device;       /* CUDA device index */
 } backend_opts;
@@ -179,6 +180,7 @@ static llama_backend *backend_open(llama_model *m, const backend_opts *o, char *
         }
         co.recompute = 1;
         co.max_tokens = o->max_tokens;
+        co.max_seq_tokens = o->max_seq_tokens;
         co.lean_optimizer = o->lean_optimizer;
         co.device = o->cuda_device;
         if (co.lean_optimizer && !co.bf16) {
@@ -715,6 +717,7 @@ static int open_run(train_run *r, char *err, size_t errsz) {
     bo.lean_optimizer = a->lean_optimizer;
     bo.cuda_device = a->cuda_device;
     bo.max_tokens = 2 * a->micro_batch * longest;
+    bo.max_seq_tokens = longest;
     if (!(r->b = backend_open(&r->m, &bo, err, errsz))) {
         char why[ERRSZ];
         fmt(why, sizeof why, "%s", err);
