@@ -14,6 +14,8 @@ The ranking of the objectives is never asserted: a quick run is too small to dec
 import json
 import os
 import sys
+import xml.dom.minidom
+import xml.parsers.expat
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import task  # noqa: E402
@@ -30,6 +32,15 @@ def check(ok, what):
 def main(run):
     for f in ("results.md", "results.tsv", "table1.md", "plots/results.svg", "eval/baseline.json"):
         check(os.path.exists(os.path.join(run, f)), f"{f} written")
+    # trainer plot: well-formed SVG; a run's curves hold the 7 training lines (loss, rewards x2,
+    # margin, accuracy, log-probs x2), the results chart a bar per trained cell
+    for name, tag, least in (("clair-apo_zero.svg", "polyline", 7), ("results.svg", "rect", 2 + 2 + 4)):
+        path = os.path.join(run, "plots", name)
+        try:
+            n = len(xml.dom.minidom.parse(path).getElementsByTagName(tag))
+        except (OSError, xml.parsers.expat.ExpatError) as e:
+            n, name = 0, f"{name} ({e})"
+        check(n >= least, f"plots/{name}: {n} <{tag}> elements (at least {least})")
     held = len(task.read_jsonl(os.path.join(run, "data", "heldout.jsonl")))
     for fn in sorted(os.listdir(os.path.join(run, "eval"))):
         if fn.endswith(".grade.json"):
