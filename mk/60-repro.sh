@@ -12,14 +12,17 @@ test_repro() {
   local clair_bin=./clair out="$BUILD/repro-quick"
   [ "$BUILD" = build ] || clair_bin="$BUILD/clair/clair"
   if [ -n "$SAN" ]; then   # minutes of training under ASan: the other parts test the same code
-    run_test repro_quick sh -c "echo 'SKIP: not under ASan (the trainer and clair tests cover the code it runs)'; exit 77"
+    # shellcheck disable=SC2016 # $1..$3 are the inner shell's arguments
+  run_test repro_quick sh -c "echo 'SKIP: not under ASan (the trainer and clair tests cover the code it runs)'; exit 77"
     return 0
   fi
   if [ ! -x "$clair_bin" ]; then
-    run_test repro_quick sh -c "echo 'SKIP: no ./clair (libcurl headers missing)'; exit 77"
+    # shellcheck disable=SC2016 # $1..$3 are the inner shell's arguments
+  run_test repro_quick sh -c "echo 'SKIP: no ./clair (libcurl headers missing)'; exit 77"
     return 0
   fi
   rm -rf "$out"
+  # shellcheck disable=SC2016 # $1..$3 are the inner shell's arguments
   run_test repro_quick sh -c 'TRAINER="$1" CLAIR="$2" examples/repro/run.sh --quick --out "$3" &&
     python3 -B examples/repro/check_quick.py "$3"' sh "$(trainer__bin)" "$clair_bin" "$out"
 }

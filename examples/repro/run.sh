@@ -99,7 +99,7 @@ grade() {
 # ---- 1 data -------------------------------------------------------------------------------------
 stage 1 "data (task.py)"
 if [ ! -e "$D/.done" ]; then
-  $PY "$HERE/task.py" make "$D" $([ $QUICK = 1 ] && echo --quick) --seed 0
+  if [ $QUICK = 1 ]; then $PY "$HERE/task.py" make "$D" --quick --seed 0; else $PY "$HERE/task.py" make "$D" --seed 0; fi
   touch "$D/.done"
 fi
 
@@ -184,7 +184,7 @@ S="$OUT/search"; mkdir -p "$S"
 cells=$(for d in $DATASETS_TRAINED; do for o in $OBJECTIVES; do echo "$d-$o"; done; done)
 ncells=$(echo "$cells" | wc -l)
 if [ -n "$LR_GRID" ]; then
-  total=$((ncells * $(echo $LR_GRID | wc -w))); i=0; t0=$(date +%s)
+  total=$((ncells * $(echo "$LR_GRID" | wc -w))); i=0; t0=$(date +%s)
   for c in $cells; do
     for lr in $LR_GRID; do
       align_run "${c%%-*}" "${c#*-}" "$lr" 0 "$S/$c-lr$lr"
