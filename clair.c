@@ -270,8 +270,9 @@ static int read_trl(const clair_json *v, int need_answer, trl_record *r, char *e
         if (!need_answer) return 0;
         const char *f = clair_json_get(v, "response") || !clair_json_get(v, "completion") ? "response" : "completion";
         if (!(r->answer = response_text(v, f, err, errsz))) return -1;
+        if (clair_json_get(v, f)->type == CLAIR_JSON_ARRAY) r->conversational = 1;   /* answers as messages: keep it so */
     }
-    if (all_space(r->answer->str, r->answer->len)) { snprintf(err, errsz, "the answer is empty: nothing to revise"); return -1; }
+    if (all_space(r->answer->str, r->answer->len)) { snprintf(err, errsz, "the answer is empty"); return -1; }
     return 0;
 }
 

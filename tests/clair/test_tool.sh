@@ -177,14 +177,22 @@ for l in open(sys.argv[1]):
     if isinstance(r["prompt"], list):
         assert r["prompt"][0]["role"] == "system", r
         assert r["chosen"][0]["role"] == "assistant" and r["rejected"][0]["role"] == "assistant", r
-        assert r["chosen"][0]["content"] == r["rejected"][0]["content"].replace("teh", "the").replace("Teh", "Teh") + " Indeed." or True
+        assert r["chosen"][0]["content"] == r["rejected"][0]["content"].replace("teh", "the") + " Indeed.", r
     else:
         assert isinstance(r["chosen"], str), r
 PYEOF
 printf '%s\n' '{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Helo teh [[id=m1 script=ok]]"}]}' \
-  '{"prompt": "P", "completion": "teh completion [[id=c1 script=ok]]"}' '{"messages": [{"role": "user", "content": "no answer"}]}' >"$T/trl.jsonl"
+  '{"prompt": "P", "completion": "teh completion [[id=c1 script=ok]]"}' '{"messages": [{"role": "user", "content": "no answer"}]}' \
+  '{"prompt": "P2", "completion": [{"role": "assistant", "content": "teh list [[id=c2 script=ok]]"}]}' >"$T/trl.jsonl"
 "$BIN" revise --in "$T/trl.jsonl" --out "$T/trlp.jsonl" "${COMMON[@]}" --quiet 2>"$T/trlerr.txt" || fail "TRL layouts: exit $?"
-[ "$(wc -l <"$T/trlp.jsonl")" = 2 ] || fail "TRL layouts: $(cat "$T/trlp.jsonl" "$T/trlerr.txt")"
+[ "$(wc -l <"$T/trlp.jsonl")" = 3 ] || fail "TRL layouts: $(cat "$T/trlp.jsonl" "$T/trlerr.txt")"
+"$PY" - "$T/trlp.jsonl" <<'PYEOF' || fail "TRL layouts: the records"
+import json, sys
+r = {x["clair_line"]: x for x in map(json.loads, open(sys.argv[1]))}
+assert r[1]["prompt"] == [{"role": "user", "content": "Hi?"}] and r[1]["chosen"][0]["content"].startswith("Helo the"), r[1]
+assert r[2]["prompt"] == "P" and r[2]["chosen"].startswith("the completion"), r[2]
+assert r[4]["chosen"] == [{"role": "assistant", "content": "the list [[id=c2 script=ok]] Indeed."}], r[4]
+PYEOF
 grep -q '"error":"bad_input"' "$T/trlp.jsonl.failed.jsonl" || fail "a messages record without an answer is not bad input"
 
 echo "== 10. judge: pairs by prompt, both orders, win rate; kill -9 and rerun"
