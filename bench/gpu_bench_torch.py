@@ -77,7 +77,6 @@ def main():
     a = parse_args()
     try:
         import torch
-        import torch.nn.functional as F
         from transformers import LlamaConfig, LlamaForCausalLM
     except ImportError as e:
         print(f"SKIP: torch and transformers are needed ({e})")
@@ -116,9 +115,12 @@ def main():
         completion[:, n // 2 - 1:] = 1.0       # logp of token i (i >= n/2) sits at column i - 1
 
         def summed_logps(ids):
-            logits = model(input_ids=ids).logits[:, :-1].float()
-            logp = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
-            return (logp.view(n_seq, n - 1) * completion).sum(-1)
+            logits = model(input_ids=ids).logits[:, :-1]
+            # one sequence at a time in fp32, as TRL's selective_log_softmax does for bf16 logits
+            # (the [2P, n, V] fp32 log-softmax of an 8B micro-batch alone would be 8 GB)
+            rows = [torch.log_softmax(logits[b].float(), -1).gather(-1, ids[b, 1:, None]).squeeze(-1)
+                    for b in range(n_seq)]
+            return (torch.stack(rows) * completion).sum(-1)
 
         with torch.no_grad():
             refs = [summed_logps(ids) for ids in batches]

@@ -204,7 +204,8 @@ kill "$TORCH_PID" 2>/dev/null
 wait "$TORCH_PID" 2>/dev/null
 grep -E '^(RESULT|REFUSED)' "$LOGS/torch.log" > "$LOGS/torch.results" 2>/dev/null
 if grep -q '^SKIP' "$LOGS/torch.log"; then row "torch baseline" "skip: $(grep -m1 '^SKIP' "$LOGS/torch.log" | cut -c1-90)"
-elif [ -s "$LOGS/torch.results" ]; then row "torch baseline" "$(wc -l < "$LOGS/torch.results") result line(s) (torch.log)"
+elif [ -s "$LOGS/torch.results" ]; then
+  row "torch baseline" "$(wc -l < "$LOGS/torch.results") result line(s), $(grep -cE '^## .*: exit [^02]' "$LOGS/torch.log") run(s) failed (torch.log)"
   RESULTS+=("$(cat "$LOGS/torch.results")")
 else fail "torch baseline" "no result (torch.log: $(grep -m1 -iE 'error|Traceback' "$LOGS/torch.log" | cut -c1-90))"; fi
 
