@@ -185,7 +185,9 @@ else
   # shellcheck disable=SC2016  # $0 is the folder, expanded by the inner bash
   if ! step build "$BUILD_S" bash -c 'build_gpu_programs "$0"' "$B"; then
     s=$((BUILD_END - $(date +%s)))
-    [ "$s" -gt 30 ] && step build_fallback "$s" env BUILD_DIR=build/gpurun-full ./build.sh && B=build/gpurun-full
+    arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ')
+    [ "$s" -gt 30 ] && step build_fallback "$s" env BUILD_DIR=build/gpurun-full CUDA_ARCHS="${arch:-90}" ./build.sh &&
+      B=build/gpurun-full
   fi
 fi
 cat "$LOGS"/build*.log 2>/dev/null | grep -i "warning" > "$LOGS/build-warnings.txt"
