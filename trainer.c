@@ -758,6 +758,10 @@ static int reference_pass(train_run *r, char *err, size_t errsz) {
     r->epol_r = (double *)malloc((ne + 1) * sizeof(double));
     if (!r->ref_c || !r->ref_r || !r->eref_c || !r->eref_r || !r->epol_c || !r->epol_r)
         return errf(err, errsz, "out of memory");
+    if (r->ds.stats.unpaired) { /* SFT data: the loss is the completion's NLL, no reference needed */
+        fprintf(stderr, "reference log-probs: not needed (prompt-completion data, --loss sft)\n");
+        return 0;
+    }
     if (reference_logps(r->b, &r->ds, a->micro_batch, a->out, r->model_hash, a->max_length, "train", r->ref_c,
                         r->ref_r, err, errsz))
         return -1;
@@ -774,7 +778,7 @@ static int eval_and_log(train_run *r, char *err, size_t errsz) {
     if (evaluate(r->b, &r->eds, r->eref_c, r->eref_r, r->terms, r->n_terms, r->a->micro_batch, r->epol_c,
                  r->epol_r, &em, err, errsz))
         return -1;
-    if (metrics_append_eval(r->metrics, r->st.step, r->st.step == 0 ? 0.0 : epoch, &em))
+    if (metrics_append_eval(r->metrics, r->st.step, r->st.step == 0 ? 0.0 : epoch, &em, r->eds.stats.unpaired))
         return errf(err, errsz, "cannot write metrics.jsonl");
     if (r->st.step == 0)
         fprintf(stderr, "eval  step 0: loss %.4f  logps/chosen %.3f  logps/rejected %.3f\n", em.loss,
@@ -797,7 +801,7 @@ static int log_step(train_run *r, const step_report *rep, double t_step) {
     clair_buf_printf(&lb, "{\"step\":%ld,\"epoch\":", r->st.step);
     clair_json_write_number(&lb, epoch);
     clair_buf_puts(&lb, ",");
-    metrics_json(&lb, "", &rep->m);
+    metrics_json(&lb, "", &rep->m, r->ds.stats.unpaired);
     clair_buf_puts(&lb, ",\"grad_norm\":");
     clair_json_write_number(&lb, rep->grad_norm);
     clair_buf_puts(&lb, ",\"learning_rate\":");
@@ -1239,7 +1243,7 @@ static void eval_json(clair_buf *ob, const pref_dataset *ds, const apo_metrics *
         clair_json_write_number(ob, em->logps_chosen);
     } else {
         clair_buf_printf(ob, "{\"pairs\":%d,", ds->n);
-        metrics_json(ob, "eval_", em);
+        metrics_json(ob, "eval_", em, 0);
     }
     clair_buf_puts(ob, "}");
 }

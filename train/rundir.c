@@ -257,17 +257,19 @@ int checkpoint_load(const char *dir, llama_model *m, llama_backend *b, train_sta
  * metrics.jsonl
  * ========================================================================================== */
 
-void metrics_json(clair_buf *b, const char *prefix, const apo_metrics *m) {
+void metrics_json(clair_buf *b, const char *prefix, const apo_metrics *m, int sft_data) {
     static const char *const names[7] = {
         "loss",         "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
         "logps/chosen", "logps/rejected"};
     const double values[7] = {
         m->loss,         m->rewards_chosen, m->rewards_rejected, m->rewards_accuracies, m->rewards_margins,
         m->logps_chosen, m->logps_rejected};
-    int i;
+    int i, first = 1;
     for (i = 0; i < 7; i++) {
-        clair_buf_printf(b, "%s\"%s%s\":", i ? "," : "", prefix, names[i]);
+        if (sft_data && i != 0 && i != 5) continue; /* no rejected side, no reference: no rewards */
+        clair_buf_printf(b, "%s\"%s%s\":", first ? "" : ",", prefix, names[i]);
         clair_json_write_number(b, values[i]);
+        first = 0;
     }
 }
 
@@ -276,13 +278,13 @@ int metrics_append(FILE *f, const char *line) {
     return 0;
 }
 
-int metrics_append_eval(FILE *f, long step, double epoch, const apo_metrics *m) {
+int metrics_append_eval(FILE *f, long step, double epoch, const apo_metrics *m, int sft_data) {
     clair_buf b = {0, 0, 0, 0};
     int rc;
     clair_buf_printf(&b, "{\"step\":%ld,\"epoch\":", step);
     clair_json_write_number(&b, epoch);
     clair_buf_puts(&b, ",");
-    metrics_json(&b, "eval_", m);
+    metrics_json(&b, "eval_", m, sft_data);
     clair_buf_puts(&b, "}");
     rc = b.oom ? -1 : metrics_append(f, b.data);
     clair_buf_free(&b);

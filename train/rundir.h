@@ -73,11 +73,12 @@ int checkpoint_load(const char *dir, llama_model *m, llama_backend *b, train_sta
  * copy them into m before m is saved. */
 int model_sync_from_backend(llama_backend *b, llama_model *m, char *err, size_t errsz);
 
-/* metrics.jsonl: "PREFIXloss", "PREFIXrewards/chosen", ... of m, as TRL logs them. */
-void metrics_json(clair_buf *b, const char *prefix, const apo_metrics *m);
+/* metrics.jsonl: "PREFIXloss", "PREFIXrewards/chosen", ... of m, as TRL logs them; for SFT data
+ * (sft_data = 1) only "PREFIXloss" and "PREFIXlogps/chosen" (the mean completion log-prob). */
+void metrics_json(clair_buf *b, const char *prefix, const apo_metrics *m, int sft_data);
 /* Appends one line and flushes: a kill leaves whole records (or one partial last line). */
 int metrics_append(FILE *f, const char *line);
-int metrics_append_eval(FILE *f, long step, double epoch, const apo_metrics *m);
+int metrics_append_eval(FILE *f, long step, double epoch, const apo_metrics *m, int sft_data);
 /* Keeps the training records of steps <= step and the eval records of steps <= eval_step: a
  * resumed run writes again the ones it repeats (and no record twice). */
 int metrics_truncate(const char *path, long step, long eval_step, char *err, size_t errsz);
