@@ -648,10 +648,41 @@ done:
     return rc;
 }
 
+/* Opens path (a regular file only) and reads the header up to the metadata: r is then at the
+ * first metadata key. On failure r->fp is closed. */
+static int open_gguf(rd *r, const char *path, uint64_t *n_tensors, uint64_t *n_kv, char *err, size_t errsz) {
+    unsigned char magic[4];
+    uint32_t version;
+    off_t sz;
+    memset(r, 0, sizeof *r);
+    r->path = path; r->err = err; r->errsz = errsz;
+    r->fp = st_fopen_regular(path, err, errsz);
+    if (!r->fp) return -1;
+    if (fseeko(r->fp, 0, SEEK_END) || (sz = ftello(r->fp)) < 0 || fseeko(r->fp, 0, SEEK_SET)) { errf(err, errsz, "%s: cannot determine size", path); goto fail; }
+    r->size = (uint64_t)sz;
+    if (rd_bytes(r, magic, 4, "the magic") || memcmp(magic, "GGUF", 4)) {
+        if (r->pos == 4) errf(err, errsz, "%s: not a GGUF file (no GGUF magic)", path);
+        goto fail;
+    }
+    if (rd_u32(r, &version, "the version")) goto fail;
+    if (version < 2 || version > 3) { errf(err, errsz, "%s: GGUF version %u, only 2 and 3 are supported", path, version); goto fail; }
+    if (rd_u64(r, n_tensors, "the tensor count") || rd_u64(r, n_kv, "the metadata count")) goto fail;
+    /* every entry takes at least 8 bytes of file, so counts above size/8 are lies */
+    if (*n_tensors > r->size / 8 || *n_kv > r->size / 8 || *n_tensors > 1000000) {
+        errf(err, errsz, "%s: header claims %llu tensors and %llu metadata keys, impossible for a %llu byte file", path,
+                (unsigned long long)*n_tensors, (unsigned long long)*n_kv, (unsigned long long)r->size);
+        goto fail;
+    }
+    return 0;
+fail:
+    fclose(r->fp);
+    r->fp = NULL;
+    return -1;
+}
+
 int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t errsz) {
     rd r;
-    unsigned char magic[4];
-    uint32_t version, alignment = 32;
+    uint32_t alignment = 32;
     uint64_t n_tensors, n_kv, i, data_start = 0;
     gg_meta meta[K_COUNT];
     int rc = -1, *of_layout = NULL, lay_n = 0;
@@ -659,30 +690,10 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
     gg_tensor *ts = NULL;
     const gg_tensor *emb = NULL, *out = NULL;
     llama_config cfg;
-    off_t sz;
 
     memset(m, 0, sizeof *m);
-    memset(&r, 0, sizeof r);
     memset(meta, 0, sizeof meta);
-    r.path = path; r.err = err; r.errsz = errsz;
-    r.fp = st_fopen_regular(path, err, errsz);
-    if (!r.fp) return -1;
-    if (fseeko(r.fp, 0, SEEK_END) || (sz = ftello(r.fp)) < 0 || fseeko(r.fp, 0, SEEK_SET)) { errf(err, errsz, "%s: cannot determine size", path); goto done; }
-    r.size = (uint64_t)sz;
-
-    if (rd_bytes(&r, magic, 4, "the magic") || memcmp(magic, "GGUF", 4)) {
-        if (r.pos == 4) errf(err, errsz, "%s: not a GGUF file (no GGUF magic)", path);
-        goto done;
-    }
-    if (rd_u32(&r, &version, "the version")) goto done;
-    if (version < 2 || version > 3) { errf(err, errsz, "%s: GGUF version %u, only 2 and 3 are supported", path, version); goto done; }
-    if (rd_u64(&r, &n_tensors, "the tensor count") || rd_u64(&r, &n_kv, "the metadata count")) goto done;
-    /* every entry takes at least 8 bytes of file, so counts above size/8 are lies */
-    if (n_tensors > r.size / 8 || n_kv > r.size / 8 || n_tensors > 1000000) {
-        errf(err, errsz, "%s: header claims %llu tensors and %llu metadata keys, impossible for a %llu byte file", path,
-                (unsigned long long)n_tensors, (unsigned long long)n_kv, (unsigned long long)r.size);
-        goto done;
-    }
+    if (open_gguf(&r, path, &n_tensors, &n_kv, err, errsz)) goto done;
     if (read_metadata(&r, n_kv, meta) || check_general(&r, meta, &alignment)) goto done;
 
     /* Tensor infos: each takes at least 32 bytes (name length, one dimension, type, offset). */
@@ -721,5 +732,263 @@ done:
     free(ts);
     free(of_layout);
     free(lay);
+    return rc;
+}
+
+/* ---- the tokenizer in the metadata ------------------------------------------------------- */
+
+/* n strings: string i is bytes[off[i] .. off[i + 1]) */
+typedef struct { char *bytes; uint64_t *off; uint64_t n; } gg_strs;
+
+typedef struct {
+    char *model, *pre, *chat_template; /* NULL when absent */
+    gg_strs tokens, merges;
+    int32_t *types;
+    uint64_t n_types;
+    long long ids[4];                  /* bos, eos, unknown, padding; -1 when absent */
+} gg_vocab;
+
+static const char *const vocab_id_keys[4] = {
+    "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id",
+};
+
+static void vocab_free(gg_vocab *v) {
+    free(v->model); free(v->pre); free(v->chat_template);
+    free(v->tokens.bytes); free(v->tokens.off);
+    free(v->merges.bytes); free(v->merges.off);
+    free(v->types);
+}
+
+/* A string value of any length (the file bounds it), malloc'd and NUL-terminated. */
+static int rd_str_alloc(rd *r, const char *key, char **out) {
+    uint64_t n;
+    if (rd_u64(r, &n, key)) return -1;
+    if (n > r->size - r->pos) return errf(r->err, r->errsz, "%s: metadata %s: a string runs past the end of the file", r->path, key);
+    *out = (char *)malloc((size_t)n + 1);
+    if (!*out) return errf(r->err, r->errsz, "%s: out of memory reading %s", r->path, key);
+    if (rd_bytes(r, *out, n, key)) return -1;
+    (*out)[n] = 0;
+    return 0;
+}
+
+/* An array of strings (type and length already checked against the file). */
+static int rd_str_array(rd *r, const char *key, gg_strs *a) {
+    uint32_t et;
+    uint64_t n, i, cap = 4096, used = 0;
+    if (rd_u32(r, &et, key) || rd_u64(r, &n, key)) return -1;
+    if (et != GT_STRING) return errf(r->err, r->errsz, "%s: metadata %s is an array of %s; expected strings", r->path, key, et < GT_COUNT ? gt_name[et] : "?");
+    if (n > (r->size - r->pos) / 8) return errf(r->err, r->errsz, "%s: metadata %s: %llu strings run past the end of the file", r->path, key, (unsigned long long)n);
+    a->off = (uint64_t *)malloc(((size_t)n + 1) * sizeof *a->off);
+    a->bytes = (char *)malloc((size_t)cap);
+    if (!a->off || !a->bytes) return errf(r->err, r->errsz, "%s: out of memory reading %s", r->path, key);
+    for (i = 0; i < n; i++) {
+        uint64_t len;
+        a->off[i] = used;
+        if (rd_u64(r, &len, key)) return -1;
+        if (len > r->size - r->pos) return errf(r->err, r->errsz, "%s: metadata %s[%llu] runs past the end of the file", r->path, key, (unsigned long long)i);
+        if (used + len + 1 > cap) {
+            char *nb;
+            while (used + len + 1 > cap) cap *= 2;
+            nb = (char *)realloc(a->bytes, (size_t)cap);
+            if (!nb) return errf(r->err, r->errsz, "%s: out of memory reading %s", r->path, key);
+            a->bytes = nb;
+        }
+        if (rd_bytes(r, a->bytes + used, len, key)) return -1;
+        used += len;
+    }
+    a->off[n] = used;
+    a->n = n;
+    return 0;
+}
+
+/* One tokenizer.* key (type already read): 1 if it was ours and is read, 0 if not ours, -1. */
+static int read_vocab_key(rd *r, const char *key, uint32_t type, gg_vocab *v) {
+    char **strp = !strcmp(key, "tokenizer.ggml.model") ? &v->model : !strcmp(key, "tokenizer.ggml.pre") ? &v->pre
+                : !strcmp(key, "tokenizer.chat_template") ? &v->chat_template : NULL;
+    gg_strs *arr = !strcmp(key, "tokenizer.ggml.tokens") ? &v->tokens : !strcmp(key, "tokenizer.ggml.merges") ? &v->merges : NULL;
+    int k;
+    if (strp || arr) {
+        if (type != (strp ? GT_STRING : GT_ARRAY)) return errf(r->err, r->errsz, "%s: metadata %s has type %s; expected %s", r->path, key,
+                                                                  type < GT_COUNT ? gt_name[type] : "?", strp ? "a string" : "an array of strings");
+        if ((strp && *strp) || (arr && arr->off)) return errf(r->err, r->errsz, "%s: metadata key %s appears twice", r->path, key);
+        return (strp ? rd_str_alloc(r, key, strp) : rd_str_array(r, key, arr)) ? -1 : 1;
+    }
+    if (!strcmp(key, "tokenizer.ggml.token_type")) {
+        uint32_t et;
+        uint64_t n, i;
+        unsigned char b[4];
+        if (type != GT_ARRAY || v->types || rd_u32(r, &et, key) || rd_u64(r, &n, key) || (et != GT_I32 && et != GT_U32))
+            return r->err[0] ? -1 : errf(r->err, r->errsz, "%s: metadata %s must appear once, as an array of 32-bit integers", r->path, key);
+        if (n > (r->size - r->pos) / 4) return errf(r->err, r->errsz, "%s: metadata %s runs past the end of the file", r->path, key);
+        v->types = (int32_t *)malloc(((size_t)n + 1) * sizeof *v->types);
+        if (!v->types) return errf(r->err, r->errsz, "%s: out of memory reading %s", r->path, key);
+        for (i = 0; i < n; i++) {
+            if (rd_bytes(r, b, 4, key)) return -1;
+            v->types[i] = (int32_t)(uint32_t)le(b, 4);
+        }
+        v->n_types = n;
+        return 1;
+    }
+    for (k = 0; k < 4; k++)
+        if (!strcmp(key, vocab_id_keys[k])) {
+            gg_meta e;
+            memset(&e, 0, sizeof e);
+            e.type = (int)type;
+            if (!gt_is_int((int)type) || read_scalar(r, &e) || e.big || e.i < 0 || e.i > INT32_MAX)
+                return r->err[0] ? -1 : errf(r->err, r->errsz, "%s: metadata %s is not a token id (a non-negative integer)", r->path, key);
+            if (v->ids[k] >= 0) return errf(r->err, r->errsz, "%s: metadata key %s appears twice", r->path, key);
+            v->ids[k] = e.i;
+            return 1;
+        }
+    return 0;
+}
+
+static int read_vocab(const char *path, gg_vocab *v, char *err, size_t errsz) {
+    rd r;
+    uint64_t n_tensors, n_kv, i;
+    int rc = -1;
+    memset(v, 0, sizeof *v);
+    v->ids[0] = v->ids[1] = v->ids[2] = v->ids[3] = -1;
+    if (err && errsz) err[0] = 0;
+    if (open_gguf(&r, path, &n_tensors, &n_kv, err, errsz)) return -1;
+    for (i = 0; i < n_kv; i++) {
+        char key[96];
+        uint32_t type;
+        int long_key, got = 0;
+        if (rd_str(&r, key, sizeof key, &long_key, "a metadata key") || rd_u32(&r, &type, "a metadata type")) goto done;
+        if (!long_key && (got = read_vocab_key(&r, key, type, v)) < 0) goto done;
+        if (!got && skip_value(&r, type, 0)) goto done;
+    }
+    rc = 0;
+done:
+    fclose(r.fp);
+    return rc;
+}
+
+/* tokenizer.json's pre_tokenizer for llama.cpp's pre-tokenizer name (tokenizer.ggml.pre); NULL
+ * for one whose split we do not implement. */
+static const char *pre_tokenizer_json(const char *pre, int *ignore_merges) {
+    static const char *const digits_then_gpt2[] = {"smollm", "starcoder", "refact", "codeshell", NULL};
+    int i;
+    *ignore_merges = 0;
+    for (i = 0; digits_then_gpt2[i]; i++)
+        if (!strcmp(pre, digits_then_gpt2[i]))
+            return "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":true},"
+                   "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}]}";
+    if (!strcmp(pre, "gpt-2")) return "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}";
+    if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3")) {
+        *ignore_merges = 1;
+        return "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+               "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|"
+               "\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
+               "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":false}]}";
+    }
+    return NULL;
+}
+
+static void put_str_json(clair_buf *b, const gg_strs *a, uint64_t i) {
+    clair_json_write_string(b, a->bytes + a->off[i], (size_t)(a->off[i + 1] - a->off[i]));
+}
+
+/* tokenizer.json: the BPE model, the pre-tokenizer, control (type 3) and user-defined (type 4)
+ * tokens as added tokens, as tools/gguf_to_hf.py builds it with the tokenizers package. */
+static int vocab_tokenizer_json(const gg_vocab *v, const char *pre_json, int ignore_merges, clair_buf *b) {
+    uint64_t i;
+    int first = 1;
+    clair_buf_puts(b, "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[");
+    for (i = 0; i < v->tokens.n; i++) {
+        int type = i < v->n_types ? v->types[i] : 1;
+        if (type != 3 && type != 4) continue;
+        clair_buf_printf(b, "%s{\"id\":%llu,\"content\":", first ? "" : ",", (unsigned long long)i);
+        put_str_json(b, &v->tokens, i);
+        clair_buf_printf(b, ",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":%s}",
+                         type == 3 ? "true" : "false");
+        first = 0;
+    }
+    clair_buf_puts(b, "],\"normalizer\":null,\"pre_tokenizer\":");
+    clair_buf_puts(b, pre_json);
+    clair_buf_puts(b, ",\"post_processor\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":false,\"use_regex\":true},"
+                      "\"decoder\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":true,\"use_regex\":true},");
+    clair_buf_printf(b, "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,\"continuing_subword_prefix\":null,"
+                        "\"end_of_word_suffix\":null,\"fuse_unk\":false,\"byte_fallback\":false,\"ignore_merges\":%s,\"vocab\":{",
+                     ignore_merges ? "true" : "false");
+    for (i = 0; i < v->tokens.n; i++) {
+        if (i) clair_buf_puts(b, ",");
+        put_str_json(b, &v->tokens, i);
+        clair_buf_printf(b, ":%llu", (unsigned long long)i);
+    }
+    clair_buf_puts(b, "},\"merges\":[");
+    for (i = 0; i < v->merges.n; i++) {
+        if (i) clair_buf_puts(b, ",");
+        put_str_json(b, &v->merges, i);
+    }
+    clair_buf_puts(b, "]}}\n");
+    return b->oom ? -1 : 0;
+}
+
+/* tokenizer_config.json: the special tokens by their text, and the chat template. */
+static int vocab_config_json(const gg_vocab *v, clair_buf *b) {
+    static const char *const names[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    int k;
+    clair_buf_puts(b, "{\"tokenizer_class\":\"GPT2Tokenizer\",\"add_prefix_space\":false,\"clean_up_tokenization_spaces\":false");
+    for (k = 0; k < 4; k++) {
+        clair_buf_printf(b, ",\"%s\":", names[k]);
+        if (v->ids[k] >= 0) put_str_json(b, &v->tokens, (uint64_t)v->ids[k]);
+        else clair_buf_puts(b, "null");
+    }
+    if (v->chat_template) {
+        clair_buf_puts(b, ",\"chat_template\":");
+        clair_json_write_string(b, v->chat_template, strlen(v->chat_template));
+    }
+    clair_buf_puts(b, "}\n");
+    return b->oom ? -1 : 0;
+}
+
+/* What a vocabulary must satisfy before it is written out: its kind, one type per token, token
+ * ids inside it. */
+static int check_vocab(const char *path, const gg_vocab *v, const char **pre_json, int *ignore_merges, char *err, size_t errsz) {
+    int k;
+    if (!v->model || !v->tokens.off)
+        return errf(err, errsz, "%s: no tokenizer.ggml.model / tokenizer.ggml.tokens metadata; the file has no tokenizer", path);
+    if (strcmp(v->model, "gpt2"))
+        return errf(err, errsz, "%s: tokenizer.ggml.model is \"%.40s\"; only \"gpt2\" (byte-level BPE, as in Llama 3 and SmolLM) is read "
+                                "from GGUF; for a sentencepiece vocabulary use the Hugging Face checkpoint", path, v->model);
+    if (!v->merges.off) return errf(err, errsz, "%s: no tokenizer.ggml.merges metadata (a BPE vocabulary needs its merges)", path);
+    if (v->types && v->n_types != v->tokens.n)
+        return errf(err, errsz, "%s: tokenizer.ggml.token_type has %llu entries for %llu tokens", path, (unsigned long long)v->n_types,
+                    (unsigned long long)v->tokens.n);
+    for (k = 0; k < 4; k++)
+        if (v->ids[k] >= (long long)v->tokens.n)
+            return errf(err, errsz, "%s: %s = %lld is not below the %llu tokens", path, vocab_id_keys[k], v->ids[k], (unsigned long long)v->tokens.n);
+    *pre_json = pre_tokenizer_json(v->pre ? v->pre : "gpt-2", ignore_merges);
+    if (!*pre_json)
+        return errf(err, errsz, "%s: tokenizer.ggml.pre is \"%.40s\"; the pre-tokenizers read from GGUF are smollm, starcoder, refact, "
+                                "codeshell, gpt-2 and llama-bpe", path, v->pre);
+    return 0;
+}
+
+int gguf_tokenizer_json(const char *path, char **tokenizer_json, size_t *tokenizer_len, char **config_json, size_t *config_len,
+                        char *err, size_t errsz) {
+    gg_vocab v;
+    clair_buf tj, cj;
+    const char *pre_json = NULL;
+    int ignore_merges = 0, rc = -1;
+    memset(&tj, 0, sizeof tj);
+    memset(&cj, 0, sizeof cj);
+    *tokenizer_json = *config_json = NULL;
+    if (read_vocab(path, &v, err, errsz) || check_vocab(path, &v, &pre_json, &ignore_merges, err, errsz)) goto done;
+    if (vocab_tokenizer_json(&v, pre_json, ignore_merges, &tj) || vocab_config_json(&v, &cj)) {
+        errf(err, errsz, "%s: out of memory building the tokenizer", path);
+        goto done;
+    }
+    *tokenizer_json = tj.data; *tokenizer_len = tj.len;
+    *config_json = cj.data; *config_len = cj.len;
+    memset(&tj, 0, sizeof tj);
+    memset(&cj, 0, sizeof cj);
+    rc = 0;
+done:
+    clair_buf_free(&tj);
+    clair_buf_free(&cj);
+    vocab_free(&v);
     return rc;
 }

@@ -659,60 +659,13 @@ static int tok__load_json(tokenizer *t, const clair_json *root, const char *path
     return tok__load_merges(t, merges, path, err, errsz);
 }
 
-int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, char *err, size_t errsz) {
-    char path[4096], cpath[4096], jerr[4400];
-    char *text = NULL;
-    size_t len = 0;
-    clair_json root, cfg;
-    int have_cfg = 0, fam_override;
-    tokenizer *t;
+/* The special tokens and the chat template from tokenizer_config.json (cfg, may be NULL) and
+ * chat_template.jinja (jinja, may be NULL; it wins over the config's template). */
+static void tok__configure(tokenizer *t, const clair_json *cfg, const char *jinja, int fam_override) {
     const char *tpl_text = NULL;
-
-    *out = NULL;
-    fam_override = tok__tpl_family(chat_template);
-    if (fam_override < 0)
-        return errf(err, errsz, "--chat-template '%s' is unknown; use llama3, llama3.1, chatml or llama2", chat_template);
-    {
-        static pthread_once_t once = PTHREAD_ONCE_INIT;
-        pthread_once(&once, tok__init_bytemap);
-    }
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    text = read_file(path, TOK_MAX_FILE, &len, jerr, sizeof jerr);
-    if (!text) return errf(err, errsz, "%s; the model directory needs a Hugging Face tokenizer.json", jerr);
-    if (clair_json_parse(text, len, &root, jerr, sizeof jerr)) {
-        free(text);
-        return errf(err, errsz, "%s: %s", path, jerr);
-    }
-    free(text);
-    t = (tokenizer *)calloc(1, sizeof *t);
-    if (!t) { clair_json_free(&root); return errf(err, errsz, "out of memory"); }
-    pthread_mutex_init(&t->cache_lock, NULL);
-    t->bos_id = t->eos_id = -1;
-    if (tok__load_json(t, &root, path, err, errsz)) {
-        clair_json_free(&root);
-        tokenizer_free(t);
-        return -1;
-    }
-    clair_json_free(&root);
-
-    snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir);
-    text = read_file(cpath, TOK_MAX_FILE, &len, jerr, sizeof jerr);    /* optional: only absence is fine */
-    if (!text && errno != ENOENT) {
-        tokenizer_free(t);
-        return errf(err, errsz, "%s", jerr);
-    }
-    if (text) {
-        if (clair_json_parse(text, len, &cfg, jerr, sizeof jerr)) {
-            free(text);
-            tokenizer_free(t);
-            return errf(err, errsz, "%s: %s", cpath, jerr);
-        }
-        free(text);
-        have_cfg = 1;
-    }
-    if (have_cfg) {
-        const char *b = tok__cfg_tok(&cfg, "bos_token"), *e = tok__cfg_tok(&cfg, "eos_token");
-        const clair_json *ct = clair_json_get(&cfg, "chat_template");
+    if (cfg) {
+        const char *b = tok__cfg_tok(cfg, "bos_token"), *e = tok__cfg_tok(cfg, "eos_token");
+        const clair_json *ct = clair_json_get(cfg, "chat_template");
         if (b) { t->bos_tok = tok__strdup(b); t->bos_id = tokenizer_token_id(t, b); }
         if (e) { t->eos_tok = tok__strdup(e); t->eos_id = tokenizer_token_id(t, e); }
         if (ct && ct->type == CLAIR_JSON_STRING) tpl_text = ct->str;
@@ -723,20 +676,8 @@ int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, 
                     tpl_text = tok__str(&ct->items[i], "template");
         }
     }
-    {   /* transformers >= 4.43 saves the template as chat_template.jinja, which then wins */
-        char jpath[4096];
-        size_t jlen;
-        char *jtext;
-        snprintf(jpath, sizeof jpath, "%s/chat_template.jinja", dir);
-        jtext = read_file(jpath, TOK_MAX_FILE, &jlen, jerr, sizeof jerr);   /* optional: only absence is fine */
-        if (!jtext && errno != ENOENT) {
-            if (have_cfg) clair_json_free(&cfg);
-            tokenizer_free(t);
-            return errf(err, errsz, "%s", jerr);
-        }
-        if (jtext) { t->tpl = tok__recognise(t, jtext); free(jtext); }
-        else if (tpl_text) t->tpl = tok__recognise(t, tpl_text);
-    }
+    if (jinja) t->tpl = tok__recognise(t, jinja);
+    else if (tpl_text) t->tpl = tok__recognise(t, tpl_text);
     if (fam_override > 0) {
         if (fam_override != t->tpl) { free(t->tpl_system); t->tpl_system = NULL; }
         t->tpl = fam_override;
@@ -755,13 +696,82 @@ int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, 
         if (eot >= 0) t->eos_id = eot;
         if (t->eos_id < 0 && t->eos_tok) t->eos_id = tokenizer_token_id(t, t->eos_tok);
     }
-    if (have_cfg) clair_json_free(&cfg);
     if (t->kind == TOK_BYTELEVEL) {
         t->cache_mask = (1u << 16) - 1;
         t->cache = (struct tok_cache_e *)calloc(t->cache_mask + 1, sizeof *t->cache);
     }
+}
+
+/* The one loader behind tokenizer_load and tokenizer_load_json: tokenizer.json's text (named
+ * tok_what in messages), the optional tokenizer_config.json text and chat_template.jinja. */
+static int tok__load_texts(tokenizer **out, const char *tok_text, size_t tok_len, const char *tok_what, const char *cfg_text,
+                           size_t cfg_len, const char *cfg_what, const char *jinja, const char *chat_template, char *err, size_t errsz) {
+    char jerr[4400];
+    clair_json root, cfg;
+    int fam_override;
+    tokenizer *t;
+
+    *out = NULL;
+    fam_override = tok__tpl_family(chat_template);
+    if (fam_override < 0)
+        return errf(err, errsz, "--chat-template '%s' is unknown; use llama3, llama3.1, chatml or llama2", chat_template);
+    {
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+        pthread_once(&once, tok__init_bytemap);
+    }
+    if (clair_json_parse(tok_text, tok_len, &root, jerr, sizeof jerr)) return errf(err, errsz, "%s: %s", tok_what, jerr);
+    t = (tokenizer *)calloc(1, sizeof *t);
+    if (!t) { clair_json_free(&root); return errf(err, errsz, "out of memory"); }
+    pthread_mutex_init(&t->cache_lock, NULL);
+    t->bos_id = t->eos_id = -1;
+    if (tok__load_json(t, &root, tok_what, err, errsz)) {
+        clair_json_free(&root);
+        tokenizer_free(t);
+        return -1;
+    }
+    clair_json_free(&root);
+    if (cfg_text && clair_json_parse(cfg_text, cfg_len, &cfg, jerr, sizeof jerr)) {
+        tokenizer_free(t);
+        return errf(err, errsz, "%s: %s", cfg_what, jerr);
+    }
+    tok__configure(t, cfg_text ? &cfg : NULL, jinja, fam_override);
+    if (cfg_text) clair_json_free(&cfg);
     *out = t;
     return 0;
+}
+
+int tokenizer_load_json(tokenizer **out, const char *tokenizer_json, size_t tokenizer_len, const char *config_json, size_t config_len,
+                        const char *what, const char *chat_template, char *err, size_t errsz) {
+    char tw[4200], cw[4200];
+    snprintf(tw, sizeof tw, "%s (tokenizer.json)", what);
+    snprintf(cw, sizeof cw, "%s (tokenizer_config.json)", what);
+    return tok__load_texts(out, tokenizer_json, tokenizer_len, tw, config_json, config_len, cw, NULL, chat_template, err, errsz);
+}
+
+int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template, char *err, size_t errsz) {
+    char path[4096], cpath[4096], jpath[4096], jerr[4400];
+    char *text = NULL, *ctext = NULL, *jtext = NULL;
+    size_t len = 0, clen = 0, jlen = 0;
+    int rc = -1;
+
+    *out = NULL;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    text = read_file(path, TOK_MAX_FILE, &len, jerr, sizeof jerr);
+    if (!text) return errf(err, errsz, "%s; the model directory needs a Hugging Face tokenizer.json", jerr);
+    /* optional files: only their absence is fine */
+    snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir);
+    ctext = read_file(cpath, TOK_MAX_FILE, &clen, jerr, sizeof jerr);
+    if (!ctext && errno != ENOENT) { errf(err, errsz, "%s", jerr); goto done; }
+    /* transformers >= 4.43 saves the template as chat_template.jinja, which then wins */
+    snprintf(jpath, sizeof jpath, "%s/chat_template.jinja", dir);
+    jtext = read_file(jpath, TOK_MAX_FILE, &jlen, jerr, sizeof jerr);
+    if (!jtext && errno != ENOENT) { errf(err, errsz, "%s", jerr); goto done; }
+    rc = tok__load_texts(out, text, len, path, ctext, clen, cpath, jtext, chat_template, err, errsz);
+done:
+    free(text);
+    free(ctext);
+    free(jtext);
+    return rc;
 }
 
 void tokenizer_free(tokenizer *t) {

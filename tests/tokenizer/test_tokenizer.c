@@ -12,11 +12,18 @@
  *   test_tokenizer --llamacpp DIR    llama.cpp's own tokenizer test: DIR/test.inp (strings separated
  *                                    by "\n__ggml_vocab_test__\n") and DIR/test.out (ids per line),
  *                                    as shipped in llama.cpp's models/ (fetched by fetch_tokenizers.py)
+ *
+ *   test_tokenizer EXPECTED.json --gguf FILE.gguf   (built with -DTOKENIZER_TEST_GGUF and llama/gguf.c)
+ *                                    the same checks on the tokenizer built from FILE.gguf's
+ *                                    metadata: it must give the ids of EXPECTED.json's tokenizer.json
  * Exit 0 pass, 1 fail, 77 skip (tokenizer directory not fetched; last line says why).
  */
 #define _POSIX_C_SOURCE 200809L  /* mkdtemp */
 #include "../../llama/tokenizer.h"
 #include "../../clair.h"
+#ifdef TOKENIZER_TEST_GGUF
+#include "../../llama/gguf.h"
+#endif
 
 #include <stdint.h>
 #include <stdio.h>
@@ -216,6 +223,24 @@ static void test_long_word(const tokenizer *t, const clair_json *lw) {
     free(w);
 }
 
+static const char *gguf_source;   /* --gguf: the tokenizer comes from this file's metadata */
+
+static int load_tok(tokenizer **t, const char *dir, const char *fam, char *err, size_t errsz) {
+#ifdef TOKENIZER_TEST_GGUF
+    if (gguf_source) {
+        char *tj, *cj;
+        size_t tl, cl;
+        int rc;
+        if (gguf_tokenizer_json(gguf_source, &tj, &tl, &cj, &cl, err, errsz)) return -1;
+        rc = tokenizer_load_json(t, tj, tl, cj, cl, gguf_source, fam, err, errsz);
+        free(tj);
+        free(cj);
+        return rc;
+    }
+#endif
+    return tokenizer_load(t, dir, fam, err, errsz);
+}
+
 static void test_chat(const char *dir, const clair_json *chat) {
     size_t c;
     char err[512];
@@ -229,7 +254,7 @@ static void test_chat(const char *dir, const clair_json *chat) {
         size_t i, rs = 0;
         long long exp_rs = -1;
         int nm = (int)msgs->n;
-        if (tokenizer_load(&t, dir, fam, err, sizeof err)) { CHECK(0, "chat %zu: load: %s", c, err); continue; }
+        if (load_tok(&t, dir, fam, err, sizeof err)) { CHECK(0, "chat %zu: load: %s", c, err); continue; }
         CHECK(tokenizer_chat_template(t) && !strcmp(tokenizer_chat_template(t), fam), "chat %zu: family %s", c, fam);
         for (i = 0; i < msgs->n && i < 16; i++) {
             m[i].role = clair_json_get_str(&msgs->items[i], "role");
@@ -448,7 +473,14 @@ int main(int argc, char **argv) {
     tokenizer *t;
     FILE *f;
     if (argc == 3 && !strcmp(argv[1], "--llamacpp")) return llamacpp_test(argv[2]);
-    if (argc != 2) { fprintf(stderr, "usage: test_tokenizer EXPECTED.json | --llamacpp DIR\n"); return 2; }
+    if (argc == 4 && !strcmp(argv[2], "--gguf")) {
+        gguf_source = argv[3];
+        if (!(f = fopen(gguf_source, "rb"))) { printf("SKIP: %s is missing (tests/checkpoint/test_real_model.sh fetches it)\n", gguf_source); return 77; }
+        fclose(f);
+    } else if (argc != 2) {
+        fprintf(stderr, "usage: test_tokenizer EXPECTED.json [--gguf FILE.gguf] | --llamacpp DIR\n");
+        return 2;
+    }
     text = read_file(argv[1], &len);
     if (!text) { printf("cannot read %s\n", argv[1]); return 1; }
     if (clair_json_parse(text, len, &root, err, sizeof err)) { printf("%s: %s\n", argv[1], err); return 1; }
@@ -462,17 +494,30 @@ int main(int argc, char **argv) {
         return 77;
     }
     fclose(f);
-    if (tokenizer_load(&t, dir, NULL, err, sizeof err)) { printf("FAIL load: %s\n", err); return 1; }
+    if (load_tok(&t, dir, NULL, err, sizeof err)) { printf("FAIL load: %s\n", err); return 1; }
     printf("%s: vocab %d, bos %d, eos %d, template %s\n", dir, tokenizer_vocab_size(t), tokenizer_bos_id(t),
            tokenizer_eos_id(t), tokenizer_chat_template(t) ? tokenizer_chat_template(t) : "(none)");
+    if (gguf_source) {   /* the same special ids and template as the tokenizer directory */
+        tokenizer *d;
+        if (tokenizer_load(&d, dir, NULL, err, sizeof err)) { printf("FAIL load %s: %s\n", dir, err); return 1; }
+        CHECK(tokenizer_vocab_size(d) == tokenizer_vocab_size(t) && tokenizer_bos_id(d) == tokenizer_bos_id(t) &&
+              tokenizer_eos_id(d) == tokenizer_eos_id(t), "vocab/bos/eos %d/%d/%d, the directory's %d/%d/%d", tokenizer_vocab_size(t),
+              tokenizer_bos_id(t), tokenizer_eos_id(t), tokenizer_vocab_size(d), tokenizer_bos_id(d), tokenizer_eos_id(d));
+        CHECK(tokenizer_chat_template(d) && tokenizer_chat_template(t) && !strcmp(tokenizer_chat_template(d), tokenizer_chat_template(t)),
+              "chat template %s, the directory's %s", tokenizer_chat_template(t) ? tokenizer_chat_template(t) : "(none)",
+              tokenizer_chat_template(d) ? tokenizer_chat_template(d) : "(none)");
+        tokenizer_free(d);
+    }
     test_cases(t, clair_json_get(&root, "cases"));
     test_long_word(t, clair_json_get(&root, "long_word"));
     test_threads(t, clair_json_get(&root, "cases"));
     tokenizer_free(t);
     test_chat(dir, clair_json_get(&root, "chat"));
-    test_misc(dir);
-    test_bad_files();
-    test_jinja_file(dir);
+    if (!gguf_source) {   /* what follows is about tokenizer directories */
+        test_misc(dir);
+        test_bad_files();
+        test_jinja_file(dir);
+    }
     clair_json_free(&root);
     printf("%s: %s (%d failures)\n", argv[1], failures ? "FAIL" : "ok", failures);
     return failures ? 1 : 0;
