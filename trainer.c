@@ -521,6 +521,9 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
     metric_sums_mean(&sums, r->terms, r->n_terms, nb, totals.chosen_tokens, &rep->m);
 
     rep->grad_norm = b->grad_norm(b);
+    /* a failure inside the backend (e.g. a CUDA error) also gives a non-finite norm: report the
+     * failure itself, not a "non-finite gradient" */
+    if (!isfinite(rep->grad_norm) && b->err[0]) return errf(err, errsz, "gradient norm: %s", b->err);
     if (rep->m.n_nonfinite > 0 || !isfinite(rep->m.loss)) {
         rep->skipped = 1;
         fmt(rep->why, sizeof rep->why, "%d pair(s) with a non-finite log-prob, loss %g", rep->m.n_nonfinite,

@@ -49,8 +49,6 @@ extern int cudaGetDeviceCount(int *count);
 extern int cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 extern int cudaMalloc(void **p, size_t bytes);
 extern int cudaFree(void *p);
-int llama_cuda_time_split(llama_backend *b, double ms[5], int reset);
-int llama_cuda_linear_ceiling(int T, int in, int out, int reps, double *ms, char *err, size_t errsz);
 
 static const double GIB = 1024.0 * 1024.0 * 1024.0;
 

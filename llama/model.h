@@ -200,6 +200,15 @@ typedef struct {
 /* The CUDA backend (kernels.cu). In a build without CUDA it returns NULL with a message. */
 llama_backend *llama_cuda_backend_create(const llama_model *m, const llama_cuda_opts *opts,
                                          char *err, size_t errsz);
+/* kernels.cu only (a build without nvcc lacks them; tests and benchmarks of the CUDA path use them):
+ * the memory plan without a device: the bytes creation would allocate (0: the options are
+ * refused), its text in text[textsz]; */
+size_t llama_cuda_memory_plan(const llama_config *cfg, const llama_cuda_opts *opts, char *text, size_t textsz);
+/* the device time per category since the last reset (opts.profile): ms[0] layer GEMMs, ms[1]
+ * attention, ms[2] elementwise, ms[3] LM head, ms[4] optimizer; */
+int llama_cuda_time_split(llama_backend *b, double ms[5], int reset);
+/* the cuBLAS time of one linear layer's forward + backward at [T, in] x [out, in] (bf16). */
+int llama_cuda_linear_ceiling(int T, int in, int out, int reps, double *ms, char *err, size_t errsz);
 
 /* ------------------------------------------------------------------------------------------ */
 /* CPU building blocks: the twins that kernels.cu's kernels are tested against.               */

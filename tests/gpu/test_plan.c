@@ -15,8 +15,6 @@
 #include <string.h>
 #include "../../llama/model.h"
 
-/* kernels.cu's plan entry point (not declared in model.h: only tests and benchmarks use it). */
-size_t llama_cuda_memory_plan(const llama_config *cfg, const llama_cuda_opts *opts, char *text, size_t textsz);
 
 static int fails = 0;
 static const double GIB = 1024.0 * 1024.0 * 1024.0;
