@@ -44,6 +44,7 @@
 #include "clair.h"
 #include "llama/model.h"
 #include "llama/tokenizer.h"
+#include "train/convert.h"
 #include "train/data.h"
 #include "train/generate.h"
 #include "train/hub.h"
@@ -1006,16 +1007,15 @@ static int run_train(const train_args *a, train_result *res) {
         report("trainer train", "--checkpoint-state must be full or weights, --checkpoint-dtype fp32 or bf16");
         return 2;
     }
-    if (!dir_exists(a->model))
-        return report("trainer train", "--model %s: no such directory (a Hugging Face checkpoint directory)",
-                      a->model);
+    if (!model_exists(a->model))
+        return report("trainer train", "--model %s: neither a checkpoint directory nor a .gguf file", a->model);
     if (!file_exists(a->data)) return report("trainer train", "--data %s: no such file", a->data);
     if (a->eval_data && !file_exists(a->eval_data))
         return report("trainer train", "--eval-data %s: no such file", a->eval_data);
     if (check_jsonl(a->data, err, sizeof err) || (a->eval_data && check_jsonl(a->eval_data, err, sizeof err)))
         return report("trainer train", "%s", err);
 
-    if (tokenizer_load(&tok, a->model, a->chat_template, err, sizeof err))
+    if (model_tokenizer_load(&tok, a->model, a->chat_template, err, sizeof err))
         return report("trainer train", "tokenizer: %s", err);
     say_template(tok, a->raw_text, a->chat_template);
     rc = load_data(&r, tok, err, sizeof err) || load_model(&r, tok, err, sizeof err);
@@ -1211,7 +1211,7 @@ static int eval_load_data(pref_dataset *ds, const char *model, const char *chat,
                           pref_opts *po, char *err, size_t errsz) {
     tokenizer *tok = NULL;
     int rc;
-    if (tokenizer_load(&tok, model, chat, err, errsz)) {
+    if (model_tokenizer_load(&tok, model, chat, err, errsz)) {
         char why[ERRSZ];
         fmt(why, sizeof why, "%s", err);
         return errf(err, errsz, "tokenizer: %s", why);
@@ -1510,6 +1510,7 @@ static void usage(FILE *f) {
             "  generate       sample answers to prompts (CLAIR's first step), JSONL for `clair revise`\n"
             "  eval           reward metrics and log-probs of a model on preference pairs\n"
             "  init           write a randomly initialised checkpoint of any Llama shape\n"
+            "  convert        write a llama.cpp GGUF file as a Hugging Face checkpoint directory\n"
             "  plot           SVG charts: a run's curves (metrics.jsonl), a results table's bars\n"
             "  demo           the demonstration, explicitly\n\n"
             "`trainer COMMAND --help` lists every flag of a command with its default.\n");
@@ -1529,6 +1530,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "init")) return cmd_init(argc, argv);
+    if (!strcmp(cmd, "convert")) return cmd_convert(argc, argv);
     if (!strcmp(cmd, "plot")) return cmd_plot(argc, argv);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         usage(stdout);

@@ -12,6 +12,7 @@
 #define _POSIX_C_SOURCE 200809L /* mkdir, opendir, fsync, getpid */
 #include "../util.h"
 #include "model.h"
+#include "gguf.h"
 #include "safetensors.h"
 #include "../clair.h"
 
@@ -642,6 +643,8 @@ int llama_model_load(llama_model *m, const char *dir, char *err, size_t errsz) {
     int i, rc = -1, lay_n = 0;
     llama_tensor_info *lay = NULL;           /* [lay_n] what config.json implies */
 
+    /* a llama.cpp file instead of a directory: the same model, dequantised (llama/gguf.h) */
+    if (gguf_is_path(dir)) return llama_model_load_gguf(m, dir, err, errsz);
     memset(m, 0, sizeof *m);
     memset(&sh, 0, sizeof sh);
     memset(&index, 0, sizeof index);
@@ -806,6 +809,23 @@ static void remove_stale(const char *dir, const pending_file *p, int n) {
     closedir(d);
 }
 
+/* tokenizer.json and tokenizer_config.json built from a GGUF file's metadata. */
+static int gguf_tokenizer_files(const char *gguf, const char *dir, pending_file *pend, int *n_pend, char *err, size_t errsz) {
+    char *text[2] = {NULL, NULL};
+    size_t len[2];
+    int k, j, rc = -1;
+    if (gguf_tokenizer_json(gguf, &text[0], &len[0], &text[1], &len[1], err, errsz)) return -1;
+    for (j = 0; j < 2; j++) {
+        if ((k = pending_add(pend, n_pend, dir, j ? "tokenizer_config.json" : "tokenizer.json")) < 0) { errf(err, errsz, "out of memory"); goto done; }
+        if (write_tmp(pend[k].tmp_path, text[j], len[j], err, errsz)) goto done;
+    }
+    rc = 0;
+done:
+    free(text[0]);
+    free(text[1]);
+    return rc;
+}
+
 static int copy_file(const char *src, const char *dst_tmp, char *err, size_t errsz) {
     size_t len;
     char *data = read_file(src, (size_t)1 << 31, &len, err, errsz);
@@ -917,7 +937,9 @@ int llama_model_save(const llama_model *m, const char *dir, const llama_save_opt
     if (o.tokenizer_from) {
         struct stat s1, s2;
         int same = stat(o.tokenizer_from, &s1) == 0 && stat(dir, &s2) == 0 && s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino;
-        if (!same) {
+        if (gguf_is_path(o.tokenizer_from)) {
+            if (gguf_tokenizer_files(o.tokenizer_from, dir, pend, &n_pend, err, errsz)) goto done;
+        } else if (!same) {
             for (i = 0; i < (int)(sizeof tok_files / sizeof tok_files[0]); i++) {
                 char *src = path_join(o.tokenizer_from, tok_files[i]);
                 int k;

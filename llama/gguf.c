@@ -992,3 +992,8 @@ done:
     vocab_free(&v);
     return rc;
 }
+
+int gguf_is_path(const char *path) {
+    size_t n = path ? strlen(path) : 0;
+    return n > 5 && !strcmp(path + n - 5, ".gguf");
+}

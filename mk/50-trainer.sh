@@ -10,7 +10,7 @@
 # ids resolve from the local cache only. tests/hub/run.sh tests it against a local stand-in for the
 # hub (tests/hub/server.py), and the variant without libcurl through $BUILD/trainer_tests/hub_nocurl.
 
-TRAIN_OBJS="$BUILD/train_data.o $BUILD/train_rundir.o $BUILD/train_generate.o $BUILD/train_plot.o"
+TRAIN_OBJS="$BUILD/train_data.o $BUILD/train_rundir.o $BUILD/train_generate.o $BUILD/train_plot.o $BUILD/train_convert.o"
 
 TRAIN_HUB_CURL=1
 echo '#include <curl/curl.h>' | $CC -E -x c - >/dev/null 2>&1 || TRAIN_HUB_CURL=0
@@ -23,7 +23,7 @@ trainer__bin() { if [ "$BUILD" = build ]; then echo "./trainer"; else echo "$BUI
 
 build_trainer() {
   local f objs
-  for f in data rundir generate plot; do
+  for f in data rundir generate plot convert; do
     # shellcheck disable=SC2086
     cc_obj "$BUILD/train_$f.o" "train/$f.c" $OMP
   done

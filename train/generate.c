@@ -16,6 +16,7 @@
 #include "../clair.h"
 #include "../llama/model.h"
 #include "../llama/tokenizer.h"
+#include "convert.h"
 #include "data.h"
 #include "../util.h"
 
@@ -412,7 +413,7 @@ int cmd_generate(int argc, char **argv) {
     memset(&m, 0, sizeof m);
     if (file_exists(a.out) && !a.overwrite)
         return report(WHO, "%s exists; pass --overwrite to replace it", a.out);
-    if (tokenizer_load(&tok, a.model, a.chat, err, sizeof err)) return report(WHO, "tokenizer: %s", err);
+    if (model_tokenizer_load(&tok, a.model, a.chat, err, sizeof err)) return report(WHO, "tokenizer: %s", err);
     if (prompt_set_load(&ps, a.prompts, tok, a.raw, stderr, err, sizeof err)) {
         report(WHO, "%s", err);
         goto done;
