@@ -119,6 +119,37 @@ __device__ __forceinline__ float load_float(const bf16 *p, size_t i) { return __
 __device__ __forceinline__ void store_float(float *p, size_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void store_float(bf16 *p, size_t i, float v) { p[i] = __float2bfloat16(v); }
 
+/* 16 bytes of Act elements (4 fp32 or 8 bf16), moved as one int4: one 16-byte load or store
+ * instead of 4 or 8 narrow ones (a bf16 kernel with scalar loads reaches a fraction of the
+ * bandwidth). The address must be 16-byte aligned, as on the GPU, which faults otherwise; the
+ * host side checks before choosing a vector kernel (vector_fits), and the CPU emulator checks
+ * every access (VECTOR_ACCESS). */
+template <typename Act>
+struct alignas(16) pack16 {
+    static constexpr int n = 16 / (int)sizeof(Act);
+    Act v[16 / sizeof(Act)];
+};
+#ifndef VECTOR_ACCESS
+#define VECTOR_ACCESS(p) ((void)0)
+#endif
+template <typename Act>
+__device__ __forceinline__ pack16<Act> load_pack(const Act *p)
+{
+    VECTOR_ACCESS(p);
+    int4 bits = *(const int4 *)p;
+    pack16<Act> r;
+    memcpy(&r, &bits, sizeof r);
+    return r;
+}
+template <typename Act>
+__device__ __forceinline__ void store_pack(Act *p, const pack16<Act> &r)
+{
+    VECTOR_ACCESS(p);
+    int4 bits;
+    memcpy(&bits, &r, sizeof bits);
+    *(int4 *)p = bits;
+}
+
 /* Kernel launches are written LAUNCH(grid, block, kernel)(args...): CUDA's <<<>>> here, and a
  * CPU emulator in tests/gpu/emu/ (which defines LAUNCH first) runs this very file without a
  * GPU, so CI checks the backend end to end against the CPU path. */
@@ -253,6 +284,33 @@ __global__ void rmsnorm_fwd_k(void *out_act, float *rstd, const float *x, const 
     }
 }
 
+/* The residual add and the next norm in one pass: sum[t, :] = x[t, :] + y[t, :] (fp32 residual
+ * stream; also into sum_copy when not NULL), out[t, :] = sum[t, :] * rstd[t] * w as in
+ * rmsnorm_fwd_k. Replaces a device-to-device copy of x, a GEMM adding into the copy (beta = 1),
+ * and a norm that reads the sum again. Each thread rereads only the sums it wrote itself. */
+template <typename Act>
+__global__ void add_rmsnorm_fwd_k(float *sum, float *sum_copy, void *out_act, float *rstd, const float *x,
+                                  const float *y, const void *w_act, int T, int D, float eps)
+{
+    Act *out = (Act *)out_act;
+    const Act *w = (const Act *)w_act;
+    for (int t = blockIdx.x; t < T; t += gridDim.x) {
+        size_t row = (size_t)t * D;
+        float sumsq = 0.f;
+        for (int d = threadIdx.x; d < D; d += blockDim.x) {
+            float v = x[row + d] + y[row + d];
+            sum[row + d] = v;
+            if (sum_copy) sum_copy[row + d] = v;
+            sumsq += v * v;
+        }
+        sumsq = block_sum(sumsq);
+        float rstd_t = rsqrtf(sumsq / D + eps);
+        for (int d = threadIdx.x; d < D; d += blockDim.x)
+            store_float(out, row + d, sum[row + d] * rstd_t * load_float(w, d));
+        if (threadIdx.x == 0) rstd[t] = rstd_t;
+    }
+}
+
 /* dx[t, :] += rstd (dxh - xh mean(dxh xh)), xh = x rstd, dxh = dy w. One block per row. */
 template <typename Act>
 __global__ void rmsnorm_bwd_k(float *dx, const float *dy, const float *x, const float *rstd,
@@ -378,6 +436,47 @@ __global__ void swiglu_bwd_k(void *dgu_act, const void *dh_act, const void *gu_a
         float s = 1.f / (1.f + expf(-gate));
         store_float(dgu, t * 2 * I + i, dh_ti * up * s * (1.f + gate * (1.f - s)));
         store_float(dgu, t * 2 * I + I + i, dh_ti * gate * s);
+    }
+}
+
+/* swiglu_fwd_k and swiglu_bwd_k with 16-byte loads and stores: each thread takes
+ * pack16<Act>::n consecutive columns. I must be a multiple of that count, so that every row of
+ * gu, h, dh and dgu starts 16-byte aligned (op_swiglu_* check, else use the scalar kernels). */
+template <typename Act>
+__global__ void swiglu_fwd_vec_k(void *h_act, const void *gu_act, int T, int I)
+{
+    const int N = pack16<Act>::n;
+    Act *h = (Act *)h_act;
+    const Act *gu = (const Act *)gu_act;
+    ROWS_COLS(t, T, p, I / N) {
+        size_t i = (size_t)p * N;
+        pack16<Act> gate = load_pack(gu + t * 2 * I + i), up = load_pack(gu + t * 2 * I + I + i), out;
+        for (int k = 0; k < N; k++) {
+            float g = load_float(gate.v, k);
+            store_float(out.v, k, g / (1.f + expf(-g)) * load_float(up.v, k));
+        }
+        store_pack(h + t * I + i, out);
+    }
+}
+
+template <typename Act>
+__global__ void swiglu_bwd_vec_k(void *dgu_act, const void *dh_act, const void *gu_act, int T, int I)
+{
+    const int N = pack16<Act>::n;
+    Act *dgu = (Act *)dgu_act;
+    const Act *dh = (const Act *)dh_act, *gu = (const Act *)gu_act;
+    ROWS_COLS(t, T, p, I / N) {
+        size_t i = (size_t)p * N;
+        pack16<Act> gate = load_pack(gu + t * 2 * I + i), up = load_pack(gu + t * 2 * I + I + i);
+        pack16<Act> dh_p = load_pack(dh + t * I + i), dgate, dup;
+        for (int k = 0; k < N; k++) {
+            float g = load_float(gate.v, k), u = load_float(up.v, k), d = load_float(dh_p.v, k);
+            float s = 1.f / (1.f + expf(-g));
+            store_float(dgate.v, k, d * u * s * (1.f + g * (1.f - s)));
+            store_float(dup.v, k, d * g * s);
+        }
+        store_pack(dgu + t * 2 * I + i, dgate);
+        store_pack(dgu + t * 2 * I + I + i, dup);
     }
 }
 
@@ -603,7 +702,7 @@ typedef struct cuda_ctx {
 
     /* workspace: reused by every layer */
     float *dres;             /* [max_T, D] gradient of the residual stream */
-    float *dxn;              /* [max_T, D] gradient of a norm output */
+    float *dxn;              /* [max_T, D] gradient of a norm output; in layer_fwd, o = att Wo^T */
     void *dres_cast;         /* [max_T, D] act: dres cast for the GEMMs (unused in fp32) */
     void *datt;              /* [max_T, HD] act */
     void *dh;                /* [max_T, I] act */
@@ -827,6 +926,48 @@ static int op_rmsnorm_fwd(cuda_ctx *c, void *out, float *rstd, const float *x, c
     return 0;
 }
 
+/* sum = x + y (and sum_copy = the same when not NULL), out = rmsnorm(sum) * w: the residual add
+ * fused with the norm that follows it (add_rmsnorm_fwd_k). */
+static int op_add_rmsnorm_fwd(cuda_ctx *c, float *sum, float *sum_copy, void *out, float *rstd, const float *x,
+                              const float *y, const void *w, int T, int D)
+{
+    LAUNCH_ACT(c, add_rmsnorm_fwd_k, row_blocks(T), 256, sum, sum_copy, out, rstd, x, y, w, T, D, c->cfg.rms_norm_eps);
+    CHECK_LAUNCH();
+    return 0;
+}
+
+/* Can a kernel over rows of `cols` compute-type elements use 16-byte vectors? Every row must
+ * start 16-byte aligned: cols a multiple of the pack and each buffer aligned (NULL is skipped). */
+static int vector_fits(const cuda_ctx *c, int cols, const void *a, const void *b, const void *d)
+{
+    int pack = c->bf16_compute ? pack16<bf16>::n : pack16<float>::n;
+    return cols % pack == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0 && (uintptr_t)d % 16 == 0;
+}
+
+/* h = silu(gate) * up over gu = gate | up [T, 2I]; vectorised when the shape allows. */
+static int op_swiglu_fwd(cuda_ctx *c, void *h, const void *gu, int T, int I)
+{
+    if (vector_fits(c, I, h, gu, NULL))
+        LAUNCH_ACT(c, swiglu_fwd_vec_k, rows_cols_grid(T, I / (c->bf16_compute ? pack16<bf16>::n : pack16<float>::n)),
+                   256, h, gu, T, I);
+    else
+        LAUNCH_ACT(c, swiglu_fwd_k, rows_cols_grid(T, I), 256, h, gu, T, I);
+    CHECK_LAUNCH();
+    return 0;
+}
+
+/* dgu = d(gate | up) of h = silu(gate) * up given dh; vectorised when the shape allows. */
+static int op_swiglu_bwd(cuda_ctx *c, void *dgu, const void *dh, const void *gu, int T, int I)
+{
+    if (vector_fits(c, I, dgu, dh, gu))
+        LAUNCH_ACT(c, swiglu_bwd_vec_k, rows_cols_grid(T, I / (c->bf16_compute ? pack16<bf16>::n : pack16<float>::n)),
+                   256, dgu, dh, gu, T, I);
+    else
+        LAUNCH_ACT(c, swiglu_bwd_k, rows_cols_grid(T, I), 256, dgu, dh, gu, T, I);
+    CHECK_LAUNCH();
+    return 0;
+}
+
 /* dx += d/dx, dw += d/dw of out = rmsnorm(x) * w given dy. */
 static int op_rmsnorm_bwd(cuda_ctx *c, float *dx, void *dw, const float *dy, const float *x,
                           const float *rstd, const void *w, int T, int D)
@@ -998,18 +1139,18 @@ static int layer_fwd(cuda_ctx *c, int l, layer_acts *a, int T, int full)
     if (linear_fwd(c, a->qkv, act_type(c), 0.f, a->xn1, weight_at(c, off->qkv_proj), T, D, c->QKV)) return -1;
     if (op_rope(c, a->qkv, a->qkv, 0, 1.f, T)) return -1;
     if (op_attention_fwd(c, a->att, a->qkv, c->host_seq_start, c->n_seq)) return -1;
-    CUDA_CHECK(cudaMemcpy(a->xmid, x, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice));
-    if (linear_fwd(c, a->xmid, CUDA_R_32F, 1.f, a->att, weight_at(c, off->o_proj), T, c->HD, D)) return -1;
+    /* o = att Wo^T into the fp32 scratch dxn (free outside layer_bwd); then one pass adds the
+     * residual and normalises: xmid = res[l] + o, xn2 = rmsnorm(xmid). When `full`, that pass
+     * also starts res[l + 1] as a copy of xmid, to which the down projection adds (beta = 1):
+     * no device-to-device copies. */
+    float *y = full ? c->res + (size_t)(l + 1) * c->max_T * D : NULL;
+    if (linear_fwd(c, c->dxn, CUDA_R_32F, 0.f, a->att, weight_at(c, off->o_proj), T, c->HD, D)) return -1;
+    if (op_add_rmsnorm_fwd(c, a->xmid, y, a->xn2, a->rstd2, x, c->dxn, weight_at(c, off->post_attention_layernorm), T,
+                           D)) return -1;
     /* MLP block: res[l + 1] = xmid + swiglu(xn2 [Wgate; Wup]^T) Wdown^T */
-    if (op_rmsnorm_fwd(c, a->xn2, a->rstd2, a->xmid, weight_at(c, off->post_attention_layernorm), T, D)) return -1;
     if (linear_fwd(c, a->gu, act_type(c), 0.f, a->xn2, weight_at(c, off->gate_up_proj), T, D, 2 * I)) return -1;
-    LAUNCH_ACT(c, swiglu_fwd_k, rows_cols_grid(T, I), 256, a->h, a->gu, T, I);
-    CHECK_LAUNCH();
-    if (full) {
-        float *y = c->res + (size_t)(l + 1) * c->max_T * D;
-        CUDA_CHECK(cudaMemcpy(y, a->xmid, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice));
-        if (linear_fwd(c, y, CUDA_R_32F, 1.f, a->h, weight_at(c, off->down_proj), T, I, D)) return -1;
-    }
+    if (op_swiglu_fwd(c, a->h, a->gu, T, I)) return -1;
+    if (full && linear_fwd(c, y, CUDA_R_32F, 1.f, a->h, weight_at(c, off->down_proj), T, I, D)) return -1;
     return 0;
 }
 
@@ -1025,8 +1166,7 @@ static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
     CHECK_LAUNCH();
     if (linear_bwd(c, c->dh, act, 0.f, GRAD_AT(c, off->down_proj), dy, a->h, weight_at(c, off->down_proj), T, I, D))
         return -1;
-    LAUNCH_ACT(c, swiglu_bwd_k, rows_cols_grid(T, I), 256, c->dproj, c->dh, a->gu, T, I);
-    CHECK_LAUNCH();
+    if (op_swiglu_bwd(c, c->dproj, c->dh, a->gu, T, I)) return -1;
     if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRAD_AT(c, off->gate_up_proj), c->dproj, a->xn2,
                    weight_at(c, off->gate_up_proj), T, D, 2 * I)) return -1;
     if (op_rmsnorm_bwd(c, c->dres, GRAD_AT(c, off->post_attention_layernorm), c->dxn, a->xmid, a->rstd2,

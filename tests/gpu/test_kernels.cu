@@ -242,6 +242,39 @@ static void test_rmsnorm(int bf)
     free(x); free(w); free(y); free(ref); free(rr); free(grad_y); free(dx0); free(dw0); free(rdx); free(rdw);
 }
 
+/* The residual add fused with the next norm: sum = x + y (exact in fp32: the same float add as
+ * the CPU path), its copy when asked for, out = llama_rmsnorm(sum) * w, rstd. D = 1000 is not a
+ * multiple of the block; run with and without the copy. */
+static void test_add_rmsnorm(int bf)
+{
+    cuda_ctx c = test_ctx(bf);
+    int T = 13, D = 1000;
+    float *x = host_random((size_t)T * D, 2.f, 0), *y = host_random((size_t)T * D, 2.f, 0), *w = host_random(D, 1.f, bf);
+    float *sum = (float *)malloc((size_t)T * D * 4), *normed = (float *)malloc((size_t)T * D * 4);
+    for (size_t i = 0; i < (size_t)T * D; i++) sum[i] = x[i] + y[i];
+    llama_rmsnorm(normed, sum, w, T, D, c.cfg.rms_norm_eps);
+    double *rsum = zeros_f64((size_t)T * D), *rout = zeros_f64((size_t)T * D), *rr = zeros_f64(T);
+    for (size_t i = 0; i < (size_t)T * D; i++) { rsum[i] = sum[i]; rout[i] = normed[i]; }
+    for (int t = 0; t < T; t++) {
+        double ss = 0; for (int d = 0; d < D; d++) ss += (double)sum[t * D + d] * sum[t * D + d];
+        rr[t] = 1.0 / sqrt(ss / D + c.cfg.rms_norm_eps);
+    }
+    void *dx = to_device(x, (size_t)T * D, 0), *dy = to_device(y, (size_t)T * D, 0), *dw = to_device(w, D, bf);
+    for (int with_copy = 0; with_copy < 2; with_copy++) {
+        void *dsum = device_poisoned((size_t)T * D, 0), *dcopy = with_copy ? device_poisoned((size_t)T * D, 0) : NULL;
+        void *dout = device_poisoned((size_t)T * D, bf), *dr = device_poisoned(T, 0);
+        REQUIRE_OK(op_add_rmsnorm_fwd(&c, (float *)dsum, (float *)dcopy, dout, (float *)dr, (const float *)dx,
+                                      (const float *)dy, dw, T, D));
+        check("add_rmsnorm sum", dsum, 0, rsum, (size_t)T * D, 0, 0);
+        if (with_copy) check("add_rmsnorm sum copy", dcopy, 0, rsum, (size_t)T * D, 0, 0);
+        check(bf ? "add_rmsnorm out bf16" : "add_rmsnorm out fp32", dout, bf, rout, (size_t)T * D, rtol_of(bf), atol_of(bf, 1));
+        check("add_rmsnorm rstd", dr, 0, rr, T, 1e-5, 0);
+        cudaFree(dsum); cudaFree(dcopy); cudaFree(dout); cudaFree(dr);
+    }
+    cudaFree(dx); cudaFree(dy); cudaFree(dw);
+    free(x); free(y); free(w); free(sum); free(normed); free(rsum); free(rout); free(rr);
+}
+
 /* RoPE tables exactly as llama_cuda_backend_create builds them. */
 static void rope_tables(const llama_config *cfg, int maxT, float **dcos, float **dsin)
 {
@@ -313,7 +346,7 @@ static void test_rope(int bf)
     free(inv); free(pos); free(x); free(ref); free(row); free(gy);
 }
 
-static void test_softmax_swiglu(int bf)
+static void test_softmax(int bf)
 {
     cuda_ctx c = test_ctx(bf);
     int n = 300, B = 3, rows = B * n;
@@ -343,8 +376,13 @@ static void test_softmax_swiglu(int bf)
     REQUIRE_CUDA(cudaGetLastError());
     check(bf ? "softmax_causal_bwd bf16" : "softmax_causal_bwd fp32", dP, bf, dSr, (size_t)rows * n, rtol_of(bf), bf ? 1e-3 : 1e-6);
     cudaFree(dS); cudaFree(dP); cudaFree(dG); free(S); free(P); free(Pg); free(G); free(dSr);
+}
 
-    int T = 37, I = 333;
+/* SwiGLU at width I against the formulas in double (T = 37 rows). */
+static void test_swiglu_width(int bf, int I)
+{
+    cuda_ctx c = test_ctx(bf);
+    int T = 37;
     float *gu = host_random((size_t)T * 2 * I, 4.f, bf), *dh = host_random((size_t)T * I, 1.f, bf);
     double *h = zeros_f64((size_t)T * I), *dgu = zeros_f64((size_t)T * 2 * I);
     for (int t = 0; t < T; t++)
@@ -356,12 +394,24 @@ static void test_softmax_swiglu(int bf)
         }
     void *dgu_ = to_device(gu, (size_t)T * 2 * I, bf), *dh_ = to_device(dh, (size_t)T * I, bf);
     void *hout = device_poisoned((size_t)T * I, bf), *dgout = device_poisoned((size_t)T * 2 * I, bf);
-    LAUNCH_ACT(&c, swiglu_fwd_k, rows_cols_grid(T, I), 256, hout, dgu_, T, I);
-    LAUNCH_ACT(&c, swiglu_bwd_k, rows_cols_grid(T, I), 256, dgout, dh_, dgu_, T, I);
+    REQUIRE_OK(op_swiglu_fwd(&c, hout, dgu_, T, I));
+    REQUIRE_OK(op_swiglu_bwd(&c, dgout, dh_, dgu_, T, I));
     REQUIRE_CUDA(cudaGetLastError());
-    check(bf ? "swiglu_fwd bf16" : "swiglu_fwd fp32", hout, bf, h, (size_t)T * I, rtol_of(bf), atol_of(bf, 1));
-    check(bf ? "swiglu_bwd bf16" : "swiglu_bwd fp32", dgout, bf, dgu, (size_t)T * 2 * I, rtol_of(bf), atol_of(bf, 1));
+    char name[64];
+    snprintf(name, sizeof name, "swiglu_fwd %s I=%d", bf ? "bf16" : "fp32", I);
+    check(name, hout, bf, h, (size_t)T * I, rtol_of(bf), atol_of(bf, 1));
+    snprintf(name, sizeof name, "swiglu_bwd %s I=%d", bf ? "bf16" : "fp32", I);
+    check(name, dgout, bf, dgu, (size_t)T * 2 * I, rtol_of(bf), atol_of(bf, 1));
     cudaFree(dgu_); cudaFree(dh_); cudaFree(hout); cudaFree(dgout); free(gu); free(dh); free(h); free(dgu);
+}
+
+/* SwiGLU forward and backward at widths that take each path: 333 (scalar kernels), 340 (16-byte
+ * vectors in fp32, 4 | 340; scalar in bf16, 8 does not divide it), 344 (vectors in both), and 8
+ * (one pack per row). */
+static void test_swiglu(int bf)
+{
+    static const int widths[] = {333, 340, 344, 8};
+    for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) test_swiglu_width(bf, widths[wi]);
 }
 
 /* Attention over a packed batch of 4 sequences (one of length 1, one empty, the others odd
@@ -715,8 +765,10 @@ int main(void)
     for (int bf = 0; bf < 2; bf++) {
         test_gemm(bf);
         test_rmsnorm(bf);
+        test_add_rmsnorm(bf);
         test_rope(bf);
-        test_softmax_swiglu(bf);
+        test_softmax(bf);
+        test_swiglu(bf);
         test_attention(bf);
         test_lm_embed(bf);
     }

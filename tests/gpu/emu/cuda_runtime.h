@@ -46,6 +46,8 @@ struct dim3 {
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 static dim3 threadIdx, blockIdx, blockDim, gridDim;
+/* CUDA's 16-byte vector type (kernels.cu moves packs of 4 fp32 or 8 bf16 as one int4). */
+struct alignas(16) int4 { int x, y, z, w; };
 
 typedef enum {
     cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2, cudaErrorInsufficientDriver = 35,
@@ -303,6 +305,19 @@ template <typename T> static inline T __shfl_xor_sync(unsigned mask, T v, int la
     return r;
 }
 
+/* kernels.cu's 16-byte vector loads and stores (load_pack, store_pack) pass their address here:
+ * a GPU faults on a misaligned one ("misaligned address"), and a pack that runs past its buffer
+ * is an out-of-bounds access; both are reported as an illegal address. */
+#define VECTOR_ACCESS(p) emu_vector_access((const void *)(p))
+static inline void emu_vector_access(const void *p)
+{
+    if ((uintptr_t)p % 16)
+        emu_fail("%s: 16-byte vector access at 0x%llx, %lld mod 16 (must be 0)", "misaligned address",
+                 (long long)(uintptr_t)p, (long long)((uintptr_t)p % 16));
+    else if (!emu_in_alloc(p, 16))
+        emu_fail("%s: 16-byte vector access at 0x%llx outside every allocation%.0lld", "out of bounds",
+                 (long long)(uintptr_t)p, 0);
+}
 
 /* block_sum / block_max with kernels.cu's contract (every thread of the block calls it, every
  * thread gets the result), as two block barriers instead of ~25 emulated shuffles. Compile
