@@ -371,6 +371,71 @@ __global__ void rope_k(void *out_buf, const void *in_buf, const int *positions, 
     }
 }
 
+/* 8 consecutive elements as floats, and back: one 16-byte access in bf16, two in fp32. */
+__device__ __forceinline__ void load8(float out[8], const float *p)
+{
+    pack16<float> a = load_pack(p), b = load_pack(p + 4);
+    for (int k = 0; k < 4; k++) { out[k] = a.v[k]; out[4 + k] = b.v[k]; }
+}
+__device__ __forceinline__ void load8(float out[8], const bf16 *p)
+{
+    pack16<bf16> a = load_pack(p);
+    for (int k = 0; k < 8; k++) out[k] = __bfloat162float(a.v[k]);
+}
+__device__ __forceinline__ void store8(float *p, const float v[8])
+{
+    pack16<float> a, b;
+    for (int k = 0; k < 4; k++) { a.v[k] = v[k]; b.v[k] = v[4 + k]; }
+    store_pack(p, a);
+    store_pack(p + 4, b);
+}
+__device__ __forceinline__ void store8(bf16 *p, const float v[8])
+{
+    pack16<bf16> a;
+    for (int k = 0; k < 8; k++) a.v[k] = __float2bfloat16(v[k]);
+    store_pack(p, a);
+}
+
+/* rope_k with 16-byte accesses: a thread rotates 8 pairs (x[j0 .. j0+8), x[j0+half ..
+ * j0+half+8)) of one head with 8 cos/sin entries, so no thread idles on the second half of a
+ * head as in rope_k, and the v columns are copied 8 at a time when copy_v (not when rotating in
+ * place: they are already there). Needs half = hd/2 a multiple of 8 and 16-byte aligned buffers
+ * (op_rope checks). The same arithmetic as rope_k. */
+template <typename In, typename Out>
+__global__ void rope_vec_k(void *out_buf, const void *in_buf, const int *positions, const float *cos_tab,
+                           const float *sin_tab, int T, int n_rot_heads, int qkv_dim, int hd, float sign, int copy_v)
+{
+    Out *out = (Out *)out_buf;
+    const In *in = (const In *)in_buf;
+    int half = hd / 2, units_per_head = half / 8, rot_units = n_rot_heads * units_per_head;
+    int units = rot_units + (copy_v ? (qkv_dim - n_rot_heads * hd) / 8 : 0);
+    ROWS_COLS(t, T, u, units) {
+        size_t row = t * qkv_dim;
+        float x1[8], x2[8];
+        if (u >= rot_units) {                     /* a v chunk */
+            size_t i = row + (size_t)n_rot_heads * hd + (size_t)(u - rot_units) * 8;
+            load8(x1, in + i);
+            store8(out + i, x1);
+            continue;
+        }
+        int head = u / units_per_head, j0 = (u - head * units_per_head) * 8;
+        size_t i = row + (size_t)head * hd + j0, tab = (size_t)positions[t] * half + j0;
+        float co[8], si[8];
+        load8(co, cos_tab + tab);
+        load8(si, sin_tab + tab);
+        load8(x1, in + i);
+        load8(x2, in + i + half);
+        float y1[8], y2[8];
+        for (int k = 0; k < 8; k++) {
+            float s = sign * si[k];
+            y1[k] = x1[k] * co[k] - x2[k] * s;
+            y2[k] = x2[k] * co[k] + x1[k] * s;
+        }
+        store8(out + i, y1);
+        store8(out + i + half, y2);
+    }
+}
+
 /* Causal softmax over rows of scores S [B, n, n] with row stride ld >= n (row r of each matrix
  * is query position r; matrix b starts at b n ld): P[r, c] = softmax_c(S[r, 0..r]) for c <= r,
  * 0 above the diagonal; columns n..ld-1 are padding, never touched. One block per row. */
@@ -1109,11 +1174,28 @@ static const void *cast_dres(cuda_ctx *c, int T)
 }
 
 /* RoPE over the q and k heads of [T, QKV] rows, v copied: sign +1 rotates (forward, in place on
- * the activations), -1 rotates back (backward, from the fp32 dq dk dv when in_f32). */
+ * the activations), -1 rotates back (backward, from the fp32 dq dk dv when in_f32). With 16-byte
+ * vectors (rope_vec_k) when hd is a multiple of 16 (Llama's 64 and 128 are), else rope_k. */
 static int op_rope(cuda_ctx *c, void *out, const void *in, int in_f32, float sign, int T)
 {
     dim3 grid = rows_cols_grid(T, c->QKV);
     int n_rot_heads = c->H + c->K;
+    if (c->hd % 16 == 0 && (uintptr_t)out % 16 == 0 && (uintptr_t)in % 16 == 0 && (uintptr_t)c->rope_cos % 16 == 0 &&
+        (uintptr_t)c->rope_sin % 16 == 0) {
+        int copy_v = in != out;
+        dim3 vgrid = rows_cols_grid(T, n_rot_heads * (c->hd / 16) + (c->QKV - n_rot_heads * c->hd) / 8);
+        if (!c->bf16_compute)
+            LAUNCH(vgrid, 256, rope_vec_k<float, float>)(out, in, c->positions, c->rope_cos, c->rope_sin, T, n_rot_heads,
+                                                         c->QKV, c->hd, sign, copy_v);
+        else if (in_f32)
+            LAUNCH(vgrid, 256, rope_vec_k<float, bf16>)(out, in, c->positions, c->rope_cos, c->rope_sin, T, n_rot_heads,
+                                                        c->QKV, c->hd, sign, copy_v);
+        else
+            LAUNCH(vgrid, 256, rope_vec_k<bf16, bf16>)(out, in, c->positions, c->rope_cos, c->rope_sin, T, n_rot_heads,
+                                                       c->QKV, c->hd, sign, copy_v);
+        CHECK_LAUNCH();
+        return 0;
+    }
     if (!c->bf16_compute)
         LAUNCH(grid, 256, rope_k<float, float>)(out, in, c->positions, c->rope_cos, c->rope_sin, T, n_rot_heads, c->QKV,
                                                 c->hd, sign);

@@ -302,9 +302,13 @@ static llama_config small_cfg(int H, int K, int hd, int llama3)
     return cf;
 }
 
-static void test_rope(int bf)
+/* RoPE forward (in place) and backward (fp32 in, act out) through op_rope at head size hd, which
+ * picks the kernel: hd 16 and 32 take rope_vec_k (16-byte vectors), 12 and 24 (half not a multiple
+ * of 8) rope_k. */
+static void test_rope_hd(int bf, int hd)
 {
-    int H = 4, K = 2, hd = 16, T = 300, QKV = (H + 2 * K) * hd;
+    int H = 4, K = 2, T = 300, QKV = (H + 2 * K) * hd;
+    char name[64];
     llama_config cf = small_cfg(H, K, hd, 1);
     float *dcos, *dsin; rope_tables(&cf, T, &dcos, &dsin);
     double *inv = (double *)malloc(hd / 2 * sizeof(double)); llama_rope_inv_freq(&cf, inv);
@@ -319,11 +323,13 @@ static void test_rope(int bf)
         llama_rope_apply(row, H + K, hd, pos[t], inv);        /* q and k heads; v untouched */
         for (int i = 0; i < QKV; i++) ref[(size_t)t * QKV + i] = row[i];
     }
+    cuda_ctx c = test_ctx(bf);
+    c.H = H; c.K = K; c.hd = hd; c.QKV = QKV; c.positions = dpos; c.rope_cos = dcos; c.rope_sin = dsin;
     void *dx = to_device(x, (size_t)T * QKV, bf);
-    if (bf) LAUNCH(rows_cols_grid(T, QKV), 256, rope_k<bf16, bf16>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
-    else LAUNCH(rows_cols_grid(T, QKV), 256, rope_k<float, float>)(dx, dx, dpos, dcos, dsin, T, H + K, QKV, hd, 1.f);
+    REQUIRE_OK(op_rope(&c, dx, dx, 0, 1.f, T));
     REQUIRE_CUDA(cudaGetLastError());
-    check(bf ? "rope fwd bf16 (llama3)" : "rope fwd fp32 (llama3)", dx, bf, ref, (size_t)T * QKV, rtol_of(bf), atol_of(bf, 1));
+    snprintf(name, sizeof name, "rope fwd %s hd=%d (llama3)", bf ? "bf16" : "fp32", hd);
+    check(name, dx, bf, ref, (size_t)T * QKV, rtol_of(bf), atol_of(bf, 1));
     /* backward = inverse rotation, fp32 in -> act out: twin rotates by -angle in double */
     float *gy = host_random((size_t)T * QKV, 1.f, 0);
     for (int t = 0; t < T; t++)
@@ -338,12 +344,18 @@ static void test_rope(int bf)
             else ref[o] = gy[b0 + j] * co - gy[b0 + j - half] * si;
         }
     void *dg = to_device(gy, (size_t)T * QKV, 0), *dout = device_poisoned((size_t)T * QKV, bf);
-    if (bf) LAUNCH(rows_cols_grid(T, QKV), 256, rope_k<float, bf16>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
-    else LAUNCH(rows_cols_grid(T, QKV), 256, rope_k<float, float>)(dout, dg, dpos, dcos, dsin, T, H + K, QKV, hd, -1.f);
+    REQUIRE_OK(op_rope(&c, dout, dg, 1, -1.f, T));
     REQUIRE_CUDA(cudaGetLastError());
-    check(bf ? "rope bwd bf16" : "rope bwd fp32", dout, bf, ref, (size_t)T * QKV, rtol_of(bf), atol_of(bf, 1));
+    snprintf(name, sizeof name, "rope bwd %s hd=%d", bf ? "bf16" : "fp32", hd);
+    check(name, dout, bf, ref, (size_t)T * QKV, rtol_of(bf), atol_of(bf, 1));
     cudaFree(dx); cudaFree(dg); cudaFree(dout); cudaFree(dpos); cudaFree(dcos); cudaFree(dsin);
     free(inv); free(pos); free(x); free(ref); free(row); free(gy);
+}
+
+static void test_rope(int bf)
+{
+    static const int head_dims[] = {16, 12, 24, 32};
+    for (size_t i = 0; i < sizeof head_dims / sizeof head_dims[0]; i++) test_rope_hd(bf, head_dims[i]);
 }
 
 static void test_softmax(int bf)
