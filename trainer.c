@@ -1008,7 +1008,8 @@ static int run_train(const train_args *a, train_result *res) {
         return 2;
     }
     if (!model_exists(a->model))
-        return report("trainer train", "--model %s: neither a checkpoint directory nor a .gguf file", a->model);
+        return report("trainer train", "--model %s: no such directory (a Hugging Face checkpoint) or .gguf file",
+                      a->model);
     if (!file_exists(a->data)) return report("trainer train", "--data %s: no such file", a->data);
     if (a->eval_data && !file_exists(a->eval_data))
         return report("trainer train", "--eval-data %s: no such file", a->eval_data);
