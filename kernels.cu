@@ -785,6 +785,8 @@ typedef struct cuda_ctx {
     float *lse;              /* [max_T] log-sum-exp of each row's logits, for backward */
     float *logp;             /* [max_T] forward's output (see llama_batch) */
     float *label_dlogp;      /* [max_T] dlogp of the token position t predicts, 0 where none */
+    int *batch_ints;         /* [6 max_T + 1] one allocation for the four arrays below, so that a
+                                forward uploads its batch in one copy (host_batch_ints) */
     int *tokens;             /* [max_T] the batch's token ids */
     int *positions;          /* [max_T] position of each token within its sequence (RoPE) */
     int *labels;             /* [max_T] the token position t predicts, -1 at a sequence's end */
@@ -799,9 +801,10 @@ typedef struct cuda_ctx {
     int T, n_seq;
     int have_forward;        /* backward refuses to run without a forward on this batch */
     int *host_seq_start;     /* [max_T + 1] */
-    int *host_labels;        /* [max_T] */
+    int *host_batch_ints;    /* [6 max_T + 1] host staging of batch_ints, the same layout */
+    int *host_labels;        /* [max_T] inside host_batch_ints */
     float *host_label_dlogp; /* [max_T] */
-    int *host_emb_groups;    /* [3 max_T + 1] as emb_groups */
+    int *host_emb_groups;    /* [3 max_T + 1] as emb_groups, inside host_batch_ints */
     int n_distinct;          /* distinct tokens of the last forward's batch */
     int failed;              /* a CUDA or cuBLAS call failed: the state is unknown, so every later
                                 call refuses with that first failure (kept in `failure`) */
@@ -1302,13 +1305,13 @@ static int group_tokens(cuda_ctx *c, const int *host_tokens, int T)
     return 0;
 }
 
-/* Uploads the embedding's position groups (host_emb_groups) into emb_groups. */
-static int upload_token_groups(cuda_ctx *c, int T)
+/* Uploads the batch (tokens, positions, labels, the embedding's position groups) in one copy:
+ * each cudaMemcpy from pageable host memory waits for the device and the copy, so one call
+ * instead of six. The whole [6 max_T + 1] staging buffer goes (under 200 KB at 8192 tokens). */
+static int upload_batch(cuda_ctx *c)
 {
-    int n = c->n_distinct, *host = c->host_emb_groups, *dev = c->emb_groups, M = c->max_T;
-    CUDA_CHECK(cudaMemcpy(dev, host, (size_t)n * sizeof(int), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(dev + M, host + M, (size_t)(n + 1) * sizeof(int), cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(dev + 2 * M + 1, host + 2 * M + 1, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(c->batch_ints, c->host_batch_ints, (6 * (size_t)c->max_T + 1) * sizeof(int),
+                          cudaMemcpyHostToDevice));
     return 0;
 }
 
@@ -1327,18 +1330,14 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
         ctx_error(c, "cuda forward: %d sequences for %d tokens", batch->n_seq, T);
         return -1;
     }
-    int *host_tokens = (int *)malloc((size_t)T * sizeof(int) * 2);
-    if (!host_tokens) { ctx_error(c, "cuda forward: out of host memory"); return -1; }
-    int *host_positions = host_tokens + T;
+    int *host_tokens = c->host_batch_ints, *host_positions = host_tokens + c->max_T;   /* layout of batch_ints */
     for (int s = 0; s < batch->n_seq; s++) {
         int start = batch->seq_start[s], end = batch->seq_start[s + 1];
         if (end < start) {
-            free(host_tokens);
             ctx_error(c, "cuda forward: seq_start[%d] = %d > seq_start[%d] = %d", s, start, s + 1, end);
             return -1;
         }
         if (end - start > c->max_seq) {
-            free(host_tokens);
             ctx_error(c, "cuda forward: sequence %d has %d tokens; the backend was planned for sequences of at "
                       "most %d (raise max_seq_tokens)", s, end - start, c->max_seq);
             return -1;
@@ -1346,7 +1345,6 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
         for (int i = start; i < end; i++) {
             int token = batch->tokens[i];
             if (token < 0 || token >= V) {
-                free(host_tokens);
                 ctx_error(c, "cuda forward: token %d at position %d is outside the vocabulary [0, %d)", token, i, V);
                 return -1;
             }
@@ -1358,15 +1356,9 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
     memcpy(c->host_seq_start, batch->seq_start, (size_t)(batch->n_seq + 1) * sizeof(int));
     c->n_seq = batch->n_seq;
     c->T = T;
-    if (group_tokens(c, host_tokens, T)) { free(host_tokens); return -1; }
+    if (group_tokens(c, host_tokens, T)) return -1;
     CUDA_CHECK(cudaSetDevice(c->device));
-    cudaError_t copy_status = cudaMemcpy(c->tokens, host_tokens, (size_t)T * sizeof(int), cudaMemcpyHostToDevice);
-    if (copy_status == cudaSuccess)
-        copy_status = cudaMemcpy(c->positions, host_positions, (size_t)T * sizeof(int), cudaMemcpyHostToDevice);
-    free(host_tokens);
-    CUDA_CHECK(copy_status);
-    CUDA_CHECK(cudaMemcpy(c->labels, c->host_labels, (size_t)T * sizeof(int), cudaMemcpyHostToDevice));
-    if (upload_token_groups(c, T)) return -1;
+    if (upload_batch(c)) return -1;
 
     prof_region(c, PROF_ELEMENTWISE);
     LAUNCH_ACT(c, embed_fwd_k, rows_cols_grid(T, D), 256, c->res, weight_at(c, c->off_embed), c->tokens, T, D);
@@ -1598,7 +1590,7 @@ static void ctx_free(cuda_ctx *c)
     void *bufs[] = {c->master, c->weights != c->master ? c->weights : NULL, c->grad, c->adam_m, c->adam_v, c->res,
                     c->xf, c->rstd_final, c->dres, c->dxn, c->dres_cast, c->datt, c->dh, c->dproj, c->dqkv_f32,
                     c->scores, c->probs, c->logits, c->dlogits, c->dxf, c->row_max, c->row_sumexp, c->label_logit,
-                    c->lse, c->logp, c->label_dlogp, c->tokens, c->positions, c->labels, c->emb_groups, c->rope_cos,
+                    c->lse, c->logp, c->label_dlogp, c->batch_ints, c->rope_cos,
                     c->rope_sin, c->sumsq, c->cublas_ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) if (bufs[i]) cudaFree(bufs[i]);
     if (c->acts)
@@ -1611,7 +1603,7 @@ static void ctx_free(cuda_ctx *c)
         for (int i = 0; i < PROF_MARKS; i++) if (c->prof_events[i]) cudaEventDestroy(c->prof_events[i]);
     free(c->prof_events); free(c->prof_cat);
     free(c->acts); free(c->tensors); free(c->layer_offs);
-    free(c->host_seq_start); free(c->host_labels); free(c->host_label_dlogp); free(c->host_emb_groups);
+    free(c->host_seq_start); free(c->host_batch_ints); free(c->host_label_dlogp);
     free(c);
 }
 
@@ -1877,8 +1869,8 @@ static int alloc_device(cuda_ctx *c, char *err, size_t errsz)
     ALLOC(c->logits, T * c->lm_ld * 4); ALLOC(c->dlogits, T * c->lm_ld * act);
     ALLOC(c->row_max, T * 4); ALLOC(c->row_sumexp, T * 4); ALLOC(c->label_logit, T * 4); ALLOC(c->lse, T * 4);
     ALLOC(c->logp, T * 4); ALLOC(c->label_dlogp, T * 4);
-    ALLOC(c->tokens, T * 4); ALLOC(c->positions, T * 4); ALLOC(c->labels, T * 4);
-    ALLOC(c->emb_groups, (3 * T + 1) * 4);
+    ALLOC(c->batch_ints, (6 * T + 1) * 4);
+    c->tokens = c->batch_ints; c->positions = c->tokens + T; c->labels = c->positions + T; c->emb_groups = c->labels + T;
     ALLOC(c->rope_cos, T * (c->hd / 2) * 4); ALLOC(c->rope_sin, T * (c->hd / 2) * 4);
     ALLOC(c->sumsq, (1 + (size_t)MAX_ELEM_BLOCKS) * 8);
     ALLOC(c->cublas_ws, c->cublas_ws_size);
@@ -1943,14 +1935,15 @@ static int alloc_host(cuda_ctx *c, const llama_config *cfg, char *err, size_t er
     c->layer_offs = (layer_offsets *)calloc((size_t)(c->L > 0 ? c->L : 1), sizeof *c->layer_offs);
     c->acts = (layer_acts *)calloc((size_t)c->n_acts, sizeof *c->acts);
     c->host_seq_start = (int *)malloc((M + 1) * sizeof(int));
-    c->host_labels = (int *)malloc(M * sizeof(int));
+    c->host_batch_ints = (int *)calloc(6 * M + 1, sizeof(int));   /* calloc: the upload copies it whole */
     c->host_label_dlogp = (float *)malloc(M * sizeof(float));
-    c->host_emb_groups = (int *)malloc((3 * M + 1) * sizeof(int));
-    if (n_tensors <= 0 || !c->tensors || !c->layer_offs || !c->acts || !c->host_seq_start || !c->host_labels ||
-        !c->host_label_dlogp || !c->host_emb_groups) {
+    if (n_tensors <= 0 || !c->tensors || !c->layer_offs || !c->acts || !c->host_seq_start || !c->host_batch_ints ||
+        !c->host_label_dlogp) {
         set_err(err, errsz, "cuda backend: bad config or out of host memory");
         return -1;
     }
+    c->host_labels = c->host_batch_ints + 2 * M;
+    c->host_emb_groups = c->host_batch_ints + 3 * M;
     c->n_tensors = llama_layout(cfg, c->tensors, &c->n_params);
     if (c->profile) {
         c->prof_events = (cudaEvent_t *)calloc(PROF_MARKS, sizeof *c->prof_events);

@@ -734,6 +734,13 @@ static void test_backend_emulated(void)
     float *g1 = (float *)malloc(N * 4), *g2 = (float *)malloc(N * 4);
     double norms[2];
     long misaligned = emu_misaligned_gemms;
+    /* Host synchronisations of a forward: one upload of the batch, one download of the log-probs. */
+    long copies = emu_memcpy_calls;
+    REQUIRE_OK(b->forward(b, &batch, logp));
+    copies = emu_memcpy_calls - copies;
+    g_checks++;
+    if (copies != 2) { g_fail++; printf("FAIL forward made %ld cudaMemcpy calls, want 2\n", copies); }
+    else printf("ok   forward synchronises twice (one upload, one download)\n");
     for (int r = 0; r < 2; r++) {
         b->zero_grad(b);
         REQUIRE_OK(b->forward(b, &batch, logp) || b->backward(b, &batch, dlogp) ||

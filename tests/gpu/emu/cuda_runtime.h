@@ -124,8 +124,12 @@ cudaError_t cudaFree(void *p)
     if (n >= EMU_LAZY) munmap(p, n); else free(p);
     return cudaSuccess;
 }
+/* cudaMemcpy calls so far: each one blocks the host until the device is idle, so tests can check
+ * how many a backend call makes. */
+long emu_memcpy_calls = 0;
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k)
 {
+    emu_memcpy_calls++;
     if ((k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToDevice) && !emu_in_alloc(dst, n)) { emu_fail("%s: memcpy destination out of bounds (%lld bytes) %lld", "", (long long)n, 0); return cudaErrorInvalidValue; }
     if ((k == cudaMemcpyDeviceToHost || k == cudaMemcpyDeviceToDevice) && !emu_in_alloc(src, n)) { emu_fail("%s: memcpy source out of bounds (%lld bytes) %lld", "", (long long)n, 0); return cudaErrorInvalidValue; }
     memmove(dst, src, n);
