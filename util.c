@@ -299,7 +299,7 @@ void opts_print(FILE *out, const opt_def *d) {
             fmt(left, sizeof left, "%s", d->name);
         else
             fmt(left, sizeof left, "%s %s", d->name, d->metavar);
-        switch (d->kind) {
+        switch (d->dst ? d->kind : OPT_FLAG) { /* a row without a variable shows no default */
         case OPT_STR:
             if (*(const char **)d->dst) fmt(def, sizeof def, " (default %s)", *(const char **)d->dst);
             break;
