@@ -12,13 +12,11 @@ test_repro() {
   local clair_bin=./clair out="$BUILD/repro-quick"
   [ "$BUILD" = build ] || clair_bin="$BUILD/clair/clair"
   if [ -n "$SAN" ]; then   # minutes of training under ASan: the other parts test the same code
-    # shellcheck disable=SC2016 # $1..$3 are the inner shell's arguments
-  run_test repro_quick sh -c "echo 'SKIP: not under ASan (the trainer and clair tests cover the code it runs)'; exit 77"
+    run_test repro_quick sh -c "echo 'SKIP: not under ASan (the trainer and clair tests cover the code it runs)'; exit 77"
     return 0
   fi
   if [ ! -x "$clair_bin" ]; then
-    # shellcheck disable=SC2016 # $1..$3 are the inner shell's arguments
-  run_test repro_quick sh -c "echo 'SKIP: no ./clair (libcurl headers missing)'; exit 77"
+    run_test repro_quick sh -c "echo 'SKIP: no ./clair (libcurl headers missing)'; exit 77"
     return 0
   fi
   rm -rf "$out"
