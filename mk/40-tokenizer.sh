@@ -44,4 +44,16 @@ test_tokenizer() {
   for name in llama-spm llama-bpe gpt-2; do
     run_test "tokenizer_llamacpp_$name" "$BUILD/tests/test_tokenizer" --llamacpp ".cache/tokenizers/$name"
   done
+  # the same strings through llama.cpp's vocab-only GGUFs (Llama 3's and GPT-2's byte-level BPE),
+  # unpacked from the llama-cpp-python sdist that fetch_tokenizers.py downloads
+  for name in llama-bpe gpt-2; do
+    f=.cache/llamacpp-vocab/ggml-vocab-$name.gguf
+    if [ ! -f "$f" ] && [ -f .cache/llama_cpp_python-0.3.36.tar.gz ]; then
+      mkdir -p .cache/llamacpp-vocab
+      tar xzf .cache/llama_cpp_python-0.3.36.tar.gz -O "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-$name.gguf" \
+        >"$f.partial.$$" 2>/dev/null && mv "$f.partial.$$" "$f"
+      rm -f "$f.partial.$$"
+    fi
+    run_test "tokenizer_llamacpp_${name}_gguf" "$BUILD/tests/test_tokenizer_gguf" --llamacpp ".cache/tokenizers/$name" --gguf "$f"
+  done
 }

@@ -13,6 +13,7 @@
  *                                    by "\n__ggml_vocab_test__\n") and DIR/test.out (ids per line),
  *                                    as shipped in llama.cpp's models/ (fetched by fetch_tokenizers.py)
  *
+ *   test_tokenizer --llamacpp DIR --gguf FILE.gguf   the same with llama.cpp's vocab-only GGUF
  *   test_tokenizer EXPECTED.json --gguf FILE.gguf   (built with -DTOKENIZER_TEST_GGUF and llama/gguf.c)
  *                                    the same checks on the tokenizer built from FILE.gguf's
  *                                    metadata: it must give the ids of EXPECTED.json's tokenizer.json
@@ -436,7 +437,7 @@ static int llamacpp_test(const char *dir) {
         free(inp); free(out);
         return 77;
     }
-    if (tokenizer_load(&t, dir, NULL, err, sizeof err)) { printf("FAIL load: %s\n", err); return 1; }
+    if (load_tok(&t, dir, NULL, err, sizeof err)) { printf("FAIL load: %s\n", err); return 1; }
     p = inp; q = out;
     for (;;) {
         const char *sep = "\n__ggml_vocab_test__\n";
@@ -473,6 +474,12 @@ int main(int argc, char **argv) {
     tokenizer *t;
     FILE *f;
     if (argc == 3 && !strcmp(argv[1], "--llamacpp")) return llamacpp_test(argv[2]);
+    if (argc == 5 && !strcmp(argv[1], "--llamacpp") && !strcmp(argv[3], "--gguf")) {   /* llama.cpp's vocab GGUF */
+        gguf_source = argv[4];
+        if (!(f = fopen(gguf_source, "rb"))) { printf("SKIP: %s is missing\n", gguf_source); return 77; }
+        fclose(f);
+        return llamacpp_test(argv[2]);
+    }
     if (argc == 4 && !strcmp(argv[2], "--gguf")) {
         gguf_source = argv[3];
         if (!(f = fopen(gguf_source, "rb"))) { printf("SKIP: %s is missing (tests/checkpoint/test_real_model.sh fetches it)\n", gguf_source); return 77; }
