@@ -745,6 +745,9 @@ typedef struct {
     gg_strs tokens, merges;
     int32_t *types;
     uint64_t n_types;
+    float *scores;                     /* sentencepiece vocabularies: a score per token */
+    uint64_t n_scores;
+    int no_space_prefix;               /* tokenizer.ggml.add_space_prefix = false */
     long long ids[4];                  /* bos, eos, unknown, padding; -1 when absent */
 } gg_vocab;
 
@@ -757,6 +760,7 @@ static void vocab_free(gg_vocab *v) {
     free(v->tokens.bytes); free(v->tokens.off);
     free(v->merges.bytes); free(v->merges.off);
     free(v->types);
+    free(v->scores);
 }
 
 /* A string value of any length (the file bounds it), malloc'd and NUL-terminated. */
@@ -813,20 +817,36 @@ static int read_vocab_key(rd *r, const char *key, uint32_t type, gg_vocab *v) {
         if ((strp && *strp) || (arr && arr->off)) return errf(r->err, r->errsz, "%s: metadata key %s appears twice", r->path, key);
         return (strp ? rd_str_alloc(r, key, strp) : rd_str_array(r, key, arr)) ? -1 : 1;
     }
-    if (!strcmp(key, "tokenizer.ggml.token_type")) {
+    if (!strcmp(key, "tokenizer.ggml.token_type") || !strcmp(key, "tokenizer.ggml.scores")) {
+        int is_types = key[15] == 't';   /* "tokenizer.ggml.t..." */
         uint32_t et;
         uint64_t n, i;
         unsigned char b[4];
-        if (type != GT_ARRAY || v->types || rd_u32(r, &et, key) || rd_u64(r, &n, key) || (et != GT_I32 && et != GT_U32))
-            return r->err[0] ? -1 : errf(r->err, r->errsz, "%s: metadata %s must appear once, as an array of 32-bit integers", r->path, key);
+        if (type != GT_ARRAY || (is_types ? v->types != NULL : v->scores != NULL) || rd_u32(r, &et, key) || rd_u64(r, &n, key) ||
+            (is_types ? et != GT_I32 && et != GT_U32 : et != GT_F32))
+            return r->err[0] ? -1 : errf(r->err, r->errsz, "%s: metadata %s must appear once, as an array of %s", r->path, key,
+                                         is_types ? "32-bit integers" : "f32");
         if (n > (r->size - r->pos) / 4) return errf(r->err, r->errsz, "%s: metadata %s runs past the end of the file", r->path, key);
-        v->types = (int32_t *)malloc(((size_t)n + 1) * sizeof *v->types);
-        if (!v->types) return errf(r->err, r->errsz, "%s: out of memory reading %s", r->path, key);
+        if (is_types) v->types = (int32_t *)malloc(((size_t)n + 1) * sizeof *v->types);
+        else v->scores = (float *)malloc(((size_t)n + 1) * sizeof *v->scores);
+        if (is_types ? !v->types : !v->scores) return errf(r->err, r->errsz, "%s: out of memory reading %s", r->path, key);
         for (i = 0; i < n; i++) {
+            uint32_t u;
             if (rd_bytes(r, b, 4, key)) return -1;
-            v->types[i] = (int32_t)(uint32_t)le(b, 4);
+            u = (uint32_t)le(b, 4);
+            if (is_types) v->types[i] = (int32_t)u;
+            else memcpy(&v->scores[i], &u, 4);
         }
-        v->n_types = n;
+        if (is_types) v->n_types = n;
+        else v->n_scores = n;
+        return 1;
+    }
+    if (!strcmp(key, "tokenizer.ggml.add_space_prefix")) {
+        gg_meta e;
+        memset(&e, 0, sizeof e);
+        e.type = (int)type;
+        if (type != GT_BOOL || read_scalar(r, &e)) return r->err[0] ? -1 : errf(r->err, r->errsz, "%s: metadata %s is not a bool", r->path, key);
+        v->no_space_prefix = e.i == 0;
         return 1;
     }
     for (k = 0; k < 4; k++)
@@ -890,37 +910,135 @@ static void put_str_json(clair_buf *b, const gg_strs *a, uint64_t i) {
     clair_json_write_string(b, a->bytes + a->off[i], (size_t)(a->off[i + 1] - a->off[i]));
 }
 
+/* ---- sentencepiece vocabularies: merges from the scores ---- */
+
+typedef struct { float score; uint32_t piece, left, right; } spm_merge;
+
+static int spm_merge_cmp(const void *a, const void *b) {
+    const spm_merge *x = (const spm_merge *)a, *y = (const spm_merge *)b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;   /* higher score merges first */
+    if (x->left != y->left) return x->left < y->left ? -1 : 1;
+    return x->right < y->right ? -1 : x->right > y->right;
+}
+
+static uint64_t str_hash(const char *s, uint64_t n) {
+    uint64_t h = 1469598103934665603ull, i;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+/* id of the normal token (type 1) whose text is s[0..n), or -1; tab: open addressing, mask */
+static long long spm_find(const gg_vocab *v, const int64_t *tab, uint64_t mask, const char *s, uint64_t n) {
+    uint64_t h = str_hash(s, n) & mask;
+    for (; tab[h] >= 0; h = (h + 1) & mask) {
+        uint64_t id = (uint64_t)tab[h];
+        if (v->tokens.off[id + 1] - v->tokens.off[id] == n && !memcmp(v->tokens.bytes + v->tokens.off[id], s, (size_t)n)) return (long long)id;
+    }
+    return -1;
+}
+
+/* The merges of a sentencepiece BPE vocabulary, as transformers derives them from the scores:
+ * every split of a normal token into two normal tokens, the token's score giving the rank. */
+static int spm_merges(const gg_vocab *v, spm_merge **out, size_t *n_out) {
+    uint64_t cap = 1, mask, i, n = v->tokens.n;
+    int64_t *tab;
+    spm_merge *m = NULL;
+    size_t nm = 0, mcap = 0;
+    while (cap < 2 * n + 16) cap <<= 1;
+    mask = cap - 1;
+    if (!(tab = (int64_t *)malloc((size_t)cap * sizeof *tab))) return -1;
+    for (i = 0; i < cap; i++) tab[i] = -1;
+    for (i = 0; i < n; i++) {
+        const char *s = v->tokens.bytes + v->tokens.off[i];
+        uint64_t len = v->tokens.off[i + 1] - v->tokens.off[i], h;
+        if (v->types[i] != 1 || spm_find(v, tab, mask, s, len) >= 0) continue;   /* the first of equal texts */
+        for (h = str_hash(s, len) & mask; tab[h] >= 0; h = (h + 1) & mask) {}
+        tab[h] = (int64_t)i;
+    }
+    for (i = 0; i < n; i++) {
+        const char *s = v->tokens.bytes + v->tokens.off[i];
+        uint64_t len = v->tokens.off[i + 1] - v->tokens.off[i], k;
+        if (v->types[i] != 1) continue;
+        for (k = 1; k < len; k++) {
+            long long l, r;
+            if (((unsigned char)s[k] & 0xC0) == 0x80) continue;   /* inside a UTF-8 character */
+            if ((l = spm_find(v, tab, mask, s, k)) < 0 || (r = spm_find(v, tab, mask, s + k, len - k)) < 0) continue;
+            if (nm == mcap) {
+                spm_merge *nmv = (spm_merge *)realloc(m, (mcap = mcap * 2 + 1024) * sizeof *m);
+                if (!nmv) { free(m); free(tab); return -1; }
+                m = nmv;
+            }
+            m[nm].score = v->scores[i];
+            m[nm].piece = (uint32_t)i; m[nm].left = (uint32_t)l; m[nm].right = (uint32_t)r;
+            nm++;
+        }
+    }
+    free(tab);
+    qsort(m, nm, sizeof *m, spm_merge_cmp);
+    *out = m;
+    *n_out = nm;
+    return 0;
+}
+
 /* tokenizer.json: the BPE model, the pre-tokenizer, control (type 3) and user-defined (type 4)
  * tokens as added tokens, as tools/gguf_to_hf.py builds it with the tokenizers package. */
 static int vocab_tokenizer_json(const gg_vocab *v, const char *pre_json, int ignore_merges, clair_buf *b) {
     uint64_t i;
-    int first = 1;
+    int first = 1, spm = !strcmp(v->model, "llama");
     clair_buf_puts(b, "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[");
     for (i = 0; i < v->tokens.n; i++) {
         int type = i < v->n_types ? v->types[i] : 1;
-        if (type != 3 && type != 4) continue;
+        if (type != 3 && type != 4 && !(spm && type == 2)) continue;
         clair_buf_printf(b, "%s{\"id\":%llu,\"content\":", first ? "" : ",", (unsigned long long)i);
         put_str_json(b, &v->tokens, i);
         clair_buf_printf(b, ",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,\"normalized\":false,\"special\":%s}",
-                         type == 3 ? "true" : "false");
+                         type == 4 ? "false" : "true");
         first = 0;
     }
-    clair_buf_puts(b, "],\"normalizer\":null,\"pre_tokenizer\":");
-    clair_buf_puts(b, pre_json);
-    clair_buf_puts(b, ",\"post_processor\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":false,\"use_regex\":true},"
-                      "\"decoder\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":true,\"use_regex\":true},");
-    clair_buf_printf(b, "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,\"continuing_subword_prefix\":null,"
-                        "\"end_of_word_suffix\":null,\"fuse_unk\":false,\"byte_fallback\":false,\"ignore_merges\":%s,\"vocab\":{",
-                     ignore_merges ? "true" : "false");
+    if (spm) {   /* Llama 2's tokenizer.json: U+2581 for spaces, byte fallback */
+        clair_buf_printf(b, "],\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[%s{\"type\":\"Replace\",\"pattern\":"
+                            "{\"String\":\" \"},\"content\":\"\u2581\"}]},\"pre_tokenizer\":null,\"post_processor\":null,",
+                         v->no_space_prefix ? "" : "{\"type\":\"Prepend\",\"prepend\":\"\u2581\"},");
+        clair_buf_puts(b, "\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Replace\",\"pattern\":{\"String\":\"\u2581\"},"
+                          "\"content\":\" \"},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"},{\"type\":\"Strip\",\"content\":\" \","
+                          "\"start\":1,\"stop\":0}]},\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":");
+        if (v->ids[2] >= 0) put_str_json(b, &v->tokens, (uint64_t)v->ids[2]);
+        else clair_buf_puts(b, "null");
+        clair_buf_puts(b, ",\"continuing_subword_prefix\":null,\"end_of_word_suffix\":null,\"fuse_unk\":true,\"byte_fallback\":true,"
+                          "\"ignore_merges\":false,\"vocab\":{");
+    } else {
+        clair_buf_puts(b, "],\"normalizer\":null,\"pre_tokenizer\":");
+        clair_buf_puts(b, pre_json);
+        clair_buf_puts(b, ",\"post_processor\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":false,"
+                          "\"use_regex\":true},\"decoder\":{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":true,"
+                          "\"use_regex\":true},");
+        clair_buf_printf(b, "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,\"continuing_subword_prefix\":null,"
+                            "\"end_of_word_suffix\":null,\"fuse_unk\":false,\"byte_fallback\":false,\"ignore_merges\":%s,\"vocab\":{",
+                         ignore_merges ? "true" : "false");
+    }
     for (i = 0; i < v->tokens.n; i++) {
         if (i) clair_buf_puts(b, ",");
         put_str_json(b, &v->tokens, i);
         clair_buf_printf(b, ":%llu", (unsigned long long)i);
     }
     clair_buf_puts(b, "},\"merges\":[");
-    for (i = 0; i < v->merges.n; i++) {
-        if (i) clair_buf_puts(b, ",");
-        put_str_json(b, &v->merges, i);
+    if (spm) {   /* ["left", "right"]: pieces may hold any character */
+        spm_merge *m = NULL;
+        size_t nm = 0, j;
+        if (spm_merges(v, &m, &nm)) return -1;
+        for (j = 0; j < nm; j++) {
+            clair_buf_puts(b, j ? ",[" : "[");
+            put_str_json(b, &v->tokens, m[j].left);
+            clair_buf_puts(b, ",");
+            put_str_json(b, &v->tokens, m[j].right);
+            clair_buf_puts(b, "]");
+        }
+        free(m);
+    } else {
+        for (i = 0; i < v->merges.n; i++) {
+            if (i) clair_buf_puts(b, ",");
+            put_str_json(b, &v->merges, i);
+        }
     }
     clair_buf_puts(b, "]}}\n");
     return b->oom ? -1 : 0;
@@ -930,7 +1048,9 @@ static int vocab_tokenizer_json(const gg_vocab *v, const char *pre_json, int ign
 static int vocab_config_json(const gg_vocab *v, clair_buf *b) {
     static const char *const names[4] = {"bos_token", "eos_token", "unk_token", "pad_token"};
     int k;
-    clair_buf_puts(b, "{\"tokenizer_class\":\"GPT2Tokenizer\",\"add_prefix_space\":false,\"clean_up_tokenization_spaces\":false");
+    if (!strcmp(v->model, "llama")) clair_buf_puts(b, "{\"tokenizer_class\":\"LlamaTokenizerFast\",\"legacy\":true");
+    else clair_buf_puts(b, "{\"tokenizer_class\":\"GPT2Tokenizer\",\"add_prefix_space\":false");
+    clair_buf_puts(b, ",\"clean_up_tokenization_spaces\":false");
     for (k = 0; k < 4; k++) {
         clair_buf_printf(b, ",\"%s\":", names[k]);
         if (v->ids[k] >= 0) put_str_json(b, &v->tokens, (uint64_t)v->ids[k]);
@@ -950,17 +1070,25 @@ static int check_vocab(const char *path, const gg_vocab *v, const char **pre_jso
     int k;
     if (!v->model || !v->tokens.off)
         return errf(err, errsz, "%s: no tokenizer.ggml.model / tokenizer.ggml.tokens metadata; the file has no tokenizer", path);
-    if (strcmp(v->model, "gpt2"))
-        return errf(err, errsz, "%s: tokenizer.ggml.model is \"%.40s\"; only \"gpt2\" (byte-level BPE, as in Llama 3 and SmolLM) is read "
-                                "from GGUF; for a sentencepiece vocabulary use the Hugging Face checkpoint", path, v->model);
-    if (!v->merges.off) return errf(err, errsz, "%s: no tokenizer.ggml.merges metadata (a BPE vocabulary needs its merges)", path);
+    if (!strcmp(v->model, "llama")) {   /* sentencepiece BPE (Llama 2): merges come from the scores */
+        if (!v->types || !v->scores || v->n_scores != v->tokens.n)
+            return errf(err, errsz, "%s: a sentencepiece vocabulary (tokenizer.ggml.model \"llama\") needs tokenizer.ggml.scores and "
+                                    "tokenizer.ggml.token_type, one per token", path);
+        *pre_json = "null";
+        *ignore_merges = 0;
+    } else if (strcmp(v->model, "gpt2")) {
+        return errf(err, errsz, "%s: tokenizer.ggml.model is \"%.40s\"; GGUF vocabularies read are \"gpt2\" (byte-level BPE: Llama 3, "
+                                "SmolLM) and \"llama\" (sentencepiece BPE: Llama 2)", path, v->model);
+    } else if (!v->merges.off) {
+        return errf(err, errsz, "%s: no tokenizer.ggml.merges metadata (a BPE vocabulary needs its merges)", path);
+    }
     if (v->types && v->n_types != v->tokens.n)
         return errf(err, errsz, "%s: tokenizer.ggml.token_type has %llu entries for %llu tokens", path, (unsigned long long)v->n_types,
                     (unsigned long long)v->tokens.n);
     for (k = 0; k < 4; k++)
         if (v->ids[k] >= (long long)v->tokens.n)
             return errf(err, errsz, "%s: %s = %lld is not below the %llu tokens", path, vocab_id_keys[k], v->ids[k], (unsigned long long)v->tokens.n);
-    *pre_json = pre_tokenizer_json(v->pre ? v->pre : "gpt-2", ignore_merges);
+    if (!strcmp(v->model, "gpt2")) *pre_json = pre_tokenizer_json(v->pre ? v->pre : "gpt-2", ignore_merges);
     if (!*pre_json)
         return errf(err, errsz, "%s: tokenizer.ggml.pre is \"%.40s\"; the pre-tokenizers read from GGUF are smollm, starcoder, refact, "
                                 "codeshell, gpt-2 and llama-bpe", path, v->pre);

@@ -36,10 +36,12 @@ int llama_model_load_gguf(llama_model *m, const char *path, char *err, size_t er
  * of the above or the sizes do not fit its blocks. */
 int gguf_dequantize(unsigned type, const void *src, size_t src_bytes, float *dst, size_t n);
 
-/* The tokenizer in path's metadata (tokenizer.ggml.model "gpt2", .pre, .tokens, .token_type,
- * .merges, .bos/eos/unknown/padding_token_id, tokenizer.chat_template) as the texts of a Hugging
- * Face tokenizer.json and tokenizer_config.json (malloc'd, NUL-terminated; what
- * tools/gguf_to_hf.py writes), for tokenizer_load_json or to be saved beside a converted model.
+/* The tokenizer in path's metadata (tokenizer.ggml.model "gpt2" with .pre, .tokens, .token_type,
+ * .merges; or "llama", sentencepiece BPE, with .scores instead of merges; .bos/eos/unknown/
+ * padding_token_id, tokenizer.chat_template) as the texts of a Hugging Face tokenizer.json and
+ * tokenizer_config.json (malloc'd, NUL-terminated; for "gpt2" what tools/gguf_to_hf.py writes,
+ * for "llama" Llama 2's tokenizer.json layout with the merges derived from the scores), for
+ * tokenizer_load_json or to be saved beside a converted model.
  * 0, or -1 with a message naming the file and the key. */
 int gguf_tokenizer_json(const char *path, char **tokenizer_json, size_t *tokenizer_len, char **config_json, size_t *config_len,
                         char *err, size_t errsz);

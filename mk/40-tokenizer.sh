@@ -44,9 +44,10 @@ test_tokenizer() {
   for name in llama-spm llama-bpe gpt-2; do
     run_test "tokenizer_llamacpp_$name" "$BUILD/tests/test_tokenizer" --llamacpp ".cache/tokenizers/$name"
   done
-  # the same strings through llama.cpp's vocab-only GGUFs (Llama 3's and GPT-2's byte-level BPE),
-  # unpacked from the llama-cpp-python sdist that fetch_tokenizers.py downloads
-  for name in llama-bpe gpt-2; do
+  # the same strings through llama.cpp's vocab-only GGUFs (Llama 3's and GPT-2's byte-level BPE,
+  # Llama 2's sentencepiece BPE), unpacked from the llama-cpp-python sdist that fetch_tokenizers.py
+  # downloads; Llama 2's also against Hugging Face's ids and chat template on the whole corpus
+  for name in llama-spm llama-bpe gpt-2; do
     f=.cache/llamacpp-vocab/ggml-vocab-$name.gguf
     if [ ! -f "$f" ] && [ -f .cache/llama_cpp_python-0.3.36.tar.gz ]; then
       mkdir -p .cache/llamacpp-vocab
@@ -56,4 +57,6 @@ test_tokenizer() {
     fi
     run_test "tokenizer_llamacpp_${name}_gguf" "$BUILD/tests/test_tokenizer_gguf" --llamacpp ".cache/tokenizers/$name" --gguf "$f"
   done
+  run_test tokenizer_llama-spm_gguf "$BUILD/tests/test_tokenizer_gguf" tests/tokenizer/expected/llama-spm.json \
+    --gguf .cache/llamacpp-vocab/ggml-vocab-llama-spm.gguf
 }

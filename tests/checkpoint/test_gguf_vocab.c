@@ -1,7 +1,7 @@
 /* tests/checkpoint/test_gguf_vocab.c - gguf_tokenizer_json on the real SmolLM2 GGUF's metadata and on
  * damaged copies of it: truncated anywhere in the metadata, a string array claiming 2^60
- * entries, an array of the wrong element type, a token id beyond the vocabulary, a sentencepiece
- * model name. Each damaged copy must fail with a message naming the file (and no crash, ASan
+ * entries, an array of the wrong element type, a token id beyond the vocabulary, an unknown
+ * tokenizer model. Each damaged copy must fail with a message naming the file (and no crash, ASan
  * too); the intact prefix must give a tokenizer.json with every token and merge.
  * Usage: test_gguf_vocab FILE.gguf TMP_DIR   (exit 77 when FILE.gguf is missing)
  */
@@ -101,11 +101,11 @@ int main(int argc, char **argv) {
         c[k + 4 + 2] = 0x7f;   /* u32 value: 2 -> 0x7f0002 */
         expect_bad("eos beyond the vocabulary", path, c, n, "eos_token_id");
     }
-    {   /* "gpt2" -> "llam" (a 4-byte model name other than gpt2) */
+    {   /* "gpt2" -> "llam": a model kind we do not read */
         size_t k = find_key(b, n, "tokenizer.ggml.model") + strlen("tokenizer.ggml.model");
         memcpy(c, b, n);
         memcpy(c + k + 4 + 8, "llam", 4);
-        expect_bad("a sentencepiece model", path, c, n, "tokenizer.ggml.model");
+        expect_bad("an unknown tokenizer model", path, c, n, "tokenizer.ggml.model");
     }
     remove(path);
     free(b);

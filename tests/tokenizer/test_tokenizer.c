@@ -510,7 +510,8 @@ int main(int argc, char **argv) {
         CHECK(tokenizer_vocab_size(d) == tokenizer_vocab_size(t) && tokenizer_bos_id(d) == tokenizer_bos_id(t) &&
               tokenizer_eos_id(d) == tokenizer_eos_id(t), "vocab/bos/eos %d/%d/%d, the directory's %d/%d/%d", tokenizer_vocab_size(t),
               tokenizer_bos_id(t), tokenizer_eos_id(t), tokenizer_vocab_size(d), tokenizer_bos_id(d), tokenizer_eos_id(d));
-        CHECK(tokenizer_chat_template(d) && tokenizer_chat_template(t) && !strcmp(tokenizer_chat_template(d), tokenizer_chat_template(t)),
+        CHECK(!strcmp(tokenizer_chat_template(d) ? tokenizer_chat_template(d) : "(none)",
+                      tokenizer_chat_template(t) ? tokenizer_chat_template(t) : "(none)"),
               "chat template %s, the directory's %s", tokenizer_chat_template(t) ? tokenizer_chat_template(t) : "(none)",
               tokenizer_chat_template(d) ? tokenizer_chat_template(d) : "(none)");
         tokenizer_free(d);
