@@ -311,12 +311,15 @@ __global__ void add_rmsnorm_fwd_k(float *sum, float *sum_copy, void *out_act, fl
     }
 }
 
-/* dx[t, :] += rstd (dxh - xh mean(dxh xh)), xh = x rstd, dxh = dy w. One block per row. */
+/* dx[t, :] += rstd (dxh - xh mean(dxh xh)), xh = x rstd, dxh = dy w. One block per row. When
+ * dx_cast is not NULL, the new dx also goes there in the type Act: the GEMMs that read the
+ * residual gradient next need it in the compute type, and this saves a cast pass over it. */
 template <typename Act>
-__global__ void rmsnorm_bwd_k(float *dx, const float *dy, const float *x, const float *rstd,
+__global__ void rmsnorm_bwd_k(float *dx, void *dx_cast_act, const float *dy, const float *x, const float *rstd,
                               const void *w_act, int T, int D)
 {
     const Act *w = (const Act *)w_act;
+    Act *dx_cast = (Act *)dx_cast_act;
     for (int t = blockIdx.x; t < T; t += gridDim.x) {
         size_t row = (size_t)t * D;
         float rstd_t = rstd[t], dot = 0.f;
@@ -324,7 +327,9 @@ __global__ void rmsnorm_bwd_k(float *dx, const float *dy, const float *x, const 
         dot = block_sum(dot) / D;
         for (int d = threadIdx.x; d < D; d += blockDim.x) {
             float xh = x[row + d] * rstd_t;
-            dx[row + d] += rstd_t * (dy[row + d] * load_float(w, d) - xh * dot);
+            float v = dx[row + d] + rstd_t * (dy[row + d] * load_float(w, d) - xh * dot);
+            dx[row + d] = v;
+            if (dx_cast) store_float(dx_cast, row + d, v);
         }
     }
 }
@@ -768,7 +773,8 @@ typedef struct cuda_ctx {
     /* workspace: reused by every layer */
     float *dres;             /* [max_T, D] gradient of the residual stream */
     float *dxn;              /* [max_T, D] gradient of a norm output; in layer_fwd, o = att Wo^T */
-    void *dres_cast;         /* [max_T, D] act: dres cast for the GEMMs (unused in fp32) */
+    void *dres_cast;         /* [max_T, D] act: dres for the GEMMs, written by each norm backward
+                                beside dres (unused in fp32) */
     void *datt;              /* [max_T, HD] act */
     void *dh;                /* [max_T, I] act */
     void *dproj;             /* [max_T, max(2I, QKV)] act: gradient of a fused projection's
@@ -1036,15 +1042,16 @@ static int op_swiglu_bwd(cuda_ctx *c, void *dgu, const void *dh, const void *gu,
     return 0;
 }
 
-/* dx += d/dx, dw += d/dw of out = rmsnorm(x) * w given dy. */
-static int op_rmsnorm_bwd(cuda_ctx *c, float *dx, void *dw, const float *dy, const float *x,
+/* dx += d/dx, dw += d/dw of out = rmsnorm(x) * w given dy; the new dx also into dx_cast (compute
+ * type) when not NULL. */
+static int op_rmsnorm_bwd(cuda_ctx *c, float *dx, void *dx_cast, void *dw, const float *dy, const float *x,
                           const float *rstd, const void *w, int T, int D)
 {
     dim3 dw_block(32, 16), dw_grid((D + 31) / 32);   /* rmsnorm_dw_k's 32 columns x 16 stripes */
     if (c->lean) LAUNCH(dw_grid, dw_block, rmsnorm_dw_k<bf16>)((bf16 *)dw, dy, x, rstd, T, D);
     else LAUNCH(dw_grid, dw_block, rmsnorm_dw_k<float>)((float *)dw, dy, x, rstd, T, D);
     CHECK_LAUNCH();
-    LAUNCH_ACT(c, rmsnorm_bwd_k, row_blocks(T), 256, dx, dy, x, rstd, w, T, D);
+    LAUNCH_ACT(c, rmsnorm_bwd_k, row_blocks(T), 256, dx, dx_cast, dy, x, rstd, w, T, D);
     CHECK_LAUNCH();
     return 0;
 }
@@ -1168,13 +1175,10 @@ static int op_lm_bwd(cuda_ctx *c, int T)
     return 0;
 }
 
-/* dres cast to the compute type for the GEMMs (fp32 mode uses dres itself). */
-static const void *cast_dres(cuda_ctx *c, int T)
-{
-    if (!c->bf16_compute) return c->dres;
-    LAUNCH(elem_blocks((size_t)T * c->D), 256, cast_k<bf16>)(c->dres_cast, c->dres, (size_t)T * c->D);
-    return c->dres_cast;
-}
+/* The residual gradient in the compute type, for the GEMMs: dres itself in fp32; in bf16, the copy
+ * every op_rmsnorm_bwd of the backward writes beside dres (dres_cast), so no cast pass. */
+static void *dres_act(cuda_ctx *c) { return c->bf16_compute ? c->dres_cast : (void *)c->dres; }
+static void *cast_target(cuda_ctx *c) { return c->bf16_compute ? c->dres_cast : NULL; }
 
 /* RoPE over the q and k heads of [T, QKV] rows, v copied: sign +1 rotates (forward, in place on
  * the activations), -1 rotates back (backward, from the fp32 dq dk dv when in_f32). With 16-byte
@@ -1247,18 +1251,16 @@ static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
     const float *x = c->res + (size_t)l * c->max_T * D;
     cudaDataType_t act = act_type(c);
     /* MLP block: res[l+1] = xmid + h Wd^T */
-    const void *dy = cast_dres(c, T);
-    CHECK_LAUNCH();
+    const void *dy = dres_act(c);
     if (linear_bwd(c, c->dh, act, 0.f, GRAD_AT(c, off->down_proj), dy, a->h, weight_at(c, off->down_proj), T, I, D))
         return -1;
     if (op_swiglu_bwd(c, c->dproj, c->dh, a->gu, T, I)) return -1;
     if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRAD_AT(c, off->gate_up_proj), c->dproj, a->xn2,
                    weight_at(c, off->gate_up_proj), T, D, 2 * I)) return -1;
-    if (op_rmsnorm_bwd(c, c->dres, GRAD_AT(c, off->post_attention_layernorm), c->dxn, a->xmid, a->rstd2,
-                       weight_at(c, off->post_attention_layernorm), T, D)) return -1;
+    if (op_rmsnorm_bwd(c, c->dres, cast_target(c), GRAD_AT(c, off->post_attention_layernorm), c->dxn, a->xmid,
+                       a->rstd2, weight_at(c, off->post_attention_layernorm), T, D)) return -1;
     /* attention block: xmid = res[l] + att Wo^T */
-    dy = cast_dres(c, T);
-    CHECK_LAUNCH();
+    dy = dres_act(c);
     if (linear_bwd(c, c->datt, act, 0.f, GRAD_AT(c, off->o_proj), dy, a->att, weight_at(c, off->o_proj), T, HD, D))
         return -1;
     if (op_attention_bwd(c, c->dqkv_f32, c->datt, a->qkv, c->host_seq_start, c->n_seq)) return -1;
@@ -1266,7 +1268,7 @@ static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
     if (op_rope(c, c->dproj, c->dqkv_f32, 1, -1.f, T)) return -1;
     if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRAD_AT(c, off->qkv_proj), c->dproj, a->xn1, weight_at(c, off->qkv_proj),
                    T, D, QKV)) return -1;
-    if (op_rmsnorm_bwd(c, c->dres, GRAD_AT(c, off->input_layernorm), c->dxn, x, a->rstd1,
+    if (op_rmsnorm_bwd(c, c->dres, cast_target(c), GRAD_AT(c, off->input_layernorm), c->dxn, x, a->rstd1,
                        weight_at(c, off->input_layernorm), T, D)) return -1;
     return 0;
 }
@@ -1390,8 +1392,9 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
     if (op_lm_bwd(c, T)) return -1;
     prof_region(c, PROF_ELEMENTWISE);
     CUDA_CHECK(cudaMemset(c->dres, 0, (size_t)T * D * sizeof(float)));
-    if (op_rmsnorm_bwd(c, c->dres, GRAD_AT(c, c->off_norm), c->dxf, c->res + (size_t)c->L * c->max_T * D,
-                       c->rstd_final, weight_at(c, c->off_norm), T, D)) return -1;
+    if (op_rmsnorm_bwd(c, c->dres, cast_target(c), GRAD_AT(c, c->off_norm), c->dxf,
+                       c->res + (size_t)c->L * c->max_T * D, c->rstd_final, weight_at(c, c->off_norm), T, D))
+        return -1;
     for (int l = c->L - 1; l >= 0; l--) {
         layer_acts *a = &c->acts[c->recompute ? 0 : l];
         if (c->recompute && layer_fwd(c, l, a, T, 0)) return -1;

@@ -225,8 +225,12 @@ static void test_rmsnorm(int bf)
     }
     void *ddx = to_device(dx0, (size_t)T * D, 0), *ddw = to_device(dw0, D, 0), *dgrad_y = to_device(grad_y, (size_t)T * D, 0);
     c.lean = 0;
-    REQUIRE_OK(op_rmsnorm_bwd(&c, (float *)ddx, ddw, (const float *)dgrad_y, (const float *)dx, (const float *)dr, dw, T, D));
+    void *ddx_cast = bf ? device_poisoned((size_t)T * D, 1) : NULL;   /* bf16: the cast copy of dx too */
+    REQUIRE_OK(op_rmsnorm_bwd(&c, (float *)ddx, ddx_cast, ddw, (const float *)dgrad_y, (const float *)dx, (const float *)dr,
+                              dw, T, D));
     check(bf ? "rmsnorm_bwd dx (bf16 w)" : "rmsnorm_bwd dx", ddx, 0, rdx, (size_t)T * D, 1e-4, 1e-5);
+    if (bf) check("rmsnorm_bwd dx cast to bf16", ddx_cast, 1, rdx, (size_t)T * D, rtol_of(1), atol_of(1, 1));
+    cudaFree(ddx_cast);
     check(bf ? "rmsnorm_bwd dw (bf16 w)" : "rmsnorm_bwd dw", ddw, 0, rdw, D, 1e-4, 1e-5);
     if (bf) {   /* lean mode: dw is bf16 */
         float *dw0b = host_random(D, 1.f, 1);
@@ -234,7 +238,8 @@ static void test_rmsnorm(int bf)
         void *ddwb = to_device(dw0b, D, 1);
         c.lean = 1;
         REQUIRE_CUDA(cudaMemcpy(ddx, dx0, (size_t)T * D * 4, cudaMemcpyHostToDevice));
-        REQUIRE_OK(op_rmsnorm_bwd(&c, (float *)ddx, ddwb, (const float *)dgrad_y, (const float *)dx, (const float *)dr, dw, T, D));
+        REQUIRE_OK(op_rmsnorm_bwd(&c, (float *)ddx, NULL, ddwb, (const float *)dgrad_y, (const float *)dx, (const float *)dr,
+                                  dw, T, D));
         check("rmsnorm_bwd dw lean bf16", ddwb, 1, rdw, D, 1.6e-2, 1e-2);
         cudaFree(ddwb); free(dw0b);
     }
