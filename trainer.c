@@ -1041,7 +1041,7 @@ done:
 }
 
 static const char train_usage[] =
-    "usage: trainer train --model DIR --data FILE --out DIR [flags]\n"
+    "usage: trainer train --model MODEL --data FILE --out DIR [flags]\n"
     "\n"
     "Aligns a Llama checkpoint on preference pairs with APO (or another loss of apo.h).\n"
     "Reference log-probs are computed once with the initial model and cached in --out.\n"
@@ -1067,8 +1067,8 @@ static int cmd_train(int argc, char **argv) {
     char cmdline[8192];
     int rc;
     const opt_def defs[] = {
-        {"--model", OPT_STR, &a.model, "DIR",
-         "Hugging Face checkpoint to align (config.json, *.safetensors, tokenizer)"},
+        {"--model", OPT_STR, &a.model, "MODEL",
+         "the model to align: a Hugging Face checkpoint directory, a .gguf file or a hub id ORG/NAME[@REV]"},
         {"--data", OPT_STR, &a.data, "FILE",
          "preference pairs, JSONL (prompt/chosen/rejected; strings or conversations)"},
         {"--out", OPT_STR, &a.out, "DIR",
@@ -1180,7 +1180,7 @@ static llama_backend *open_model(llama_model *m, const char *dir, const char *de
 }
 
 static const char eval_usage[] =
-    "usage: trainer eval --model DIR --data FILE [--ref DIR] [flags]\n"
+    "usage: trainer eval --model MODEL --data FILE [--ref DIR] [flags]\n"
     "\n"
     "Prints the reward metrics (TRL names) and mean log-probs of a model on preference data, as JSON.\n"
     "\n";
@@ -1269,7 +1269,8 @@ static int cmd_eval(int argc, char **argv) {
     apo_metrics em;
     clair_buf ob = {0, 0, 0, 0};
     const opt_def defs[] = {
-        {"--model", OPT_STR, &model, "DIR", "the model to evaluate (the policy)"},
+        {"--model", OPT_STR, &model, "MODEL",
+         "the model to evaluate (the policy): a directory, a .gguf file or ORG/NAME"},
         {"--data", OPT_STR, &data, "FILE",
          "preference pairs or prompt-completion records, JSONL (as for train)"},
         {"--ref", OPT_STR, &ref, "DIR",

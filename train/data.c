@@ -5,6 +5,7 @@
 #include <string.h>
 #include <ctype.h>
 #include <errno.h>
+#include "../llama/gguf.h"
 #include "../clair.h"
 #include "../util.h"
 
@@ -80,10 +81,22 @@ static int pool_push(pref_dataset *ds, const int *ids, int n) {
 /* A JSON file of the model directory, parsed; 1 if present, 0 if absent, -1 on error. */
 static int read_json_file(const char *dir, const char *name, clair_json *out, char *err, size_t errsz) {
     char path[4200], jerr[512];
-    size_t len;
+    size_t len, n = strlen(dir);
     char *text;
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    text = read_file(path, (size_t)1 << 30, &len, jerr, sizeof jerr);
+    if (n > 5 && !strcmp(dir + n - 5, ".gguf") && !strcmp(name, "tokenizer.json")) {
+        /* a GGUF model: its tokenizer.json is rebuilt from the file's metadata */
+        char *config = NULL;
+        size_t config_len;
+        snprintf(path, sizeof path, "%s (tokenizer metadata)", dir);
+        if (gguf_tokenizer_json(dir, &text, &len, &config, &config_len, jerr, sizeof jerr)) {
+            snprintf(err, errsz, "%s", jerr);
+            return -1;
+        }
+        free(config);
+    } else {
+        text = read_file(path, (size_t)1 << 30, &len, jerr, sizeof jerr);
+    }
     if (!text) {
         if (errno == ENOENT) return 0;
         snprintf(err, errsz, "%s", jerr);

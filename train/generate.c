@@ -350,7 +350,7 @@ typedef struct {
 } generate_args;
 
 static const char generate_usage[] =
-    "usage: trainer generate --model DIR --prompts FILE --out FILE [flags]\n"
+    "usage: trainer generate --model MODEL --prompts FILE --out FILE [flags]\n"
     "\n"
     "Samples one response per prompt with a KV cache and writes the lines `clair revise` reads.\n"
     "Up to --batch prompts are decoded together; prompt i is sampled from its own random stream, so\n"
@@ -362,7 +362,8 @@ static const char generate_usage[] =
 static int generate_parse(generate_args *a, int argc, char **argv) {
     int rc;
     const opt_def defs[] = {
-        {"--model", OPT_STR, &a->model, "DIR", "Hugging Face checkpoint"},
+        {"--model", OPT_STR, &a->model, "MODEL",
+         "a Hugging Face checkpoint directory, a .gguf file or a hub id ORG/NAME[@REV]"},
         {"--prompts", OPT_STR, &a->prompts, "FILE",
          "JSONL with a \"prompt\" per line (a string or a list of {role, content})"},
         {"--out", OPT_STR, &a->out, "FILE",
