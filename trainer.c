@@ -979,13 +979,6 @@ typedef struct {
     double seconds;
 } train_result;
 
-/* Says which chat template the data goes through (a wrong one silently trains on other text). */
-static void say_template(const tokenizer *tok, int raw_text, const char *override) {
-    const char *t = tokenizer_chat_template(tok);
-    if (raw_text) fprintf(stderr, "chat template: none (--raw-text: prompt and response as plain text)\n");
-    else fprintf(stderr, "chat template: %s (%s)\n", t ? t : "none recognised",
-                 override ? "--chat-template" : "from the model's tokenizer files");
-}
 
 /* The whole run: the phases in order. Exit status: 0, 1 (failed), 2 (usage), 130 (interrupted,
  * saved). */
@@ -1018,7 +1011,7 @@ static int run_train(const train_args *a, train_result *res) {
 
     if (model_tokenizer_load(&tok, a->model, a->chat_template, err, sizeof err))
         return report("trainer train", "tokenizer: %s", err);
-    say_template(tok, a->raw_text, a->chat_template);
+    say_chat_template(tok, a->raw_text, a->chat_template);
     rc = load_data(&r, tok, err, sizeof err) || load_model(&r, tok, err, sizeof err);
     tokenizer_free(tok); /* the data is tokenized: the tokenizer is not needed again */
     if (rc || open_run(&r, err, sizeof err) || reference_pass(&r, err, sizeof err) ||
@@ -1212,11 +1205,13 @@ static int eval_load_data(pref_dataset *ds, const char *model, const char *chat,
                           pref_opts *po, char *err, size_t errsz) {
     tokenizer *tok = NULL;
     int rc;
+    if (check_jsonl(data, err, errsz)) return -1;
     if (model_tokenizer_load(&tok, model, chat, err, errsz)) {
         char why[ERRSZ];
         fmt(why, sizeof why, "%s", err);
         return errf(err, errsz, "tokenizer: %s", why);
     }
+    say_chat_template(tok, po->raw_text, chat);
     rc = (po->raw_text && po->tokenize == PREF_TOKENIZE_JOINT &&
           pref_text_specials(po, model, tok, err, errsz)) ||
          pref_dataset_load(ds, data, tok, po, stderr, err, errsz);
@@ -1251,6 +1246,10 @@ static void eval_json(clair_buf *ob, const pref_dataset *ds, const apo_metrics *
     }
     clair_buf_puts(ob, "}");
 }
+
+/* As for train (train_ranges): token counts of a micro-batch stay inside an int. */
+static const opt_range eval_ranges[] = {
+    {"--beta", 1e-6, 1e6}, {"--micro-batch", 1, 1 << 10}, {"--max-length", 2, 1 << 17}, {NULL, 0, 0}};
 
 static int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *ref = NULL, *loss = NULL, *chat = NULL, *pairs_out = NULL;
@@ -1292,7 +1291,7 @@ static int cmd_eval(int argc, char **argv) {
     memset(&ds, 0, sizeof ds);
     rc = opts_parse(who, eval_usage, defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) return 0;
-    if (rc < 0) return 2;
+    if (rc < 0 || opts_check_ranges(who, defs, eval_ranges)) return 2;
     if (!model || !data) {
         report(who, "--model and --data are required");
         return 2;

@@ -37,6 +37,9 @@ test_clair() {
     done
     return 0
   fi
+  # the same tree as on a machine without libcurl's headers (a nested build that hides them; only
+  # where they exist, so the nested build never nests again; not under ASan)
+  if [ -z "$SAN" ]; then run_test build_without_curl tests/nocurl/run.sh "$BUILD/nocurl"; fi
   run_test clair_http "$BUILD/clair/test_http"
   run_test clair_tool env CLAIR_BIN="$bin" CLAIR_TMP="$BUILD/clair/tool.$$" tests/clair/test_tool.sh
   # A real OpenAI-compatible server: llama.cpp (PyPI xllamacpp) serving SmolLM2-135M-Instruct.

@@ -23,6 +23,14 @@ int model_tokenizer_load(tokenizer **out, const char *model, const char *chat_te
     return rc;
 }
 
+/* Says which chat template the data goes through (a wrong one silently trains on other text). */
+void say_chat_template(const tokenizer *tok, int raw_text, const char *override) {
+    const char *t = tokenizer_chat_template(tok);
+    if (raw_text) fprintf(stderr, "chat template: none (--raw-text: prompt and response as plain text)\n");
+    else fprintf(stderr, "chat template: %s (%s)\n", t ? t : "none recognised",
+                 override ? "--chat-template" : "from the model's tokenizer files");
+}
+
 int model_exists(const char *model) {
     struct stat st;
     if (stat(model, &st)) return 0;

@@ -10,6 +10,9 @@
 /* The tokenizer of --model: tokenizer_load on a checkpoint directory, or the one in a GGUF file's
  * metadata (llama/gguf.h) when model ends in ".gguf". */
 int model_tokenizer_load(tokenizer **out, const char *model, const char *chat_template, char *err, size_t errsz);
+/* Says on stderr which chat template the data goes through (or that there is none, --raw-text):
+ * a wrong template trains silently on other text than the user meant. */
+void say_chat_template(const tokenizer *tok, int raw_text, const char *override);
 
 /* 1 if model names an existing directory, or a GGUF file that exists. */
 int model_exists(const char *model);

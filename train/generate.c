@@ -359,6 +359,13 @@ static const char generate_usage[] =
     "command after an interruption continues where it stopped.\n"
     "\n";
 
+/* The values generation can use: a prompt plus its answer stays inside an int of positions. */
+static const opt_range generate_ranges[] = {{"--temperature", 0, 100},
+                                             {"--top-p", 1e-9, 1},
+                                             {"--max-new-tokens", 1, 1 << 24},
+                                             {"--batch", 1, 4096},
+                                             {NULL, 0, 0}};
+
 static int generate_parse(generate_args *a, int argc, char **argv) {
     int rc;
     const opt_def defs[] = {
@@ -388,7 +395,7 @@ static int generate_parse(generate_args *a, int argc, char **argv) {
     a->batch = 16;
     rc = opts_parse(WHO, generate_usage, defs, argc, argv, 2, NULL, 0, NULL);
     if (rc == 1) return 0;
-    if (rc < 0) return 2;
+    if (rc < 0 || opts_check_ranges(WHO, defs, generate_ranges)) return 2;
     if (!a->model || !a->prompts || !a->out) {
         report(WHO, "--model, --prompts and --out are required");
         return 2;
@@ -414,7 +421,9 @@ int cmd_generate(int argc, char **argv) {
     memset(&m, 0, sizeof m);
     if (file_exists(a.out) && !a.overwrite)
         return report(WHO, "%s exists; pass --overwrite to replace it", a.out);
+    if (check_jsonl(a.prompts, err, sizeof err)) return report(WHO, "%s", err);
     if (model_tokenizer_load(&tok, a.model, a.chat, err, sizeof err)) return report(WHO, "tokenizer: %s", err);
+    say_chat_template(tok, a.raw, a.chat);
     if (prompt_set_load(&ps, a.prompts, tok, a.raw, stderr, err, sizeof err)) {
         report(WHO, "%s", err);
         goto done;
