@@ -170,6 +170,9 @@ static llama_backend *backend_open(llama_model *m, const backend_opts *o, char *
             return NULL;
         }
         b = llama_cpu_backend_create(m, err, errsz);
+#ifdef _OPENMP
+        if (b) note_busy_machine("trainer", omp_get_max_threads());
+#endif
     } else if (!strcmp(o->device, "cuda")) {
         llama_cuda_opts co;
         memset(&co, 0, sizeof co);

@@ -51,6 +51,21 @@ int report(const char *who, const char *f, ...) {
  * Time
  * ========================================================================================== */
 
+void note_busy_machine(const char *who, int threads) {
+    double load = 0;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    FILE *f;
+    if (threads <= 1 || getenv("OMP_WAIT_POLICY") || cpus < 1 || !(f = fopen("/proc/loadavg", "r"))) return;
+    if (fscanf(f, "%lf", &load) != 1) load = 0;
+    fclose(f);
+    if (load < (double)cpus) return;
+    fprintf(stderr,
+            "%s: note: this machine is busy (load average %.1f on %ld CPUs) and %d OpenMP threads spin while "
+            "they wait; on shared cores that can make every step many times slower: set "
+            "OMP_WAIT_POLICY=passive (or fewer OMP_NUM_THREADS)\n",
+            who, load, cpus, threads);
+}
+
 double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -43,6 +43,11 @@ int report(const char *who, const char *f, ...)
 /* ---- time ---- */
 double now_s(void);                               /* monotonic seconds */
 void fmt_duration(char *buf, size_t n, double s); /* "42s", "3m05s", "2h10m"; "?" if unknown */
+/* One "note:" line on stderr when `threads` > 1 OpenMP threads start on a machine that is already
+ * busy (1-minute load average >= its CPUs, Linux's /proc/loadavg) and OMP_WAIT_POLICY is unset:
+ * OpenMP's default waiting spins, so on shared cores every parallel region waits for a thread
+ * that is not running (measured: 20x slower); passive waiting avoids it. */
+void note_busy_machine(const char *who, int threads);
 
 /* ---- files ---- */
 int file_exists(const char *path); /* a regular file (not a directory) */

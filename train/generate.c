@@ -19,6 +19,9 @@
 #include "convert.h"
 #include "data.h"
 #include "../util.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static const char *const WHO = "trainer generate";
 
@@ -452,6 +455,9 @@ int cmd_generate(int argc, char **argv) {
         report(WHO, "%s", err);
         goto done;
     }
+#ifdef _OPENMP
+    note_busy_machine(WHO, omp_get_max_threads());
+#endif
     fprintf(stderr, "generate: %d prompts to answer, %d at a time (KV cache %.0f MiB)\n", ps.n - done_n,
             run.B, 8.0 * m.cfg.num_hidden_layers * run.B * run.kv.max_pos * m.cfg.num_key_value_heads *
                        m.cfg.head_dim / (1 << 20));
