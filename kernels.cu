@@ -34,9 +34,16 @@
  * GEMM multiplies by V. Only [K, n, n] scores are alive at any time (sized by the longest
  * sequence, opts.max_seq_tokens; rows padded to 8 elements); backward recomputes them.
  *
- * Recomputation (opts.recompute): forward keeps only each layer's input res[l] (fp32); backward
- * reruns layer l's forward into one shared activation set before differentiating it. Without
- * it, every layer keeps its own activation set.
+ * Recomputation (opts.recompute, LLAMA_RECOMPUTE_*): 0 (none) keeps every layer's activation set.
+ * 1 (whole layer) keeps only each layer's input res[l] (fp32); backward reruns layer l's forward,
+ * GEMMs and attention included, into one shared activation set before differentiating it.
+ * 2 (selective) keeps per layer what a GEMM or attention produced - qkv (after RoPE, as
+ * attention reads it), the attention output, xmid (res[l] + the o projection), gate | up - and
+ * the norms' rstd rows; backward recomputes only xn1, xn2 (x * rstd * w from the kept x and
+ * rstd) and h = silu(gate) * up into one shared set, with the forward's own arithmetic, so
+ * the gradients are the same bits as without recomputation. No GEMM runs twice; the price is
+ * the kept set's memory (about 90 KiB per token and layer for Llama-3-8B in bf16). (Attention
+ * backward recomputes its probabilities from q and k: it keeps no statistics.)
  *
  * Errors: every CUDA and cuBLAS call is checked; a failure sets backend->err (at creation, the
  * caller's err) to "kernels.cu:LINE: CALL failed: REASON (hint: ...)" and the call returns -1;
@@ -309,6 +316,16 @@ __global__ void add_rmsnorm_fwd_k(float *sum, float *sum_copy, void *out_act, fl
             store_float(out, row + d, sum[row + d] * rstd_t * load_float(w, d));
         if (threadIdx.x == 0) rstd[t] = rstd_t;
     }
+}
+
+/* out[t, :] = x[t, :] * rstd[t] * w with a known rstd: selective recomputation's norm, the
+ * forward kernels' expression on the rstd they stored, so the same bits as their output. */
+template <typename Act>
+__global__ void rmsnorm_apply_k(void *out_act, const float *rstd, const float *x, const void *w_act, int T, int D)
+{
+    Act *out = (Act *)out_act;
+    const Act *w = (const Act *)w_act;
+    ROWS_COLS(t, T, d, D) store_float(out, t * D + d, x[t * D + d] * rstd[t] * load_float(w, d));
 }
 
 /* dx[t, :] += rstd (dxh - xh mean(dxh xh)), xh = x rstd, dxh = dy w. One block per row. When
@@ -701,17 +718,19 @@ __global__ void fill_k(Param *p, size_t n, float val)
  * of T <= max_T tokens uses their first T rows. */
 
 /* What one layer's forward keeps for its backward (one set per layer, or one shared set that
- * backward refills by recomputation). */
+ * backward refills by recomputation). Selective recomputation keeps the tensors marked "kept"
+ * per layer and shares one copy of the "cheap" ones, which backward recomputes from the kept
+ * (recompute_cheap); a tensor added here is kept unless an elementwise pass rebuilds it. */
 typedef struct {
-    void *xn1;     /* [max_T, D] act: input_layernorm output (q/k/v projections' input) */
-    float *rstd1;  /* [max_T] 1 / rms of each row of res[l], for the norm's backward */
-    void *qkv;     /* [max_T, QKV] act: q and k after RoPE, v */
-    void *att;     /* [max_T, HD] act: attention output (o_proj input) */
-    float *xmid;   /* [max_T, D] residual stream after attention, fp32 */
-    void *xn2;     /* [max_T, D] act: post_attention_layernorm output */
-    float *rstd2;  /* [max_T] 1 / rms of each row of xmid */
-    void *gu;      /* [max_T, 2I] act: gate | up, the fused gate_proj and up_proj outputs */
-    void *h;       /* [max_T, I] act: silu(gate) * up (down_proj input) */
+    void *xn1;     /* cheap: [max_T, D] act: input_layernorm output (q/k/v projections' input) */
+    float *rstd1;  /* kept: [max_T] 1 / rms of each row of res[l], for the norm's backward */
+    void *qkv;     /* kept: [max_T, QKV] act: q and k after RoPE, v */
+    void *att;     /* kept: [max_T, HD] act: attention output (o_proj input) */
+    float *xmid;   /* kept: [max_T, D] residual stream after attention, fp32 */
+    void *xn2;     /* cheap: [max_T, D] act: post_attention_layernorm output */
+    float *rstd2;  /* kept: [max_T] 1 / rms of each row of xmid */
+    void *gu;      /* kept: [max_T, 2I] act: gate | up, the fused gate_proj and up_proj outputs */
+    void *h;       /* cheap: [max_T, I] act: silu(gate) * up (down_proj input) */
 } layer_acts;
 
 /* Where one layer's tensors start in the flat parameter layout, in elements (llama_layout
@@ -741,7 +760,8 @@ typedef struct cuda_ctx {
     int device;              /* CUDA device index; set current at each entry point */
     int bf16_compute;        /* activations and compute weights are bf16 (opts.bf16) */
     int lean;                /* master weights, grads and moments are bf16 too (opts.lean_optimizer) */
-    int recompute;           /* keep only res[l]; backward reruns each layer's forward */
+    int recompute;           /* LLAMA_RECOMPUTE_*: 0 none; 1 keep only res[l], backward reruns each
+                                layer's forward; 2 selective (see the header comment) */
     int max_T;               /* tokens the buffers are planned for (opts.max_tokens) */
     int max_seq;             /* longest sequence, <= max_T: sizes the attention scores
                                 (opts.max_seq_tokens, or max_T when that is 0) */
@@ -766,7 +786,8 @@ typedef struct cuda_ctx {
     /* activations */
     float *res;              /* [L + 1, max_T, D] residual stream at each layer input; res[L] final */
     layer_acts *acts;        /* [n_acts] */
-    int n_acts;              /* L, or 1 with recompute */
+    int n_acts;              /* L, or 1 with whole-layer recompute; in selective mode the L sets
+                                share acts[0]'s cheap tensors (xn1, xn2, h) */
     void *xf;                /* [max_T, D] act: final norm output (LM head input) */
     float *rstd_final;       /* [max_T] 1 / rms of each row of res[L] */
 
@@ -996,6 +1017,14 @@ static int linear_bwd(cuda_ctx *c, void *dx, cudaDataType_t dx_type, float beta_
 static int op_rmsnorm_fwd(cuda_ctx *c, void *out, float *rstd, const float *x, const void *w, int T, int D)
 {
     LAUNCH_ACT(c, rmsnorm_fwd_k, row_blocks(T), 256, out, rstd, x, w, T, D, c->cfg.rms_norm_eps);
+    CHECK_LAUNCH();
+    return 0;
+}
+
+/* out = x * rstd * w with the rstd a forward stored (selective recomputation). */
+static int op_rmsnorm_apply(cuda_ctx *c, void *out, const float *rstd, const float *x, const void *w, int T, int D)
+{
+    LAUNCH_ACT(c, rmsnorm_apply_k, rows_cols_grid(T, D), 256, out, rstd, x, w, T, D);
     CHECK_LAUNCH();
     return 0;
 }
@@ -1243,6 +1272,18 @@ static int layer_fwd(cuda_ctx *c, int l, layer_acts *a, int T, int full)
     return 0;
 }
 
+/* Selective recomputation: layer l's cheap activations (xn1, xn2, h, in the shared set) from
+ * what its forward kept (res[l], rstd1, xmid, rstd2, gu), by the forward's own expressions: the
+ * same bits as the forward wrote. Three memory-bound passes, no GEMM. */
+static int recompute_cheap(cuda_ctx *c, int l, layer_acts *a, int T)
+{
+    const layer_offsets *off = &c->layer_offs[l];
+    const float *x = c->res + (size_t)l * c->max_T * c->D;
+    if (op_rmsnorm_apply(c, a->xn1, a->rstd1, x, weight_at(c, off->input_layernorm), T, c->D)) return -1;
+    if (op_rmsnorm_apply(c, a->xn2, a->rstd2, a->xmid, weight_at(c, off->post_attention_layernorm), T, c->D)) return -1;
+    return op_swiglu_fwd(c, a->h, a->gu, T, c->I);
+}
+
 /* Layer l backward: c->dres holds d res[l + 1] on entry and d res[l] on exit. */
 static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
 {
@@ -1366,7 +1407,7 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
     LAUNCH_ACT(c, embed_fwd_k, rows_cols_grid(T, D), 256, c->res, weight_at(c, c->off_embed), c->tokens, T, D);
     CHECK_LAUNCH();
     for (int l = 0; l < c->L; l++)
-        if (layer_fwd(c, l, &c->acts[c->recompute ? 0 : l], T, 1)) return -1;
+        if (layer_fwd(c, l, &c->acts[c->recompute == LLAMA_RECOMPUTE_LAYER ? 0 : l], T, 1)) return -1;
     if (op_rmsnorm_fwd(c, c->xf, c->rstd_final, c->res + (size_t)c->L * c->max_T * D, weight_at(c, c->off_norm), T, D))
         return -1;
     if (op_lm_fwd(c, T)) return -1;
@@ -1396,8 +1437,9 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
                        c->res + (size_t)c->L * c->max_T * D, c->rstd_final, weight_at(c, c->off_norm), T, D))
         return -1;
     for (int l = c->L - 1; l >= 0; l--) {
-        layer_acts *a = &c->acts[c->recompute ? 0 : l];
-        if (c->recompute && layer_fwd(c, l, a, T, 0)) return -1;
+        layer_acts *a = &c->acts[c->recompute == LLAMA_RECOMPUTE_LAYER ? 0 : l];
+        if (c->recompute == LLAMA_RECOMPUTE_LAYER && layer_fwd(c, l, a, T, 0)) return -1;
+        if (c->recompute == LLAMA_RECOMPUTE_SELECTIVE && recompute_cheap(c, l, a, T)) return -1;
         if (layer_bwd(c, l, a, T)) return -1;
     }
     const int *groups = c->emb_groups;
@@ -1599,7 +1641,9 @@ static void ctx_free(cuda_ctx *c)
     if (c->acts)
         for (int i = 0; i < c->n_acts; i++) {
             layer_acts *a = &c->acts[i];
-            void *act_bufs[] = {a->xn1, a->rstd1, a->qkv, a->att, a->xmid, a->xn2, a->rstd2, a->gu, a->h};
+            const layer_acts *a0 = &c->acts[0];   /* selective: the cheap tensors are a0's (freed once) */
+            void *act_bufs[] = {i && a->xn1 == a0->xn1 ? NULL : a->xn1, a->rstd1, a->qkv, a->att, a->xmid,
+                                i && a->xn2 == a0->xn2 ? NULL : a->xn2, a->rstd2, a->gu, i && a->h == a0->h ? NULL : a->h};
             for (size_t k = 0; k < sizeof act_bufs / sizeof act_bufs[0]; k++) if (act_bufs[k]) cudaFree(act_bufs[k]);
         }
     if (c->prof_events)
@@ -1634,6 +1678,11 @@ static int check_opts(const llama_config *cfg, const llama_cuda_opts *opts, char
         set_err(err, errsz, "cuda backend: max_tokens must be >= 1 (the largest batch), got %d", opts->max_tokens);
         return -1;
     }
+    if (opts->recompute < LLAMA_RECOMPUTE_NONE || opts->recompute > LLAMA_RECOMPUTE_SELECTIVE) {
+        set_err(err, errsz, "cuda backend: recompute must be 0 (none), 1 (whole layer) or 2 (selective), got %d",
+                opts->recompute);
+        return -1;
+    }
     if (opts->max_seq_tokens < 0) {
         set_err(err, errsz, "cuda backend: max_seq_tokens must be >= 0 (0: as max_tokens), got %d", opts->max_seq_tokens);
         return -1;
@@ -1661,12 +1710,12 @@ static void ctx_shape(cuda_ctx *c, const llama_config *cfg, const llama_cuda_opt
     c->QKV = (c->H + 2 * c->K) * c->hd; c->HD = c->H * c->hd; c->q_per_kv = c->H / c->K;
     c->bf16_compute = opts->bf16 ? 1 : 0;
     c->lean = opts->lean_optimizer ? 1 : 0;
-    c->recompute = opts->recompute ? 1 : 0;
+    c->recompute = opts->recompute;
     c->profile = opts->profile ? 1 : 0;
     c->act_size = c->bf16_compute ? 2 : 4;
     c->max_T = opts->max_tokens;
     c->max_seq = opts->max_seq_tokens > 0 && opts->max_seq_tokens < c->max_T ? opts->max_seq_tokens : c->max_T;
-    c->n_acts = c->recompute ? 1 : c->L;
+    c->n_acts = c->recompute == LLAMA_RECOMPUTE_LAYER ? 1 : c->L;
     c->cublas_ws_size = (size_t)32 << 20;
     /* LM-head chunk: about 256 MiB of fp32 logits, a multiple of 128 columns. Tests force small
      * chunks with LLAMA_CUDA_LM_CHUNK to exercise the merging across chunks. */
@@ -1701,9 +1750,12 @@ static void plan_memory(const cuda_ctx *c, mem_plan *p)
     p->weights = N * master_size + (c->bf16_compute && !c->lean ? N * 2 : 0);
     p->grads = N * grad_size(c);
     p->optim = 2 * N * master_size;
-    size_t per_layer = T * (D * act + 4 + (size_t)c->QKV * act + (size_t)c->HD * act + D * 4 + D * act + 4 +
-                            2 * I * act + I * act);
-    p->acts = (size_t)(c->L + 1) * T * D * 4 + (size_t)c->n_acts * per_layer + T * (D * act + 4);
+    /* an activation set: the kept tensors (rstd1, qkv, att, xmid, rstd2, gu) and the cheap ones
+     * (xn1, xn2, h), which selective recomputation allocates once for all n_acts sets */
+    size_t kept = T * (4 + (size_t)c->QKV * act + (size_t)c->HD * act + D * 4 + 4 + 2 * I * act);
+    size_t cheap = T * (D * act + D * act + I * act);
+    size_t n_cheap = c->recompute == LLAMA_RECOMPUTE_SELECTIVE ? 1 : (size_t)c->n_acts;
+    p->acts = (size_t)(c->L + 1) * T * D * 4 + (size_t)c->n_acts * kept + n_cheap * cheap + T * (D * act + 4);
     size_t proj_cols = (size_t)(2 * c->I > c->QKV ? 2 * c->I : c->QKV);
     p->work = T * D * 4 * 3 + T * D * act + T * (size_t)c->HD * act + T * I * act + T * proj_cols * act +
               T * (size_t)c->QKV * 4 + (size_t)c->K * S * (size_t)padded_ld((int)S) * (4 + act) +
@@ -1717,7 +1769,9 @@ static void plan_text(const cuda_ctx *c, const mem_plan *p, char *out, size_t ou
     snprintf(out, outsz,
              "memory plan (%s%s%s, %zu params, %d tokens, sequences <= %d): weights %.2f GiB, grads %.2f GiB, "
              "optimizer %.2f GiB, activations %.2f GiB, workspace %.2f GiB, total %.2f GiB",
-             c->bf16_compute ? "bf16" : "fp32", c->lean ? " lean" : "", c->recompute ? " recompute" : "", c->n_params,
+             c->bf16_compute ? "bf16" : "fp32", c->lean ? " lean" : "",
+             c->recompute == LLAMA_RECOMPUTE_SELECTIVE ? " selective recompute" : c->recompute ? " recompute" : "",
+             c->n_params,
              c->max_T, c->max_seq, gib(p->weights), gib(p->grads), gib(p->optim), gib(p->acts), gib(p->work),
              gib(p->total));
 }
@@ -1860,9 +1914,13 @@ static int alloc_device(cuda_ctx *c, char *err, size_t errsz)
     ALLOC(c->res, (size_t)(c->L + 1) * T * D * 4);
     for (int i = 0; i < c->n_acts; i++) {
         layer_acts *a = &c->acts[i];
-        ALLOC(a->xn1, T * D * act); ALLOC(a->rstd1, T * 4); ALLOC(a->qkv, T * c->QKV * act);
-        ALLOC(a->att, T * c->HD * act); ALLOC(a->xmid, T * D * 4); ALLOC(a->xn2, T * D * act);
-        ALLOC(a->rstd2, T * 4); ALLOC(a->gu, T * 2 * I * act); ALLOC(a->h, T * I * act);
+        ALLOC(a->rstd1, T * 4); ALLOC(a->qkv, T * c->QKV * act); ALLOC(a->att, T * c->HD * act);
+        ALLOC(a->xmid, T * D * 4); ALLOC(a->rstd2, T * 4); ALLOC(a->gu, T * 2 * I * act);
+        if (i > 0 && c->recompute == LLAMA_RECOMPUTE_SELECTIVE) {   /* one shared copy of the cheap ones */
+            a->xn1 = c->acts[0].xn1; a->xn2 = c->acts[0].xn2; a->h = c->acts[0].h;
+        } else {
+            ALLOC(a->xn1, T * D * act); ALLOC(a->xn2, T * D * act); ALLOC(a->h, T * I * act);
+        }
     }
     ALLOC(c->xf, T * D * act); ALLOC(c->rstd_final, T * 4);
     ALLOC(c->dres, T * D * 4); ALLOC(c->dxn, T * D * 4); ALLOC(c->dxf, T * D * 4); ALLOC(c->dres_cast, T * D * act);
