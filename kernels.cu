@@ -48,6 +48,12 @@
  * Errors: every CUDA and cuBLAS call is checked; a failure sets backend->err (at creation, the
  * caller's err) to "kernels.cu:LINE: CALL failed: REASON (hint: ...)" and the call returns -1;
  * after such a failure every later call refuses with that message (the state is unknown).
+ * backward and adamw_step return with their kernels in flight (no cudaDeviceSynchronize): a
+ * fault inside them is reported by the next call that waits for the device (grad_norm,
+ * get_state, forward's upload).
+ *
+ * Optimizer: one AdamW launch over all tensors (adamw_multi_*_k) with a device table of
+ * (offset, size, decay flag); lean mode's stochastic rounding is seeded per (step, tensor).
  *
  * Determinism: no atomics anywhere (the grad norm sums in two fixed-order passes, the embedding
  * gradient adds each token's positions in order), so one build on one GPU gives the same bits
@@ -662,35 +668,92 @@ __global__ void sum_partials_k(double *out, const double *partials, int n)
  * decay = 1 - lr wd, step = lr / bc1, sq_bc2 = sqrt(bc2) formed on the host. Optionally
  * refreshes the bf16 compute copy w16 (round to nearest). Letters as in model.h's AdamW comment
  * (p, g, m, v, b1, b2); gi, mi, vi, pi are element i's values. */
+__device__ __forceinline__ void adamw_f32_elem(float *p, const float *g, float *m, float *v, bf16 *w16, size_t i,
+                                               float scale, float b1, float b2, float eps, float decay, float step,
+                                               float sq_bc2)
+{
+    float gi = g[i] * scale;
+    float mi = b1 * m[i] + (1.f - b1) * gi;
+    float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    float pi = p[i] * decay - step * mi / (sqrtf(vi) / sq_bc2 + eps);
+    m[i] = mi; v[i] = vi; p[i] = pi;
+    if (w16) w16[i] = __float2bfloat16(pi);
+}
 __global__ void adamw_f32_k(float *p, const float *g, float *m, float *v, bf16 *w16, size_t n,
                             float scale, float b1, float b2, float eps, float decay, float step,
                             float sq_bc2)
 {
-    GRID_LOOP(i, n) {
-        float gi = g[i] * scale;
-        float mi = b1 * m[i] + (1.f - b1) * gi;
-        float vi = b2 * v[i] + (1.f - b2) * gi * gi;
-        float pi = p[i] * decay - step * mi / (sqrtf(vi) / sq_bc2 + eps);
-        m[i] = mi; v[i] = vi; p[i] = pi;
-        if (w16) w16[i] = __float2bfloat16(pi);
-    }
+    GRID_LOOP(i, n) adamw_f32_elem(p, g, m, v, w16, i, scale, b1, b2, eps, decay, step, sq_bc2);
 }
 
 /* AdamW in lean mode: bf16 weights, grads and moments, computed in fp32 and stored with
  * stochastic rounding (independent random bits for p, m, v from the seed and the element
  * index; the seed is a function of the step and the tensor, lean_round_seed). */
+__device__ __forceinline__ void adamw_bf16_elem(bf16 *p, const bf16 *g, bf16 *m, bf16 *v, size_t i, size_t index,
+                                                float scale, float b1, float b2, float eps, float decay, float step,
+                                                float sq_bc2, uint32_t seed)
+{
+    float gi = __bfloat162float(g[i]) * scale;
+    float mi = b1 * __bfloat162float(m[i]) + (1.f - b1) * gi;
+    float vi = b2 * __bfloat162float(v[i]) + (1.f - b2) * gi * gi;
+    float pi = __bfloat162float(p[i]) * decay - step * mi / (sqrtf(vi) / sq_bc2 + eps);
+    p[i] = bf16_round_stochastic(pi, hash_index(seed * 3u + 0u, index));
+    m[i] = bf16_round_stochastic(mi, hash_index(seed * 3u + 1u, index));
+    v[i] = bf16_round_stochastic(vi, hash_index(seed * 3u + 2u, index));
+}
 __global__ void adamw_bf16_k(bf16 *p, const bf16 *g, bf16 *m, bf16 *v, size_t n, float scale,
                              float b1, float b2, float eps, float decay, float step, float sq_bc2,
                              uint32_t seed)
 {
+    GRID_LOOP(i, n) adamw_bf16_elem(p, g, m, v, i, i, scale, b1, b2, eps, decay, step, sq_bc2, seed);
+}
+
+/* Multi-tensor AdamW: one launch over the flat buffers of every tensor, with the per-tensor
+ * parts (weight decay, lean mode's rounding seed, the element's index within its tensor) from a
+ * device table sorted by offset. Each thread walks the table forward as its grid-stride index
+ * grows; elements outside every tensor (none in llama_layout) are left alone. Element by element
+ * the per-tensor kernels above (adamw_f32_k, adamw_bf16_k): the same bits (test_kernels). */
+typedef struct {
+    size_t offset, numel;   /* elements, in the flat layout */
+    int decay;              /* 1: weight decay applies (2-D tensors) */
+} adamw_tensor;
+
+/* Tensor t's slot for flat index i, from t on (the table sorted by offset); n_tab when past the
+ * last. */
+__device__ __forceinline__ int adamw_find(const adamw_tensor *tab, int n_tab, int t, size_t i)
+{
+    while (t < n_tab && i >= tab[t].offset + tab[t].numel) t++;
+    return t;
+}
+
+/* decay_2d / decay_1d: (1 - lr wd) for the decayed tensors and (1 - lr 0) for the others, as the
+ * per-tensor launches formed them. */
+__global__ void adamw_multi_f32_k(float *p, const float *g, float *m, float *v, bf16 *w16, const adamw_tensor *tab,
+                                  int n_tab, size_t n, float scale, float b1, float b2, float eps, float decay_2d,
+                                  float decay_1d, float step, float sq_bc2)
+{
+    int t = 0;
     GRID_LOOP(i, n) {
-        float gi = __bfloat162float(g[i]) * scale;
-        float mi = b1 * __bfloat162float(m[i]) + (1.f - b1) * gi;
-        float vi = b2 * __bfloat162float(v[i]) + (1.f - b2) * gi * gi;
-        float pi = __bfloat162float(p[i]) * decay - step * mi / (sqrtf(vi) / sq_bc2 + eps);
-        p[i] = bf16_round_stochastic(pi, hash_index(seed * 3u + 0u, i));
-        m[i] = bf16_round_stochastic(mi, hash_index(seed * 3u + 1u, i));
-        v[i] = bf16_round_stochastic(vi, hash_index(seed * 3u + 2u, i));
+        t = adamw_find(tab, n_tab, t, i);
+        if (t == n_tab) break;
+        if (i < tab[t].offset) continue;
+        adamw_f32_elem(p, g, m, v, w16, i, scale, b1, b2, eps, tab[t].decay ? decay_2d : decay_1d, step, sq_bc2);
+    }
+}
+
+/* Lean mode: tensor t's seed is seed0 + t, i.e. lean_round_seed(step, t) for seed0 =
+ * lean_round_seed(step, 0) (the seed is linear in t). */
+__global__ void adamw_multi_bf16_k(bf16 *p, const bf16 *g, bf16 *m, bf16 *v, const adamw_tensor *tab, int n_tab,
+                                   size_t n, float scale, float b1, float b2, float eps, float decay_2d,
+                                   float decay_1d, float step, float sq_bc2, uint32_t seed0)
+{
+    int t = 0;
+    GRID_LOOP(i, n) {
+        t = adamw_find(tab, n_tab, t, i);
+        if (t == n_tab) break;
+        if (i < tab[t].offset) continue;
+        adamw_bf16_elem(p, g, m, v, i, i - tab[t].offset, scale, b1, b2, eps, tab[t].decay ? decay_2d : decay_1d,
+                        step, sq_bc2, seed0 + (uint32_t)t);
     }
 }
 
@@ -823,6 +886,7 @@ typedef struct cuda_ctx {
     float *rope_cos, *rope_sin;    /* [max_T, hd/2] each, by position and frequency */
     double *sumsq;           /* [1 + MAX_ELEM_BLOCKS] the gradient norm's sum of squares, then
                                 the per-block partial sums it adds up */
+    adamw_tensor *adamw_tab; /* [n_tensors] the multi-tensor AdamW's table (upload_adamw_table) */
 
     /* the last forward's batch, on the host: backward and attention's per-sequence loops */
     int T, n_seq;
@@ -1453,7 +1517,9 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
                                              groups + 2 * c->max_T + 1, c->n_distinct, D);
     CHECK_LAUNCH();
     prof_region(c, PROF_IDLE);
-    CUDA_CHECK(cudaDeviceSynchronize());
+    /* No synchronisation: what reads the gradients next (grad_norm's download, get_state, the
+     * next forward's upload) waits for them, and the host prepares the next batch meanwhile. A
+     * fault inside these kernels is reported by that next call. */
     return 0;
 }
 
@@ -1504,8 +1570,10 @@ static uint32_t lean_round_seed(long step, int tensor)
     return (uint32_t)step * 7919u + (uint32_t)tensor;
 }
 
-/* Per tensor, because weight decay depends on the tensor (2-D only) and lean mode's rounding
- * seed does too; the scalar parts of the update are formed here in double. */
+/* One launch over every tensor (adamw_multi_*_k): weight decay (2-D tensors only) and lean
+ * mode's rounding seed come from the device table; the scalar parts of the update are formed
+ * here in double. No synchronisation: the next call that needs the results (a download, the
+ * next forward's upload) waits for them, and reports a fault of these kernels if there is one. */
 static int cuda_adamw_step(llama_backend *b, const llama_adamw *opt, float grad_scale)
 {
     cuda_ctx *c = ctx_of(b);
@@ -1517,27 +1585,22 @@ static int cuda_adamw_step(llama_backend *b, const llama_adamw *opt, float grad_
     CUDA_CHECK(cudaSetDevice(c->device));
     double bc1 = 1.0 - pow(opt->beta1, (double)opt->step), bc2 = 1.0 - pow(opt->beta2, (double)opt->step);
     float step = (float)(opt->lr / bc1), sq_bc2 = (float)sqrt(bc2);
+    float decay_2d = (float)(1.0 - opt->lr * opt->weight_decay), decay_1d = (float)(1.0 - opt->lr * 0.0);
+    size_t n = c->n_params;
     prof_region(c, PROF_OPTIMIZER);
-    for (int i = 0; i < c->n_tensors; i++) {
-        const llama_tensor_info *ti = &c->tensors[i];
-        float decay = (float)(1.0 - opt->lr * (ti->ndim == 2 ? opt->weight_decay : 0.0));
-        size_t off = ti->offset, n = ti->numel;
-        if (c->lean)
-            LAUNCH(elem_blocks(n), 256, adamw_bf16_k)((bf16 *)c->master + off, (const bf16 *)c->grad + off,
-                                                      (bf16 *)c->adam_m + off,
-                                                      (bf16 *)c->adam_v + off, n, grad_scale, (float)opt->beta1,
-                                                      (float)opt->beta2, (float)opt->eps, decay, step, sq_bc2,
-                                                      lean_round_seed(opt->step, i));
-        else
-            LAUNCH(elem_blocks(n), 256, adamw_f32_k)((float *)c->master + off, (const float *)c->grad + off,
-                                                     (float *)c->adam_m + off, (float *)c->adam_v + off,
-                                                     c->bf16_compute ? (bf16 *)c->weights + off : NULL, n, grad_scale,
-                                                     (float)opt->beta1, (float)opt->beta2, (float)opt->eps, decay, step,
-                                                     sq_bc2);
-        CHECK_LAUNCH();
-    }
+    if (c->lean)
+        LAUNCH(elem_blocks(n), 256, adamw_multi_bf16_k)((bf16 *)c->master, (const bf16 *)c->grad, (bf16 *)c->adam_m,
+                                                        (bf16 *)c->adam_v, c->adamw_tab, c->n_tensors, n, grad_scale,
+                                                        (float)opt->beta1, (float)opt->beta2, (float)opt->eps, decay_2d,
+                                                        decay_1d, step, sq_bc2, lean_round_seed(opt->step, 0));
+    else
+        LAUNCH(elem_blocks(n), 256, adamw_multi_f32_k)((float *)c->master, (const float *)c->grad, (float *)c->adam_m,
+                                                       (float *)c->adam_v, c->bf16_compute ? (bf16 *)c->weights : NULL,
+                                                       c->adamw_tab, c->n_tensors, n, grad_scale, (float)opt->beta1,
+                                                       (float)opt->beta2, (float)opt->eps, decay_2d, decay_1d, step,
+                                                       sq_bc2);
+    CHECK_LAUNCH();
     prof_region(c, PROF_IDLE);
-    CUDA_CHECK(cudaDeviceSynchronize());
     return 0;
 }
 
@@ -1636,7 +1699,7 @@ static void ctx_free(cuda_ctx *c)
                     c->xf, c->rstd_final, c->dres, c->dxn, c->dres_cast, c->datt, c->dh, c->dproj, c->dqkv_f32,
                     c->scores, c->probs, c->logits, c->dlogits, c->dxf, c->row_max, c->row_sumexp, c->label_logit,
                     c->lse, c->logp, c->label_dlogp, c->batch_ints, c->rope_cos,
-                    c->rope_sin, c->sumsq, c->cublas_ws};
+                    c->rope_sin, c->sumsq, c->adamw_tab, c->cublas_ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) if (bufs[i]) cudaFree(bufs[i]);
     if (c->acts)
         for (int i = 0; i < c->n_acts; i++) {
@@ -1726,7 +1789,7 @@ static void ctx_shape(cuda_ctx *c, const llama_config *cfg, const llama_cuda_opt
     if (forced && atoi(forced) > 0) cols = (size_t)atoi(forced);
     c->lm_chunk = cols >= (size_t)c->V ? c->V : (int)cols;
     c->lm_ld = padded_ld(c->lm_chunk);
-    llama_layout(cfg, NULL, &c->n_params);
+    c->n_tensors = llama_layout(cfg, NULL, &c->n_params);
 }
 
 /* Device memory by use, in bytes (what the cudaMallocs below will ask for). */
@@ -1760,7 +1823,8 @@ static void plan_memory(const cuda_ctx *c, mem_plan *p)
     p->work = T * D * 4 * 3 + T * D * act + T * (size_t)c->HD * act + T * I * act + T * proj_cols * act +
               T * (size_t)c->QKV * 4 + (size_t)c->K * S * (size_t)padded_ld((int)S) * (4 + act) +
               T * (size_t)c->lm_ld * (4 + act) + T * 6 * 4 + T * 3 * 4 + (3 * T + 1) * 4 +
-              T * (size_t)(c->hd / 2) * 8 + (1 + (size_t)MAX_ELEM_BLOCKS) * 8 + c->cublas_ws_size;
+              T * (size_t)(c->hd / 2) * 8 + (1 + (size_t)MAX_ELEM_BLOCKS) * 8 +
+              (size_t)c->n_tensors * sizeof(adamw_tensor) + c->cublas_ws_size;
     p->total = p->weights + p->grads + p->optim + p->acts + p->work;
 }
 
@@ -1934,6 +1998,7 @@ static int alloc_device(cuda_ctx *c, char *err, size_t errsz)
     c->tokens = c->batch_ints; c->positions = c->tokens + T; c->labels = c->positions + T; c->emb_groups = c->labels + T;
     ALLOC(c->rope_cos, T * (c->hd / 2) * 4); ALLOC(c->rope_sin, T * (c->hd / 2) * 4);
     ALLOC(c->sumsq, (1 + (size_t)MAX_ELEM_BLOCKS) * 8);
+    ALLOC(c->adamw_tab, (size_t)c->n_tensors * sizeof(adamw_tensor));
     ALLOC(c->cublas_ws, c->cublas_ws_size);
 #undef ALLOC
     return 0;
@@ -1982,6 +2047,30 @@ static int upload_rope_tables(cuda_ctx *c, char *err, size_t errsz)
     free(inv_freq); free(cos_sin);
     if (e != cudaSuccess) {
         set_err(err, errsz, "kernels.cu:%d: rope table upload failed: %s", __LINE__, cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+/* The multi-tensor AdamW's table from the layout (offsets ascending, as adamw_multi_*_k walk
+ * it; llama_layout lays tensors out in order). */
+static int upload_adamw_table(cuda_ctx *c, char *err, size_t errsz)
+{
+    adamw_tensor *tab = (adamw_tensor *)calloc((size_t)c->n_tensors, sizeof *tab);
+    if (!tab) { set_err(err, errsz, "cuda backend: out of host memory"); return -1; }
+    for (int i = 0; i < c->n_tensors; i++) {
+        const llama_tensor_info *ti = &c->tensors[i];
+        tab[i].offset = ti->offset; tab[i].numel = ti->numel; tab[i].decay = ti->ndim == 2;
+        if (i > 0 && ti->offset < tab[i - 1].offset + tab[i - 1].numel) {
+            set_err(err, errsz, "cuda backend: tensor %d overlaps or precedes the one before it in the layout", i);
+            free(tab);
+            return -1;
+        }
+    }
+    cudaError_t e = cudaMemcpy(c->adamw_tab, tab, (size_t)c->n_tensors * sizeof *tab, cudaMemcpyHostToDevice);
+    free(tab);
+    if (e != cudaSuccess) {
+        set_err(err, errsz, "kernels.cu:%d: cudaMemcpy(adamw table) failed: %s", __LINE__, cudaGetErrorString(e));
         return -1;
     }
     return 0;
@@ -2082,7 +2171,7 @@ extern "C" llama_backend *llama_cuda_backend_create(const llama_model *m, const 
     b->n_params = c->n_params;
     if (alloc_host(c, &m->cfg, err, errsz) || find_offsets(c, err, errsz) || check_fits(c, opts->verbose, err, errsz) ||
         alloc_device(c, err, errsz) || setup_cublas(c, err, errsz) || upload_rope_tables(c, err, errsz) ||
-        init_state(c, m, err, errsz)) {
+        upload_adamw_table(c, err, errsz) || init_state(c, m, err, errsz)) {
         ctx_free(c);
         free(b);
         return NULL;

@@ -53,6 +53,7 @@ extern int cudaGetDeviceCount(int *count);
 extern int cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 extern int cudaMalloc(void **p, size_t bytes);
 extern int cudaFree(void *p);
+extern int cudaDeviceSynchronize(void);
 
 static const double GIB = 1024.0 * 1024.0 * 1024.0;
 
@@ -254,8 +255,9 @@ int main(int argc, char **argv)
     llama_adamw adamw = {1e-5, 0.9, 0.95, 1e-8, 0.0, 0};
     double loss0 = 0, loss = 0, split[5] = {0};
     for (int step = 0; step < a.steps + 1; step++) {    /* step 0 is a warm-up, not timed */
-        /* each backend call ends synchronised (logp copied back; backward and AdamW
-         * synchronise), so host clocks around them time the device work */
+        /* forward ends synchronised (logp copied back); backward and AdamW return with work in
+         * flight, so the bench waits for the device after them: host clocks then time the
+         * device work of each part */
         double t0 = now(), fwd = 0, bwd = 0;
         backend->zero_grad(backend);
         loss = 0;
@@ -267,6 +269,7 @@ int main(int argc, char **argv)
             llama_completion_logp(&batch, logp, sum);
             loss += apo_grads(&batch, sum, ref + (size_t)k * n_seq, a.pairs, A, dlogp);
             if (backend->backward(backend, &batch, dlogp)) { printf("FAIL backward: %s\n", backend->err); return 1; }
+            cudaDeviceSynchronize();
             fwd += t_b - t_a;
             bwd += now() - t_b;
         }
@@ -275,6 +278,7 @@ int main(int argc, char **argv)
         adamw.step = step + 1;
         float clip_scale = grad_norm > 1.0 ? (float)(1.0 / grad_norm) : 1.f;
         if (backend->adamw_step(backend, &adamw, clip_scale)) { printf("FAIL adamw: %s\n", backend->err); return 1; }
+        cudaDeviceSynchronize();
         double t1 = now();
         if (step == 0) loss0 = loss;
         if (step == 0 && a.profile && llama_cuda_time_split(backend, split, 1)) {   /* reset after the warm-up */
