@@ -34,13 +34,26 @@
  * GEMM multiplies by V. Only [K, n, n] scores are alive at any time (sized by the longest
  * sequence, opts.max_seq_tokens; rows padded to 8 elements); backward recomputes them.
  *
- * Recomputation (opts.recompute): forward keeps only each layer's input res[l] (fp32); backward
- * reruns layer l's forward into one shared activation set before differentiating it. Without
- * it, every layer keeps its own activation set.
+ * Recomputation (opts.recompute, LLAMA_RECOMPUTE_*): 0 (none) keeps every layer's activation set.
+ * 1 (whole layer) keeps only each layer's input res[l] (fp32); backward reruns layer l's forward,
+ * GEMMs and attention included, into one shared activation set before differentiating it.
+ * 2 (selective) keeps per layer what a GEMM or attention produced - qkv (after RoPE, as
+ * attention reads it), the attention output, xmid (res[l] + the o projection), gate | up - and
+ * the norms' rstd rows; backward recomputes only xn1, xn2 (x * rstd * w from the kept x and
+ * rstd) and h = silu(gate) * up into one shared set, with the forward's own arithmetic, so
+ * the gradients are the same bits as without recomputation. No GEMM runs twice; the price is
+ * the kept set's memory (about 90 KiB per token and layer for Llama-3-8B in bf16). (Attention
+ * backward recomputes its probabilities from q and k: it keeps no statistics.)
  *
  * Errors: every CUDA and cuBLAS call is checked; a failure sets backend->err (at creation, the
  * caller's err) to "kernels.cu:LINE: CALL failed: REASON (hint: ...)" and the call returns -1;
  * after such a failure every later call refuses with that message (the state is unknown).
+ * backward and adamw_step return with their kernels in flight (no cudaDeviceSynchronize): a
+ * fault inside them is reported by the next call that waits for the device (grad_norm,
+ * get_state, forward's upload).
+ *
+ * Optimizer: one AdamW launch over all tensors (adamw_multi_*_k) with a device table of
+ * (offset, size, decay flag); lean mode's stochastic rounding is seeded per (step, tensor).
  *
  * Determinism: no atomics anywhere (the grad norm sums in two fixed-order passes, the embedding
  * gradient adds each token's positions in order), so one build on one GPU gives the same bits
@@ -309,6 +322,16 @@ __global__ void add_rmsnorm_fwd_k(float *sum, float *sum_copy, void *out_act, fl
             store_float(out, row + d, sum[row + d] * rstd_t * load_float(w, d));
         if (threadIdx.x == 0) rstd[t] = rstd_t;
     }
+}
+
+/* out[t, :] = x[t, :] * rstd[t] * w with a known rstd: selective recomputation's norm, the
+ * forward kernels' expression on the rstd they stored, so the same bits as their output. */
+template <typename Act>
+__global__ void rmsnorm_apply_k(void *out_act, const float *rstd, const float *x, const void *w_act, int T, int D)
+{
+    Act *out = (Act *)out_act;
+    const Act *w = (const Act *)w_act;
+    ROWS_COLS(t, T, d, D) store_float(out, t * D + d, x[t * D + d] * rstd[t] * load_float(w, d));
 }
 
 /* dx[t, :] += rstd (dxh - xh mean(dxh xh)), xh = x rstd, dxh = dy w. One block per row. When
@@ -645,35 +668,92 @@ __global__ void sum_partials_k(double *out, const double *partials, int n)
  * decay = 1 - lr wd, step = lr / bc1, sq_bc2 = sqrt(bc2) formed on the host. Optionally
  * refreshes the bf16 compute copy w16 (round to nearest). Letters as in model.h's AdamW comment
  * (p, g, m, v, b1, b2); gi, mi, vi, pi are element i's values. */
+__device__ __forceinline__ void adamw_f32_elem(float *p, const float *g, float *m, float *v, bf16 *w16, size_t i,
+                                               float scale, float b1, float b2, float eps, float decay, float step,
+                                               float sq_bc2)
+{
+    float gi = g[i] * scale;
+    float mi = b1 * m[i] + (1.f - b1) * gi;
+    float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    float pi = p[i] * decay - step * mi / (sqrtf(vi) / sq_bc2 + eps);
+    m[i] = mi; v[i] = vi; p[i] = pi;
+    if (w16) w16[i] = __float2bfloat16(pi);
+}
 __global__ void adamw_f32_k(float *p, const float *g, float *m, float *v, bf16 *w16, size_t n,
                             float scale, float b1, float b2, float eps, float decay, float step,
                             float sq_bc2)
 {
-    GRID_LOOP(i, n) {
-        float gi = g[i] * scale;
-        float mi = b1 * m[i] + (1.f - b1) * gi;
-        float vi = b2 * v[i] + (1.f - b2) * gi * gi;
-        float pi = p[i] * decay - step * mi / (sqrtf(vi) / sq_bc2 + eps);
-        m[i] = mi; v[i] = vi; p[i] = pi;
-        if (w16) w16[i] = __float2bfloat16(pi);
-    }
+    GRID_LOOP(i, n) adamw_f32_elem(p, g, m, v, w16, i, scale, b1, b2, eps, decay, step, sq_bc2);
 }
 
 /* AdamW in lean mode: bf16 weights, grads and moments, computed in fp32 and stored with
  * stochastic rounding (independent random bits for p, m, v from the seed and the element
  * index; the seed is a function of the step and the tensor, lean_round_seed). */
+__device__ __forceinline__ void adamw_bf16_elem(bf16 *p, const bf16 *g, bf16 *m, bf16 *v, size_t i, size_t index,
+                                                float scale, float b1, float b2, float eps, float decay, float step,
+                                                float sq_bc2, uint32_t seed)
+{
+    float gi = __bfloat162float(g[i]) * scale;
+    float mi = b1 * __bfloat162float(m[i]) + (1.f - b1) * gi;
+    float vi = b2 * __bfloat162float(v[i]) + (1.f - b2) * gi * gi;
+    float pi = __bfloat162float(p[i]) * decay - step * mi / (sqrtf(vi) / sq_bc2 + eps);
+    p[i] = bf16_round_stochastic(pi, hash_index(seed * 3u + 0u, index));
+    m[i] = bf16_round_stochastic(mi, hash_index(seed * 3u + 1u, index));
+    v[i] = bf16_round_stochastic(vi, hash_index(seed * 3u + 2u, index));
+}
 __global__ void adamw_bf16_k(bf16 *p, const bf16 *g, bf16 *m, bf16 *v, size_t n, float scale,
                              float b1, float b2, float eps, float decay, float step, float sq_bc2,
                              uint32_t seed)
 {
+    GRID_LOOP(i, n) adamw_bf16_elem(p, g, m, v, i, i, scale, b1, b2, eps, decay, step, sq_bc2, seed);
+}
+
+/* Multi-tensor AdamW: one launch over the flat buffers of every tensor, with the per-tensor
+ * parts (weight decay, lean mode's rounding seed, the element's index within its tensor) from a
+ * device table sorted by offset. Each thread walks the table forward as its grid-stride index
+ * grows; elements outside every tensor (none in llama_layout) are left alone. Element by element
+ * the per-tensor kernels above (adamw_f32_k, adamw_bf16_k): the same bits (test_kernels). */
+typedef struct {
+    size_t offset, numel;   /* elements, in the flat layout */
+    int decay;              /* 1: weight decay applies (2-D tensors) */
+} adamw_tensor;
+
+/* Tensor t's slot for flat index i, from t on (the table sorted by offset); n_tab when past the
+ * last. */
+__device__ __forceinline__ int adamw_find(const adamw_tensor *tab, int n_tab, int t, size_t i)
+{
+    while (t < n_tab && i >= tab[t].offset + tab[t].numel) t++;
+    return t;
+}
+
+/* decay_2d / decay_1d: (1 - lr wd) for the decayed tensors and (1 - lr 0) for the others, as the
+ * per-tensor launches formed them. */
+__global__ void adamw_multi_f32_k(float *p, const float *g, float *m, float *v, bf16 *w16, const adamw_tensor *tab,
+                                  int n_tab, size_t n, float scale, float b1, float b2, float eps, float decay_2d,
+                                  float decay_1d, float step, float sq_bc2)
+{
+    int t = 0;
     GRID_LOOP(i, n) {
-        float gi = __bfloat162float(g[i]) * scale;
-        float mi = b1 * __bfloat162float(m[i]) + (1.f - b1) * gi;
-        float vi = b2 * __bfloat162float(v[i]) + (1.f - b2) * gi * gi;
-        float pi = __bfloat162float(p[i]) * decay - step * mi / (sqrtf(vi) / sq_bc2 + eps);
-        p[i] = bf16_round_stochastic(pi, hash_index(seed * 3u + 0u, i));
-        m[i] = bf16_round_stochastic(mi, hash_index(seed * 3u + 1u, i));
-        v[i] = bf16_round_stochastic(vi, hash_index(seed * 3u + 2u, i));
+        t = adamw_find(tab, n_tab, t, i);
+        if (t == n_tab) break;
+        if (i < tab[t].offset) continue;
+        adamw_f32_elem(p, g, m, v, w16, i, scale, b1, b2, eps, tab[t].decay ? decay_2d : decay_1d, step, sq_bc2);
+    }
+}
+
+/* Lean mode: tensor t's seed is seed0 + t, i.e. lean_round_seed(step, t) for seed0 =
+ * lean_round_seed(step, 0) (the seed is linear in t). */
+__global__ void adamw_multi_bf16_k(bf16 *p, const bf16 *g, bf16 *m, bf16 *v, const adamw_tensor *tab, int n_tab,
+                                   size_t n, float scale, float b1, float b2, float eps, float decay_2d,
+                                   float decay_1d, float step, float sq_bc2, uint32_t seed0)
+{
+    int t = 0;
+    GRID_LOOP(i, n) {
+        t = adamw_find(tab, n_tab, t, i);
+        if (t == n_tab) break;
+        if (i < tab[t].offset) continue;
+        adamw_bf16_elem(p, g, m, v, i, i - tab[t].offset, scale, b1, b2, eps, tab[t].decay ? decay_2d : decay_1d,
+                        step, sq_bc2, seed0 + (uint32_t)t);
     }
 }
 
@@ -701,17 +781,19 @@ __global__ void fill_k(Param *p, size_t n, float val)
  * of T <= max_T tokens uses their first T rows. */
 
 /* What one layer's forward keeps for its backward (one set per layer, or one shared set that
- * backward refills by recomputation). */
+ * backward refills by recomputation). Selective recomputation keeps the tensors marked "kept"
+ * per layer and shares one copy of the "cheap" ones, which backward recomputes from the kept
+ * (recompute_cheap); a tensor added here is kept unless an elementwise pass rebuilds it. */
 typedef struct {
-    void *xn1;     /* [max_T, D] act: input_layernorm output (q/k/v projections' input) */
-    float *rstd1;  /* [max_T] 1 / rms of each row of res[l], for the norm's backward */
-    void *qkv;     /* [max_T, QKV] act: q and k after RoPE, v */
-    void *att;     /* [max_T, HD] act: attention output (o_proj input) */
-    float *xmid;   /* [max_T, D] residual stream after attention, fp32 */
-    void *xn2;     /* [max_T, D] act: post_attention_layernorm output */
-    float *rstd2;  /* [max_T] 1 / rms of each row of xmid */
-    void *gu;      /* [max_T, 2I] act: gate | up, the fused gate_proj and up_proj outputs */
-    void *h;       /* [max_T, I] act: silu(gate) * up (down_proj input) */
+    void *xn1;     /* cheap: [max_T, D] act: input_layernorm output (q/k/v projections' input) */
+    float *rstd1;  /* kept: [max_T] 1 / rms of each row of res[l], for the norm's backward */
+    void *qkv;     /* kept: [max_T, QKV] act: q and k after RoPE, v */
+    void *att;     /* kept: [max_T, HD] act: attention output (o_proj input) */
+    float *xmid;   /* kept: [max_T, D] residual stream after attention, fp32 */
+    void *xn2;     /* cheap: [max_T, D] act: post_attention_layernorm output */
+    float *rstd2;  /* kept: [max_T] 1 / rms of each row of xmid */
+    void *gu;      /* kept: [max_T, 2I] act: gate | up, the fused gate_proj and up_proj outputs */
+    void *h;       /* cheap: [max_T, I] act: silu(gate) * up (down_proj input) */
 } layer_acts;
 
 /* Where one layer's tensors start in the flat parameter layout, in elements (llama_layout
@@ -741,7 +823,8 @@ typedef struct cuda_ctx {
     int device;              /* CUDA device index; set current at each entry point */
     int bf16_compute;        /* activations and compute weights are bf16 (opts.bf16) */
     int lean;                /* master weights, grads and moments are bf16 too (opts.lean_optimizer) */
-    int recompute;           /* keep only res[l]; backward reruns each layer's forward */
+    int recompute;           /* LLAMA_RECOMPUTE_*: 0 none; 1 keep only res[l], backward reruns each
+                                layer's forward; 2 selective (see the header comment) */
     int max_T;               /* tokens the buffers are planned for (opts.max_tokens) */
     int max_seq;             /* longest sequence, <= max_T: sizes the attention scores
                                 (opts.max_seq_tokens, or max_T when that is 0) */
@@ -766,7 +849,8 @@ typedef struct cuda_ctx {
     /* activations */
     float *res;              /* [L + 1, max_T, D] residual stream at each layer input; res[L] final */
     layer_acts *acts;        /* [n_acts] */
-    int n_acts;              /* L, or 1 with recompute */
+    int n_acts;              /* L, or 1 with whole-layer recompute; in selective mode the L sets
+                                share acts[0]'s cheap tensors (xn1, xn2, h) */
     void *xf;                /* [max_T, D] act: final norm output (LM head input) */
     float *rstd_final;       /* [max_T] 1 / rms of each row of res[L] */
 
@@ -802,6 +886,7 @@ typedef struct cuda_ctx {
     float *rope_cos, *rope_sin;    /* [max_T, hd/2] each, by position and frequency */
     double *sumsq;           /* [1 + MAX_ELEM_BLOCKS] the gradient norm's sum of squares, then
                                 the per-block partial sums it adds up */
+    adamw_tensor *adamw_tab; /* [n_tensors] the multi-tensor AdamW's table (upload_adamw_table) */
 
     /* the last forward's batch, on the host: backward and attention's per-sequence loops */
     int T, n_seq;
@@ -996,6 +1081,14 @@ static int linear_bwd(cuda_ctx *c, void *dx, cudaDataType_t dx_type, float beta_
 static int op_rmsnorm_fwd(cuda_ctx *c, void *out, float *rstd, const float *x, const void *w, int T, int D)
 {
     LAUNCH_ACT(c, rmsnorm_fwd_k, row_blocks(T), 256, out, rstd, x, w, T, D, c->cfg.rms_norm_eps);
+    CHECK_LAUNCH();
+    return 0;
+}
+
+/* out = x * rstd * w with the rstd a forward stored (selective recomputation). */
+static int op_rmsnorm_apply(cuda_ctx *c, void *out, const float *rstd, const float *x, const void *w, int T, int D)
+{
+    LAUNCH_ACT(c, rmsnorm_apply_k, rows_cols_grid(T, D), 256, out, rstd, x, w, T, D);
     CHECK_LAUNCH();
     return 0;
 }
@@ -1243,6 +1336,18 @@ static int layer_fwd(cuda_ctx *c, int l, layer_acts *a, int T, int full)
     return 0;
 }
 
+/* Selective recomputation: layer l's cheap activations (xn1, xn2, h, in the shared set) from
+ * what its forward kept (res[l], rstd1, xmid, rstd2, gu), by the forward's own expressions: the
+ * same bits as the forward wrote. Three memory-bound passes, no GEMM. */
+static int recompute_cheap(cuda_ctx *c, int l, layer_acts *a, int T)
+{
+    const layer_offsets *off = &c->layer_offs[l];
+    const float *x = c->res + (size_t)l * c->max_T * c->D;
+    if (op_rmsnorm_apply(c, a->xn1, a->rstd1, x, weight_at(c, off->input_layernorm), T, c->D)) return -1;
+    if (op_rmsnorm_apply(c, a->xn2, a->rstd2, a->xmid, weight_at(c, off->post_attention_layernorm), T, c->D)) return -1;
+    return op_swiglu_fwd(c, a->h, a->gu, T, c->I);
+}
+
 /* Layer l backward: c->dres holds d res[l + 1] on entry and d res[l] on exit. */
 static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
 {
@@ -1366,7 +1471,7 @@ static int cuda_forward(llama_backend *b, const llama_batch *batch, float *logp)
     LAUNCH_ACT(c, embed_fwd_k, rows_cols_grid(T, D), 256, c->res, weight_at(c, c->off_embed), c->tokens, T, D);
     CHECK_LAUNCH();
     for (int l = 0; l < c->L; l++)
-        if (layer_fwd(c, l, &c->acts[c->recompute ? 0 : l], T, 1)) return -1;
+        if (layer_fwd(c, l, &c->acts[c->recompute == LLAMA_RECOMPUTE_LAYER ? 0 : l], T, 1)) return -1;
     if (op_rmsnorm_fwd(c, c->xf, c->rstd_final, c->res + (size_t)c->L * c->max_T * D, weight_at(c, c->off_norm), T, D))
         return -1;
     if (op_lm_fwd(c, T)) return -1;
@@ -1396,8 +1501,9 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
                        c->res + (size_t)c->L * c->max_T * D, c->rstd_final, weight_at(c, c->off_norm), T, D))
         return -1;
     for (int l = c->L - 1; l >= 0; l--) {
-        layer_acts *a = &c->acts[c->recompute ? 0 : l];
-        if (c->recompute && layer_fwd(c, l, a, T, 0)) return -1;
+        layer_acts *a = &c->acts[c->recompute == LLAMA_RECOMPUTE_LAYER ? 0 : l];
+        if (c->recompute == LLAMA_RECOMPUTE_LAYER && layer_fwd(c, l, a, T, 0)) return -1;
+        if (c->recompute == LLAMA_RECOMPUTE_SELECTIVE && recompute_cheap(c, l, a, T)) return -1;
         if (layer_bwd(c, l, a, T)) return -1;
     }
     const int *groups = c->emb_groups;
@@ -1411,7 +1517,9 @@ static int cuda_backward(llama_backend *b, const llama_batch *batch, const float
                                              groups + 2 * c->max_T + 1, c->n_distinct, D);
     CHECK_LAUNCH();
     prof_region(c, PROF_IDLE);
-    CUDA_CHECK(cudaDeviceSynchronize());
+    /* No synchronisation: what reads the gradients next (grad_norm's download, get_state, the
+     * next forward's upload) waits for them, and the host prepares the next batch meanwhile. A
+     * fault inside these kernels is reported by that next call. */
     return 0;
 }
 
@@ -1462,8 +1570,10 @@ static uint32_t lean_round_seed(long step, int tensor)
     return (uint32_t)step * 7919u + (uint32_t)tensor;
 }
 
-/* Per tensor, because weight decay depends on the tensor (2-D only) and lean mode's rounding
- * seed does too; the scalar parts of the update are formed here in double. */
+/* One launch over every tensor (adamw_multi_*_k): weight decay (2-D tensors only) and lean
+ * mode's rounding seed come from the device table; the scalar parts of the update are formed
+ * here in double. No synchronisation: the next call that needs the results (a download, the
+ * next forward's upload) waits for them, and reports a fault of these kernels if there is one. */
 static int cuda_adamw_step(llama_backend *b, const llama_adamw *opt, float grad_scale)
 {
     cuda_ctx *c = ctx_of(b);
@@ -1475,27 +1585,22 @@ static int cuda_adamw_step(llama_backend *b, const llama_adamw *opt, float grad_
     CUDA_CHECK(cudaSetDevice(c->device));
     double bc1 = 1.0 - pow(opt->beta1, (double)opt->step), bc2 = 1.0 - pow(opt->beta2, (double)opt->step);
     float step = (float)(opt->lr / bc1), sq_bc2 = (float)sqrt(bc2);
+    float decay_2d = (float)(1.0 - opt->lr * opt->weight_decay), decay_1d = (float)(1.0 - opt->lr * 0.0);
+    size_t n = c->n_params;
     prof_region(c, PROF_OPTIMIZER);
-    for (int i = 0; i < c->n_tensors; i++) {
-        const llama_tensor_info *ti = &c->tensors[i];
-        float decay = (float)(1.0 - opt->lr * (ti->ndim == 2 ? opt->weight_decay : 0.0));
-        size_t off = ti->offset, n = ti->numel;
-        if (c->lean)
-            LAUNCH(elem_blocks(n), 256, adamw_bf16_k)((bf16 *)c->master + off, (const bf16 *)c->grad + off,
-                                                      (bf16 *)c->adam_m + off,
-                                                      (bf16 *)c->adam_v + off, n, grad_scale, (float)opt->beta1,
-                                                      (float)opt->beta2, (float)opt->eps, decay, step, sq_bc2,
-                                                      lean_round_seed(opt->step, i));
-        else
-            LAUNCH(elem_blocks(n), 256, adamw_f32_k)((float *)c->master + off, (const float *)c->grad + off,
-                                                     (float *)c->adam_m + off, (float *)c->adam_v + off,
-                                                     c->bf16_compute ? (bf16 *)c->weights + off : NULL, n, grad_scale,
-                                                     (float)opt->beta1, (float)opt->beta2, (float)opt->eps, decay, step,
-                                                     sq_bc2);
-        CHECK_LAUNCH();
-    }
+    if (c->lean)
+        LAUNCH(elem_blocks(n), 256, adamw_multi_bf16_k)((bf16 *)c->master, (const bf16 *)c->grad, (bf16 *)c->adam_m,
+                                                        (bf16 *)c->adam_v, c->adamw_tab, c->n_tensors, n, grad_scale,
+                                                        (float)opt->beta1, (float)opt->beta2, (float)opt->eps, decay_2d,
+                                                        decay_1d, step, sq_bc2, lean_round_seed(opt->step, 0));
+    else
+        LAUNCH(elem_blocks(n), 256, adamw_multi_f32_k)((float *)c->master, (const float *)c->grad, (float *)c->adam_m,
+                                                       (float *)c->adam_v, c->bf16_compute ? (bf16 *)c->weights : NULL,
+                                                       c->adamw_tab, c->n_tensors, n, grad_scale, (float)opt->beta1,
+                                                       (float)opt->beta2, (float)opt->eps, decay_2d, decay_1d, step,
+                                                       sq_bc2);
+    CHECK_LAUNCH();
     prof_region(c, PROF_IDLE);
-    CUDA_CHECK(cudaDeviceSynchronize());
     return 0;
 }
 
@@ -1594,12 +1699,14 @@ static void ctx_free(cuda_ctx *c)
                     c->xf, c->rstd_final, c->dres, c->dxn, c->dres_cast, c->datt, c->dh, c->dproj, c->dqkv_f32,
                     c->scores, c->probs, c->logits, c->dlogits, c->dxf, c->row_max, c->row_sumexp, c->label_logit,
                     c->lse, c->logp, c->label_dlogp, c->batch_ints, c->rope_cos,
-                    c->rope_sin, c->sumsq, c->cublas_ws};
+                    c->rope_sin, c->sumsq, c->adamw_tab, c->cublas_ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) if (bufs[i]) cudaFree(bufs[i]);
     if (c->acts)
         for (int i = 0; i < c->n_acts; i++) {
             layer_acts *a = &c->acts[i];
-            void *act_bufs[] = {a->xn1, a->rstd1, a->qkv, a->att, a->xmid, a->xn2, a->rstd2, a->gu, a->h};
+            const layer_acts *a0 = &c->acts[0];   /* selective: the cheap tensors are a0's (freed once) */
+            void *act_bufs[] = {i && a->xn1 == a0->xn1 ? NULL : a->xn1, a->rstd1, a->qkv, a->att, a->xmid,
+                                i && a->xn2 == a0->xn2 ? NULL : a->xn2, a->rstd2, a->gu, i && a->h == a0->h ? NULL : a->h};
             for (size_t k = 0; k < sizeof act_bufs / sizeof act_bufs[0]; k++) if (act_bufs[k]) cudaFree(act_bufs[k]);
         }
     if (c->prof_events)
@@ -1634,6 +1741,11 @@ static int check_opts(const llama_config *cfg, const llama_cuda_opts *opts, char
         set_err(err, errsz, "cuda backend: max_tokens must be >= 1 (the largest batch), got %d", opts->max_tokens);
         return -1;
     }
+    if (opts->recompute < LLAMA_RECOMPUTE_NONE || opts->recompute > LLAMA_RECOMPUTE_SELECTIVE) {
+        set_err(err, errsz, "cuda backend: recompute must be 0 (none), 1 (whole layer) or 2 (selective), got %d",
+                opts->recompute);
+        return -1;
+    }
     if (opts->max_seq_tokens < 0) {
         set_err(err, errsz, "cuda backend: max_seq_tokens must be >= 0 (0: as max_tokens), got %d", opts->max_seq_tokens);
         return -1;
@@ -1661,12 +1773,12 @@ static void ctx_shape(cuda_ctx *c, const llama_config *cfg, const llama_cuda_opt
     c->QKV = (c->H + 2 * c->K) * c->hd; c->HD = c->H * c->hd; c->q_per_kv = c->H / c->K;
     c->bf16_compute = opts->bf16 ? 1 : 0;
     c->lean = opts->lean_optimizer ? 1 : 0;
-    c->recompute = opts->recompute ? 1 : 0;
+    c->recompute = opts->recompute;
     c->profile = opts->profile ? 1 : 0;
     c->act_size = c->bf16_compute ? 2 : 4;
     c->max_T = opts->max_tokens;
     c->max_seq = opts->max_seq_tokens > 0 && opts->max_seq_tokens < c->max_T ? opts->max_seq_tokens : c->max_T;
-    c->n_acts = c->recompute ? 1 : c->L;
+    c->n_acts = c->recompute == LLAMA_RECOMPUTE_LAYER ? 1 : c->L;
     c->cublas_ws_size = (size_t)32 << 20;
     /* LM-head chunk: about 256 MiB of fp32 logits, a multiple of 128 columns. Tests force small
      * chunks with LLAMA_CUDA_LM_CHUNK to exercise the merging across chunks. */
@@ -1677,7 +1789,7 @@ static void ctx_shape(cuda_ctx *c, const llama_config *cfg, const llama_cuda_opt
     if (forced && atoi(forced) > 0) cols = (size_t)atoi(forced);
     c->lm_chunk = cols >= (size_t)c->V ? c->V : (int)cols;
     c->lm_ld = padded_ld(c->lm_chunk);
-    llama_layout(cfg, NULL, &c->n_params);
+    c->n_tensors = llama_layout(cfg, NULL, &c->n_params);
 }
 
 /* Device memory by use, in bytes (what the cudaMallocs below will ask for). */
@@ -1701,14 +1813,18 @@ static void plan_memory(const cuda_ctx *c, mem_plan *p)
     p->weights = N * master_size + (c->bf16_compute && !c->lean ? N * 2 : 0);
     p->grads = N * grad_size(c);
     p->optim = 2 * N * master_size;
-    size_t per_layer = T * (D * act + 4 + (size_t)c->QKV * act + (size_t)c->HD * act + D * 4 + D * act + 4 +
-                            2 * I * act + I * act);
-    p->acts = (size_t)(c->L + 1) * T * D * 4 + (size_t)c->n_acts * per_layer + T * (D * act + 4);
+    /* an activation set: the kept tensors (rstd1, qkv, att, xmid, rstd2, gu) and the cheap ones
+     * (xn1, xn2, h), which selective recomputation allocates once for all n_acts sets */
+    size_t kept = T * (4 + (size_t)c->QKV * act + (size_t)c->HD * act + D * 4 + 4 + 2 * I * act);
+    size_t cheap = T * (D * act + D * act + I * act);
+    size_t n_cheap = c->recompute == LLAMA_RECOMPUTE_SELECTIVE ? 1 : (size_t)c->n_acts;
+    p->acts = (size_t)(c->L + 1) * T * D * 4 + (size_t)c->n_acts * kept + n_cheap * cheap + T * (D * act + 4);
     size_t proj_cols = (size_t)(2 * c->I > c->QKV ? 2 * c->I : c->QKV);
     p->work = T * D * 4 * 3 + T * D * act + T * (size_t)c->HD * act + T * I * act + T * proj_cols * act +
               T * (size_t)c->QKV * 4 + (size_t)c->K * S * (size_t)padded_ld((int)S) * (4 + act) +
               T * (size_t)c->lm_ld * (4 + act) + T * 6 * 4 + T * 3 * 4 + (3 * T + 1) * 4 +
-              T * (size_t)(c->hd / 2) * 8 + (1 + (size_t)MAX_ELEM_BLOCKS) * 8 + c->cublas_ws_size;
+              T * (size_t)(c->hd / 2) * 8 + (1 + (size_t)MAX_ELEM_BLOCKS) * 8 +
+              (size_t)c->n_tensors * sizeof(adamw_tensor) + c->cublas_ws_size;
     p->total = p->weights + p->grads + p->optim + p->acts + p->work;
 }
 
@@ -1717,7 +1833,9 @@ static void plan_text(const cuda_ctx *c, const mem_plan *p, char *out, size_t ou
     snprintf(out, outsz,
              "memory plan (%s%s%s, %zu params, %d tokens, sequences <= %d): weights %.2f GiB, grads %.2f GiB, "
              "optimizer %.2f GiB, activations %.2f GiB, workspace %.2f GiB, total %.2f GiB",
-             c->bf16_compute ? "bf16" : "fp32", c->lean ? " lean" : "", c->recompute ? " recompute" : "", c->n_params,
+             c->bf16_compute ? "bf16" : "fp32", c->lean ? " lean" : "",
+             c->recompute == LLAMA_RECOMPUTE_SELECTIVE ? " selective recompute" : c->recompute ? " recompute" : "",
+             c->n_params,
              c->max_T, c->max_seq, gib(p->weights), gib(p->grads), gib(p->optim), gib(p->acts), gib(p->work),
              gib(p->total));
 }
@@ -1860,9 +1978,13 @@ static int alloc_device(cuda_ctx *c, char *err, size_t errsz)
     ALLOC(c->res, (size_t)(c->L + 1) * T * D * 4);
     for (int i = 0; i < c->n_acts; i++) {
         layer_acts *a = &c->acts[i];
-        ALLOC(a->xn1, T * D * act); ALLOC(a->rstd1, T * 4); ALLOC(a->qkv, T * c->QKV * act);
-        ALLOC(a->att, T * c->HD * act); ALLOC(a->xmid, T * D * 4); ALLOC(a->xn2, T * D * act);
-        ALLOC(a->rstd2, T * 4); ALLOC(a->gu, T * 2 * I * act); ALLOC(a->h, T * I * act);
+        ALLOC(a->rstd1, T * 4); ALLOC(a->qkv, T * c->QKV * act); ALLOC(a->att, T * c->HD * act);
+        ALLOC(a->xmid, T * D * 4); ALLOC(a->rstd2, T * 4); ALLOC(a->gu, T * 2 * I * act);
+        if (i > 0 && c->recompute == LLAMA_RECOMPUTE_SELECTIVE) {   /* one shared copy of the cheap ones */
+            a->xn1 = c->acts[0].xn1; a->xn2 = c->acts[0].xn2; a->h = c->acts[0].h;
+        } else {
+            ALLOC(a->xn1, T * D * act); ALLOC(a->xn2, T * D * act); ALLOC(a->h, T * I * act);
+        }
     }
     ALLOC(c->xf, T * D * act); ALLOC(c->rstd_final, T * 4);
     ALLOC(c->dres, T * D * 4); ALLOC(c->dxn, T * D * 4); ALLOC(c->dxf, T * D * 4); ALLOC(c->dres_cast, T * D * act);
@@ -1876,6 +1998,7 @@ static int alloc_device(cuda_ctx *c, char *err, size_t errsz)
     c->tokens = c->batch_ints; c->positions = c->tokens + T; c->labels = c->positions + T; c->emb_groups = c->labels + T;
     ALLOC(c->rope_cos, T * (c->hd / 2) * 4); ALLOC(c->rope_sin, T * (c->hd / 2) * 4);
     ALLOC(c->sumsq, (1 + (size_t)MAX_ELEM_BLOCKS) * 8);
+    ALLOC(c->adamw_tab, (size_t)c->n_tensors * sizeof(adamw_tensor));
     ALLOC(c->cublas_ws, c->cublas_ws_size);
 #undef ALLOC
     return 0;
@@ -1924,6 +2047,30 @@ static int upload_rope_tables(cuda_ctx *c, char *err, size_t errsz)
     free(inv_freq); free(cos_sin);
     if (e != cudaSuccess) {
         set_err(err, errsz, "kernels.cu:%d: rope table upload failed: %s", __LINE__, cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+/* The multi-tensor AdamW's table from the layout (offsets ascending, as adamw_multi_*_k walk
+ * it; llama_layout lays tensors out in order). */
+static int upload_adamw_table(cuda_ctx *c, char *err, size_t errsz)
+{
+    adamw_tensor *tab = (adamw_tensor *)calloc((size_t)c->n_tensors, sizeof *tab);
+    if (!tab) { set_err(err, errsz, "cuda backend: out of host memory"); return -1; }
+    for (int i = 0; i < c->n_tensors; i++) {
+        const llama_tensor_info *ti = &c->tensors[i];
+        tab[i].offset = ti->offset; tab[i].numel = ti->numel; tab[i].decay = ti->ndim == 2;
+        if (i > 0 && ti->offset < tab[i - 1].offset + tab[i - 1].numel) {
+            set_err(err, errsz, "cuda backend: tensor %d overlaps or precedes the one before it in the layout", i);
+            free(tab);
+            return -1;
+        }
+    }
+    cudaError_t e = cudaMemcpy(c->adamw_tab, tab, (size_t)c->n_tensors * sizeof *tab, cudaMemcpyHostToDevice);
+    free(tab);
+    if (e != cudaSuccess) {
+        set_err(err, errsz, "kernels.cu:%d: cudaMemcpy(adamw table) failed: %s", __LINE__, cudaGetErrorString(e));
         return -1;
     }
     return 0;
@@ -2024,7 +2171,7 @@ extern "C" llama_backend *llama_cuda_backend_create(const llama_model *m, const 
     b->n_params = c->n_params;
     if (alloc_host(c, &m->cfg, err, errsz) || find_offsets(c, err, errsz) || check_fits(c, opts->verbose, err, errsz) ||
         alloc_device(c, err, errsz) || setup_cublas(c, err, errsz) || upload_rope_tables(c, err, errsz) ||
-        init_state(c, m, err, errsz)) {
+        upload_adamw_table(c, err, errsz) || init_state(c, m, err, errsz)) {
         ctx_free(c);
         free(b);
         return NULL;

@@ -67,6 +67,7 @@ typedef struct {
     double eval_split, adam_beta1, adam_beta2, adam_eps;
     int epochs, batch_size, micro_batch, max_length, save_every, eval_every, resume, overwrite;
     int max_steps, log_every, max_bad_steps, raw_text, keep_checkpoints, quiet, lean_optimizer, cuda_device;
+    int recompute;             /* CUDA: LLAMA_RECOMPUTE_* (what forward keeps for backward) */
     const char *checkpoint_state, *checkpoint_dtype;  /* what a checkpoint holds: "full"|"weights", "fp32"|"bf16" */
     const char *command_line;  /* the command as typed, for the resume hint (NULL: the demo) */
     uint64_t seed;
@@ -97,6 +98,7 @@ static void train_defaults(train_args *a) {
     a->max_bad_steps = 3;
     a->keep_checkpoints = 1;
     a->save_every = -1;            /* auto: about every tenth of the run (save_every_steps) */
+    a->recompute = LLAMA_RECOMPUTE_LAYER;
     a->checkpoint_state = "full";
     a->checkpoint_dtype = "fp32";
     a->seed = 42;
@@ -153,6 +155,7 @@ typedef struct {
     int max_seq_tokens;    /* CUDA: the longest single sequence (attention scratch); 0: max_tokens */
     int lean_optimizer;    /* CUDA: bf16 weights + bf16 moments (8 bytes/parameter) */
     int cuda_device;       /* CUDA device index */
+    int recompute;         /* CUDA: llama_cuda_opts.recompute (LLAMA_RECOMPUTE_*) */
 } backend_opts;
 
 #ifdef TRAINER_TEST_BACKEND
@@ -182,7 +185,7 @@ static llama_backend *backend_open(llama_model *m, const backend_opts *o, char *
             errf(err, errsz, "--precision must be fp32 or bf16, got '%s'", o->precision);
             return NULL;
         }
-        co.recompute = 1;
+        co.recompute = o->recompute;
         co.max_tokens = o->max_tokens;
         co.max_seq_tokens = o->max_seq_tokens;
         co.lean_optimizer = o->lean_optimizer;
@@ -723,6 +726,7 @@ static int open_run(train_run *r, char *err, size_t errsz) {
     bo.precision = a->precision;
     bo.lean_optimizer = a->lean_optimizer;
     bo.cuda_device = a->cuda_device;
+    bo.recompute = a->recompute;
     bo.max_tokens = 2 * a->micro_batch * longest;
     bo.max_seq_tokens = longest;
     if (!(r->b = backend_open(&r->m, &bo, err, errsz))) {
@@ -1056,7 +1060,7 @@ static const opt_range train_ranges[] = {
     {"--adam-eps", 1e-30, 1},       {"--max-grad-norm", 0, 1e30},     {"--eval-split", 0, 0.999},
     {"--eval-every", 0, 1 << 30},   {"--save-every", -1, 1 << 30},    {"--keep-checkpoints", 1, 1 << 20},
     {"--max-steps", 0, 1 << 30},    {"--log-every", 1, 1 << 30},      {"--max-bad-steps", 1, 1 << 30},
-    {"--cuda-device", 0, 1024},     {NULL, 0, 0}};
+    {"--cuda-device", 0, 1024},     {"--recompute", 0, 2},            {NULL, 0, 0}};
 
 static int cmd_train(int argc, char **argv) {
     train_args a;
@@ -1117,6 +1121,9 @@ static int cmd_train(int argc, char **argv) {
         {"--lean-optimizer", OPT_FLAG, &a.lean_optimizer, "",
          "CUDA bf16: bf16 weights and Adam moments, stochastic rounding (fits 8B on 80 GB)"},
         {"--cuda-device", OPT_INT, &a.cuda_device, "N", "CUDA device index"},
+        {"--recompute", OPT_INT, &a.recompute, "N",
+         "CUDA activations: 0 keep all; 1 keep layer inputs, rerun each layer in backward (least memory); "
+         "2 selective: keep GEMM outputs, recompute norms and SwiGLU (faster; more memory). Same results"},
         {"--chat-template", OPT_STR, &a.chat_template, "NAME",
          "override the template family: llama3, chatml, llama2"},
         {"--raw-text", OPT_FLAG, &a.raw_text, "",
@@ -1171,6 +1178,7 @@ static llama_backend *open_model(llama_model *m, const char *dir, const char *de
     bo.device = device;
     bo.precision = precision;
     bo.max_tokens = max_tokens;
+    bo.recompute = LLAMA_RECOMPUTE_LAYER;   /* forward only: one activation set is enough */
     if (!(b = backend_open(m, &bo, err, errsz))) llama_model_free(m);
     return b;
 }

@@ -1,7 +1,7 @@
 /* bench/gpu_bench.c - APO-zero training steps of the CUDA backend on a Llama shape, random init.
  *
  *   cuda_bench --shape 1b|8b|tiny|toy [--pairs P] [--seq-len n] [--accum A] [--mode fp32|bf16|lean]
- *              [--steps N] [--no-recompute] [--cap-gib G] [--profile] [--peak-tflops P]
+ *              [--steps N] [--recompute 0|1|2 | --no-recompute] [--cap-gib G] [--profile] [--peak-tflops P]
  *   cuda_bench --shape 1b|8b|tiny|toy --gemm-ceiling [--pairs P] [--seq-len n] [--peak-tflops P]
  *
  * The model is a config only (Llama-3.2-1B or Llama-3-8B shapes, a tiny one for smoke runs, a toy
@@ -20,6 +20,10 @@
  * that is the peak; the ballast of --cap-gib not counted). --profile adds a SPLIT line: device
  * milliseconds per step in layer GEMMs, attention, elementwise kernels, the LM head and the
  * optimizer (CUDA events).
+ *
+ * --recompute picks what forward keeps for backward (llama_cuda_opts.recompute): 0 everything,
+ * 1 each layer's input only, the layer rerun in backward (the default), 2 selective (GEMM and
+ * attention outputs kept, norms and SwiGLU recomputed); --no-recompute is --recompute 0.
  *
  * --cap-gib G makes a larger card behave like one of G GiB: a ballast allocation takes
  * everything above G before the backend plans its memory (79.6 for an 80 GB H100).
@@ -49,6 +53,7 @@ extern int cudaGetDeviceCount(int *count);
 extern int cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 extern int cudaMalloc(void **p, size_t bytes);
 extern int cudaFree(void *p);
+extern int cudaDeviceSynchronize(void);
 
 static const double GIB = 1024.0 * 1024.0 * 1024.0;
 
@@ -95,11 +100,11 @@ typedef struct {
 static int parse(int argc, char **argv, bench_args *a)
 {
     memset(a, 0, sizeof *a);
-    a->shape = "tiny"; a->mode = "bf16"; a->pairs = 2; a->seq_len = 2048; a->accum = 1; a->steps = 5; a->recompute = 1;
+    a->shape = "tiny"; a->mode = "bf16"; a->pairs = 2; a->seq_len = 2048; a->accum = 1; a->steps = 5; a->recompute = LLAMA_RECOMPUTE_LAYER;
     a->peak_tflops = 989.0;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(o, "--no-recompute")) { a->recompute = 0; continue; }
+        if (!strcmp(o, "--no-recompute")) { a->recompute = LLAMA_RECOMPUTE_NONE; continue; }
         if (!strcmp(o, "--profile")) { a->profile = 1; continue; }
         if (!strcmp(o, "--gemm-ceiling")) { a->gemm_ceiling = 1; continue; }
         if (!v) return -1;
@@ -109,12 +114,14 @@ static int parse(int argc, char **argv, bench_args *a)
         else if (!strcmp(o, "--seq-len")) a->seq_len = atoi(v);
         else if (!strcmp(o, "--accum")) a->accum = atoi(v);
         else if (!strcmp(o, "--steps")) a->steps = atoi(v);
+        else if (!strcmp(o, "--recompute")) a->recompute = atoi(v);
         else if (!strcmp(o, "--peak-tflops")) a->peak_tflops = atof(v);
         else if (!strcmp(o, "--cap-gib")) a->cap_gib = atof(v);
         else return -1;
         i++;
     }
     if (a->pairs < 1 || a->seq_len < 2 || a->accum < 1 || a->steps < 1 || !(a->peak_tflops > 0) || a->cap_gib < 0 ||
+        a->recompute < LLAMA_RECOMPUTE_NONE || a->recompute > LLAMA_RECOMPUTE_SELECTIVE ||
         (strcmp(a->mode, "fp32") && strcmp(a->mode, "bf16") && strcmp(a->mode, "lean")))
         return -1;
     return 0;
@@ -204,7 +211,8 @@ int main(int argc, char **argv)
     memset(&m, 0, sizeof m);                   /* params NULL: random init on the device */
     if (parse(argc, argv, &a) || shape(&m.cfg, a.shape)) {
         fprintf(stderr, "usage: %s --shape 1b|8b|tiny|toy [--pairs P] [--seq-len n] [--accum A] [--mode fp32|bf16|lean] "
-                "[--steps N] [--no-recompute] [--cap-gib G] [--profile] [--gemm-ceiling] [--peak-tflops P]\n", argv[0]);
+                "[--steps N] [--recompute 0|1|2 | --no-recompute] [--cap-gib G] [--profile] [--gemm-ceiling] "
+                "[--peak-tflops P]\n", argv[0]);
         return 2;
     }
     int ndev = 0;
@@ -247,8 +255,9 @@ int main(int argc, char **argv)
     llama_adamw adamw = {1e-5, 0.9, 0.95, 1e-8, 0.0, 0};
     double loss0 = 0, loss = 0, split[5] = {0};
     for (int step = 0; step < a.steps + 1; step++) {    /* step 0 is a warm-up, not timed */
-        /* each backend call ends synchronised (logp copied back; backward and AdamW
-         * synchronise), so host clocks around them time the device work */
+        /* forward ends synchronised (logp copied back); backward and AdamW return with work in
+         * flight, so the bench waits for the device after them: host clocks then time the
+         * device work of each part */
         double t0 = now(), fwd = 0, bwd = 0;
         backend->zero_grad(backend);
         loss = 0;
@@ -260,6 +269,7 @@ int main(int argc, char **argv)
             llama_completion_logp(&batch, logp, sum);
             loss += apo_grads(&batch, sum, ref + (size_t)k * n_seq, a.pairs, A, dlogp);
             if (backend->backward(backend, &batch, dlogp)) { printf("FAIL backward: %s\n", backend->err); return 1; }
+            cudaDeviceSynchronize();
             fwd += t_b - t_a;
             bwd += now() - t_b;
         }
@@ -268,6 +278,7 @@ int main(int argc, char **argv)
         adamw.step = step + 1;
         float clip_scale = grad_norm > 1.0 ? (float)(1.0 / grad_norm) : 1.f;
         if (backend->adamw_step(backend, &adamw, clip_scale)) { printf("FAIL adamw: %s\n", backend->err); return 1; }
+        cudaDeviceSynchronize();
         double t1 = now();
         if (step == 0) loss0 = loss;
         if (step == 0 && a.profile && llama_cuda_time_split(backend, split, 1)) {   /* reset after the warm-up */

@@ -190,13 +190,19 @@ typedef struct {
     int device;                      /* CUDA device index */
     int bf16;                        /* 0: fp32 everywhere, TF32 off (debug/parity); 1: bf16 */
     int lean_optimizer;              /* bf16 weights + bf16 moments, stochastic rounding */
-    int recompute;                   /* activation recomputation per layer */
+    int recompute;                   /* activation recomputation, LLAMA_RECOMPUTE_* below */
     int max_tokens;                  /* largest batch (T) it must plan memory for */
     int verbose;                     /* print the memory plan */
     int max_seq_tokens;              /* longest single sequence of a batch: sizes the attention
                                         scratch (0: max_tokens; a longer sequence is refused) */
     int profile;                     /* time each category of work with CUDA events (benchmarks) */
 } llama_cuda_opts;
+/* llama_cuda_opts.recompute: what forward keeps for backward (docs/design.md, "Recomputation").
+ * NONE: every layer's activations (most memory, no recomputation); LAYER: each layer's input
+ * only, backward reruns the layer's forward (GEMMs included; least memory); SELECTIVE: the
+ * outputs of the GEMMs and attention per layer, backward recomputes only the norms and SwiGLU
+ * (no GEMM twice; memory in between). All three give the same gradients. */
+enum { LLAMA_RECOMPUTE_NONE = 0, LLAMA_RECOMPUTE_LAYER = 1, LLAMA_RECOMPUTE_SELECTIVE = 2 };
 /* The CUDA backend (kernels.cu). In a build without CUDA it returns NULL with a message. */
 llama_backend *llama_cuda_backend_create(const llama_model *m, const llama_cuda_opts *opts,
                                          char *err, size_t errsz);

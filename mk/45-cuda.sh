@@ -93,13 +93,18 @@ build_cuda() {
 
 test_cuda() {
   # The CUDA backend on the CPU emulator: kernel tests, one parity case per mode (2 steps; lean
-  # against its CPU twin bit for bit, and resumed), the memory plan, then every stage of the GPU
+  # against its CPU twin bit for bit, and resumed; a recompute mode also against no recompute,
+  # bit for bit), the memory plan, then every stage of the GPU
   # script at toy sizes (its dry run). (Not under ASan: the emulator's fibers switch stacks.)
   if [ -z "$SAN" ] && [ -x "$BUILD/emu/cuda_kernels" ]; then
     run_test cuda_emu_kernels "$BUILD/emu/cuda_kernels"
     run_test cuda_emu_parity_fp32 "$BUILD/emu/cuda_parity" --case gqa_tied --mode fp32 --steps 2
     run_test cuda_emu_parity_fp32_recompute "$BUILD/emu/cuda_parity" --case llama3_mqa --mode fp32+recompute+chunk --steps 2
     run_test cuda_emu_parity_bf16 "$BUILD/emu/cuda_parity" --case mha_untied --mode bf16 --steps 2
+    run_test cuda_emu_parity_fp32_selective "$BUILD/emu/cuda_parity" --case gqa_tied --mode fp32+selective --steps 2
+    run_test cuda_emu_parity_bf16_selective "$BUILD/emu/cuda_parity" --case mha_untied --mode bf16+selective --steps 2
+    run_test cuda_emu_parity_lean_selective "$BUILD/emu/cuda_parity" --case llama3_mqa --mode "bf16 lean+selective" \
+      --steps 2 --exact-twin
     run_test cuda_emu_parity_lean "$BUILD/emu/cuda_parity" --case random-gqa-llama3 --mode "bf16 lean+recompute" --steps 2 \
       --exact-twin
     run_test cuda_emu_memory_plan "$BUILD/emu/cuda_plan"

@@ -9,7 +9,8 @@
 # mode, the refusals, compute-sanitizer when it works; (3) the cuBLAS ceiling at the exact 8B
 # and 1B GEMM shapes (to split the MFU between cuBLAS and our code); (4) Llama-3-8B lean at
 # 2048-token sequences, 2 and 4 pairs per micro-batch, 2 micro-batches per step as the trainer
-# accumulates, on a card capped to 80 GB by a ballast allocation; (5) Llama-3.2-1B at 2048-token
+# accumulates, on a card capped to 80 GB by a ballast allocation, and with selective recompute
+# at 1 pair (4 micro-batches per step: the same tokens); (5) Llama-3.2-1B at 2048-token
 # sequences, bf16 and lean, with and without recompute; (6) the PyTorch baseline
 # (bench/gpu_bench_torch.py, same shapes; it runs on the GPU while our build runs on the CPUs,
 # and the build waits for it, so no two measurements share the GPU); (7) a time split of one 8B
@@ -221,7 +222,7 @@ else
   step cuda_nodevice 30 "$B/cuda_nodevice"
   step cuda_kernels 90 "$KERNELS"
   step cuda_parity 120 "$PARITY" --steps 3
-  step cuda_parity_more_modes 60 sh -c "'$PARITY' --mode 'bf16 lean' --steps 3 && '$PARITY' --mode 'bf16+recompute' --steps 3"
+  step cuda_parity_more_modes 60 sh -c "'$PARITY' --mode 'bf16 lean' --steps 3 && '$PARITY' --mode 'bf16+recompute' --steps 3 && '$PARITY' --mode 'bf16 lean+selective' --steps 3"
   for t in "$B"/gpu/*; do
     case $(basename "$t") in cuda_kernels|cuda_parity) continue ;; esac
     [ -f "$t" ] && [ -x "$t" ] && step "$(basename "$t")" 60 "$t"
@@ -247,6 +248,7 @@ if [ $DRY -eq 1 ]; then
   bench ceiling_1b 30 "$BENCH" --shape toy --pairs 1 --seq-len 16 --gemm-ceiling
   bench 8b_lean_2pairs 60 "$BENCH" "${S[@]}" --mode lean --pairs 1 --accum 2 --cap-gib 70
   bench 8b_lean_4pairs 60 "$BENCH" "${S[@]}" --mode lean --pairs 2 --accum 1 --cap-gib 70
+  bench 8b_lean_selective 60 "$BENCH" "${S[@]}" --mode lean --pairs 1 --accum 2 --recompute 2 --cap-gib 70
   bench 1b_bf16_recompute 60 "$BENCH" "${S[@]}" --mode bf16 --pairs 1
   bench 1b_lean_no_recompute 60 "$BENCH" "${S[@]}" --mode lean --pairs 1 --no-recompute
   bench split_8b_lean 60 "$BENCH" "${S[@]}" --mode lean --pairs 1 --profile
@@ -260,6 +262,7 @@ else
   bench ceiling_1b 40 "$BENCH" --shape 1b --pairs 2 --seq-len 2048 --gemm-ceiling
   bench 8b_lean_2pairs 150 "$BENCH" "${S8[@]}" --pairs 2 --accum 2 --steps 3
   bench 8b_lean_4pairs 150 "$BENCH" "${S8[@]}" --pairs 4 --accum 2 --steps 2
+  bench 8b_lean_selective 120 "$BENCH" "${S8[@]}" --pairs 1 --accum 4 --steps 2 --recompute 2
   bench 1b_bf16_recompute 60 "$BENCH" "${S1[@]}" --mode bf16 --pairs 2 --accum 2 --steps 3
   bench 1b_bf16_no_recompute 60 "$BENCH" "${S1[@]}" --mode bf16 --pairs 2 --accum 2 --steps 3 --no-recompute
   bench 1b_lean_recompute 60 "$BENCH" "${S1[@]}" --mode lean --pairs 2 --accum 2 --steps 3

@@ -209,6 +209,11 @@ static void test_rmsnorm(int bf)
     REQUIRE_OK(op_rmsnorm_fwd(&c, dy, (float *)dr, (const float *)dx, dw, T, D));
     check(bf ? "rmsnorm_fwd bf16" : "rmsnorm_fwd fp32", dy, bf, ref, (size_t)T * D, rtol_of(bf), atol_of(bf, 1));
     check("rmsnorm_fwd rstd", dr, 0, rr, T, 1e-5, 0);
+    /* selective recomputation's norm from the stored rstd: the forward's bits */
+    void *dy2 = device_poisoned((size_t)T * D, bf);
+    REQUIRE_OK(op_rmsnorm_apply(&c, dy2, (const float *)dr, (const float *)dx, dw, T, D));
+    expect_same_bits(bf ? "rmsnorm_apply = fwd bf16" : "rmsnorm_apply = fwd fp32", dy2, dy, (size_t)T * D * (bf ? 2 : 4));
+    cudaFree(dy2);
     /* backward: dx += ..., dw += ...; both start from random values */
     float *grad_y = host_random((size_t)T * D, 1.f, 0), *dx0 = host_random((size_t)T * D, 1.f, 0), *dw0 = host_random(D, 1.f, 0);
     double *rdx = zeros_f64((size_t)T * D), *rdw = zeros_f64(D);
@@ -699,6 +704,70 @@ static void test_optim(void)
     free(g); free(p); free(m); free(v); free(rp); free(rm); free(rv);
 }
 
+/* The multi-tensor AdamW against the per-tensor kernels, launched per tensor as the backend
+ * did before (decay by tensor, lean seed lean_round_seed(step, t)): the same bits for p, m, v
+ * and the bf16 copy, over tensors of awkward sizes, with a gap between two of them that must
+ * stay untouched. */
+static void test_adamw_multi(void)
+{
+    const size_t sizes[] = {1, 300, 4099, 17, 70001, 256}, gap_after = 2, gap = 5;
+    const int decay[] = {0, 1, 1, 0, 1, 0}, nt = 6;
+    adamw_tensor tab[6];
+    size_t n = 0;
+    for (int t = 0; t < nt; t++) {
+        tab[t].offset = n; tab[t].numel = sizes[t]; tab[t].decay = decay[t];
+        n += sizes[t] + (t == (int)gap_after ? gap : 0);
+    }
+    adamw_tensor *dtab;
+    REQUIRE_CUDA(cudaMalloc((void **)&dtab, sizeof tab));
+    REQUIRE_CUDA(cudaMemcpy(dtab, tab, sizeof tab, cudaMemcpyHostToDevice));
+    double lr = 1e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1, scale = 0.5;
+    long step = 7;
+    double bc1 = 1 - pow(b1, step), bc2 = 1 - pow(b2, step);
+    float fstep = (float)(lr / bc1), sq_bc2 = (float)sqrt(bc2);
+    float d2 = (float)(1.0 - lr * wd), d1 = (float)(1.0 - lr * 0.0);
+    for (int lean = 0; lean < 2; lean++) {
+        float *g = host_random(n, 1.f, lean), *p = host_random(n, 1.f, lean), *m = host_random(n, 0.1f, lean);
+        float *v = host_random(n, 0.1f, lean);
+        for (size_t i = 0; i < n; i++) v[i] = v[i] * v[i];
+        void *gd = to_device(g, n, lean), *buf[2][4];   /* [per tensor, multi] p m v w16 */
+        for (int k = 0; k < 2; k++) {
+            buf[k][0] = to_device(p, n, lean); buf[k][1] = to_device(m, n, lean); buf[k][2] = to_device(v, n, lean);
+            buf[k][3] = device_poisoned(n, 1);
+        }
+        for (int t = 0; t < nt; t++) {
+            size_t o = tab[t].offset, len = tab[t].numel;
+            float dec = (float)(1.0 - lr * (decay[t] ? wd : 0.0));
+            if (lean)
+                LAUNCH(elem_blocks(len), 256, adamw_bf16_k)((bf16 *)buf[0][0] + o, (const bf16 *)gd + o, (bf16 *)buf[0][1] + o,
+                                                          (bf16 *)buf[0][2] + o, len, (float)scale, (float)b1, (float)b2,
+                                                          (float)eps, dec, fstep, sq_bc2, lean_round_seed(step, t));
+            else
+                LAUNCH(elem_blocks(len), 256, adamw_f32_k)((float *)buf[0][0] + o, (const float *)gd + o, (float *)buf[0][1] + o,
+                                                         (float *)buf[0][2] + o, (bf16 *)buf[0][3] + o, len, (float)scale,
+                                                         (float)b1, (float)b2, (float)eps, dec, fstep, sq_bc2);
+        }
+        if (lean)
+            LAUNCH(elem_blocks(n), 256, adamw_multi_bf16_k)((bf16 *)buf[1][0], (const bf16 *)gd, (bf16 *)buf[1][1],
+                                                        (bf16 *)buf[1][2], dtab, nt, n, (float)scale, (float)b1, (float)b2,
+                                                        (float)eps, d2, d1, fstep, sq_bc2, lean_round_seed(step, 0));
+        else
+            LAUNCH(elem_blocks(n), 256, adamw_multi_f32_k)((float *)buf[1][0], (const float *)gd, (float *)buf[1][1],
+                                                       (float *)buf[1][2], (bf16 *)buf[1][3], dtab, nt, n, (float)scale,
+                                                       (float)b1, (float)b2, (float)eps, d2, d1, fstep, sq_bc2);
+        REQUIRE_CUDA(cudaGetLastError());
+        static const char *const names[2][4] = {{"adamw multi = per tensor p", "adamw multi = per tensor m",
+                                                 "adamw multi = per tensor v", "adamw multi = per tensor w16"},
+                                                {"adamw multi lean p", "adamw multi lean m", "adamw multi lean v", ""}};
+        for (int j = 0; j < (lean ? 3 : 4); j++)
+            expect_same_bits(names[lean][j], buf[1][j], buf[0][j], n * (lean || j == 3 ? 2 : 4));
+        for (int k = 0; k < 2; k++) for (int j = 0; j < 4; j++) cudaFree(buf[k][j]);
+        cudaFree(gd);
+        free(g); free(p); free(m); free(v);
+    }
+    cudaFree(dtab);
+}
+
 #ifdef EMU_CUDA_RUNTIME_H
 /* The whole backend on the emulator, where faults can be injected and GEMM alignment is
  * counted: a lean backend planned for sequences of at most 24 tokens on a batch of odd lengths.
@@ -741,11 +810,26 @@ static void test_backend_emulated(void)
     long misaligned = emu_misaligned_gemms;
     /* Host synchronisations of a forward: one upload of the batch, one download of the log-probs. */
     long copies = emu_memcpy_calls;
+    char detail0[200];
     REQUIRE_OK(b->forward(b, &batch, logp));
     copies = emu_memcpy_calls - copies;
     g_checks++;
     if (copies != 2) { g_fail++; printf("FAIL forward made %ld cudaMemcpy calls, want 2\n", copies); }
     else printf("ok   forward synchronises twice (one upload, one download)\n");
+    /* ... a backward: the upload of its per-token weights, no cudaDeviceSynchronize; an AdamW
+     * step: neither (one launch; the next download waits for it) */
+    long syncs = emu_sync_calls;
+    copies = emu_memcpy_calls;
+    REQUIRE_OK(b->backward(b, &batch, dlogp));
+    snprintf(detail0, sizeof detail0, "%ld cudaMemcpy, %ld cudaDeviceSynchronize", emu_memcpy_calls - copies,
+             emu_sync_calls - syncs);
+    expect("backward synchronises once", emu_memcpy_calls - copies == 1 && emu_sync_calls == syncs, detail0);
+    llama_adamw opt = {1e-3, 0.9, 0.95, 1e-8, 0.1, 1};
+    copies = emu_memcpy_calls;
+    REQUIRE_OK(b->adamw_step(b, &opt, 1.f));
+    snprintf(detail0, sizeof detail0, "%ld cudaMemcpy, %ld cudaDeviceSynchronize", emu_memcpy_calls - copies,
+             emu_sync_calls - syncs);
+    expect("adamw_step does not synchronise", emu_memcpy_calls == copies && emu_sync_calls == syncs, detail0);
     for (int r = 0; r < 2; r++) {
         b->zero_grad(b);
         REQUIRE_OK(b->forward(b, &batch, logp) || b->backward(b, &batch, dlogp) ||
@@ -797,6 +881,7 @@ int main(void)
         test_lm_embed(bf);
     }
     test_optim();
+    test_adamw_multi();
 #ifdef EMU_CUDA_RUNTIME_H
     test_backend_emulated();
 #endif

@@ -2,7 +2,8 @@
  *
  * For each committed tiny fixture model (tests/fixtures/llama/) and one random-init model with
  * GQA and llama3 RoPE, and for each CUDA mode (fp32, fp32 + recompute + small LM-head chunks,
- * bf16, bf16 lean), runs 3 steps of: forward on a packed batch of 4 sequences (one of length
+ * fp32 + selective recompute, bf16, bf16 + selective recompute, bf16 lean + recompute), runs 3
+ * steps of: forward on a packed batch of 4 sequences (one of length
  * 1), an APO-like objective (dlogp = per-sequence weight on completion tokens), zero_grad,
  * backward, from step 2 on a second, smaller micro-batch accumulated on top (forward +
  * backward), grad_norm, adamw_step with a clipping scale; and compares with the CPU backend
@@ -18,13 +19,17 @@
  * exactly on the emulator, and all but 1e-3 of them (within one bf16 step: a fused multiply-add
  * may move a fp32 result by an ulp) on a GPU.
  *
+ * Recomputation (modes with recompute 1 or 2): the same two steps with and without it give the
+ * same logp, gradient and parameter bits (it reruns the forward's own kernels on the same
+ * inputs), in every precision.
+ *
  * Resume (lean modes): 2 steps in one backend must give the same parameter bits as 1 step, then
  * get_state, a new backend, set_state and step 2 (the stochastic rounding depends on the step,
  * not on the backend's history).
  *
  * Usage: cuda_parity [--fixtures DIR] [--case NAME] [--mode NAME] [--steps N] [--exact-twin]
  *   NAME: a fixture directory name or random-gqa-llama3; a mode name from MODES below (the
- *   last two run only when named). Exit 0 pass, 1 fail, 77 without a CUDA device. */
+ *   last three run only when named). Exit 0 pass, 1 fail, 77 without a CUDA device. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <math.h>
@@ -66,14 +71,17 @@ typedef struct {
 } mode;
 
 static const mode MODES[] = {
-    {"fp32", 0, 0, 0, 0, 1e-4, 1e-4, 1e-4},
-    {"fp32+recompute+chunk", 0, 0, 1, 32, 1e-4, 1e-4, 1e-4},
-    {"bf16", 1, 0, 0, 0, 2e-2, 1e-1, 1e-2},
-    {"bf16 lean+recompute", 1, 1, 1, 0, 2e-2, 1e-1, 1e-2},
-    {"bf16+recompute", 1, 0, 1, 0, 2e-2, 1e-1, 1e-2},      /* only when selected by name */
-    {"bf16 lean", 1, 1, 0, 0, 2e-2, 1e-1, 1e-2},
+    {"fp32", 0, 0, LLAMA_RECOMPUTE_NONE, 0, 1e-4, 1e-4, 1e-4},
+    {"fp32+recompute+chunk", 0, 0, LLAMA_RECOMPUTE_LAYER, 32, 1e-4, 1e-4, 1e-4},
+    {"fp32+selective", 0, 0, LLAMA_RECOMPUTE_SELECTIVE, 0, 1e-4, 1e-4, 1e-4},
+    {"bf16", 1, 0, LLAMA_RECOMPUTE_NONE, 0, 2e-2, 1e-1, 1e-2},
+    {"bf16+selective", 1, 0, LLAMA_RECOMPUTE_SELECTIVE, 0, 2e-2, 1e-1, 1e-2},
+    {"bf16 lean+recompute", 1, 1, LLAMA_RECOMPUTE_LAYER, 0, 2e-2, 1e-1, 1e-2},
+    {"bf16+recompute", 1, 0, LLAMA_RECOMPUTE_LAYER, 0, 2e-2, 1e-1, 1e-2},      /* only when selected by name */
+    {"bf16 lean", 1, 1, LLAMA_RECOMPUTE_NONE, 0, 2e-2, 1e-1, 1e-2},
+    {"bf16 lean+selective", 1, 1, LLAMA_RECOMPUTE_SELECTIVE, 0, 2e-2, 1e-1, 1e-2},
 };
-static const int N_DEFAULT_MODES = 4;
+static const int N_DEFAULT_MODES = 6;
 static const char *g_only_case, *g_only_mode;   /* --case, --mode */
 static int g_steps = 3;
 static int g_exact_twin = 0;   /* --exact-twin: lean AdamW must match its CPU twin bit for bit (emulator) */
@@ -220,6 +228,74 @@ static void check_resume(const llama_model *m, const mode *md, const llama_batch
     free(whole); free(resumed); free(am); free(av); free(logp); free(dlogp);
 }
 
+/* ---- recomputation changes no bit ---- */
+
+/* Two steps of two micro-batches each on a new backend for `m` in mode md with the given
+ * recompute level: the log-probs of the last two forwards (T1 + T2), the gradients before the
+ * last step and the parameters after it. */
+static int steps_for_bits(const llama_model *m, const mode *md, int recompute, const llama_batch *b1,
+                          const llama_batch *b2, float *logp, float *grads, float *params, char *err, size_t errsz)
+{
+    char envbuf[32];
+    if (md->chunk) { snprintf(envbuf, sizeof envbuf, "%d", md->chunk); setenv("LLAMA_CUDA_LM_CHUNK", envbuf, 1); }
+    llama_cuda_opts opts = {0, md->bf16, md->lean, recompute, 128, 0, 0, 0};
+    llama_backend *b = llama_cuda_backend_create(m, &opts, err, errsz);
+    unsetenv("LLAMA_CUDA_LM_CHUNK");
+    if (!b) return -1;
+    int T1 = b1->seq_start[b1->n_seq], T2 = b2->seq_start[b2->n_seq], rc = 0;
+    float *dlogp = malloc((size_t)(T1 > T2 ? T1 : T2) * 4);
+    llama_adamw adamw = {1e-3, 0.9, 0.95, 1e-8, 0.1, 0};
+    for (int step = 1; step <= 2 && !rc; step++) {
+        b->zero_grad(b);
+        for (int k = 0; k < 2 && !rc; k++) {
+            const llama_batch *bt = k ? b2 : b1;
+            int T = k ? T2 : T1;
+            for (int i = 0; i < T; i++) dlogp[i] = bt->completion[i] ? 0.25f * (float)((i + step + k) % 5 - 2) : 0.f;
+            rc = b->forward(b, bt, logp + (k ? T1 : 0)) || b->backward(b, bt, dlogp);
+        }
+        double norm = rc ? 0 : b->grad_norm(b);
+        adamw.step = step;
+        if (!rc && step == 2) rc = b->get_state(b, NULL, grads, NULL, NULL);
+        if (!rc) rc = b->adamw_step(b, &adamw, norm > 1.0 ? (float)(1.0 / norm) : 1.f);
+    }
+    if (!rc) rc = b->get_state(b, params, NULL, NULL, NULL);
+    if (rc) snprintf(err, errsz, "%s", b->err);
+    b->destroy(b);
+    free(dlogp);
+    return rc ? -1 : 0;
+}
+
+static size_t count_differing(const float *a, const float *b, size_t n)
+{
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) d += memcmp(&a[i], &b[i], 4) != 0;
+    return d;
+}
+
+/* The mode's recompute level against none, same mode otherwise: recomputation reruns the
+ * forward's own kernels on the forward's own inputs, so log-probs, gradients and parameters
+ * must be the same bits. */
+static void check_same_bits(const llama_model *m, const mode *md, const llama_batch *b1, const llama_batch *b2)
+{
+    char err[512] = "";
+    size_t N = m->n_params, T = (size_t)(b1->seq_start[b1->n_seq] + b2->seq_start[b2->n_seq]);
+    float *buf[2];
+    for (int k = 0; k < 2; k++) buf[k] = malloc((T + 2 * N) * 4);
+    if (steps_for_bits(m, md, LLAMA_RECOMPUTE_NONE, b1, b2, buf[0], buf[0] + T, buf[0] + T + N, err, sizeof err) ||
+        steps_for_bits(m, md, md->recompute, b1, b2, buf[1], buf[1] + T, buf[1] + T + N, err, sizeof err)) {
+        printf("FAIL same bits as no recompute: %s\n", err);
+        g_fail++;
+    } else {
+        size_t dl = count_differing(buf[1], buf[0], T), dg = count_differing(buf[1] + T, buf[0] + T, N);
+        size_t dp = count_differing(buf[1] + T + N, buf[0] + T + N, N);
+        int ok = dl == 0 && dg == 0 && dp == 0;
+        if (!ok) g_fail++;
+        printf("  %-4s same bits as no recompute (2 steps): %zu of %zu logp, %zu of %zu grads, %zu of %zu params differ\n",
+               ok ? "ok" : "FAIL", dl, T, dg, N, dp, N);
+    }
+    free(buf[0]); free(buf[1]);
+}
+
 static int run_case(const char *label, const char *dir, const llama_config *rand_cfg, const mode *md)
 {
     char err[512];
@@ -353,6 +429,7 @@ static int run_case(const char *label, const char *dir, const llama_config *rand
     cpu->destroy(cpu);
     gpu->destroy(gpu);
     if (md->lean) check_resume(&gpu_model, md, &batch);
+    if (md->recompute != LLAMA_RECOMPUTE_NONE) check_same_bits(&gpu_model, md, &batch, &batch2);
 done:
     free(before);
     free(tok2); free(comp2);

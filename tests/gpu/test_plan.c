@@ -8,6 +8,12 @@
  *     longest sequence (2048), not by the batch: sized by the batch (max_seq_tokens 0) it would
  *     need 12 GiB more and be refused;
  *   - the attention term is exactly K x S x padded(S) x (4 + 2) bytes for sequences of S tokens;
+ *   - selective recompute (LLAMA_RECOMPUTE_SELECTIVE), lean, one pair of 2048-token sequences
+ *     (4096 tokens) fits too, with today's [K, S, S] attention scratch (which can only shrink);
+ *     at 2 pairs it does not (its kept activations grow with the batch: ~90 KiB per token and
+ *     layer); the three modes differ by exactly the activation sets they keep: selective keeps
+ *     L - 1 more kept sets (rstd1, qkv, att, xmid, rstd2, gu) than whole-layer recompute, no
+ *     recompute L - 1 more cheap sets (xn1, xn2, h) than selective;
  * and, on the CPU emulator (which reports 64 GiB free), creating the 4-pair backend is refused
  * with a message that names the plan.
  * Exit 0 pass, 1 fail. Built against the emulator's kernels.o (no CUDA toolkit needed). */
@@ -41,7 +47,7 @@ static llama_cuda_opts lean_opts(int pairs, int seq_len, int max_seq)
 {
     llama_cuda_opts o;
     memset(&o, 0, sizeof o);
-    o.bf16 = 1; o.lean_optimizer = 1; o.recompute = 1;
+    o.bf16 = 1; o.lean_optimizer = 1; o.recompute = LLAMA_RECOMPUTE_LAYER;
     o.max_tokens = 2 * pairs * seq_len;            /* chosen + rejected per pair, as the trainer plans */
     o.max_seq_tokens = max_seq;
     return o;
@@ -66,7 +72,7 @@ int main(void)
     plan_gib("8B lean, 2 pairs x 2048 tokens", &cfg, &two, 1);
     double g4 = plan_gib("8B lean, 4 pairs x 2048 tokens", &cfg, &four, 1);
     double g4_batch = plan_gib("8B lean, 4 pairs, scratch sized by the batch", &cfg, &four_by_batch, 0);
-    char detail[200];
+    char detail[400];
     snprintf(detail, sizeof detail, "%.2f GiB saved (K x 16384^2 x 6 bytes = 12 GiB, less the 2048-token scratch)",
              g4_batch - g4);
     expect("longest sequence instead of batch", g4_batch - g4 > 11.5 && g4_batch - g4 < 12.1, detail);
@@ -80,7 +86,33 @@ int main(void)
     snprintf(detail, sizeof detail, "differences %zu and %zu bytes, want %zu and %zu", pa - pb, pc - pb, want_ab, want_cb);
     expect("scores term K S padded(S) (4 + 2)", pa - pb == want_ab && pc - pb == want_cb, detail);
 
+    /* selective recompute: 1 pair of 2048-token sequences fits an 80 GB card, 2 pairs do not */
+    llama_cuda_opts sel1 = lean_opts(1, 2048, 2048), sel2 = lean_opts(2, 2048, 2048);
+    sel1.recompute = sel2.recompute = LLAMA_RECOMPUTE_SELECTIVE;
+    double gs = plan_gib("8B lean, selective recompute, 1 pair x 2048 tokens", &cfg, &sel1, 1);
+    plan_gib("8B lean, selective recompute, 2 pairs x 2048 tokens", &cfg, &sel2, 0);
+    /* the modes differ by the activation sets they keep, term by term (bf16 activations) */
+    llama_cuda_opts layer1 = sel1, none1 = sel1;
+    layer1.recompute = LLAMA_RECOMPUTE_LAYER; none1.recompute = LLAMA_RECOMPUTE_NONE;
+    size_t p_sel = llama_cuda_memory_plan(&cfg, &sel1, NULL, 0), p_layer = llama_cuda_memory_plan(&cfg, &layer1, NULL, 0);
+    size_t p_none = llama_cuda_memory_plan(&cfg, &none1, NULL, 0);
+    size_t T1 = 4096, D = 4096, I = 14336, QKV = (32 + 2 * 8) * 128, HD = 32 * 128, L = 32;
+    size_t kept = T1 * (4 + QKV * 2 + HD * 2 + D * 4 + 4 + 2 * I * 2), cheap = T1 * (D * 2 + D * 2 + I * 2);
+    snprintf(detail, sizeof detail, "selective - layer %zu (want %zu), none - selective %zu (want %zu); "
+             "selective %.2f GiB, layer %.2f, none %.2f", p_sel - p_layer, (L - 1) * kept, p_none - p_sel,
+             (L - 1) * cheap, gs, (double)p_layer / GIB, (double)p_none / GIB);
+    expect("selective keeps L - 1 kept sets more, L - 1 cheap sets fewer",
+           p_sel - p_layer == (L - 1) * kept && p_none - p_sel == (L - 1) * cheap, detail);
+    char sel_text[512];
+    llama_cuda_memory_plan(&cfg, &sel1, sel_text, sizeof sel_text);
+    expect("the plan names selective recompute", strstr(sel_text, "selective recompute") != NULL, sel_text);
+
     /* bad options are refused with the reason */
+    llama_cuda_opts bad_rc = sel1;
+    bad_rc.recompute = 3;
+    char rc_text[512];
+    size_t r_rc = llama_cuda_memory_plan(&cfg, &bad_rc, rc_text, sizeof rc_text);
+    expect("recompute 3 is refused", r_rc == 0 && strstr(rc_text, "recompute must be"), rc_text);
     llama_cuda_opts bad = lean_opts(1, 16, 0);
     bad.bf16 = 0;
     char text[512];

@@ -147,7 +147,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d)
     (void)d; memset(p, 0, sizeof *p); strcpy(p->name, "CPU emulator (tests/gpu/emu)"); p->totalGlobalMem = (size_t)80 << 30;
     return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return emu_sticky; }
+long emu_sync_calls = 0;   /* cudaDeviceSynchronize calls, for tests of host synchronisation */
+cudaError_t cudaDeviceSynchronize(void) { emu_sync_calls++; return emu_sticky; }
 cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)calloc(1, sizeof **e); return *e ? cudaSuccess : cudaErrorMemoryAllocation; }
 cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
