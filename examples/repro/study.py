@@ -33,19 +33,29 @@ def response_text(x):
 
 def judge_pairs(verdicts, out):
     """`clair judge` records (each prompt judged in both orders) -> pairs: the answer with the
-    higher mean score wins; a tie is broken by a coin seeded by the prompt (no position bias)."""
+    higher mean score wins; a tie is broken by a coin seeded by the prompt (no position bias).
+    Two identical answers make no pair (there is nothing to prefer, and every pairwise loss of
+    apo.h has zero gradient on them); they go to OUT.identical.jsonl, so every prompt is
+    accounted for."""
     by = {}
     for r in task.read_jsonl(verdicts):
         k = json.dumps(r["prompt"])
         by.setdefault(k, {"prompt": r["prompt"], "a": r["a"], "b": r["b"], "scores": []})["scores"].append(r["score_a"])
-    rows = []
+    rows, same = [], []
     for k, v in by.items():
         s = sum(v["scores"]) / len(v["scores"])
+        a, b = response_text(v["a"]), response_text(v["b"])
+        if a == b:
+            same.append({"prompt": v["prompt"], "response": a})
+            continue
         a_wins = s > 0.5 if s != 0.5 else hashlib.sha256(k.encode()).digest()[0] & 1 == 0
-        win, lose = (v["a"], v["b"]) if a_wins else (v["b"], v["a"])
-        rows.append({"prompt": v["prompt"], "chosen": response_text(win), "rejected": response_text(lose),
-                     "judge_score_a": s})
+        win, lose = (a, b) if a_wins else (b, a)
+        rows.append({"prompt": v["prompt"], "chosen": win, "rejected": lose, "judge_score_a": s})
     task.write_jsonl(out, rows)
+    task.write_jsonl(out.replace(".jsonl", "") + ".identical.jsonl", same)
+    ties = sum(r["judge_score_a"] == 0.5 for r in rows)
+    print(f"  {out}: {len(rows)} pairs ({ties} of them judged a tie, broken by a coin); "
+          f"{len(same)} prompts with two identical answers, no pair", file=sys.stderr)
 
 
 def sp_pairs(strong, target, out):

@@ -33,10 +33,13 @@ CONVERSIONS = [
     ("kg", "g", 1000), ("g", "mg", 1000), ("L", "mL", 1000), ("t", "kg", 1000),
 ]
 UNITS = sorted({u for c in CONVERSIONS for u in c[:2]})
-PROMPTS = ["Convert {q} {a} to {b}.", "How many {b} are in {q} {a}?", "Express {q} {a} in {b}."]
+PROMPTS = ["Convert {q} {a} to {b}.", "How many {b} are in {q} {a}?", "Express {q} {a} in {b}.",
+           "What is {q} {a} in {b}?", "Change {q} {a} into {b}."]
 PROMPT_RES = [re.compile(r"^Convert (\d+) (\w+) to (\w+)\.$"),
               re.compile(r"^How many (\w+) are in (\d+) (\w+)\?$"),
-              re.compile(r"^Express (\d+) (\w+) in (\w+)\.$")]
+              re.compile(r"^Express (\d+) (\w+) in (\w+)\.$"),
+              re.compile(r"^What is (\d+) (\w+) in (\w+)\?$"),
+              re.compile(r"^Change (\d+) (\w+) into (\w+)\.$")]
 
 # Each model of the study is a "student" with its own habits: the factor it wrongly believes for
 # some conversions (and how often it uses it), and how often it drops or adds a zero in a product.
@@ -201,7 +204,7 @@ def make_tokenizer(out_dir):
     vocab = {t: i for i, t in enumerate(specials)}
     for ch in sorted(alphabet):
         vocab.setdefault(ch, len(vocab))
-    words = ["Convert", "How", "many", "are", "in", "Express", "to", "So", "Answer", "Each", "holds",
+    words = ["Convert", "How", "many", "are", "in", "Express", "What", "Change", "into", "to", "So", "Answer", "Each", "holds",
              "so", "multiply", "by", "is", "user", "assistant", "im"] + UNITS
     merges = []
     for w in words:
@@ -254,8 +257,8 @@ def make_tokenizer(out_dir):
 def make(out, quick, seed):
     """Prompt sets (disjoint): SFT data of the three students, pair-building prompts, a dev set
     for the hyperparameter search and the held-out set."""
-    sizes = ({"sft": 4800, "pairs": 96, "dev": 100, "heldout": 200} if quick else
-             {"sft": 32000, "pairs": 1024, "dev": 200, "heldout": 500})
+    sizes = ({"sft": 4800, "pairs": 256, "dev": 100, "heldout": 200} if quick else
+             {"sft": 32000, "pairs": 2048, "dev": 200, "heldout": 500})
     rng = random.Random(seed)
     os.makedirs(out, exist_ok=True)
     seen = set()
