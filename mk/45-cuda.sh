@@ -6,7 +6,7 @@
 # llama_cuda_backend_create says "built without CUDA". Either way CUDA_OBJ and CUDA_LIBS say what
 # the trainer (mk/50) links.
 #
-# The CPU emulator (tests/gpu/emu/: fake cuda_runtime.h, cuda_bf16.h, cublas_v2.h) compiles
+# The CPU emulator (tests/gpu/emu/: fake cuda_runtime.h, cuda_bf16.h, cublas_v2.h, mma.h) compiles
 # kernels.cu itself with the host C++ compiler into $BUILD/emu/, and test_cuda runs the kernel
 # tests, a few parity cases, the memory plan and a dry run of tests/gpu/run.sh through it: the
 # CUDA path is checked against the CPU path on every build, GPU or not (see
@@ -43,7 +43,7 @@ build_cuda_emu() {
   local cxx=${CXX:-g++}
   command -v "$cxx" >/dev/null || { echo "cuda: no C++ compiler ($cxx): the emulator tests are skipped"; return 0; }
   mkdir -p "$BUILD/emu"
-  local objs="$LLAMA_OBJS" emuh; emuh="tests/gpu/emu/cuda_runtime.h tests/gpu/emu/cuda_bf16.h tests/gpu/emu/cublas_v2.h"
+  local objs="$LLAMA_OBJS" emuh; emuh="tests/gpu/emu/cuda_runtime.h tests/gpu/emu/cuda_bf16.h tests/gpu/emu/cublas_v2.h tests/gpu/emu/mma.h"
   # shellcheck disable=SC2086
   if cuda__stale "$BUILD/emu/kernels.o" kernels.cu llama/model.h $emuh; then
     $cxx -O2 -std=c++17 -Wall -Wextra -Itests/gpu/emu -x c++ -c kernels.cu -o "$BUILD/emu/kernels.o.tmp.$$"; mv -f "$BUILD/emu/kernels.o.tmp.$$" "$BUILD/emu/kernels.o"
