@@ -4,14 +4,21 @@
  * sizes the project depends on are pinned here:
  *   - Llama-3-8B, lean + recompute, micro-batches of 2 pairs of 2048-token sequences (8192
  *     tokens): fits an 80 GB card (79 GiB usable: H100 80GB has 79.6 GiB, less its CUDA context);
- *   - the same at 4 pairs (16384 tokens) fits too, because the attention scratch is sized by the
- *     longest sequence (2048), not by the batch: sized by the batch (max_seq_tokens 0) it would
- *     need 12 GiB more and be refused;
- *   - the attention term is exactly K x S x padded(S) x (4 + 2) bytes for sequences of S tokens;
+ *   - the same at 4 pairs (16384 tokens) fits too;
+ *   - bf16 modes use flash attention, which has no scores scratch: the plan does not depend on the
+ *     longest sequence, and differs from the cuBLAS attention plan by exactly the scores term
+ *     (less) and the flash terms (more: a [T, H] fp32 log-sum-exp per activation set and the
+ *     backward's [T, H] fp32 Dsum);
+ *   - with cuBLAS attention (LLAMA_CUDA_ATTENTION=cublas: what fp32 mode always uses) the scores
+ *     scratch is sized by the longest sequence (2048), not by the batch: sized by the batch
+ *     (max_seq_tokens 0) it would need 12 GiB more and be refused; the attention term is exactly
+ *     K x S x padded(S) x (4 + 2) bytes for sequences of S tokens;
  * and, on the CPU emulator (which reports 64 GiB free), creating the 4-pair backend is refused
  * with a message that names the plan.
  * Exit 0 pass, 1 fail. Built against the emulator's kernels.o (no CUDA toolkit needed). */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "../../llama/model.h"
 
@@ -63,10 +70,29 @@ int main(void)
 {
     llama_config cfg = llama3_8b();
     llama_cuda_opts two = lean_opts(2, 2048, 2048), four = lean_opts(4, 2048, 2048), four_by_batch = lean_opts(4, 2048, 0);
-    plan_gib("8B lean, 2 pairs x 2048 tokens", &cfg, &two, 1);
-    double g4 = plan_gib("8B lean, 4 pairs x 2048 tokens", &cfg, &four, 1);
-    double g4_batch = plan_gib("8B lean, 4 pairs, scratch sized by the batch", &cfg, &four_by_batch, 0);
-    char detail[200];
+    char detail[300];
+
+    /* flash attention (bf16 modes by default) */
+    unsetenv("LLAMA_CUDA_ATTENTION");
+    plan_gib("8B lean, 2 pairs x 2048 tokens (flash)", &cfg, &two, 1);
+    plan_gib("8B lean, 4 pairs x 2048 tokens (flash)", &cfg, &four, 1);
+    size_t flash4 = llama_cuda_memory_plan(&cfg, &four, NULL, 0), flash4_batch = llama_cuda_memory_plan(&cfg, &four_by_batch, NULL, 0);
+    snprintf(detail, sizeof detail, "%zu and %zu bytes", flash4, flash4_batch);
+    expect("flash: no scores, max_seq_tokens does not matter", flash4 > 0 && flash4 == flash4_batch, detail);
+
+    /* cuBLAS attention */
+    setenv("LLAMA_CUDA_ATTENTION", "cublas", 1);
+    size_t cublas4 = llama_cuda_memory_plan(&cfg, &four, NULL, 0);
+    {
+        size_t K = 8, H = 32, T = 16384, S = 2048, n_acts = 1;   /* recompute: one activation set */
+        size_t scores = K * S * S * 6, flash_terms = (n_acts + 1) * T * H * 4;
+        snprintf(detail, sizeof detail, "cuBLAS %zu - flash %zu = %zu bytes, want scores %zu - lse and Dsum %zu", cublas4,
+                 flash4, cublas4 - flash4, scores, flash_terms);
+        expect("flash vs cuBLAS plan, term by term", cublas4 - flash4 == scores - flash_terms, detail);
+    }
+    plan_gib("8B lean, 2 pairs x 2048 tokens (cuBLAS attention)", &cfg, &two, 1);
+    double g4 = plan_gib("8B lean, 4 pairs x 2048 tokens (cuBLAS attention)", &cfg, &four, 1);
+    double g4_batch = plan_gib("8B lean, 4 pairs, scratch sized by the batch (cuBLAS attention)", &cfg, &four_by_batch, 0);
     snprintf(detail, sizeof detail, "%.2f GiB saved (K x 16384^2 x 6 bytes = 12 GiB, less the 2048-token scratch)",
              g4_batch - g4);
     expect("longest sequence instead of batch", g4_batch - g4 > 11.5 && g4_batch - g4 < 12.1, detail);
@@ -79,6 +105,8 @@ int main(void)
     size_t K = 8, want_ab = K * (2048 * 2048 - 1000 * 1000) * 6, want_cb = K * (1001 * 1008 - 1000 * 1000) * 6;
     snprintf(detail, sizeof detail, "differences %zu and %zu bytes, want %zu and %zu", pa - pb, pc - pb, want_ab, want_cb);
     expect("scores term K S padded(S) (4 + 2)", pa - pb == want_ab && pc - pb == want_cb, detail);
+
+    unsetenv("LLAMA_CUDA_ATTENTION");
 
     /* bad options are refused with the reason */
     llama_cuda_opts bad = lean_opts(1, 16, 0);
