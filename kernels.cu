@@ -9,9 +9,11 @@
  *
  * Activations follow the compute type ("act" below: fp32 or bf16), except the residual stream,
  * the per-row statistics (rstd, log-sum-exp), the attention scores and every accumulator, which
- * are fp32. Every matrix product goes through cuBLAS (cublasGemmStridedBatchedEx) with fp32
- * accumulation; everything else is a small kernel here, written to be obviously correct first:
- * grid-stride loops for elementwise work, one thread block per row for row reductions.
+ * are fp32. Every matrix product outside attention goes through cuBLAS
+ * (cublasGemmStridedBatchedEx) with fp32 accumulation; attention in the bf16 modes is our own
+ * flash-attention kernels on tensor cores (nvcuda::wmma); everything else is a small kernel here,
+ * written to be obviously correct first: grid-stride loops for elementwise work, one thread block
+ * per row for row reductions.
  *
  * The model, per layer l (HF LlamaDecoderLayer; T tokens, rows are tokens):
  *   xn1  = rmsnorm(res[l]) * input_layernorm            [T, D]
@@ -28,22 +30,36 @@
  * over vocabulary chunks: the [T, V] logits never exist; per token we keep only the log-sum-exp
  * and the label's logit, and backward recomputes each chunk's logits.
  *
- * Attention: per sequence of the packed batch (sequences never see each other) and per query
- * head within a KV group (j < H/K), one strided-batched GEMM over the K KV heads gives the
- * scores [K, n, n] (fp32), a causal softmax kernel turns them into probabilities, and a second
- * GEMM multiplies by V. Only [K, n, n] scores are alive at any time (sized by the longest
- * sequence, opts.max_seq_tokens; rows padded to 8 elements); backward recomputes them.
+ * Attention, per sequence of the packed batch (sequences never see each other), two paths:
+ *  - bf16 modes: flash attention (flash_fwd_k, flash_bwd_kv_k, flash_bwd_q_k; head_dim <= 128).
+ *    A block takes a tile of 32 query rows of one KV group (all its query heads: each K/V tile is
+ *    loaded once for the group) and walks the causal key tiles of 32 with an online softmax,
+ *    keeping only O and one fp32 log-sum-exp per (token, head); no scores exist in memory. The
+ *    backward computes Dsum = rowsum(dO O), then dK, dV in one kernel (a block per key tile,
+ *    looping over query tiles) and dQ in another (a block per query tile, looping over key
+ *    tiles), both recomputing P = exp(S - lse): every gradient element is summed by one block in
+ *    a fixed order, without atomics. bf16 operands, fp32 accumulation, dq dk dv in fp32.
+ *  - fp32 mode (the parity mode), head_dim > 128, or LLAMA_CUDA_ATTENTION=cublas (A/B
+ *    measurements): per query head within a KV group (j < H/K), one strided-batched GEMM over the
+ *    K KV heads gives the scores [K, n, n] (fp32), a causal softmax kernel turns them into
+ *    probabilities, and a second GEMM multiplies by V. Only [K, n, n] scores are alive at any
+ *    time (sized by the longest sequence, opts.max_seq_tokens; rows padded to 8 elements);
+ *    backward recomputes them.
  *
  * Recomputation (opts.recompute, LLAMA_RECOMPUTE_*): 0 (none) keeps every layer's activation set.
  * 1 (whole layer) keeps only each layer's input res[l] (fp32); backward reruns layer l's forward,
  * GEMMs and attention included, into one shared activation set before differentiating it.
  * 2 (selective) keeps per layer what a GEMM or attention produced - qkv (after RoPE, as
- * attention reads it), the attention output, xmid (res[l] + the o projection), gate | up - and
- * the norms' rstd rows; backward recomputes only xn1, xn2 (x * rstd * w from the kept x and
- * rstd) and h = silu(gate) * up into one shared set, with the forward's own arithmetic, so
- * the gradients are the same bits as without recomputation. No GEMM runs twice; the price is
- * the kept set's memory (about 90 KiB per token and layer for Llama-3-8B in bf16). (Attention
- * backward recomputes its probabilities from q and k: it keeps no statistics.)
+ * attention reads it), the attention output and, with flash attention, its log-sum-exp rows
+ * att_lse [T, H] (the backward's P = exp(S - lse) needs them), xmid (res[l] + the o projection),
+ * gate | up - and the norms' rstd rows; backward recomputes only xn1, xn2 (x * rstd * w from the
+ * kept x and rstd) and h = silu(gate) * up into one shared set, with the forward's own
+ * arithmetic, so the gradients are the same bits as without recomputation. No GEMM and no
+ * attention runs twice; the price is the kept set's memory (about 92 KiB per token and layer
+ * for Llama-3-8B in bf16, of which the log-sum-exp is 128 bytes). Whole-layer recomputation
+ * reruns the attention forward too, so att_lse lives in its one shared set; without
+ * recomputation every layer has its own. (cuBLAS attention keeps no statistics: its backward
+ * recomputes the probabilities with a softmax.)
  *
  * Errors: every CUDA and cuBLAS call is checked; a failure sets backend->err (at creation, the
  * caller's err) to "kernels.cu:LINE: CALL failed: REASON (hint: ...)" and the call returns -1;
@@ -66,6 +82,7 @@
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <cublas_v2.h>
+#include <mma.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -505,6 +522,383 @@ __global__ void softmax_causal_bwd_k(void *PdS_act, const float *dP, int n, int 
     }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Flash attention (bf16 modes)                                                                */
+/* Causal GQA attention of one sequence without the [n, n] scores: tiles of FLASH_ROWS query rows
+ * and FLASH_KEYS keys live in shared memory, the products run on tensor cores (nvcuda::wmma,
+ * bf16 16x16x16 fragments, fp32 accumulators), and only O (bf16) and one fp32 log-sum-exp per
+ * (token, query head) reach global memory.
+ *
+ * Rows of a tile. One block serves one KV head kh and all the query heads of its group
+ * (kh g .. kh g + g - 1, g = H / K), so each K/V tile it loads is used by every head of the group.
+ * A tile's FLASH_ROWS rows are (query head, position) pairs: positions q0 .. q0 + P - 1 of heads
+ * j0 .. j0 + G - 1 of the group (G P <= FLASH_ROWS; P = FLASH_ROWS / g when g <= FLASH_ROWS),
+ * row r being head j0 + r / P at position q0 + r % P. Rows past the sequence or the group are
+ * padding: zero inputs, fully masked, never written. The head dimension is padded to HDP (16,
+ * 32, 64 or 128, the template argument) with zero columns, so any hd <= 128 works.
+ *
+ * Fragments. A wmma fragment's elements are spread over the warp's lanes in a layout CUDA does
+ * not specify, so these kernels never ask which element x[i] is: every per-row operation (the
+ * softmax, the causal mask, rescaling O by a per-row factor) works on shared memory, which the
+ * fragments are stored to and loaded from (store_matrix_sync / load_matrix_sync). (The emulator's
+ * mma.h stores fragments in a scrambled order to catch a kernel that assumes one.)
+ *
+ * Blocks are dim3(32, FLASH_WARPS): warp = threadIdx.y. Each warp owns one 16x16 block of the
+ * [FLASH_ROWS, FLASH_KEYS] score tile (rt = row half, ch = key half: warp = rt + 2 ch), and the
+ * columns ct = ch, ch + 2, ... (in 16s) of its row half of the output tile. Shared memory is
+ * static, at most 47 KB per block at HDP = 128 (under the 48 KB static limit). */
+
+namespace wmma = nvcuda::wmma;
+#define FLASH_ROWS 32
+#define FLASH_KEYS 32
+#define FLASH_WARPS 4
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> frag_a;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> frag_b;     /* B as stored */
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> frag_bt;    /* B = (stored)^T */
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_acc;
+
+/* Position of row r of a query tile (see above), -1 for a padding row; *j = its head in the group. */
+__device__ __forceinline__ int flash_row_pos(int r, int q0, int P, int j0, int G, int g, int n, int *j)
+{
+    *j = j0 + r / P;
+    int t = q0 + r % P;
+    return r < G * P && *j < g && t < n ? t : -1;
+}
+
+/* dst[0..8) = columns col..col+7 of a bf16 row src (zeros past hd, or everywhere when src is
+ * NULL): one 16-byte load when the head dimension allows it. */
+__device__ __forceinline__ void flash_chunk8(bf16 *dst, const bf16 *src, int col, int hd)
+{
+    if (src && hd % 8 == 0 && col < hd) {
+        VECTOR_ACCESS(src + col);
+        *(int4 *)dst = *(const int4 *)(src + col);   /* dst: shared memory, 16-byte aligned */
+        return;
+    }
+    for (int e = 0; e < 8; e++) dst[e] = src && col + e < hd ? src[col + e] : __float2bfloat16(0.f);
+}
+
+/* C (+)= A B over one 16x16 output block: A rows from a [*, lda] bf16 tile, B from a [*, ldb] tile
+ * (transposed when the template says so), k running over `depth` in steps of 16. */
+template <typename FragB>
+__device__ __forceinline__ void flash_mma(frag_acc &acc, const bf16 *A, int lda, const bf16 *B, int ldb, int depth,
+                                          int b_step)
+{
+    frag_a a;
+    FragB b;
+    for (int k = 0; k < depth; k += 16) {
+        wmma::load_matrix_sync(a, A + k, lda);
+        wmma::load_matrix_sync(b, B + (size_t)k * b_step, ldb);
+        wmma::mma_sync(acc, a, b, acc);
+    }
+}
+
+/* Loads FLASH_ROWS query-tile rows of q (or of dO) into tile [FLASH_ROWS, HDP]: row r from
+ * base + (first + t) * ld + h hd, where t, h are row r's position and query head. */
+template <int HDP>
+__device__ void flash_load_rows(bf16 *tile, const bf16 *base, int ld, int first, int hd, int kh, int q0, int P,
+                                int j0, int G, int g, int n)
+{
+    int tid = threadIdx.y * 32 + threadIdx.x;
+    for (int i = tid; i < FLASH_ROWS * HDP / 8; i += 32 * FLASH_WARPS) {
+        int r = i / (HDP / 8), col = i % (HDP / 8) * 8, j;
+        int t = flash_row_pos(r, q0, P, j0, G, g, n, &j);
+        const bf16 *src = t >= 0 ? base + (size_t)(first + t) * ld + (size_t)(kh * g + j) * hd : NULL;
+        flash_chunk8(tile + r * HDP + col, src, col, hd);
+    }
+}
+/* Loads FLASH_KEYS rows k0.. of one KV head's keys or values (base points at the head's
+ * columns of the sequence's first row) into tile [FLASH_KEYS, HDP]; rows past n are zeros. */
+template <int HDP>
+__device__ void flash_load_keys(bf16 *tile, const bf16 *base, int ld, int k0, int n, int hd)
+{
+    int tid = threadIdx.y * 32 + threadIdx.x;
+    for (int i = tid; i < FLASH_KEYS * HDP / 8; i += 32 * FLASH_WARPS) {
+        int r = i / (HDP / 8), col = i % (HDP / 8) * 8;
+        flash_chunk8(tile + r * HDP + col, k0 + r < n ? base + (size_t)(k0 + r) * ld : NULL, col, hd);
+    }
+}
+
+/* Forward, one sequence of n tokens starting at row `first`: att [T, H hd] (bf16) and lse [T, H]
+ * (fp32, natural log) of its rows. Grid (n_chunks x n_qtiles, K): block x is query tile
+ * x % n_qtiles of head chunk x / n_qtiles (heads j0 = chunk G ..), y the KV head.
+ *
+ * Online softmax: for each row the block keeps m (the largest score so far), l (the sum of
+ * exp(score - m) so far) and O (the sum of exp(score - m) v so far, in fragments). A new tile of
+ * keys with scores s gives m' = max(m, max s); the old sums are rescaled by alpha = exp(m - m')
+ * and the tile's terms added: l' = alpha l + sum exp(s - m'), O' = alpha O + exp(s - m') V. After
+ * the last tile O / l is the softmax-weighted sum, and m + log l is the row's log-sum-exp, which
+ * the backward uses to recompute any probability as exp(s - lse) without a softmax. Key tiles
+ * past the tile's last position are skipped (causal), and inside a tile keys after a row's
+ * position are masked to -inf. */
+template <int HDP>
+__global__ void flash_fwd_k(bf16 *att, float *lse, const bf16 *qkv, int first, int n, int H, int K, int hd, int P,
+                            int G, int n_qtiles, float scale)
+{
+    __shared__ __align__(32) bf16 Qs[FLASH_ROWS * HDP];
+    __shared__ __align__(32) bf16 Ks[FLASH_KEYS * HDP];
+    __shared__ __align__(32) bf16 Vs[FLASH_KEYS * HDP];
+    __shared__ __align__(32) float S[FLASH_ROWS * FLASH_KEYS];
+    __shared__ __align__(32) bf16 Ps[FLASH_ROWS * FLASH_KEYS];
+    __shared__ __align__(32) float Os[FLASH_ROWS * HDP];     /* the running O of the tile's rows */
+    __shared__ float row_m[FLASH_ROWS], row_l[FLASH_ROWS];
+    __shared__ int row_t[FLASH_ROWS], row_h[FLASH_ROWS];
+    const int NCT = HDP / 16;                         /* column tiles of O */
+    int g = H / K, QKV = (H + 2 * K) * hd, kh = blockIdx.y;
+    int q0 = (int)(blockIdx.x % n_qtiles) * P, j0 = (int)(blockIdx.x / n_qtiles) * G;
+    int tid = threadIdx.y * 32 + threadIdx.x, warp = threadIdx.y, rt = warp & 1, ch = warp >> 1;
+    int last = q0 + P < n ? q0 + P - 1 : n - 1;     /* the tile's last position: keys 0..last */
+
+    if (tid < FLASH_ROWS) {
+        int j, t = flash_row_pos(tid, q0, P, j0, G, g, n, &j);
+        row_t[tid] = t; row_h[tid] = kh * g + j; row_m[tid] = -INFINITY; row_l[tid] = 0.f;
+    }
+    for (int i = tid; i < FLASH_ROWS * HDP; i += 32 * FLASH_WARPS) Os[i] = 0.f;
+    flash_load_rows<HDP>(Qs, qkv, QKV, first, hd, kh, q0, P, j0, G, g, n);
+    const bf16 *keys = qkv + (size_t)first * QKV + (size_t)(H + kh) * hd;
+    const bf16 *values = qkv + (size_t)first * QKV + (size_t)(H + K + kh) * hd;
+
+    for (int k0 = 0; k0 <= last; k0 += FLASH_KEYS) {
+        __syncthreads();                              /* the previous tile's K, V, P are used up */
+        flash_load_keys<HDP>(Ks, keys, QKV, k0, n, hd);
+        flash_load_keys<HDP>(Vs, values, QKV, k0, n, hd);
+        __syncthreads();
+        /* this warp's 16x16 block of S = Q K^T */
+        frag_acc s;
+        wmma::fill_fragment(s, 0.f);
+        flash_mma<frag_bt>(s, Qs + rt * 16 * HDP, HDP, Ks + ch * 16 * HDP, HDP, HDP, 1);
+        wmma::store_matrix_sync(S + rt * 16 * FLASH_KEYS + ch * 16, s, FLASH_KEYS, wmma::mem_row_major);
+        __syncthreads();
+        /* online softmax over the tile: 4 consecutive lanes per row, 8 keys each; then the same
+         * lanes rescale their quarter of the row's O by alpha */
+        {
+            int r = tid / 4, part = tid % 4, t = row_t[r];
+            float v[8], mx = -INFINITY;
+            for (int e = 0; e < 8; e++) {
+                int key = k0 + part * 8 + e;
+                v[e] = t >= 0 && key <= t ? S[r * FLASH_KEYS + part * 8 + e] * scale : -INFINITY;
+                mx = fmaxf(mx, v[e]);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float m_old = row_m[r], m_new = fmaxf(m_old, mx), sum = 0.f;
+            for (int e = 0; e < 8; e++) {
+                float p = v[e] == -INFINITY ? 0.f : expf(v[e] - m_new);
+                Ps[r * FLASH_KEYS + part * 8 + e] = __float2bfloat16(p);
+                sum += p;
+            }
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            float alpha = m_new == -INFINITY ? 1.f : expf(m_old - m_new);   /* 0 on the row's first keys */
+            for (int c = part; c < HDP; c += 4) Os[r * HDP + c] *= alpha;
+            if (part == 0) { row_l[r] = row_l[r] * alpha + sum; row_m[r] = m_new; }
+        }
+        __syncthreads();
+        /* O += P V for this warp's row half and column tiles ct = ch, ch + 2, ... */
+        for (int ct = ch; ct < NCT; ct += 2) {
+            frag_acc o;
+            float *ob = Os + rt * 16 * HDP + ct * 16;
+            wmma::load_matrix_sync(o, ob, HDP, wmma::mem_row_major);
+            flash_mma<frag_b>(o, Ps + rt * 16 * FLASH_KEYS, FLASH_KEYS, Vs + ct * 16, HDP, FLASH_KEYS, HDP);
+            wmma::store_matrix_sync(ob, o, HDP, wmma::mem_row_major);
+        }
+    }
+    __syncthreads();
+    /* att = O / l, and the row's log-sum-exp m + log l */
+    int HD = H * hd;
+    for (int i = tid; i < FLASH_ROWS * HDP; i += 32 * FLASH_WARPS) {
+        int r = i / HDP, col = i % HDP, t = row_t[r];
+        if (t >= 0 && col < hd) att[(size_t)(first + t) * HD + (size_t)row_h[r] * hd + col] = __float2bfloat16(Os[i] / row_l[r]);
+    }
+    if (tid < FLASH_ROWS && row_t[tid] >= 0)
+        lse[(size_t)(first + row_t[tid]) * H + row_h[tid]] = row_m[tid] + logf(row_l[tid]);
+}
+
+/* Backward preprocessing over the whole batch: Dsum[t, h] = sum_e dO[t, h, e] O[t, h, e], the
+ * row term of the softmax backward (dS = P (dP - Dsum), since sum_c P dP = dO . O). */
+__global__ void flash_bwd_dot_k(float *Dsum, const bf16 *dout, const bf16 *out, int T, int H, int hd)
+{
+    GRID_LOOP(i, (size_t)T * H) {
+        const bf16 *a = dout + i * hd, *b = out + i * hd;
+        float s = 0.f;
+        for (int e = 0; e < hd; e++) s += __bfloat162float(a[e]) * __bfloat162float(b[e]);
+        Dsum[i] = s;
+    }
+}
+
+/* Loads the per-row data of a query tile for the backward kernels: position, head, lse, Dsum. */
+__device__ __forceinline__ void flash_row_info(int *row_t, int *row_h, float *row_lse, float *row_D, const float *lse,
+                                               const float *Dsum, int first, int H, int kh, int q0, int P, int j0,
+                                               int G, int g, int n)
+{
+    int tid = threadIdx.y * 32 + threadIdx.x;
+    if (tid < FLASH_ROWS) {
+        int j, t = flash_row_pos(tid, q0, P, j0, G, g, n, &j), h = kh * g + j;
+        row_t[tid] = t; row_h[tid] = h;
+        row_lse[tid] = t >= 0 ? lse[(size_t)(first + t) * H + h] : 0.f;
+        row_D[tid] = t >= 0 ? Dsum[(size_t)(first + t) * H + h] : 0.f;
+    }
+}
+
+/* dst[key, col] = scale acc for the 16x16 block at keys key0.., columns col0.. (rows past n and
+ * columns past hd are not written), through the warp's scratch tile. */
+__device__ __forceinline__ void flash_store_keys(float *dst, int ld, const frag_acc &acc, float scale, float *scratch,
+                                                 int key0, int col0, int n, int hd)
+{
+    __syncwarp();
+    wmma::store_matrix_sync(scratch, acc, 16, wmma::mem_row_major);
+    __syncwarp();
+    for (int e = threadIdx.x; e < 256; e += 32) {
+        int key = key0 + e / 16, col = col0 + e % 16;
+        if (key < n && col < hd) dst[(size_t)key * ld + col] = scratch[e] * scale;
+    }
+}
+
+/* Backward, dK and dV of one sequence: block x owns keys k0 = x FLASH_KEYS .. + FLASH_KEYS - 1 of
+ * KV head y and loops over every query tile that can see them (all heads of the group, positions
+ * >= k0), so its dK, dV sums stay in its own fragments: no atomics, a fixed order, the same bits
+ * on every run. Per query tile, in the transposed orientation (keys are rows):
+ *   S^T = K Q^T, P^T = exp(scale S^T - lse) (the forward's probabilities, recomputed from its
+ *   log-sum-exp: no softmax), dP^T = V dO^T, dS^T = P^T (dP^T - Dsum),
+ *   dV += P^T dO, dK += scale dS^T Q.
+ * dq dk dv are fp32 columns of dqkv [T, QKV] (written, not added). */
+template <int HDP>
+__global__ void flash_bwd_kv_k(float *dqkv, const bf16 *qkv, const bf16 *dout, const float *lse, const float *Dsum,
+                               int first, int n, int H, int K, int hd, int P, int G, float scale)
+{
+    __shared__ __align__(32) bf16 Ks[FLASH_KEYS * HDP];
+    __shared__ __align__(32) bf16 Vs[FLASH_KEYS * HDP];
+    __shared__ __align__(32) bf16 Qs[FLASH_ROWS * HDP];
+    __shared__ __align__(32) bf16 dOs[FLASH_ROWS * HDP];
+    __shared__ __align__(32) float ST[FLASH_KEYS * FLASH_ROWS];
+    __shared__ __align__(32) bf16 PT[FLASH_KEYS * FLASH_ROWS];
+    __shared__ __align__(32) bf16 dST[FLASH_KEYS * FLASH_ROWS];
+    __shared__ __align__(32) float scratch[FLASH_WARPS][16 * 16];
+    __shared__ float row_lse[FLASH_ROWS], row_D[FLASH_ROWS];
+    __shared__ int row_t[FLASH_ROWS], row_h[FLASH_ROWS];
+    const int NCT = HDP / 16, NO = (NCT + 1) / 2;
+    int g = H / K, QKV = (H + 2 * K) * hd, HD = H * hd, kh = blockIdx.y, k0 = (int)blockIdx.x * FLASH_KEYS;
+    int warp = threadIdx.y, lane = threadIdx.x, kt = warp & 1, rh = warp >> 1;   /* key half; row / column half */
+    const bf16 *keys = qkv + (size_t)first * QKV + (size_t)(H + kh) * hd;
+    const bf16 *values = qkv + (size_t)first * QKV + (size_t)(H + K + kh) * hd;
+    flash_load_keys<HDP>(Ks, keys, QKV, k0, n, hd);
+    flash_load_keys<HDP>(Vs, values, QKV, k0, n, hd);
+    frag_acc dK[NO], dV[NO];
+    for (int i = 0; i < NO; i++) { wmma::fill_fragment(dK[i], 0.f); wmma::fill_fragment(dV[i], 0.f); }
+
+    int n_chunks = (g + G - 1) / G, n_qtiles = (n + P - 1) / P;
+    for (int chunk = 0; chunk < n_chunks; chunk++)
+        for (int qt = k0 / P; qt < n_qtiles; qt++) {
+            int q0 = qt * P, j0 = chunk * G;
+            __syncthreads();                          /* the previous query tile is used up */
+            flash_row_info(row_t, row_h, row_lse, row_D, lse, Dsum, first, H, kh, q0, P, j0, G, g, n);
+            flash_load_rows<HDP>(Qs, qkv, QKV, first, hd, kh, q0, P, j0, G, g, n);
+            flash_load_rows<HDP>(dOs, dout, HD, first, hd, kh, q0, P, j0, G, g, n);
+            __syncthreads();
+            /* this warp's 16x16 blocks of S^T = K Q^T (into ST) and dP^T = V dO^T (into scratch) */
+            frag_acc s, dp;
+            wmma::fill_fragment(s, 0.f);
+            wmma::fill_fragment(dp, 0.f);
+            flash_mma<frag_bt>(s, Ks + kt * 16 * HDP, HDP, Qs + rh * 16 * HDP, HDP, HDP, 1);
+            flash_mma<frag_bt>(dp, Vs + kt * 16 * HDP, HDP, dOs + rh * 16 * HDP, HDP, HDP, 1);
+            float *st = ST + kt * 16 * FLASH_ROWS + rh * 16;
+            wmma::store_matrix_sync(st, s, FLASH_ROWS, wmma::mem_row_major);
+            wmma::store_matrix_sync(scratch[warp], dp, 16, wmma::mem_row_major);
+            __syncwarp();
+            for (int e = lane; e < 256; e += 32) {
+                int kr = e / 16, rc = e % 16, r = rh * 16 + rc, key = k0 + kt * 16 + kr, t = row_t[r];
+                float p = t >= 0 && key <= t ? expf(st[kr * FLASH_ROWS + rc] * scale - row_lse[r]) : 0.f;
+                size_t o = (size_t)(kt * 16 + kr) * FLASH_ROWS + r;
+                PT[o] = __float2bfloat16(p);
+                dST[o] = __float2bfloat16(p * (scratch[warp][e] - row_D[r]));
+            }
+            __syncthreads();                          /* P^T, dS^T complete for both row halves */
+            for (int i = 0; i < NO; i++) {
+                int ct = rh + 2 * i;
+                if (ct >= NCT) break;
+                flash_mma<frag_b>(dV[i], PT + kt * 16 * FLASH_ROWS, FLASH_ROWS, dOs + ct * 16, HDP, FLASH_ROWS, HDP);
+                flash_mma<frag_b>(dK[i], dST + kt * 16 * FLASH_ROWS, FLASH_ROWS, Qs + ct * 16, HDP, FLASH_ROWS, HDP);
+            }
+        }
+    /* write scale dK and dV for the block's keys */
+    float *dkeys = dqkv + (size_t)first * QKV + HD + (size_t)kh * hd;
+    float *dvalues = dqkv + (size_t)first * QKV + HD + (size_t)(K + kh) * hd;
+    for (int i = 0; i < NO; i++) {
+        int ct = rh + 2 * i;
+        if (ct >= NCT) break;
+        flash_store_keys(dkeys, QKV, dK[i], scale, scratch[warp], k0 + kt * 16, ct * 16, n, hd);
+        flash_store_keys(dvalues, QKV, dV[i], 1.f, scratch[warp], k0 + kt * 16, ct * 16, n, hd);
+    }
+}
+
+/* Backward, dQ of one sequence: blocks as the forward's (query tile x, KV head y); each loops
+ * over the key tiles its rows see and keeps dQ in its own fragments (fp32):
+ *   S = Q K^T, P = exp(scale S - lse), dP = dO V^T, dS = P (dP - Dsum), dQ += scale dS K. */
+template <int HDP>
+__global__ void flash_bwd_q_k(float *dqkv, const bf16 *qkv, const bf16 *dout, const float *lse, const float *Dsum,
+                              int first, int n, int H, int K, int hd, int P, int G, int n_qtiles, float scale)
+{
+    __shared__ __align__(32) bf16 Qs[FLASH_ROWS * HDP];
+    __shared__ __align__(32) bf16 dOs[FLASH_ROWS * HDP];
+    __shared__ __align__(32) bf16 Ks[FLASH_KEYS * HDP];
+    __shared__ __align__(32) bf16 Vs[FLASH_KEYS * HDP];
+    __shared__ __align__(32) float S[FLASH_ROWS * FLASH_KEYS];
+    __shared__ __align__(32) bf16 dS[FLASH_ROWS * FLASH_KEYS];
+    __shared__ __align__(32) float scratch[FLASH_WARPS][16 * 16];
+    __shared__ float row_lse[FLASH_ROWS], row_D[FLASH_ROWS];
+    __shared__ int row_t[FLASH_ROWS], row_h[FLASH_ROWS];
+    const int NCT = HDP / 16, NO = (NCT + 1) / 2;
+    int g = H / K, QKV = (H + 2 * K) * hd, HD = H * hd, kh = blockIdx.y;
+    int q0 = (int)(blockIdx.x % n_qtiles) * P, j0 = (int)(blockIdx.x / n_qtiles) * G;
+    int warp = threadIdx.y, lane = threadIdx.x, rt = warp & 1, ch = warp >> 1;
+    int last = q0 + P < n ? q0 + P - 1 : n - 1;
+    flash_row_info(row_t, row_h, row_lse, row_D, lse, Dsum, first, H, kh, q0, P, j0, G, g, n);
+    flash_load_rows<HDP>(Qs, qkv, QKV, first, hd, kh, q0, P, j0, G, g, n);
+    flash_load_rows<HDP>(dOs, dout, HD, first, hd, kh, q0, P, j0, G, g, n);
+    frag_acc dQ[NO];
+    for (int i = 0; i < NO; i++) wmma::fill_fragment(dQ[i], 0.f);
+    const bf16 *keys = qkv + (size_t)first * QKV + (size_t)(H + kh) * hd;
+    const bf16 *values = qkv + (size_t)first * QKV + (size_t)(H + K + kh) * hd;
+
+    for (int k0 = 0; k0 <= last; k0 += FLASH_KEYS) {
+        __syncthreads();
+        flash_load_keys<HDP>(Ks, keys, QKV, k0, n, hd);
+        flash_load_keys<HDP>(Vs, values, QKV, k0, n, hd);
+        __syncthreads();
+        /* this warp's 16x16 blocks of S = Q K^T (into S) and dP = dO V^T (into scratch) */
+        frag_acc s, dp;
+        wmma::fill_fragment(s, 0.f);
+        wmma::fill_fragment(dp, 0.f);
+        flash_mma<frag_bt>(s, Qs + rt * 16 * HDP, HDP, Ks + ch * 16 * HDP, HDP, HDP, 1);
+        flash_mma<frag_bt>(dp, dOs + rt * 16 * HDP, HDP, Vs + ch * 16 * HDP, HDP, HDP, 1);
+        float *sb = S + rt * 16 * FLASH_KEYS + ch * 16;
+        wmma::store_matrix_sync(sb, s, FLASH_KEYS, wmma::mem_row_major);
+        wmma::store_matrix_sync(scratch[warp], dp, 16, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < 256; e += 32) {
+            int rr = e / 16, kc = e % 16, r = rt * 16 + rr, key = k0 + ch * 16 + kc, t = row_t[r];
+            float p = t >= 0 && key <= t ? expf(sb[rr * FLASH_KEYS + kc] * scale - row_lse[r]) : 0.f;
+            dS[r * FLASH_KEYS + ch * 16 + kc] = __float2bfloat16(p * (scratch[warp][e] - row_D[r]));
+        }
+        __syncthreads();                              /* dS complete for both key halves */
+        for (int i = 0; i < NO; i++) {
+            int ct = ch + 2 * i;
+            if (ct >= NCT) break;
+            flash_mma<frag_b>(dQ[i], dS + rt * 16 * FLASH_KEYS, FLASH_KEYS, Ks + ct * 16, HDP, FLASH_KEYS, HDP);
+        }
+    }
+    for (int i = 0; i < NO; i++) {
+        int ct = ch + 2 * i;
+        if (ct >= NCT) break;
+        __syncwarp();
+        wmma::store_matrix_sync(scratch[warp], dQ[i], 16, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < 256; e += 32) {
+            int r = rt * 16 + e / 16, col = ct * 16 + e % 16, t = row_t[r];
+            if (t >= 0 && col < hd) dqkv[(size_t)(first + t) * QKV + (size_t)row_h[r] * hd + col] = scratch[warp][e] * scale;
+        }
+    }
+}
+
 /* h[t, i] = silu(gate[t, i]) * up[t, i], with gu[t] = gate | up (I columns each). */
 template <typename Act>
 __global__ void swiglu_fwd_k(void *h_act, const void *gu_act, int T, int I)
@@ -789,6 +1183,7 @@ typedef struct {
     float *rstd1;  /* kept: [max_T] 1 / rms of each row of res[l], for the norm's backward */
     void *qkv;     /* kept: [max_T, QKV] act: q and k after RoPE, v */
     void *att;     /* kept: [max_T, HD] act: attention output (o_proj input) */
+    float *att_lse; /* kept: [max_T, H] log-sum-exp of each attention row (flash attention only) */
     float *xmid;   /* kept: [max_T, D] residual stream after attention, fp32 */
     void *xn2;     /* cheap: [max_T, D] act: post_attention_layernorm output */
     float *rstd2;  /* kept: [max_T] 1 / rms of each row of xmid */
@@ -828,6 +1223,9 @@ typedef struct cuda_ctx {
     int max_T;               /* tokens the buffers are planned for (opts.max_tokens) */
     int max_seq;             /* longest sequence, <= max_T: sizes the attention scores
                                 (opts.max_seq_tokens, or max_T when that is 0) */
+    int flash_hdp;           /* flash attention's padded head dimension (16, 32, 64, 128); 0:
+                                attention through cuBLAS and the scores scratch (fp32 mode,
+                                hd > 128, or LLAMA_CUDA_ATTENTION=cublas) */
     size_t act_size;         /* bytes per activation / compute-weight element: 4 or 2 */
     size_t n_params;
     int n_tensors;
@@ -865,8 +1263,10 @@ typedef struct cuda_ctx {
                                 output: dgu, then dqkv */
     float *dqkv_f32;         /* [max_T, QKV] fp32: dq, dk, dv before the RoPE backward */
     float *scores;           /* [K, max_seq, padded_ld(max_seq)] fp32 attention scores S, then dP;
-                                a sequence of n tokens uses [K, n, padded_ld(n)] */
+                                a sequence of n tokens uses [K, n, padded_ld(n)] (cuBLAS
+                                attention only) */
     void *probs;             /* [K, max_seq, padded_ld(max_seq)] act: probabilities P, then dS */
+    float *att_dsum;         /* [max_T, H] flash attention backward's rowsum(dO * O) */
     float *logits;           /* [max_T, lm_ld] one vocabulary chunk's logits */
     void *dlogits;           /* [max_T, lm_ld] act */
     float *dxf;              /* [max_T, D] gradient of xf */
@@ -1154,11 +1554,10 @@ static int op_rmsnorm_bwd(cuda_ctx *c, float *dx, void *dx_cast, void *dw, const
  * In a sequence of n tokens, the GEMMs' batch runs over the K KV heads; query head kh
  * q_per_kv + j is KV head kh's j-th, so one GEMM per j covers every query head. The scores of
  * a sequence are [K, n, ld] with ld = padded_ld(n) (aligned rows whatever n is). */
-static int op_attention_fwd(cuda_ctx *c, void *att, const void *qkv, const int *seq_start, int n_seq)
+static int attention_fwd_cublas(cuda_ctx *c, void *att, const void *qkv, const int *seq_start, int n_seq)
 {
     int K = c->K, q_per_kv = c->q_per_kv, hd = c->hd, QKV = c->QKV, HD = c->HD;
     float scale = 1.f / sqrtf((float)hd);
-    prof_region(c, PROF_ATTENTION);
     for (int s = 0; s < n_seq; s++) {
         int first = seq_start[s], n = seq_start[s + 1] - seq_start[s], ld = padded_ld(n);
         if (n <= 0) continue;
@@ -1177,18 +1576,16 @@ static int op_attention_fwd(cuda_ctx *c, void *att, const void *qkv, const int *
                      0.f, ACT_AT(c, att, (size_t)first * HD + (size_t)j * hd), act_type(c), HD, q_stride, K)) return -1;
         }
     }
-    prof_region(c, PROF_ELEMENTWISE);
     return 0;
 }
 
 /* Attention backward: datt [T, HD] act -> dqkv_f32 [T, QKV] fp32 (dq, dk, dv; written, not
  * added). Recomputes each P from q and k rather than keeping [K, n, n] per query head. */
-static int op_attention_bwd(cuda_ctx *c, float *dqkv_f32, const void *datt, const void *qkv, const int *seq_start,
-                            int n_seq)
+static int attention_bwd_cublas(cuda_ctx *c, float *dqkv_f32, const void *datt, const void *qkv, const int *seq_start,
+                                int n_seq)
 {
     int K = c->K, q_per_kv = c->q_per_kv, hd = c->hd, QKV = c->QKV, HD = c->HD;
     float scale = 1.f / sqrtf((float)hd);
-    prof_region(c, PROF_ATTENTION);
     for (int s = 0; s < n_seq; s++) {
         int first = seq_start[s], n = seq_start[s + 1] - seq_start[s], ld = padded_ld(n);
         if (n <= 0) continue;
@@ -1223,8 +1620,102 @@ static int op_attention_bwd(cuda_ctx *c, float *dqkv_f32, const void *datt, cons
                      CUDA_R_32F, QKV, hd, K)) return -1;
         }
     }
-    prof_region(c, PROF_ELEMENTWISE);
     return 0;
+}
+
+/* Flash attention's launch shape for a KV group of g query heads (see flash_fwd_k): a tile's
+ * FLASH_ROWS rows are P positions of G heads; the group needs n_chunks tiles of heads. */
+static void flash_tiles(int g, int *P, int *G, int *n_chunks)
+{
+    *G = g <= FLASH_ROWS ? g : FLASH_ROWS;
+    *P = FLASH_ROWS / *G;
+    *n_chunks = (g + *G - 1) / *G;
+}
+
+/* The flash kernel for the padded head dimension hdp (16, 32, 64 or 128). */
+#define FLASH_LAUNCH(hdp, grid, kern, ...)                                                         \
+    do {                                                                                           \
+        dim3 block_(32, FLASH_WARPS);                                                              \
+        switch (hdp) {                                                                             \
+        case 16: LAUNCH((grid), block_, kern<16>)(__VA_ARGS__); break;                             \
+        case 32: LAUNCH((grid), block_, kern<32>)(__VA_ARGS__); break;                             \
+        case 64: LAUNCH((grid), block_, kern<64>)(__VA_ARGS__); break;                             \
+        default: LAUNCH((grid), block_, kern<128>)(__VA_ARGS__); break;                            \
+        }                                                                                          \
+    } while (0)
+
+/* The smallest of 16, 32, 64, 128 that holds hd; 0 when none does (no flash attention). */
+static int flash_padded_hd(int hd) { return hd <= 16 ? 16 : hd <= 32 ? 32 : hd <= 64 ? 64 : hd <= 128 ? 128 : 0; }
+
+/* Flash attention forward (bf16): att [T, HD] and att_lse [T, H] from qkv, one launch per
+ * sequence (grid: query tiles x KV heads). */
+static int attention_fwd_flash(cuda_ctx *c, void *att, float *att_lse, const void *qkv, const int *seq_start,
+                               int n_seq)
+{
+    int P, G, n_chunks;
+    flash_tiles(c->q_per_kv, &P, &G, &n_chunks);
+    float scale = 1.f / sqrtf((float)c->hd);
+    for (int s = 0; s < n_seq; s++) {
+        int first = seq_start[s], n = seq_start[s + 1] - first, n_qtiles = (n + P - 1) / P;
+        if (n <= 0) continue;
+        dim3 grid((unsigned)(n_chunks * n_qtiles), (unsigned)c->K);
+        FLASH_LAUNCH(c->flash_hdp, grid, flash_fwd_k, (bf16 *)att, att_lse, (const bf16 *)qkv, first, n, c->H, c->K,
+                     c->hd, P, G, n_qtiles, scale);
+        CHECK_LAUNCH();
+    }
+    return 0;
+}
+
+/* Flash attention backward (bf16): Dsum = rowsum(dO * O) over the batch, then per sequence one
+ * kernel for dK, dV (a block per key tile) and one for dQ (a block per query tile): two passes
+ * that recompute P instead of one that would have to add dK, dV or dQ from many blocks into the
+ * same rows (atomics: a different sum order, so different bits, at every run). */
+static int attention_bwd_flash(cuda_ctx *c, float *dqkv_f32, const void *datt, const void *qkv, const void *att,
+                               const float *att_lse, const int *seq_start, int n_seq)
+{
+    int P, G, n_chunks;
+    flash_tiles(c->q_per_kv, &P, &G, &n_chunks);
+    float scale = 1.f / sqrtf((float)c->hd);
+    int T = seq_start[n_seq];
+    LAUNCH(elem_blocks((size_t)T * c->H), 256, flash_bwd_dot_k)(c->att_dsum, (const bf16 *)datt, (const bf16 *)att, T,
+                                                                c->H, c->hd);
+    CHECK_LAUNCH();
+    for (int s = 0; s < n_seq; s++) {
+        int first = seq_start[s], n = seq_start[s + 1] - first, n_qtiles = (n + P - 1) / P;
+        if (n <= 0) continue;
+        dim3 kv_grid((unsigned)((n + FLASH_KEYS - 1) / FLASH_KEYS), (unsigned)c->K);
+        FLASH_LAUNCH(c->flash_hdp, kv_grid, flash_bwd_kv_k, dqkv_f32, (const bf16 *)qkv, (const bf16 *)datt, att_lse,
+                     c->att_dsum, first, n, c->H, c->K, c->hd, P, G, scale);
+        CHECK_LAUNCH();
+        dim3 q_grid((unsigned)(n_chunks * n_qtiles), (unsigned)c->K);
+        FLASH_LAUNCH(c->flash_hdp, q_grid, flash_bwd_q_k, dqkv_f32, (const bf16 *)qkv, (const bf16 *)datt, att_lse,
+                     c->att_dsum, first, n, c->H, c->K, c->hd, P, G, n_qtiles, scale);
+        CHECK_LAUNCH();
+    }
+    return 0;
+}
+
+/* Attention forward: att [T, HD] from qkv [T, QKV] (and, with flash attention, each row's
+ * log-sum-exp into att_lse [T, H] for the backward). */
+static int op_attention_fwd(cuda_ctx *c, void *att, float *att_lse, const void *qkv, const int *seq_start, int n_seq)
+{
+    prof_region(c, PROF_ATTENTION);
+    int rc = c->flash_hdp ? attention_fwd_flash(c, att, att_lse, qkv, seq_start, n_seq)
+                          : attention_fwd_cublas(c, att, qkv, seq_start, n_seq);
+    prof_region(c, PROF_ELEMENTWISE);
+    return rc;
+}
+
+/* Attention backward: datt [T, HD] -> dqkv_f32 [T, QKV] (written, not added); flash attention
+ * also reads the forward's output att and att_lse. */
+static int op_attention_bwd(cuda_ctx *c, float *dqkv_f32, const void *datt, const void *qkv, const void *att,
+                            const float *att_lse, const int *seq_start, int n_seq)
+{
+    prof_region(c, PROF_ATTENTION);
+    int rc = c->flash_hdp ? attention_bwd_flash(c, dqkv_f32, datt, qkv, att, att_lse, seq_start, n_seq)
+                          : attention_bwd_cublas(c, dqkv_f32, datt, qkv, seq_start, n_seq);
+    prof_region(c, PROF_ELEMENTWISE);
+    return rc;
 }
 
 /* LM head forward over vocabulary chunks of C <= lm_chunk columns: xf [T, D] -> logp [T]
@@ -1320,7 +1811,7 @@ static int layer_fwd(cuda_ctx *c, int l, layer_acts *a, int T, int full)
     if (op_rmsnorm_fwd(c, a->xn1, a->rstd1, x, weight_at(c, off->input_layernorm), T, D)) return -1;
     if (linear_fwd(c, a->qkv, act_type(c), 0.f, a->xn1, weight_at(c, off->qkv_proj), T, D, c->QKV)) return -1;
     if (op_rope(c, a->qkv, a->qkv, 0, 1.f, T)) return -1;
-    if (op_attention_fwd(c, a->att, a->qkv, c->host_seq_start, c->n_seq)) return -1;
+    if (op_attention_fwd(c, a->att, a->att_lse, a->qkv, c->host_seq_start, c->n_seq)) return -1;
     /* o = att Wo^T into the fp32 scratch dxn (free outside layer_bwd); then one pass adds the
      * residual and normalises: xmid = res[l] + o, xn2 = rmsnorm(xmid). When `full`, that pass
      * also starts res[l + 1] as a copy of xmid, to which the down projection adds (beta = 1):
@@ -1368,7 +1859,7 @@ static int layer_bwd(cuda_ctx *c, int l, layer_acts *a, int T)
     dy = dres_act(c);
     if (linear_bwd(c, c->datt, act, 0.f, GRAD_AT(c, off->o_proj), dy, a->att, weight_at(c, off->o_proj), T, HD, D))
         return -1;
-    if (op_attention_bwd(c, c->dqkv_f32, c->datt, a->qkv, c->host_seq_start, c->n_seq)) return -1;
+    if (op_attention_bwd(c, c->dqkv_f32, c->datt, a->qkv, a->att, a->att_lse, c->host_seq_start, c->n_seq)) return -1;
     /* RoPE backward (inverse rotation) of dq, dk; dv copied; cast to the compute type */
     if (op_rope(c, c->dproj, c->dqkv_f32, 1, -1.f, T)) return -1;
     if (linear_bwd(c, c->dxn, CUDA_R_32F, 0.f, GRAD_AT(c, off->qkv_proj), c->dproj, a->xn1, weight_at(c, off->qkv_proj),
@@ -1697,7 +2188,7 @@ static void ctx_free(cuda_ctx *c)
     c->cublas = NULL;
     void *bufs[] = {c->master, c->weights != c->master ? c->weights : NULL, c->grad, c->adam_m, c->adam_v, c->res,
                     c->xf, c->rstd_final, c->dres, c->dxn, c->dres_cast, c->datt, c->dh, c->dproj, c->dqkv_f32,
-                    c->scores, c->probs, c->logits, c->dlogits, c->dxf, c->row_max, c->row_sumexp, c->label_logit,
+                    c->scores, c->probs, c->att_dsum, c->logits, c->dlogits, c->dxf, c->row_max, c->row_sumexp, c->label_logit,
                     c->lse, c->logp, c->label_dlogp, c->batch_ints, c->rope_cos,
                     c->rope_sin, c->sumsq, c->adamw_tab, c->cublas_ws};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) if (bufs[i]) cudaFree(bufs[i]);
@@ -1705,7 +2196,7 @@ static void ctx_free(cuda_ctx *c)
         for (int i = 0; i < c->n_acts; i++) {
             layer_acts *a = &c->acts[i];
             const layer_acts *a0 = &c->acts[0];   /* selective: the cheap tensors are a0's (freed once) */
-            void *act_bufs[] = {i && a->xn1 == a0->xn1 ? NULL : a->xn1, a->rstd1, a->qkv, a->att, a->xmid,
+            void *act_bufs[] = {i && a->xn1 == a0->xn1 ? NULL : a->xn1, a->rstd1, a->qkv, a->att, a->att_lse, a->xmid,
                                 i && a->xn2 == a0->xn2 ? NULL : a->xn2, a->rstd2, a->gu, i && a->h == a0->h ? NULL : a->h};
             for (size_t k = 0; k < sizeof act_bufs / sizeof act_bufs[0]; k++) if (act_bufs[k]) cudaFree(act_bufs[k]);
         }
@@ -1778,6 +2269,12 @@ static void ctx_shape(cuda_ctx *c, const llama_config *cfg, const llama_cuda_opt
     c->act_size = c->bf16_compute ? 2 : 4;
     c->max_T = opts->max_tokens;
     c->max_seq = opts->max_seq_tokens > 0 && opts->max_seq_tokens < c->max_T ? opts->max_seq_tokens : c->max_T;
+    /* Attention: flash kernels in bf16 modes (head_dim <= 128); cuBLAS and the [K, S, S] scores
+     * in fp32 mode (the parity mode) and when LLAMA_CUDA_ATTENTION=cublas asks for it (A/B
+     * measurements). */
+    const char *attention = getenv("LLAMA_CUDA_ATTENTION");
+    int force_cublas = attention && !strcmp(attention, "cublas");
+    c->flash_hdp = c->bf16_compute && !force_cublas ? flash_padded_hd(c->hd) : 0;
     c->n_acts = c->recompute == LLAMA_RECOMPUTE_LAYER ? 1 : c->L;
     c->cublas_ws_size = (size_t)32 << 20;
     /* LM-head chunk: about 256 MiB of fp32 logits, a multiple of 128 columns. Tests force small
@@ -1804,8 +2301,10 @@ typedef struct {
 
 static double gib(size_t bytes) { return (double)bytes / (1024.0 * 1024.0 * 1024.0); }
 
-/* Must match the allocations in alloc_device term by term. The attention scores are sized by
- * the longest sequence (max_seq), not the batch: sequences never attend to each other. */
+/* Must match the allocations in alloc_device term by term. cuBLAS attention's scores are sized
+ * by the longest sequence (max_seq), not the batch: sequences never attend to each other. Flash
+ * attention has no scores: a [T, H] fp32 log-sum-exp in each kept set (n_acts of them: L, or 1
+ * with whole-layer recompute), and one [T, H] fp32 Dsum for the backward. */
 static void plan_memory(const cuda_ctx *c, mem_plan *p)
 {
     size_t N = c->n_params, T = (size_t)c->max_T, S = (size_t)c->max_seq, act = c->act_size, D = c->D, I = c->I;
@@ -1813,15 +2312,20 @@ static void plan_memory(const cuda_ctx *c, mem_plan *p)
     p->weights = N * master_size + (c->bf16_compute && !c->lean ? N * 2 : 0);
     p->grads = N * grad_size(c);
     p->optim = 2 * N * master_size;
-    /* an activation set: the kept tensors (rstd1, qkv, att, xmid, rstd2, gu) and the cheap ones
-     * (xn1, xn2, h), which selective recomputation allocates once for all n_acts sets */
-    size_t kept = T * (4 + (size_t)c->QKV * act + (size_t)c->HD * act + D * 4 + 4 + 2 * I * act);
+    /* an activation set: the kept tensors (rstd1, qkv, att, flash attention's att_lse, xmid,
+     * rstd2, gu), one set per layer unless whole-layer recomputation shares one, and the cheap
+     * ones (xn1, xn2, h), which selective recomputation allocates once for all n_acts sets */
+    size_t kept = T * (4 + (size_t)c->QKV * act + (size_t)c->HD * act + (c->flash_hdp ? (size_t)c->H * 4 : 0) + D * 4 +
+                       4 + 2 * I * act);
     size_t cheap = T * (D * act + D * act + I * act);
     size_t n_cheap = c->recompute == LLAMA_RECOMPUTE_SELECTIVE ? 1 : (size_t)c->n_acts;
     p->acts = (size_t)(c->L + 1) * T * D * 4 + (size_t)c->n_acts * kept + n_cheap * cheap + T * (D * act + 4);
+    /* attention's workspace: flash attention's Dsum [T, H] fp32, or cuBLAS attention's scores
+     * (fp32) and probabilities (act) */
+    size_t attention = c->flash_hdp ? T * (size_t)c->H * 4 : (size_t)c->K * S * (size_t)padded_ld((int)S) * (4 + act);
     size_t proj_cols = (size_t)(2 * c->I > c->QKV ? 2 * c->I : c->QKV);
     p->work = T * D * 4 * 3 + T * D * act + T * (size_t)c->HD * act + T * I * act + T * proj_cols * act +
-              T * (size_t)c->QKV * 4 + (size_t)c->K * S * (size_t)padded_ld((int)S) * (4 + act) +
+              T * (size_t)c->QKV * 4 + attention +
               T * (size_t)c->lm_ld * (4 + act) + T * 6 * 4 + T * 3 * 4 + (3 * T + 1) * 4 +
               T * (size_t)(c->hd / 2) * 8 + (1 + (size_t)MAX_ELEM_BLOCKS) * 8 +
               (size_t)c->n_tensors * sizeof(adamw_tensor) + c->cublas_ws_size;
@@ -1831,11 +2335,11 @@ static void plan_memory(const cuda_ctx *c, mem_plan *p)
 static void plan_text(const cuda_ctx *c, const mem_plan *p, char *out, size_t outsz)
 {
     snprintf(out, outsz,
-             "memory plan (%s%s%s, %zu params, %d tokens, sequences <= %d): weights %.2f GiB, grads %.2f GiB, "
-             "optimizer %.2f GiB, activations %.2f GiB, workspace %.2f GiB, total %.2f GiB",
+             "memory plan (%s%s%s, %s attention, %zu params, %d tokens, sequences <= %d): weights %.2f GiB, "
+             "grads %.2f GiB, optimizer %.2f GiB, activations %.2f GiB, workspace %.2f GiB, total %.2f GiB",
              c->bf16_compute ? "bf16" : "fp32", c->lean ? " lean" : "",
              c->recompute == LLAMA_RECOMPUTE_SELECTIVE ? " selective recompute" : c->recompute ? " recompute" : "",
-             c->n_params,
+             c->flash_hdp ? "flash" : "cuBLAS", c->n_params,
              c->max_T, c->max_seq, gib(p->weights), gib(p->grads), gib(p->optim), gib(p->acts), gib(p->work),
              gib(p->total));
 }
@@ -1979,6 +2483,7 @@ static int alloc_device(cuda_ctx *c, char *err, size_t errsz)
     for (int i = 0; i < c->n_acts; i++) {
         layer_acts *a = &c->acts[i];
         ALLOC(a->rstd1, T * 4); ALLOC(a->qkv, T * c->QKV * act); ALLOC(a->att, T * c->HD * act);
+        if (c->flash_hdp) ALLOC(a->att_lse, T * c->H * 4);
         ALLOC(a->xmid, T * D * 4); ALLOC(a->rstd2, T * 4); ALLOC(a->gu, T * 2 * I * act);
         if (i > 0 && c->recompute == LLAMA_RECOMPUTE_SELECTIVE) {   /* one shared copy of the cheap ones */
             a->xn1 = c->acts[0].xn1; a->xn2 = c->acts[0].xn2; a->h = c->acts[0].h;
@@ -1990,7 +2495,8 @@ static int alloc_device(cuda_ctx *c, char *err, size_t errsz)
     ALLOC(c->dres, T * D * 4); ALLOC(c->dxn, T * D * 4); ALLOC(c->dxf, T * D * 4); ALLOC(c->dres_cast, T * D * act);
     ALLOC(c->datt, T * c->HD * act); ALLOC(c->dh, T * I * act); ALLOC(c->dproj, T * proj_cols * act);
     ALLOC(c->dqkv_f32, T * c->QKV * 4);
-    ALLOC(c->scores, scores * 4); ALLOC(c->probs, scores * act);
+    if (c->flash_hdp) ALLOC(c->att_dsum, T * c->H * 4);
+    else { ALLOC(c->scores, scores * 4); ALLOC(c->probs, scores * act); }
     ALLOC(c->logits, T * c->lm_ld * 4); ALLOC(c->dlogits, T * c->lm_ld * act);
     ALLOC(c->row_max, T * 4); ALLOC(c->row_sumexp, T * 4); ALLOC(c->label_logit, T * 4); ALLOC(c->lse, T * 4);
     ALLOC(c->logp, T * 4); ALLOC(c->label_dlogp, T * 4);

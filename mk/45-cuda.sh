@@ -6,7 +6,7 @@
 # llama_cuda_backend_create says "built without CUDA". Either way CUDA_OBJ and CUDA_LIBS say what
 # the trainer (mk/50) links.
 #
-# The CPU emulator (tests/gpu/emu/: fake cuda_runtime.h, cuda_bf16.h, cublas_v2.h) compiles
+# The CPU emulator (tests/gpu/emu/: fake cuda_runtime.h, cuda_bf16.h, cublas_v2.h, mma.h) compiles
 # kernels.cu itself with the host C++ compiler into $BUILD/emu/, and test_cuda runs the kernel
 # tests, a few parity cases, the memory plan and a dry run of tests/gpu/run.sh through it: the
 # CUDA path is checked against the CPU path on every build, GPU or not (see
@@ -43,7 +43,7 @@ build_cuda_emu() {
   local cxx=${CXX:-g++}
   command -v "$cxx" >/dev/null || { echo "cuda: no C++ compiler ($cxx): the emulator tests are skipped"; return 0; }
   mkdir -p "$BUILD/emu"
-  local objs="$LLAMA_OBJS" emuh; emuh="tests/gpu/emu/cuda_runtime.h tests/gpu/emu/cuda_bf16.h tests/gpu/emu/cublas_v2.h"
+  local objs="$LLAMA_OBJS" emuh; emuh="tests/gpu/emu/cuda_runtime.h tests/gpu/emu/cuda_bf16.h tests/gpu/emu/cublas_v2.h tests/gpu/emu/mma.h"
   # shellcheck disable=SC2086
   if cuda__stale "$BUILD/emu/kernels.o" kernels.cu llama/model.h $emuh; then
     $cxx -O2 -std=c++17 -Wall -Wextra -Itests/gpu/emu -x c++ -c kernels.cu -o "$BUILD/emu/kernels.o.tmp.$$"; mv -f "$BUILD/emu/kernels.o.tmp.$$" "$BUILD/emu/kernels.o"
@@ -93,8 +93,9 @@ build_cuda() {
 
 test_cuda() {
   # The CUDA backend on the CPU emulator: kernel tests, one parity case per mode (2 steps; lean
-  # against its CPU twin bit for bit, and resumed; a recompute mode also against no recompute,
-  # bit for bit), the memory plan, then every stage of the GPU
+  # against its CPU twin bit for bit, and resumed; in a recompute mode both recompute levels
+  # against none, bit for bit; bf16 modes with flash attention, fp32 and "cublas" with cuBLAS
+  # attention), the memory plan, then every stage of the GPU
   # script at toy sizes (its dry run). (Not under ASan: the emulator's fibers switch stacks.)
   if [ -z "$SAN" ] && [ -x "$BUILD/emu/cuda_kernels" ]; then
     run_test cuda_emu_kernels "$BUILD/emu/cuda_kernels"
@@ -103,6 +104,8 @@ test_cuda() {
     run_test cuda_emu_parity_bf16 "$BUILD/emu/cuda_parity" --case mha_untied --mode bf16 --steps 2
     run_test cuda_emu_parity_fp32_selective "$BUILD/emu/cuda_parity" --case gqa_tied --mode fp32+selective --steps 2
     run_test cuda_emu_parity_bf16_selective "$BUILD/emu/cuda_parity" --case mha_untied --mode bf16+selective --steps 2
+    run_test cuda_emu_parity_bf16_selective_cublas "$BUILD/emu/cuda_parity" --case gqa_tied --mode "bf16+selective cublas" \
+      --steps 2
     run_test cuda_emu_parity_lean_selective "$BUILD/emu/cuda_parity" --case llama3_mqa --mode "bf16 lean+selective" \
       --steps 2 --exact-twin
     run_test cuda_emu_parity_lean "$BUILD/emu/cuda_parity" --case random-gqa-llama3 --mode "bf16 lean+recompute" --steps 2 \

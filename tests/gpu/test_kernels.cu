@@ -106,6 +106,12 @@ static void check(const char *name, const void *d, int bf, const double *ref, si
 }
 
 static double *zeros_f64(size_t n) { return (double *)calloc(n, sizeof(double)); }
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 /* A device copy of host ints h[n]. */
 static void *to_device_ints(const int *h, size_t n)
@@ -436,21 +442,17 @@ static void test_swiglu(int bf)
     for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) test_swiglu_width(bf, widths[wi]);
 }
 
-/* Attention over a packed batch of 4 sequences (one of length 1, one empty, the others odd
- * lengths), GQA H=6, K=2. On the emulator: no GEMM may see unaligned rows (padded scores). */
-static void test_attention(int bf)
+/* Plain causal GQA attention in double over a packed batch (sequence s is rows seq[s] ..
+ * seq[s + 1] - 1): the reference of both attention paths. qkv [T, (H + 2K) hd], dO [T, H hd] ->
+ * O [T, H hd], lse [T, H] (log-sum-exp of each row's scaled scores; NULL: not wanted) and
+ * dqkv [T, (H + 2K) hd] (dq, dk, dv). Outputs must start zeroed. */
+static void attention_reference(const float *qkv, const float *dO, const int *seq, int n_seq, int H, int K, int hd,
+                                double *O, double *lse, double *dqkv)
 {
-    cuda_ctx c = test_ctx(bf);
-    int H = 6, K = 2, hd = 16, q_per_kv = H / K;
-    int seq[] = {0, 37, 38, 38, 141}, n_seq = 4, T = seq[n_seq], maxn = 103;
-    int QKV = (H + 2 * K) * hd, HD = H * hd;
-    c.H = H; c.K = K; c.hd = hd; c.q_per_kv = q_per_kv; c.QKV = QKV; c.HD = HD;
-    REQUIRE_CUDA(cudaMalloc(&c.scores, (size_t)K * maxn * padded_ld(maxn) * 4));
-    REQUIRE_CUDA(cudaMalloc(&c.probs, (size_t)K * maxn * padded_ld(maxn) * c.act_size));
-    float *qkv = host_random((size_t)T * QKV, 1.5f, bf), *dO = host_random((size_t)T * HD, 1.f, bf);
-    double *O = zeros_f64((size_t)T * HD), *dq = zeros_f64((size_t)T * QKV);
+    int q_per_kv = H / K, QKV = (H + 2 * K) * hd, HD = H * hd, maxn = 0;
+    for (int s = 0; s < n_seq; s++) if (seq[s + 1] - seq[s] > maxn) maxn = seq[s + 1] - seq[s];
     double scale = 1.0 / sqrt((double)hd);
-    double *p = zeros_f64(maxn), *dp = zeros_f64(maxn);
+    double *p = zeros_f64(maxn + 1), *dp = zeros_f64(maxn + 1);
     for (int s = 0; s < n_seq; s++) {
         int s0 = seq[s], n = seq[s + 1] - s0;
         for (int h = 0; h < H; h++) {
@@ -465,6 +467,7 @@ static void test_attention(int bf)
                 }
                 for (int u = 0; u <= t; u++) { p[u] = exp(p[u] - mx); sum += p[u]; }
                 for (int u = 0; u <= t; u++) p[u] /= sum;
+                if (lse) lse[(size_t)(s0 + t) * H + h] = mx + log(sum);
                 const float *go = dO + (size_t)(s0 + t) * HD + h * hd;
                 double dot = 0;
                 for (int u = 0; u <= t; u++) {
@@ -477,22 +480,40 @@ static void test_attention(int bf)
                     double ds = p[u] * (dp[u] - dot) * scale;
                     const float *k = qkv + (size_t)(s0 + u) * QKV + HD + kh * hd;
                     for (int e = 0; e < hd; e++) {
-                        dq[(size_t)(s0 + t) * QKV + h * hd + e] += ds * k[e];
-                        dq[(size_t)(s0 + u) * QKV + HD + kh * hd + e] += ds * q[e];
-                        dq[(size_t)(s0 + u) * QKV + HD + K * hd + kh * hd + e] += p[u] * go[e];
+                        dqkv[(size_t)(s0 + t) * QKV + h * hd + e] += ds * k[e];
+                        dqkv[(size_t)(s0 + u) * QKV + HD + kh * hd + e] += ds * q[e];
+                        dqkv[(size_t)(s0 + u) * QKV + HD + K * hd + kh * hd + e] += p[u] * go[e];
                     }
                 }
             }
         }
     }
+    free(p); free(dp);
+}
+
+/* Attention through cuBLAS (the scores path: fp32 mode, and bf16 with LLAMA_CUDA_ATTENTION=cublas)
+ * over a packed batch of 4 sequences (one of length 1, one empty, the others odd lengths), GQA
+ * H=6, K=2. On the emulator: no GEMM may see unaligned rows (padded scores). */
+static void test_attention(int bf)
+{
+    cuda_ctx c = test_ctx(bf);
+    int H = 6, K = 2, hd = 16, q_per_kv = H / K;
+    int seq[] = {0, 37, 38, 38, 141}, n_seq = 4, T = seq[n_seq], maxn = 103;
+    int QKV = (H + 2 * K) * hd, HD = H * hd;
+    c.H = H; c.K = K; c.hd = hd; c.q_per_kv = q_per_kv; c.QKV = QKV; c.HD = HD;
+    REQUIRE_CUDA(cudaMalloc(&c.scores, (size_t)K * maxn * padded_ld(maxn) * 4));
+    REQUIRE_CUDA(cudaMalloc(&c.probs, (size_t)K * maxn * padded_ld(maxn) * c.act_size));
+    float *qkv = host_random((size_t)T * QKV, 1.5f, bf), *dO = host_random((size_t)T * HD, 1.f, bf);
+    double *O = zeros_f64((size_t)T * HD), *dq = zeros_f64((size_t)T * QKV);
+    attention_reference(qkv, dO, seq, n_seq, H, K, hd, O, NULL, dq);
     void *dqkv = to_device(qkv, (size_t)T * QKV, bf), *datt = device_poisoned((size_t)T * HD, bf), *ddO = to_device(dO, (size_t)T * HD, bf);
     float *dqf = (float *)device_poisoned((size_t)T * QKV, 0);
 #ifdef EMU_CUDA_RUNTIME_H
     long misaligned_before = emu_misaligned_gemms;
 #endif
-    REQUIRE_OK(op_attention_fwd(&c, datt, dqkv, seq, n_seq));
+    REQUIRE_OK(op_attention_fwd(&c, datt, NULL, dqkv, seq, n_seq));
     check(bf ? "attention fwd bf16 (GQA)" : "attention fwd fp32 (GQA)", datt, bf, O, (size_t)T * HD, bf ? -1e-2 : 1e-4, 1e-5);
-    REQUIRE_OK(op_attention_bwd(&c, dqf, ddO, dqkv, seq, n_seq));
+    REQUIRE_OK(op_attention_bwd(&c, dqf, ddO, dqkv, datt, NULL, seq, n_seq));
     check(bf ? "attention bwd bf16 (dq dk dv)" : "attention bwd fp32 (dq dk dv)", dqf, 0, dq, (size_t)T * QKV, bf ? -2e-2 : 1e-4,
           1e-5);
 #ifdef EMU_CUDA_RUNTIME_H
@@ -504,7 +525,108 @@ static void test_attention(int bf)
     } else printf("ok   attention %s: every GEMM's rows 16-byte aligned (lengths 37, 1, 103)\n", bf ? "bf16" : "fp32");
 #endif
     cudaFree(c.scores); cudaFree(c.probs); cudaFree(dqkv); cudaFree(datt); cudaFree(ddO); cudaFree(dqf);
-    free(qkv); free(dO); free(O); free(dq); free(p); free(dp);
+    free(qkv); free(dO); free(O); free(dq);
+}
+
+/* Flash attention (the bf16 modes' path) on one packed batch of sequences of the given lengths,
+ * H query heads over K KV heads of head dimension hd, against attention_reference (double, on
+ * the same bf16-rounded inputs) and, when `vs_cublas`, against the cuBLAS path in bf16 too.
+ *
+ * Tolerances (relative error of the whole tensor, ||got - ref|| / ||ref||, every element finite):
+ * the scores and their log-sum-exp are fp32 sums of exact bf16 products, so lse is checked per
+ * element to 1e-4 + 1e-5 |lse|. The rest meets bf16 rounding three times: P is rounded to bf16
+ * (relative 2^-9 = 0.2% per element) before P V, O to bf16 on output, and in the backward P and
+ * dS = P (dP - Dsum) are rounded to bf16 before the products, with Dsum taken from the rounded O,
+ * so dP - Dsum cancels and loses relative accuracy where they are close. Forward 1e-2 and
+ * backward 2e-2 hold with margin (the cuBLAS path rounds P and dS the same way; both are printed:
+ * a wrong mask, a missing tile or a wrong row gives errors of order 1). Flash against cuBLAS: the
+ * sum of the two, 2e-2 and 4e-2. The backward also runs twice and must give the same bits
+ * (the emulator runs the blocks in a new order at every launch; not for the long sequences, to
+ * save emulator time). */
+static void test_flash_case(int H, int K, int hd, const int *lens, int n_seq, int vs_cublas)
+{
+    cuda_ctx c = test_ctx(1);
+    int q_per_kv = H / K, QKV = (H + 2 * K) * hd, HD = H * hd;
+    int *seq = (int *)calloc((size_t)n_seq + 1, sizeof(int)), maxn = 1;
+    for (int s = 0; s < n_seq; s++) { seq[s + 1] = seq[s] + lens[s]; if (lens[s] > maxn) maxn = lens[s]; }
+    int T = seq[n_seq];
+    c.H = H; c.K = K; c.hd = hd; c.q_per_kv = q_per_kv; c.QKV = QKV; c.HD = HD; c.flash_hdp = flash_padded_hd(hd);
+    REQUIRE_CUDA(cudaMalloc(&c.att_dsum, (size_t)T * H * 4));
+    float *qkv = host_random((size_t)T * QKV, 1.5f, 1), *dO = host_random((size_t)T * HD, 1.f, 1);
+    double *O = zeros_f64((size_t)T * HD), *lse = zeros_f64((size_t)T * H), *dq = zeros_f64((size_t)T * QKV);
+    attention_reference(qkv, dO, seq, n_seq, H, K, hd, O, lse, dq);
+    void *dqkv = to_device(qkv, (size_t)T * QKV, 1), *ddO = to_device(dO, (size_t)T * HD, 1);
+    void *datt = device_poisoned((size_t)T * HD, 1);
+    float *dlse = (float *)device_poisoned((size_t)T * H, 0), *dqf = (float *)device_poisoned((size_t)T * QKV, 0);
+    float *dqf2 = (float *)device_poisoned((size_t)T * QKV, 0);
+    char name[100], lens_text[60] = "";
+    for (int s = 0; s < n_seq && strlen(lens_text) < 40; s++)
+        snprintf(lens_text + strlen(lens_text), sizeof lens_text - strlen(lens_text), "%s%d", s ? "," : "", lens[s]);
+    if (n_seq > 1 && strlen(lens_text) >= 40) snprintf(lens_text, sizeof lens_text, "%d seqs, T=%d", n_seq, T);
+    double t0 = now_seconds();
+    REQUIRE_OK(op_attention_fwd(&c, datt, dlse, dqkv, seq, n_seq));
+    snprintf(name, sizeof name, "flash fwd H%d K%d hd%d [%s]", H, K, hd, lens_text);
+    check(name, datt, 1, O, (size_t)T * HD, -1e-2, 0);
+    snprintf(name, sizeof name, "flash lse H%d K%d hd%d", H, K, hd);
+    check(name, dlse, 0, lse, (size_t)T * H, 1e-5, 1e-4);
+    REQUIRE_OK(op_attention_bwd(&c, dqf, ddO, dqkv, datt, dlse, seq, n_seq));
+    snprintf(name, sizeof name, "flash bwd H%d K%d hd%d", H, K, hd);
+    check(name, dqf, 0, dq, (size_t)T * QKV, -2e-2, 0);
+    if (T < 1500) {                                   /* (emulator time) */
+        REQUIRE_OK(op_attention_bwd(&c, dqf2, ddO, dqkv, datt, dlse, seq, n_seq));
+        snprintf(name, sizeof name, "flash bwd H%d K%d hd%d twice", H, K, hd);
+        expect_same_bits(name, dqf, dqf2, (size_t)T * QKV * 4);
+    }
+    double flash_s = now_seconds() - t0;
+    if (vs_cublas) {
+        /* the cuBLAS path on the same inputs, then flash's outputs against its outputs */
+        cuda_ctx cb = c;
+        cb.flash_hdp = 0;
+        REQUIRE_CUDA(cudaMalloc(&cb.scores, (size_t)K * maxn * padded_ld(maxn) * 4));
+        REQUIRE_CUDA(cudaMalloc(&cb.probs, (size_t)K * maxn * padded_ld(maxn) * 2));
+        void *catt = device_poisoned((size_t)T * HD, 1);
+        float *cdq = (float *)device_poisoned((size_t)T * QKV, 0);
+        REQUIRE_OK(op_attention_fwd(&cb, catt, NULL, dqkv, seq, n_seq));
+        REQUIRE_OK(op_attention_bwd(&cb, cdq, ddO, dqkv, catt, NULL, seq, n_seq));
+        float *h_att = (float *)malloc((size_t)T * HD * 4), *h_dq = (float *)malloc((size_t)T * QKV * 4);
+        to_host(h_att, catt, (size_t)T * HD, 1);
+        to_host(h_dq, cdq, (size_t)T * QKV, 0);
+        double *r_att = zeros_f64((size_t)T * HD), *r_dq = zeros_f64((size_t)T * QKV);
+        for (size_t i = 0; i < (size_t)T * HD; i++) r_att[i] = h_att[i];
+        for (size_t i = 0; i < (size_t)T * QKV; i++) r_dq[i] = h_dq[i];
+        snprintf(name, sizeof name, "flash vs cuBLAS fwd H%d K%d hd%d", H, K, hd);
+        check(name, datt, 1, r_att, (size_t)T * HD, -2e-2, 0);
+        snprintf(name, sizeof name, "flash vs cuBLAS bwd H%d K%d hd%d", H, K, hd);
+        check(name, dqf, 0, r_dq, (size_t)T * QKV, -4e-2, 0);
+        cudaFree(cb.scores); cudaFree(cb.probs); cudaFree(catt); cudaFree(cdq);
+        free(h_att); free(h_dq); free(r_att); free(r_dq);
+    }
+    printf("     (flash attention on the emulator: %.2f s)\n", flash_s);
+    cudaFree(c.att_dsum); cudaFree(dqkv); cudaFree(ddO); cudaFree(datt); cudaFree(dlse); cudaFree(dqf); cudaFree(dqf2);
+    free(seq); free(qkv); free(dO); free(O); free(lse); free(dq);
+}
+
+/* The flash attention shapes: the sweep of sequence lengths around the tile sizes (16, 32) in
+ * one packed batch of unequal sequences, per GQA ratio 1, 2, 4, 8 (and 3, and a group wider than
+ * a tile) and head dimension 64, 128 (and the small and padded ones the fixtures use), then
+ * single long sequences. */
+static void test_flash(void)
+{
+    static const int sweep[] = {1, 2, 3, 15, 16, 17, 31, 33, 63, 64, 65, 127, 128, 129, 200, 300};
+    int n_sweep = (int)(sizeof sweep / sizeof sweep[0]);
+    static const int mixed[] = {37, 1, 64, 19};
+    test_flash_case(2, 2, 64, sweep, n_sweep, 1);    /* MHA */
+    test_flash_case(4, 2, 128, sweep, n_sweep, 1);   /* GQA 2 */
+    test_flash_case(8, 2, 64, sweep, n_sweep, 1);    /* GQA 4 */
+    test_flash_case(8, 1, 128, sweep, n_sweep, 0);   /* GQA 8 */
+    test_flash_case(6, 2, 32, mixed, 4, 1);          /* GQA 3: tiles with padding rows */
+    test_flash_case(40, 1, 16, mixed, 4, 1);         /* group of 40 heads: two head chunks */
+    test_flash_case(5, 5, 8, mixed, 4, 1);           /* head dims padded to 16 (the fixtures') */
+    test_flash_case(3, 3, 10, mixed, 4, 0);
+    test_flash_case(4, 1, 48, mixed, 4, 0);          /* padded to 64 */
+    static const int long1[] = {1000}, long2[] = {2048};
+    test_flash_case(2, 1, 64, long1, 1, 0);
+    test_flash_case(1, 1, 128, long2, 1, 0);
 }
 
 /* LM head: forward log-probs and backward over 4 ragged vocabulary chunks; embedding. */
@@ -880,6 +1002,7 @@ int main(void)
         test_attention(bf);
         test_lm_embed(bf);
     }
+    test_flash();
     test_optim();
     test_adamw_multi();
 #ifdef EMU_CUDA_RUNTIME_H

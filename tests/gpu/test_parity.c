@@ -19,9 +19,17 @@
  * exactly on the emulator, and all but 1e-3 of them (within one bf16 step: a fused multiply-add
  * may move a fp32 result by an ulp) on a GPU.
  *
- * Recomputation (modes with recompute 1 or 2): the same two steps with and without it give the
- * same logp, gradient and parameter bits (it reruns the forward's own kernels on the same
- * inputs), in every precision.
+ * Attention: fp32 modes use cuBLAS attention (scores and a softmax), bf16 modes the flash
+ * attention kernels, which keep each row's log-sum-exp for the backward; the modes marked
+ * "cublas" run bf16 with cuBLAS attention (LLAMA_CUDA_ATTENTION=cublas) for comparison.
+ *
+ * Recomputation (modes with recompute 1 or 2): two steps with each recompute level (whole layer
+ * and selective) give the same logp, gradient and parameter bits as without recomputation, in
+ * every precision and with either attention. Whole-layer recomputation reruns the forward's own
+ * kernels on the same inputs (flash attention's forward included: each output element and
+ * log-sum-exp is summed by one block in a fixed order, no atomics); selective recomputation keeps
+ * attention's output and log-sum-exp per layer and rebuilds only the norms and SwiGLU with the
+ * forward's own expressions.
  *
  * Resume (lean modes): 2 steps in one backend must give the same parameter bits as 1 step, then
  * get_state, a new backend, set_state and step 2 (the stochastic rounding depends on the step,
@@ -29,7 +37,7 @@
  *
  * Usage: cuda_parity [--fixtures DIR] [--case NAME] [--mode NAME] [--steps N] [--exact-twin]
  *   NAME: a fixture directory name or random-gqa-llama3; a mode name from MODES below (the
- *   last three run only when named). Exit 0 pass, 1 fail, 77 without a CUDA device. */
+ *   modes after the first six run only when named). Exit 0 pass, 1 fail, 77 without a CUDA device. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
 #include <math.h>
@@ -67,19 +75,22 @@ static double rel_err(const float *a, const float *b, size_t n, double floor_nor
 typedef struct {
     const char *name;
     int bf16, lean, recompute, chunk;
+    int cublas_attention;   /* bf16 with cuBLAS attention (LLAMA_CUDA_ATTENTION=cublas) instead of flash */
     double tol_logp, tol_grads, tol_params;
 } mode;
 
 static const mode MODES[] = {
-    {"fp32", 0, 0, LLAMA_RECOMPUTE_NONE, 0, 1e-4, 1e-4, 1e-4},
-    {"fp32+recompute+chunk", 0, 0, LLAMA_RECOMPUTE_LAYER, 32, 1e-4, 1e-4, 1e-4},
-    {"fp32+selective", 0, 0, LLAMA_RECOMPUTE_SELECTIVE, 0, 1e-4, 1e-4, 1e-4},
-    {"bf16", 1, 0, LLAMA_RECOMPUTE_NONE, 0, 2e-2, 1e-1, 1e-2},
-    {"bf16+selective", 1, 0, LLAMA_RECOMPUTE_SELECTIVE, 0, 2e-2, 1e-1, 1e-2},
-    {"bf16 lean+recompute", 1, 1, LLAMA_RECOMPUTE_LAYER, 0, 2e-2, 1e-1, 1e-2},
-    {"bf16+recompute", 1, 0, LLAMA_RECOMPUTE_LAYER, 0, 2e-2, 1e-1, 1e-2},      /* only when selected by name */
-    {"bf16 lean", 1, 1, LLAMA_RECOMPUTE_NONE, 0, 2e-2, 1e-1, 1e-2},
-    {"bf16 lean+selective", 1, 1, LLAMA_RECOMPUTE_SELECTIVE, 0, 2e-2, 1e-1, 1e-2},
+    {"fp32", 0, 0, LLAMA_RECOMPUTE_NONE, 0, 0, 1e-4, 1e-4, 1e-4},
+    {"fp32+recompute+chunk", 0, 0, LLAMA_RECOMPUTE_LAYER, 32, 0, 1e-4, 1e-4, 1e-4},
+    {"fp32+selective", 0, 0, LLAMA_RECOMPUTE_SELECTIVE, 0, 0, 1e-4, 1e-4, 1e-4},
+    {"bf16", 1, 0, LLAMA_RECOMPUTE_NONE, 0, 0, 2e-2, 1e-1, 1e-2},
+    {"bf16+selective", 1, 0, LLAMA_RECOMPUTE_SELECTIVE, 0, 0, 2e-2, 1e-1, 1e-2},
+    {"bf16 lean+recompute", 1, 1, LLAMA_RECOMPUTE_LAYER, 0, 0, 2e-2, 1e-1, 1e-2},
+    {"bf16+recompute", 1, 0, LLAMA_RECOMPUTE_LAYER, 0, 0, 2e-2, 1e-1, 1e-2},      /* only when selected by name */
+    {"bf16 lean", 1, 1, LLAMA_RECOMPUTE_NONE, 0, 0, 2e-2, 1e-1, 1e-2},
+    {"bf16 lean+selective", 1, 1, LLAMA_RECOMPUTE_SELECTIVE, 0, 0, 2e-2, 1e-1, 1e-2},
+    {"bf16+selective cublas", 1, 0, LLAMA_RECOMPUTE_SELECTIVE, 0, 1, 2e-2, 1e-1, 1e-2},
+    {"bf16 lean+selective cublas", 1, 1, LLAMA_RECOMPUTE_SELECTIVE, 0, 1, 2e-2, 1e-1, 1e-2},
 };
 static const int N_DEFAULT_MODES = 6;
 static const char *g_only_case, *g_only_mode;   /* --case, --mode */
@@ -91,6 +102,21 @@ static int selected(const char *label, const mode *md, int k)
     if (g_only_case && strcmp(g_only_case, label)) return 0;
     if (g_only_mode) return !strcmp(g_only_mode, md->name);
     return k < N_DEFAULT_MODES;
+}
+
+/* The environment a backend of mode md is created in: LM-head chunks, the attention path. */
+static void mode_env(const mode *md)
+{
+    char envbuf[32];
+    if (md->chunk) { snprintf(envbuf, sizeof envbuf, "%d", md->chunk); setenv("LLAMA_CUDA_LM_CHUNK", envbuf, 1); }
+    else unsetenv("LLAMA_CUDA_LM_CHUNK");
+    if (md->cublas_attention) setenv("LLAMA_CUDA_ATTENTION", "cublas", 1);
+    else unsetenv("LLAMA_CUDA_ATTENTION");
+}
+static void mode_env_clear(void)
+{
+    unsetenv("LLAMA_CUDA_LM_CHUNK");
+    unsetenv("LLAMA_CUDA_ATTENTION");
 }
 
 /* Compares per tensor; prints the worst; counts a failure above tol. */
@@ -201,6 +227,7 @@ static void check_resume(const llama_model *m, const mode *md, const llama_batch
     int T = batch->seq_start[batch->n_seq];
     float *whole = malloc(N * 4), *resumed = malloc(N * 4), *am = malloc(N * 4), *av = malloc(N * 4);
     float *logp = malloc(T * 4), *dlogp = malloc(T * 4);
+    mode_env(md);   /* kept for the three backends below */
     llama_backend *a = llama_cuda_backend_create(m, &opts, err, sizeof err), *b = NULL, *c = NULL;
     int failed = !a || train_steps(a, batch, logp, dlogp, 1, 2) || a->get_state(a, whole, NULL, NULL, NULL);
     if (!failed) {
@@ -222,6 +249,7 @@ static void check_resume(const llama_model *m, const mode *md, const llama_batch
         printf("  %-4s resume after step 1: %zu of %zu parameters differ from the uninterrupted run after step 2\n",
                differ ? "FAIL" : "ok", differ, N);
     }
+    mode_env_clear();
     if (a) a->destroy(a);
     if (b) b->destroy(b);
     if (c) c->destroy(c);
@@ -236,11 +264,10 @@ static void check_resume(const llama_model *m, const mode *md, const llama_batch
 static int steps_for_bits(const llama_model *m, const mode *md, int recompute, const llama_batch *b1,
                           const llama_batch *b2, float *logp, float *grads, float *params, char *err, size_t errsz)
 {
-    char envbuf[32];
-    if (md->chunk) { snprintf(envbuf, sizeof envbuf, "%d", md->chunk); setenv("LLAMA_CUDA_LM_CHUNK", envbuf, 1); }
     llama_cuda_opts opts = {0, md->bf16, md->lean, recompute, 128, 0, 0, 0};
+    mode_env(md);
     llama_backend *b = llama_cuda_backend_create(m, &opts, err, errsz);
-    unsetenv("LLAMA_CUDA_LM_CHUNK");
+    mode_env_clear();
     if (!b) return -1;
     int T1 = b1->seq_start[b1->n_seq], T2 = b2->seq_start[b2->n_seq], rc = 0;
     float *dlogp = malloc((size_t)(T1 > T2 ? T1 : T2) * 4);
@@ -272,27 +299,35 @@ static size_t count_differing(const float *a, const float *b, size_t n)
     return d;
 }
 
-/* The mode's recompute level against none, same mode otherwise: recomputation reruns the
- * forward's own kernels on the forward's own inputs, so log-probs, gradients and parameters
- * must be the same bits. */
+/* Every recompute level (whole layer, selective) against none, same mode (precision, attention)
+ * otherwise: recomputation reruns the forward's own kernels on the forward's own inputs, or
+ * rebuilds the cheap tensors with the forward's own expressions, so log-probs, gradients and
+ * parameters must be the same bits. */
 static void check_same_bits(const llama_model *m, const mode *md, const llama_batch *b1, const llama_batch *b2)
 {
+    static const int levels[] = {LLAMA_RECOMPUTE_LAYER, LLAMA_RECOMPUTE_SELECTIVE};
+    static const char *level_names[] = {"whole-layer", "selective"};
     char err[512] = "";
     size_t N = m->n_params, T = (size_t)(b1->seq_start[b1->n_seq] + b2->seq_start[b2->n_seq]);
     float *buf[2];
     for (int k = 0; k < 2; k++) buf[k] = malloc((T + 2 * N) * 4);
-    if (steps_for_bits(m, md, LLAMA_RECOMPUTE_NONE, b1, b2, buf[0], buf[0] + T, buf[0] + T + N, err, sizeof err) ||
-        steps_for_bits(m, md, md->recompute, b1, b2, buf[1], buf[1] + T, buf[1] + T + N, err, sizeof err)) {
+    if (steps_for_bits(m, md, LLAMA_RECOMPUTE_NONE, b1, b2, buf[0], buf[0] + T, buf[0] + T + N, err, sizeof err)) {
         printf("FAIL same bits as no recompute: %s\n", err);
         g_fail++;
-    } else {
-        size_t dl = count_differing(buf[1], buf[0], T), dg = count_differing(buf[1] + T, buf[0] + T, N);
-        size_t dp = count_differing(buf[1] + T + N, buf[0] + T + N, N);
-        int ok = dl == 0 && dg == 0 && dp == 0;
-        if (!ok) g_fail++;
-        printf("  %-4s same bits as no recompute (2 steps): %zu of %zu logp, %zu of %zu grads, %zu of %zu params differ\n",
-               ok ? "ok" : "FAIL", dl, T, dg, N, dp, N);
-    }
+    } else
+        for (int k = 0; k < 2; k++) {
+            if (steps_for_bits(m, md, levels[k], b1, b2, buf[1], buf[1] + T, buf[1] + T + N, err, sizeof err)) {
+                printf("FAIL same bits as no recompute (%s): %s\n", level_names[k], err);
+                g_fail++;
+                continue;
+            }
+            size_t dl = count_differing(buf[1], buf[0], T), dg = count_differing(buf[1] + T, buf[0] + T, N);
+            size_t dp = count_differing(buf[1] + T + N, buf[0] + T + N, N);
+            int ok = dl == 0 && dg == 0 && dp == 0;
+            if (!ok) g_fail++;
+            printf("  %-4s %s recompute, same bits as none (2 steps): %zu of %zu logp, %zu of %zu grads, %zu of %zu "
+                   "params differ\n", ok ? "ok" : "FAIL", level_names[k], dl, T, dg, N, dp, N);
+        }
     free(buf[0]); free(buf[1]);
 }
 
@@ -339,12 +374,10 @@ static int run_case(const char *label, const char *dir, const llama_config *rand
     }
     llama_batch batch2 = {2, tok2, seq2, comp2};
 
-    char envbuf[32];
-    if (md->chunk) { snprintf(envbuf, sizeof envbuf, "%d", md->chunk); setenv("LLAMA_CUDA_LM_CHUNK", envbuf, 1); }
-    else unsetenv("LLAMA_CUDA_LM_CHUNK");
     llama_cuda_opts opts = {0, md->bf16, md->lean, md->recompute, 128, 0, 0, 0};
+    mode_env(md);
     llama_backend *gpu = llama_cuda_backend_create(&gpu_model, &opts, err, sizeof err);
-    unsetenv("LLAMA_CUDA_LM_CHUNK");
+    mode_env_clear();
     llama_backend *cpu = llama_cpu_backend_create(&cpu_model, err, sizeof err);
     if (!gpu || !cpu) {
         printf("FAIL %s [%s]: create: %s\n", label, md->name, err); g_fail++;
@@ -352,8 +385,8 @@ static int run_case(const char *label, const char *dir, const llama_config *rand
         if (cpu) cpu->destroy(cpu);
         goto done;
     }
-    printf("%s [%s] (%s): V=%d D=%d L=%d H=%d K=%d hd=%d, T=%d\n", label, md->name, gpu->name, cfg->vocab_size,
-           cfg->hidden_size, cfg->num_hidden_layers, cfg->num_attention_heads, cfg->num_key_value_heads, cfg->head_dim, T);
+    printf("%s [%s] (%s, %s attention): V=%d D=%d L=%d H=%d K=%d hd=%d, T=%d\n", label, md->name, gpu->name,
+           md->bf16 && !md->cublas_attention && cfg->head_dim <= 128 ? "flash" : "cuBLAS", cfg->vocab_size, cfg->hidden_size, cfg->num_hidden_layers, cfg->num_attention_heads, cfg->num_key_value_heads, cfg->head_dim, T);
     llama_adamw adamw = {1e-3, 0.9, 0.95, 1e-8, 0.1, 0};
     for (int step = 1; step <= g_steps; step++) {
         if (cpu->forward(cpu, &batch, logp_cpu) || gpu->forward(gpu, &batch, logp_gpu)) {

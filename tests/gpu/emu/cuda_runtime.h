@@ -1,14 +1,15 @@
 /* tests/gpu/emu/cuda_runtime.h - a CPU emulator of the CUDA subset kernels.cu uses.
  *
  * Why: CI and most development machines have nvcc but no GPU. Compiling kernels.cu with a host
- * C++ compiler and `-I tests/gpu/emu` (these headers shadow cuda_runtime.h, cuda_bf16.h and
- * cublas_v2.h) runs the real backend code - every kernel body, every GEMM's shapes, strides and
+ * C++ compiler and `-I tests/gpu/emu` (these headers shadow cuda_runtime.h, cuda_bf16.h,
+ * cublas_v2.h and mma.h, the tensor-core fragments) runs the real backend code - every kernel body, every GEMM's shapes, strides and
  * leading dimensions, the whole orchestration - on the CPU, so the parity test against the CPU
  * path can run everywhere. What it cannot show: real-GPU races, timing, memory limits,
  * cuBLAS's own numerics, anything architecture-specific.
  *
  * How: each thread block runs its threads as ucontext fibers on one OS thread. A fiber runs
- * until __syncthreads() (waits for the whole block) or a warp shuffle (waits for its warp); a
+ * until __syncthreads() (waits for the whole block) or a warp shuffle or __syncwarp() (waits for
+ * its warp); a
  * scheduler resumes fibers whose barrier is complete and reports a deadlock (a barrier not
  * reached by every thread) as an error. Device memory is host memory, filled with 0xFF (NaN) on
  * allocation so reads of never-written memory poison the results, and every GEMM checks that
@@ -38,6 +39,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 #define MAX_ELEM_BLOCKS 3
 #define MAX_ROW_BLOCKS 5
 
@@ -203,6 +205,7 @@ static int nthr, cur;
 static void (*body_fn)(void *);
 static void *body_arg;
 static double shfl_slot[MAXT];
+static unsigned long block_serial;   /* counts blocks run: per-block state (mma.h) resets on a new one */
 
 static void entry(void)
 {
@@ -226,7 +229,7 @@ static void run(dim3 g, dim3 b, void (*fn)(void *), void *arg)
     gridDim = g; blockDim = b; body_fn = fn; body_arg = arg; nthr = nt;
     /* the blocks in a shuffled order, a new one at every launch (xorshift, Fisher-Yates) */
     static uint64_t order_rng = 0x9E3779B97F4A7C15ull;
-    static unsigned order[MAX_ELEM_BLOCKS * MAX_ROW_BLOCKS * 64];
+    static unsigned order[1 << 16];   /* kernels with their own grids (flash attention) go past the capped ones */
     unsigned n_blocks = g.x * g.y * g.z;
     if (n_blocks > sizeof order / sizeof order[0]) { emu_fail("%s: grid of %lld blocks (emulator limit %lld)", "launch", n_blocks, (long long)(sizeof order / sizeof order[0])); return; }
     for (unsigned i = 0; i < n_blocks; i++) order[i] = i;
@@ -238,6 +241,7 @@ static void run(dim3 g, dim3 b, void (*fn)(void *), void *arg)
     for (unsigned k = 0; k < n_blocks; k++) {
                 unsigned block = order[k], bx = block % g.x, by = block / g.x % g.y, bz = block / (g.x * g.y);
                 blockIdx = dim3(bx, by, bz);
+                block_serial++;
                 for (int i = 0; i < nt; i++) {
                     fiber *f = &fibers[i];
                     f->tid = dim3(i % b.x, (i / b.x) % b.y, i / (b.x * b.y));
@@ -299,6 +303,9 @@ template <typename... P> launch_t<void (*)(P...)> launcher(dim3 g, dim3 b, void 
 #define LAUNCH(grid, block, ...) emu::launcher(dim3(grid), dim3(block), __VA_ARGS__)
 
 static inline void __syncthreads(void) { emu::yield_as(emu::WAIT_BLOCK); }
+/* A warp barrier: memory written by one lane before it is visible to the warp's other lanes
+ * after it (the flash-attention kernels pass tiles between lanes through shared memory). */
+static inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)mask; emu::yield_as(emu::WAIT_WARP); }
 template <typename T> static inline T __shfl_xor_sync(unsigned mask, T v, int lanemask)
 {
     (void)mask;
