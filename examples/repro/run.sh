@@ -60,7 +60,9 @@ BETA=0.1
 # The study runs hundreds of short jobs of a tiny model, often on a machine doing other work. With
 # OpenMP's default wait policy an idle thread spins, and when a core is busy elsewhere every
 # parallel region then waits for a descheduled thread: 20 steps took 100 s instead of 5 s on the
-# 2-core machine of docs/repro.md while another process ran. Passive waiting avoids that.
+# 2-core machine of docs/repro.md while another process ran. Passive waiting avoids that, at a
+# cost when the machine is idle (the target's 2000 SFT steps: 130 s instead of 59 s); a long
+# study on a machine that stays idle runs faster with OMP_WAIT_POLICY=active.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 mkdir -p "$OUT"/{data,models,answers,pairs,datasets,train,eval,plots}
 D="$OUT/data"
