@@ -161,28 +161,28 @@
  *                               const double *d_chosen, const double *d_rejected);
  *
  *   // The gradient of one optimizer step over batch[0..n), four pairs at a time. Returns the
- *   // loss of the whole batch and its metrics in *m, as apo_batch_loss would give them.
+ *   // loss of the whole batch and its metrics in *m, as apo_batch_loss gives them.
  *   double accumulate(void *model, forward_fn forward, backward_fn backward,
  *                     const apo_term *terms, int n_terms, apo_pair *batch, int n, apo_metrics *m) {
  *       enum { MICRO = 4 };
- *       double d_chosen[MICRO], d_rejected[MICRO], loss = 0;
+ *       double d_chosen[MICRO], d_rejected[MICRO];
  *       apo_batch_totals totals;
  *       int i, start;
  *       totals.n_pairs = n;
  *       totals.chosen_tokens = 0;
  *       for (i = 0; i < n; i++) totals.chosen_tokens += batch[i].n_chosen > 0 ? batch[i].n_chosen : 0;
- *       memset(m, 0, sizeof *m);
  *       for (start = 0; start < n; start += MICRO) {
- *           apo_metrics part;
  *           int len = n - start;
  *           if (len > MICRO) len = MICRO;
  *           forward(model, batch + start, len);
- *           loss += apo_microbatch_loss(terms, n_terms, batch + start, len, &totals,
- *                                       d_chosen, d_rejected, &part);
+ *           apo_microbatch_loss(terms, n_terms, batch + start, len, &totals,
+ *                               d_chosen, d_rejected, NULL);
  *           backward(model, batch + start, len, d_chosen, d_rejected);
- *           apo_metrics_add(m, &part);   // the shares of the metrics add up too
  *       }
- *       return loss;   // now take one optimizer step with the accumulated gradients
+ *       // every log-prob of the batch is known now: the loss and metrics of the whole batch,
+ *       // each mean divided once (exact; adding the micro-batches' shares is equal up to
+ *       // rounding). Then take one optimizer step with the accumulated gradients.
+ *       return apo_batch_loss(terms, n_terms, batch, n, NULL, NULL, m);
  *   }
  *   ```
  *
@@ -284,6 +284,8 @@
  *
  *   Changelog: 1.0 (2026-11) first version: 13 losses, batch API, parse, sequence log-prob.
  *              1.1 (2026-11) apo_microbatch_loss, apo_metrics_add (gradient accumulation).
+ *              1.2 (2026-11) every batch mean is a sum divided once (a mean of equal values is
+ *                            exact); the accumulation example logs apo_batch_loss's metrics.
  */
 #ifndef APO_H
 #define APO_H
@@ -374,7 +376,8 @@ APO_DEF APO_HD double apo_zero_unpaired_loss(double beta, double policy_logp, do
 
 /* Batch: total = sum_k weight_k * mean_i loss_k(pair i). Writes d_chosen[i], d_rejected[i] =
  * d total / d policy_chosen_i, d policy_rejected_i (INCLUDING the 1/n of the mean), if non-NULL.
- * Returns the total; fills *m if non-NULL. Beta for the reward metrics: terms[0].p.beta.
+ * Returns the total; fills *m if non-NULL. Beta for the reward metrics: terms[0].p.beta. Every
+ * mean is its sum divided once, so equal values give their value exactly.
  * Pairs with NaN/Inf inputs are skipped (gradient 0) and counted in m->n_nonfinite; the means
  * are over the other pairs. With m == NULL a skipped pair makes the return value NaN. */
 APO_DEF double apo_batch_loss(const apo_term *terms, int n_terms, const apo_pair *pairs, int n,
@@ -652,7 +655,7 @@ static int apo__pair_finite(const apo_pair *x) {
 
 /* Pass 1 over pairs[0..n): sums over the finite pairs, for the metrics and the sft denominator. */
 typedef struct {
-    double sum_rw, sum_rl, sum_acc, sum_pc, sum_pr;
+    double sum_rw, sum_rl, sum_acc, sum_margin, sum_pc, sum_pr; /* sum_margin: of r_w - r_l (TRL) */
     double chosen_tokens;            /* completion tokens of the finite pairs' chosen answers */
     int used, bad;                   /* finite pairs; pairs with NaN/Inf inputs */
 } apo__batch_sums;
@@ -660,7 +663,7 @@ typedef struct {
 static apo__batch_sums apo__batch_scan(double beta, const apo_pair *pairs, int n) {
     apo__batch_sums s;
     int i;
-    s.sum_rw = s.sum_rl = s.sum_acc = s.sum_pc = s.sum_pr = 0;
+    s.sum_rw = s.sum_rl = s.sum_acc = s.sum_margin = s.sum_pc = s.sum_pr = 0;
     s.chosen_tokens = 0;
     s.used = s.bad = 0;
     for (i = 0; i < n; i++) {
@@ -670,7 +673,7 @@ static apo__batch_sums apo__batch_scan(double beta, const apo_pair *pairs, int n
         rw = beta * (x->policy_chosen - x->ref_chosen);
         rl = beta * (x->policy_rejected - x->ref_rejected);
         s.used++;
-        s.sum_rw += rw; s.sum_rl += rl; s.sum_acc += rw > rl ? 1.0 : 0.0;
+        s.sum_rw += rw; s.sum_rl += rl; s.sum_acc += rw > rl ? 1.0 : 0.0; s.sum_margin += rw - rl;
         s.sum_pc += x->policy_chosen; s.sum_pr += x->policy_rejected;
         /* TRL counts the chosen tokens as they are (an empty answer adds 0 tokens and a
          * log-prob of 0) */
@@ -679,46 +682,55 @@ static apo__batch_sums apo__batch_scan(double beta, const apo_pair *pairs, int n
     return s;
 }
 
-/* Pass 2: sum_k weight_k * (sum_i loss_k(pair i) / pair_count), with sft as TRL's token mean
- * -sum_i pc_i / sft_tokens; writes each pair's gradient (weight_k / pair_count, or
- * weight_k / sft_tokens, included). Non-finite pairs add nothing and get zero gradients. */
+/* Pass 2: sum_k weight_k * (sum_i loss_k(pair i)) / pair_count, with sft as TRL's token mean
+ * -(sum_i pc_i) / sft_tokens: each term's sum is divided once, so a mean of equal losses is
+ * exact (ten pairs of APO-zero loss 1 give 1, not 0.9999999999999999). Writes each pair's
+ * gradient (weight_k / pair_count, or weight_k / sft_tokens, included), adding the terms in
+ * order. Non-finite pairs add nothing and get zero gradients. */
 static double apo__batch_terms(const apo_term *terms, int n_terms, const apo_pair *pairs, int n,
                                double pair_count, double sft_tokens,
                                double *d_chosen, double *d_rejected) {
     double total = 0;
     int i, k;
     for (i = 0; i < n; i++) {
-        const apo_pair *x = &pairs[i];
-        double gc_sum = 0, gr_sum = 0;
-        if (apo__pair_finite(x)) {
-            for (k = 0; k < n_terms; k++) {
-                double gc, gr, w = terms[k].weight;
-                if (terms[k].p.type == APO_SFT) {
-                    /* TRL: cross-entropy over all chosen completion tokens of the batch */
-                    total += w * (-x->policy_chosen / sft_tokens);
-                    gc_sum += w * (-1.0 / sft_tokens);
-                } else {
-                    total += w * apo_pair_loss(&terms[k].p, x, &gc, &gr) / pair_count;
-                    gc_sum += w * gc / pair_count;
-                    gr_sum += w * gr / pair_count;
-                }
+        if (d_chosen) d_chosen[i] = 0;
+        if (d_rejected) d_rejected[i] = 0;
+    }
+    for (k = 0; k < n_terms; k++) {
+        double w = terms[k].weight, sum = 0;
+        for (i = 0; i < n; i++) {
+            const apo_pair *x = &pairs[i];
+            double gc, gr;
+            if (!apo__pair_finite(x)) continue;
+            if (terms[k].p.type == APO_SFT) {
+                /* TRL: cross-entropy over all chosen completion tokens of the batch */
+                sum += -x->policy_chosen;
+                if (d_chosen) d_chosen[i] += w * (-1.0 / sft_tokens);
+            } else {
+                sum += apo_pair_loss(&terms[k].p, x, &gc, &gr);
+                if (d_chosen) d_chosen[i] += w * gc / pair_count;
+                if (d_rejected) d_rejected[i] += w * gr / pair_count;
             }
         }
-        if (d_chosen) d_chosen[i] = gc_sum;
-        if (d_rejected) d_rejected[i] = gr_sum;
+        if (terms[k].p.type == APO_SFT)
+            total += w * (sum / sft_tokens);
+        else if (pair_count > 0)   /* an empty batch (no finite pair) is 0, not 0/0 */
+            total += w * (sum / pair_count);
     }
     return total;
 }
 
-/* The metrics: every mean is a sum times inv (1/pairs of the batch that owns the means). */
-static void apo__batch_metrics(const apo__batch_sums *s, double total, double inv, apo_metrics *m) {
+/* The metrics: every mean is a sum divided once by `count` (the pairs of the batch that owns
+ * the means; 0: all zero). */
+static void apo__batch_metrics(const apo__batch_sums *s, double total, double count, apo_metrics *m) {
+    double n = count > 0 ? count : 1.0;
     m->loss = total;
-    m->rewards_chosen = s->sum_rw * inv;
-    m->rewards_rejected = s->sum_rl * inv;
-    m->rewards_accuracies = s->sum_acc * inv;
-    m->rewards_margins = (s->sum_rw - s->sum_rl) * inv;
-    m->logps_chosen = s->sum_pc * inv;
-    m->logps_rejected = s->sum_pr * inv;
+    m->rewards_chosen = s->sum_rw / n;
+    m->rewards_rejected = s->sum_rl / n;
+    m->rewards_accuracies = s->sum_acc / n;
+    m->rewards_margins = s->sum_margin / n;
+    m->logps_chosen = s->sum_pc / n;
+    m->logps_rejected = s->sum_pr / n;
     m->n_pairs = s->used;
     m->n_nonfinite = s->bad;
 }
@@ -730,7 +742,7 @@ APO_DEF double apo_batch_loss(const apo_term *terms, int n_terms, const apo_pair
     /* only an all-empty batch would divide by 0 */
     double sft_tokens = s.chosen_tokens < 1 ? 1.0 : s.chosen_tokens;
     total = apo__batch_terms(terms, n_terms, pairs, n, (double)s.used, sft_tokens, d_chosen, d_rejected);
-    if (m) apo__batch_metrics(&s, total, s.used > 0 ? 1.0 / s.used : 0.0, m);
+    if (m) apo__batch_metrics(&s, total, (double)s.used, m);
     else if (s.bad > 0) return apo__nan(); /* no other way to report the skipped pairs */
     return total;
 }
@@ -757,7 +769,7 @@ APO_DEF double apo_microbatch_loss(const apo_term *terms, int n_terms, const apo
     sft_tokens = totals->chosen_tokens < 1 ? 1.0 : totals->chosen_tokens;
     total = apo__batch_terms(terms, n_terms, pairs, n, (double)totals->n_pairs, sft_tokens,
                              d_chosen, d_rejected);
-    if (m) apo__batch_metrics(&s, total, totals->n_pairs > 0 ? 1.0 / totals->n_pairs : 0.0, m);
+    if (m) apo__batch_metrics(&s, total, (double)totals->n_pairs, m);
     else if (s.bad > 0) return apo__nan(); /* as apo_batch_loss: no other way to report them */
     return total;
 }

@@ -225,7 +225,7 @@ typedef struct {
     double *seq;        /* [2 micro] summed completion log-probs: chosen of pair k at 2k, rejected at 2k+1 */
     double *d_chosen;   /* [micro] dloss/d(summed log-prob) of each pair's chosen side */
     double *d_rejected; /* [micro] ... and of its rejected side */
-    apo_pair *pairs;    /* [micro] */
+    apo_pair *pairs;    /* [n_pairs] the pairs of a whole global batch (train_step) */
 } micro_buffers;
 
 static void micro_buffers_free(micro_buffers *mb) {
@@ -239,7 +239,7 @@ static void micro_buffers_free(micro_buffers *mb) {
     memset(mb, 0, sizeof *mb);
 }
 
-static int micro_buffers_alloc(micro_buffers *mb, int micro, int max_side_len) {
+static int micro_buffers_alloc(micro_buffers *mb, int micro, int n_pairs, int max_side_len) {
     size_t max_t = (size_t)2 * micro * (size_t)max_side_len + 1;
     memset(mb, 0, sizeof *mb);
     mb->logp = (float *)malloc(max_t * sizeof *mb->logp);
@@ -247,7 +247,7 @@ static int micro_buffers_alloc(micro_buffers *mb, int micro, int max_side_len) {
     mb->seq = (double *)malloc((size_t)2 * micro * sizeof *mb->seq);
     mb->d_chosen = (double *)malloc((size_t)micro * sizeof *mb->d_chosen);
     mb->d_rejected = (double *)malloc((size_t)micro * sizeof *mb->d_rejected);
-    mb->pairs = (apo_pair *)malloc((size_t)micro * sizeof *mb->pairs);
+    mb->pairs = (apo_pair *)malloc((size_t)(n_pairs > micro ? n_pairs : micro) * sizeof *mb->pairs);
     if (mb->logp && mb->dlogp && mb->seq && mb->d_chosen && mb->d_rejected && mb->pairs) return 0;
     micro_buffers_free(mb);
     return -1;
@@ -260,60 +260,6 @@ static int forward_logps(llama_backend *b, const pref_dataset *ds, const int *id
     if (b->forward(b, &mb->pb.b, mb->logp)) return errf(err, errsz, "forward: %s", b->err);
     llama_completion_logp(&mb->pb.b, mb->logp, mb->seq);
     return 0;
-}
-
-/* Sums behind a batch's loss and metrics, each divided once at the end (TRL's means): a mean of
- * equal values is then exact, where adding per-pair shares of 1/n (apo.h's micro-batch shares)
- * gives 0.9999999999999999 for ten pairs of accuracy 1, or an APO-zero loss of 1 at the reference. */
-typedef struct {
-    double term[MAX_TERMS]; /* per loss term: sum of the pairs' losses (sft: of -log p(chosen)) */
-    double rw, rl, acc, margin, pc, pr, chosen_tokens;
-    int used, bad; /* finite pairs; pairs with a NaN/Inf log-prob (left out, counted) */
-} metric_sums;
-
-static void metric_sums_add(metric_sums *s, const apo_term *terms, int n_terms, const apo_pair *p, int n) {
-    double beta = n_terms > 0 ? terms[0].p.beta : 0.0;
-    int i, k;
-    for (i = 0; i < n; i++) {
-        const apo_pair *x = &p[i];
-        double rw = beta * (x->policy_chosen - x->ref_chosen);
-        double rl = beta * (x->policy_rejected - x->ref_rejected);
-        if (!isfinite(x->policy_chosen) || !isfinite(x->policy_rejected) || !isfinite(x->ref_chosen) ||
-            !isfinite(x->ref_rejected)) {
-            s->bad++;
-            continue;
-        }
-        s->rw += rw;
-        s->rl += rl;
-        s->acc += rw > rl ? 1.0 : 0.0;
-        s->margin += rw - rl;
-        s->pc += x->policy_chosen;
-        s->pr += x->policy_rejected;
-        s->chosen_tokens += x->n_chosen > 0 ? x->n_chosen : 0;
-        for (k = 0; k < n_terms; k++)
-            s->term[k] +=
-                terms[k].p.type == APO_SFT ? -x->policy_chosen : apo_pair_loss(&terms[k].p, x, NULL, NULL);
-        s->used++;
-    }
-}
-
-/* The metrics (apo.h's meaning): pairwise terms and rewards are means over n_pairs, sft is the
- * token mean over `tokens` (at least 1), as apo_batch_loss and apo_microbatch_loss define them. */
-static void metric_sums_mean(const metric_sums *s, const apo_term *terms, int n_terms, double n_pairs,
-                             double tokens, apo_metrics *m) {
-    double n = n_pairs > 0 ? n_pairs : 1.0, n_tokens = tokens < 1 ? 1.0 : tokens;
-    int k;
-    memset(m, 0, sizeof *m);
-    for (k = 0; k < n_terms; k++)
-        m->loss += terms[k].weight * (s->term[k] / (terms[k].p.type == APO_SFT ? n_tokens : n));
-    m->rewards_chosen = s->rw / n;
-    m->rewards_rejected = s->rl / n;
-    m->rewards_accuracies = s->acc / n;
-    m->rewards_margins = s->margin / n;
-    m->logps_chosen = s->pc / n;
-    m->logps_rejected = s->pr / n;
-    m->n_pairs = s->used;
-    m->n_nonfinite = s->bad;
 }
 
 /* Prompt-completion (SFT) data trains and evaluates with sft terms only: every other loss needs
@@ -352,7 +298,7 @@ static int dataset_logps(llama_backend *b, const pref_dataset *ds, int micro, do
     micro_buffers mb;
     int *idx = (int *)malloc((size_t)micro * sizeof *idx), i, k, status = -1;
     double last = now_s();
-    if (!idx || micro_buffers_alloc(&mb, micro, ds->max_side_len)) {
+    if (!idx || micro_buffers_alloc(&mb, micro, micro, ds->max_side_len)) {
         free(idx);
         return errf(err, errsz, "out of memory");
     }
@@ -406,22 +352,19 @@ static int reference_logps(llama_backend *b, const pref_dataset *ds, int micro, 
 static int evaluate(llama_backend *b, const pref_dataset *ds, const double *ref_c, const double *ref_r,
                     const apo_term *terms, int n_terms, int micro, double *pol_c, double *pol_r,
                     apo_metrics *out, char *err, size_t errsz) {
-    metric_sums sums;
+    apo_pair *pairs;
     int i;
     memset(out, 0, sizeof *out);
-    memset(&sums, 0, sizeof sums);
     if (ds->n == 0) return 0;
     if (dataset_logps(b, ds, micro, pol_c, pol_r, NULL, err, errsz)) return -1;
     if (!ref_c || !ref_r || ds->stats.unpaired) {
         ref_c = pol_c;
         ref_r = pol_r;
     }
-    for (i = 0; i < ds->n; i++) {
-        apo_pair p = pair_at(ds, i, pol_c[i], pol_r[i], ref_c[i], ref_r[i]);
-        metric_sums_add(&sums, terms, n_terms, &p, 1);
-    }
-    /* apo_batch_loss's convention: means over the finite pairs */
-    metric_sums_mean(&sums, terms, n_terms, sums.used, sums.chosen_tokens, out);
+    if (!(pairs = (apo_pair *)malloc((size_t)ds->n * sizeof *pairs))) return errf(err, errsz, "out of memory");
+    for (i = 0; i < ds->n; i++) pairs[i] = pair_at(ds, i, pol_c[i], pol_r[i], ref_c[i], ref_r[i]);
+    apo_batch_loss(terms, n_terms, pairs, ds->n, NULL, NULL, out); /* means over the finite pairs */
+    free(pairs);
     return 0;
 }
 
@@ -492,11 +435,9 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
     llama_backend *b = r->b;
     micro_buffers *mb = &r->mb;
     apo_batch_totals totals;
-    metric_sums sums;
     double clip = 1.0;
     int i, k, s, t;
     memset(rep, 0, sizeof *rep);
-    memset(&sums, 0, sizeof sums);
     rep->lr = lr;
     totals.n_pairs = nb;
     totals.chosen_tokens = 0;
@@ -511,13 +452,12 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
             const pref_example *e = &r->ds.ex[j];
             double pc = mb->seq[2 * k], pr = mb->seq[2 * k + 1];
             /* prompt-completion data has no reference: the policy is its own (rewards 0) */
-            mb->pairs[k] = r->ds.stats.unpaired ? pair_at(&r->ds, j, pc, pr, pc, pr)
-                                                : pair_at(&r->ds, j, pc, pr, r->ref_c[j], r->ref_r[j]);
+            mb->pairs[i + k] = r->ds.stats.unpaired ? pair_at(&r->ds, j, pc, pr, pc, pr)
+                                                    : pair_at(&r->ds, j, pc, pr, r->ref_c[j], r->ref_r[j]);
             rep->tokens += e->chosen_len + e->rejected_len; /* not the empty side's stand-in token */
         }
-        /* the gradients of the micro-batch's share; the metrics from sums over the whole batch */
-        apo_microbatch_loss(r->terms, r->n_terms, mb->pairs, n, &totals, mb->d_chosen, mb->d_rejected, NULL);
-        metric_sums_add(&sums, r->terms, r->n_terms, mb->pairs, n);
+        /* the gradients of the micro-batch's share of the batch loss */
+        apo_microbatch_loss(r->terms, r->n_terms, mb->pairs + i, n, &totals, mb->d_chosen, mb->d_rejected, NULL);
         for (s = 0; s < 2 * n; s++) {
             double g = (s & 1) ? mb->d_rejected[s / 2] : mb->d_chosen[s / 2];
             for (t = mb->pb.seq_start[s]; t < mb->pb.seq_start[s + 1]; t++)
@@ -525,7 +465,8 @@ static int train_step(train_run *r, const int *batch, int nb, double lr, step_re
         }
         if (b->backward(b, &mb->pb.b, mb->dlogp)) return errf(err, errsz, "backward: %s", b->err);
     }
-    metric_sums_mean(&sums, r->terms, r->n_terms, nb, totals.chosen_tokens, &rep->m);
+    /* the loss and metrics of the whole batch, now that all its log-probs are known */
+    apo_batch_loss(r->terms, r->n_terms, mb->pairs, nb, NULL, NULL, &rep->m);
 
     rep->grad_norm = b->grad_norm(b);
     /* a failure inside the backend (e.g. a CUDA error) also gives a non-finite norm: report the
@@ -878,7 +819,7 @@ static int stop_after_step(train_run *r, char *err, size_t errsz) {
 /* The optimizer steps, with logging, evaluation and checkpoints on their schedules. */
 static int train_loop(train_run *r, char *err, size_t errsz) {
     const train_args *a = r->a;
-    if (micro_buffers_alloc(&r->mb, a->micro_batch, r->ds.max_side_len))
+    if (micro_buffers_alloc(&r->mb, a->micro_batch, a->batch_size, r->ds.max_side_len))
         return errf(err, errsz, "out of memory");
     if (!(r->order = (int *)malloc((size_t)r->ds.n * sizeof *r->order)))
         return errf(err, errsz, "out of memory");

@@ -673,6 +673,37 @@ static void test_microbatch_nonfinite(void) {
     printf("micro-batches with non-finite pairs: zero gradients, counted, share over the global totals\n");
 }
 
+/* A batch mean is its sum divided once: n equal values give that value exactly, for every n
+ * (sum * (1/n), or adding n shares of 1/n, gives 0.9999999999999999 for n = 10, 49, ...). At the
+ * reference APO-zero's loss is 1 for every pair and every pair with r_w > r_l counts 1. */
+static void test_exact_means(void) {
+    apo_term t[2];
+    apo_pair pairs[128];
+    apo_metrics m;
+    int n, i, bad = 0;
+    t[0].p = apo_default_params(APO_ZERO);
+    t[0].weight = 1;
+    t[1].p = apo_default_params(APO_SFT);
+    t[1].weight = 1;
+    for (n = 1; n <= 128; n++) {
+        double total;
+        for (i = 0; i < n; i++) {
+            pairs[i].policy_chosen = pairs[i].ref_chosen = -3.5;   /* sums of these are exact */
+            pairs[i].policy_rejected = pairs[i].ref_rejected = -7.25;
+            pairs[i].n_chosen = pairs[i].n_rejected = 3;
+        }
+        total = apo_batch_loss(t, 1, pairs, n, NULL, NULL, &m);
+        if (total != 1.0 || m.loss != 1.0 || m.rewards_accuracies != 0.0 || m.logps_chosen != -3.5) bad++;
+        for (i = 0; i < n; i++) pairs[i].policy_chosen = -3.0;   /* now r_w > r_l: accuracy 1 */
+        apo_batch_loss(t, 1, pairs, n, NULL, NULL, &m);
+        if (m.rewards_accuracies != 1.0 || m.logps_chosen != -3.0 || m.logps_rejected != -7.25) bad++;
+        /* sft's token mean: n pairs of 3 tokens and log-prob -3 give exactly 1 per token */
+        total = apo_batch_loss(t + 1, 1, pairs, n, NULL, NULL, &m);
+        if (total != 1.0) bad++;
+    }
+    CHECK(bad == 0, "batch means of equal values are exact for every n in 1..128 (%d cases off)", bad);
+}
+
 int main(int argc, char **argv) {
     const char *ref = argc > 1 ? argv[1] : "tests/apo/reference.txt";
     test_reference(ref);
@@ -685,6 +716,7 @@ int main(int argc, char **argv) {
     test_microbatch_share();
     test_microbatch_sums();
     test_microbatch_nonfinite();
+    test_exact_means();
     printf("%d checks, %d failed\n", n_checks, n_fail);
     return n_fail ? 1 : 0;
 }
