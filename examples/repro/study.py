@@ -52,7 +52,7 @@ def judge_pairs(verdicts, out):
         win, lose = (a, b) if a_wins else (b, a)
         rows.append({"prompt": v["prompt"], "chosen": win, "rejected": lose, "judge_score_a": s})
     task.write_jsonl(out, rows)
-    task.write_jsonl(out.replace(".jsonl", "") + ".identical.jsonl", same)
+    task.write_jsonl((out[:-len(".jsonl")] if out.endswith(".jsonl") else out) + ".identical.jsonl", same)
     ties = sum(r["judge_score_a"] == 0.5 for r in rows)
     print(f"  {out}: {len(rows)} pairs ({ties} of them judged a tie, broken by a coin); "
           f"{len(same)} prompts with two identical answers, no pair", file=sys.stderr)
